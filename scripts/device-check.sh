@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU: build with CUDA, run the tests that need a GPU (ctest -L cuda) and
+# the rest, run the GPU benchmarks (build/bin/bench_cuda_*, plus bench/*.py yardsticks when PyTorch
+# is there), and print a short table. Full logs go under $OUT when it is set.
+# Nothing is installed: the device machine has the toolkit, cuDNN, NCCL, MPI and serial HDF5 but no
+# oneDNN (DESIGN.md), so the build takes GPPF_ONEDNN=AUTO.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/gppf-device-check}
+mkdir -p "$out"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+build=${GPPF_DEVICE_BUILD:-build-device}
+rows=()
+row() { rows+=("$(printf '%-34s %s' "$1" "$2")"); }
+
+gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)
+row "gpu" "${gpu:-none found}"
+
+t0=$(date +%s)
+if GPPF_CUDA=ON GPPF_WERROR=OFF GPPF_JOBS=$(nproc) scripts/build.sh "$build" -DGPPF_ONEDNN=AUTO \
+     -DCMAKE_CUDA_ARCHITECTURES=${GPPF_CUDA_ARCH:-90} >"$out/build.log" 2>&1; then
+  row "build (CUDA on)" "ok in $(( $(date +%s) - t0 )) s"
+else
+  row "build (CUDA on)" "FAILED (see build.log)"
+  tail -30 "$out/build.log"
+  printf '%s\n' "${rows[@]}" | tee "$out/summary.txt"
+  exit 1
+fi
+
+summary() { grep -E "tests passed|tests failed" "$1" | tail -1; }
+status=0
+(cd "$build" && ctest -L cuda --output-on-failure --timeout 300) >"$out/tests-cuda.log" 2>&1 || status=1
+row "ctest -L cuda" "$(summary "$out/tests-cuda.log")"
+(cd "$build" && ctest -LE cuda --output-on-failure --timeout 300 -j 8) >"$out/tests-rest.log" 2>&1 || status=1
+row "ctest (all other labels)" "$(summary "$out/tests-rest.log")"
+skipped=$(grep -c "(Skipped)" "$out/tests-cuda.log")
+row "cuda tests skipped" "$skipped"
+
+for b in "$build"/bin/bench_cuda_*; do
+  [ -x "$b" ] || continue
+  name=$(basename "$b")
+  if "$b" --benchmark_min_time=0.2 --benchmark_out="$out/$name.json" --benchmark_out_format=json \
+       >"$out/$name.txt" 2>&1; then
+    row "$name" "ok ($(grep -c '^BM_' "$out/$name.txt") rows, $name.txt)"
+  else
+    row "$name" "FAILED ($name.txt)"
+    status=1
+  fi
+done
+if python3 -c "import torch" 2>/dev/null; then
+  for py in bench/*.py; do
+    [ -f "$py" ] || continue
+    name=$(basename "$py" .py)
+    if timeout 300 python3 "$py" >"$out/$name.txt" 2>&1; then row "$name (PyTorch yardstick)" "ok ($name.txt)";
+    else row "$name (PyTorch yardstick)" "FAILED ($name.txt)"; fi
+  done
+fi
+
+echo
+echo "== device check =="
+printf '%s\n' "${rows[@]}" | tee "$out/summary.txt"
+for f in "$out"/bench_cuda_*.txt; do [ -f "$f" ] && { echo "-- $(basename "$f")"; grep -E '^(BM_|Benchmark)' "$f"; }; done
+exit $status

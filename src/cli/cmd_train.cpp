@@ -1,0 +1,24 @@
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "src/cli/commands.hpp"
+#include "src/core/error.hpp"
+
+namespace gppf::cli {
+
+void register_train(CLI::App& app) {
+  struct Options {
+    std::string config, out, resume;
+    std::vector<std::string> overrides;
+  };
+  auto opts = std::make_shared<Options>();
+  auto* cmd = app.add_subcommand("train", "SIMT multi-task pre-training from a YAML config");
+  cmd->add_option("--config", opts->config, "YAML config file")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--set", opts->overrides, "override a config key: key=value (repeatable)");
+  cmd->add_option("--out", opts->out, "run directory (metrics.jsonl, summary.json, checkpoints/)")->required();
+  cmd->add_option("--resume", opts->resume, "auto, or a checkpoint path");
+  cmd->callback([opts] { GPPF_NOT_IMPLEMENTED("the SIMT trainer arrives with issue 5 (the GPPF network)"); });
+}
+
+}  // namespace gppf::cli

@@ -1,0 +1,17 @@
+#pragma once
+// Each subcommand lives in its own cmd_<name>.cpp and registers itself on the app: its options, and
+// a callback that does the work. Errors are exceptions; main() turns them into one line and a
+// non-zero exit status.
+#include <CLI/CLI.hpp>
+
+namespace gppf::cli {
+
+void register_train(CLI::App& app);
+void register_eval(CLI::App& app);
+void register_finetune(CLI::App& app);
+void register_convert(CLI::App& app);
+void register_inspect(CLI::App& app);
+void register_bench(CLI::App& app);
+void register_report(CLI::App& app);
+
+}  // namespace gppf::cli

@@ -1,0 +1,47 @@
+#pragma once
+// The CUDA runtime as the rest of the trainer sees it: no CUDA headers here. Implemented in
+// kernels/cuda/runtime.cpp; a build without CUDA links kernels/stub/runtime.cpp, whose functions
+// say that CUDA is not built in (cuda_available() is simply false there).
+#include <cstddef>
+#include <string>
+
+#include "src/core/device.hpp"
+
+namespace gppf::cuda {
+
+bool built_with_cuda();
+// True when built with CUDA and at least one device answers.
+bool available();
+int device_count();
+void set_device(int index);
+// "NVIDIA H100 80GB HBM3, sm_90, 79 GiB" for logs and benchmark tables.
+std::string device_name(int index);
+
+// Device memory through a caching allocator (freed blocks are kept per device and size class).
+void* malloc_device(std::size_t bytes, int device);
+void free_device(void* ptr, int device);
+// Returns every cached block to the driver.
+void empty_cache();
+struct AllocatorStats {
+  std::size_t allocated = 0;  // bytes handed out now
+  std::size_t cached = 0;     // bytes held in free lists
+  std::size_t peak = 0;
+  std::size_t driver_allocs = 0;
+};
+AllocatorStats allocator_stats(int device);
+
+// Page-locked host memory for asynchronous copies.
+void* malloc_pinned(std::size_t bytes);
+void free_pinned(void* ptr);
+
+enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice, HostToHost };
+// Ordered on `stream`; host-to-host falls back to memcpy.
+void memcpy_async(void* dst, const void* src, std::size_t bytes, CopyKind kind, const Stream& stream);
+void memset_async(void* dst, int value, std::size_t bytes, const Stream& stream);
+
+Stream create_stream(int device);
+void destroy_stream(const Stream& stream);
+void synchronize(const Stream& stream);
+void device_synchronize(int device);
+
+}  // namespace gppf::cuda
