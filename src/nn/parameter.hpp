@@ -1,0 +1,30 @@
+#pragma once
+// A trainable tensor with its gradient buffer. `touched` records whether any backward pass wrote the
+// gradient in this step: the first writer overwrites (no zeroing pass), later ones accumulate, and the
+// optimizer skips parameters nobody touched (a lego no task used gets no decay and no momentum step).
+#include <string>
+
+#include "kernels/common.hpp"
+#include "src/core/tensor.hpp"
+
+namespace gppf::nn {
+
+struct Parameter {
+  std::string name;  // unique, dotted: "stage2.block0.lego3.conv1.weight"
+  Tensor value;      // f32 master copy
+  Tensor grad;       // f32, same shape and device; meaningful only when touched
+  bool touched = false;
+  bool decay = true;  // parameter groups: BN affine parameters and biases are created with decay = false
+  bool trainable = true;
+
+  // The mode for the next gradient write: Overwrite for the first one in a step, then Accumulate.
+  kernels::GradMode take_grad_mode() {
+    if (touched) return kernels::GradMode::Accumulate;
+    touched = true;
+    return kernels::GradMode::Overwrite;
+  }
+  // Called by the optimizer after the step.
+  void clear_grad() { touched = false; }
+};
+
+}  // namespace gppf::nn
