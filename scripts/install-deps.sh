@@ -9,7 +9,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libopenmpi-dev openmpi-bin
   libhdf5-openmpi-dev hdf5-tools
-  libdnnl-dev libopenblas-dev
+  libdnnl-dev libopenblas-dev libopenblas-openmp-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libpng-dev libjpeg-dev libturbojpeg0-dev zlib1g-dev
 )

@@ -1,5 +1,7 @@
 #include "src/core/tensor.hpp"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -24,8 +26,23 @@ std::int64_t shape_numel(const Shape& shape) {
   return n;
 }
 
+namespace {
+// A training step allocates and frees the same large activation buffers every step. glibc serves
+// blocks above 128 KiB with fresh mmap()s and returns them on free(), so every step would pay the
+// page faults again; keeping them in the heap makes the second step reuse the first one's pages.
+void keep_large_blocks_in_heap() {
+  static const bool done = [] {
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    return true;
+  }();
+  (void)done;
+}
+}  // namespace
+
 Storage::Storage(std::size_t bytes, Device device, bool pinned) : m_bytes(bytes), m_device(device), m_pinned(pinned) {
   if (bytes == 0) return;
+  keep_large_blocks_in_heap();
   if (device.is_cuda()) {
     m_data = cuda::malloc_device(bytes, device.index);
   } else if (pinned) {
