@@ -1,0 +1,94 @@
+#include "kernels/batchnorm.hpp"
+
+#include <cmath>
+
+namespace gppf::kernels {
+namespace {
+
+// Activations: at least 2-D, f32 or bf16; returns the channel count.
+std::int64_t check_activation(const char* op, const Tensor& x) {
+  GPPF_CHECK(x.defined() && x.ndim() >= 2, op, ": x must be [..., C] with at least 2 dims, got ",
+             x.defined() ? x.desc() : std::string("an undefined tensor"));
+  GPPF_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::BF16, op, ": x must be f32 or bf16, got ", x.desc());
+  return x.dim(-1);
+}
+
+void check_like(const char* op, const char* what, const Tensor& t, const Tensor& x) {
+  check_shape(op, what, t, x.shape());
+  check_dtype(op, what, t, x.dtype());
+  check_same_device(op, x, t);
+}
+
+void check_channel_vector(const char* op, const char* what, const Tensor& t, const Tensor& x) {
+  check_shape(op, what, t, {x.dim(-1)});
+  check_dtype(op, what, t, DType::F32);
+  check_same_device(op, x, t);
+}
+
+void check_params(const char* op, const BatchNormParams& p) {
+  GPPF_CHECK(p.eps > 0.0f && std::isfinite(p.eps), op, ": eps must be positive, got ", p.eps);
+  GPPF_CHECK(p.momentum >= 0.0f && p.momentum <= 1.0f, op, ": momentum must be in [0, 1], got ", p.momentum);
+}
+
+}  // namespace
+
+void batchnorm_fwd_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                         Tensor& running_mean, Tensor& running_var, Tensor& y, Tensor& save_mean, Tensor& save_invstd,
+                         const Stream& s) {
+  constexpr const char* op = "batchnorm_fwd_train";
+  check_params(op, p);
+  const std::int64_t c = check_activation(op, x);
+  GPPF_CHECK(c > 0 && x.numel() / c >= 2, op, ": x ", x.desc(),
+             " needs at least 2 values per channel to estimate batch statistics");
+  check_like(op, "y", y, x);
+  check_channel_vector(op, "gamma", gamma, x);
+  check_channel_vector(op, "beta", beta, x);
+  check_channel_vector(op, "running_mean", running_mean, x);
+  check_channel_vector(op, "running_var", running_var, x);
+  check_channel_vector(op, "save_mean", save_mean, x);
+  check_channel_vector(op, "save_invstd", save_invstd, x);
+  if (x.device().is_cuda())
+    cuda::batchnorm_fwd_train(p, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd, s);
+  else
+    host::batchnorm_fwd_train(p, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd);
+}
+
+void batchnorm_fwd_infer(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                         const Tensor& running_mean, const Tensor& running_var, Tensor& y, const Stream& s) {
+  constexpr const char* op = "batchnorm_fwd_infer";
+  check_params(op, p);
+  check_activation(op, x);
+  check_like(op, "y", y, x);
+  check_channel_vector(op, "gamma", gamma, x);
+  check_channel_vector(op, "beta", beta, x);
+  check_channel_vector(op, "running_mean", running_mean, x);
+  check_channel_vector(op, "running_var", running_var, x);
+  if (x.numel() == 0) return;
+  if (x.device().is_cuda())
+    cuda::batchnorm_fwd_infer(p, x, gamma, beta, running_mean, running_var, y, s);
+  else
+    host::batchnorm_fwd_infer(p, x, gamma, beta, running_mean, running_var, y);
+}
+
+void batchnorm_bwd(const BatchNormParams& p, const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma,
+                   const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta,
+                   GradMode param_mode, const Stream& s) {
+  constexpr const char* op = "batchnorm_bwd";
+  check_params(op, p);
+  const std::int64_t c = check_activation(op, x);
+  GPPF_CHECK(c > 0 && x.numel() / c >= 1, op, ": x ", x.desc(), " is empty");
+  if (p.relu) check_like(op, "y", y, x);
+  check_like(op, "dy", dy, x);
+  check_like(op, "dx", dx, x);
+  check_channel_vector(op, "gamma", gamma, x);
+  check_channel_vector(op, "save_mean", save_mean, x);
+  check_channel_vector(op, "save_invstd", save_invstd, x);
+  check_channel_vector(op, "dgamma", dgamma, x);
+  check_channel_vector(op, "dbeta", dbeta, x);
+  if (x.device().is_cuda())
+    cuda::batchnorm_bwd(p, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, param_mode, s);
+  else
+    host::batchnorm_bwd(p, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, param_mode);
+}
+
+}  // namespace gppf::kernels

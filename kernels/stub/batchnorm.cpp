@@ -1,0 +1,21 @@
+#include "kernels/batchnorm.hpp"
+
+namespace gppf::kernels::cuda {
+namespace {
+[[noreturn]] void no_cuda(const char* op) { GPPF_THROW(op, " on CUDA: this gppf was built without CUDA"); }
+}  // namespace
+
+void batchnorm_fwd_train(const BatchNormParams&, const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor&, Tensor&,
+                         Tensor&, Tensor&, const Stream&) {
+  no_cuda("batchnorm_fwd_train");
+}
+void batchnorm_fwd_infer(const BatchNormParams&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                         const Tensor&, Tensor&, const Stream&) {
+  no_cuda("batchnorm_fwd_infer");
+}
+void batchnorm_bwd(const BatchNormParams&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                   const Tensor&, Tensor&, Tensor&, Tensor&, GradMode, const Stream&) {
+  no_cuda("batchnorm_bwd");
+}
+
+}  // namespace gppf::kernels::cuda

@@ -1,0 +1,278 @@
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "kernels/batchnorm.hpp"
+#include "kernels/cast.hpp"
+#include "kernels/ref/batchnorm.hpp"
+#include "tests/common/gradcheck.hpp"
+#include "tests/common/util.hpp"
+
+namespace gppf {
+namespace {
+
+using kernels::BatchNormParams;
+using kernels::GradMode;
+using Vec = std::vector<double>;
+
+double dot(const Vec& a, const Vec& b) {
+  double s = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+// The training-mode forward as a function of (x, gamma, beta), for finite differences.
+Vec ref_train_y(const BatchNormParams& p, std::int64_t c, const Vec& x, const Vec& gamma, const Vec& beta) {
+  Vec rm(static_cast<std::size_t>(c), 0.0), rv(static_cast<std::size_t>(c), 1.0), y, sm, si;
+  kernels::ref::batchnorm_fwd_train(p, c, x, gamma, beta, rm, rv, y, sm, si);
+  return y;
+}
+
+// Checks dx, dgamma, dbeta of the reference backward against central differences of sum(w * y).
+void check_ref_gradients(bool relu, std::uint64_t seed) {
+  BatchNormParams p;
+  p.relu = relu;
+  const std::int64_t rows = 7, c = 3;
+  const Vec x = test::random_vector(rows * c, seed, -2.0, 3.0);
+  const Vec gamma = test::random_vector(c, seed + 1, 0.5, 1.5);
+  const Vec beta = test::random_vector(c, seed + 2, -0.3, 0.3);
+  const Vec w = test::random_vector(rows * c, seed + 3);
+  if (relu) {
+    // Kink guard: no pre-activation may sit within reach of the finite-difference step.
+    BatchNormParams plain = p;
+    plain.relu = false;
+    const Vec z = ref_train_y(plain, c, x, gamma, beta);
+    double closest = INFINITY;
+    int negatives = 0;
+    for (double v : z) {
+      closest = std::min(closest, std::abs(v));
+      negatives += v < 0;
+    }
+    ASSERT_GT(closest, 1e-3) << "pick another seed: a pre-activation sits on the ReLU kink";
+    ASSERT_GT(negatives, 0) << "the ReLU mask must be exercised";
+  }
+  Vec rm(c, 0.0), rv(c, 1.0), y, sm, si, dx, dgamma, dbeta;
+  kernels::ref::batchnorm_fwd_train(p, c, x, gamma, beta, rm, rv, y, sm, si);
+  kernels::ref::batchnorm_bwd(p, c, x, y, w, gamma, sm, si, dx, dgamma, dbeta);
+  test::GradCheckOptions o;
+  o.step = 1e-6;
+  auto fx = [&](const Vec& v) { return dot(w, ref_train_y(p, c, v, gamma, beta)); };
+  auto fg = [&](const Vec& v) { return dot(w, ref_train_y(p, c, x, v, beta)); };
+  auto fb = [&](const Vec& v) { return dot(w, ref_train_y(p, c, x, gamma, v)); };
+  const auto rx = test::check_gradient(fx, x, dx, o);
+  const auto rg = test::check_gradient(fg, gamma, dgamma, o);
+  const auto rb = test::check_gradient(fb, beta, dbeta, o);
+  EXPECT_TRUE(rx.ok) << "dx " << rx.message();
+  EXPECT_TRUE(rg.ok) << "dgamma " << rg.message();
+  EXPECT_TRUE(rb.ok) << "dbeta " << rb.message();
+  EXPECT_EQ(rx.checked, x.size());
+}
+
+TEST(BatchNormRef, BackwardMatchesFiniteDifferences) { check_ref_gradients(false, 11); }
+TEST(BatchNormRef, BackwardWithReluMatchesFiniteDifferences) { check_ref_gradients(true, 21); }
+
+TEST(BatchNormRef, GradCheckCatchesAWrongDx) {
+  BatchNormParams p;
+  const std::int64_t c = 2;
+  const Vec x = test::random_vector(10, 3), gamma = {1.2, 0.7}, beta = {0.1, -0.2}, w = test::random_vector(10, 4);
+  Vec rm(2, 0.0), rv(2, 1.0), y, sm, si, dx, dg, db;
+  kernels::ref::batchnorm_fwd_train(p, c, x, gamma, beta, rm, rv, y, sm, si);
+  kernels::ref::batchnorm_bwd(p, c, x, y, w, gamma, sm, si, dx, dg, db);
+  dx[3] *= 1.001;
+  auto fx = [&](const Vec& v) { return dot(w, ref_train_y(p, c, v, gamma, beta)); };
+  EXPECT_FALSE(test::check_gradient(fx, x, dx).ok);
+}
+
+struct Inputs {
+  Tensor x, gamma, beta, rm, rv;
+};
+
+Inputs make_inputs(const Shape& shape, std::uint64_t seed) {
+  const std::int64_t c = shape.back();
+  return {test::random_tensor(shape, seed, 2.0, 5.0), test::random_tensor({c}, seed + 1, 0.5, 1.5),
+          test::random_tensor({c}, seed + 2, -0.5, 0.5), test::random_tensor({c}, seed + 3, -1.0, 1.0),
+          test::random_tensor({c}, seed + 4, 0.5, 2.0)};
+}
+
+// Host forward (train) and backward against the reference, every output, both gradient modes.
+void check_host_against_ref(const Shape& shape, const BatchNormParams& p, std::uint64_t seed) {
+  SCOPED_TRACE(shape_str(shape) + (p.relu ? " relu" : "") + " eps " + std::to_string(p.eps) + " momentum " +
+               std::to_string(p.momentum));
+  const std::int64_t c = shape.back();
+  Inputs in = make_inputs(shape, seed);
+  Vec rm = test::to_double(in.rm), rv = test::to_double(in.rv), y, sm, si;
+  kernels::ref::batchnorm_fwd_train(p, c, test::to_double(in.x), test::to_double(in.gamma), test::to_double(in.beta),
+                                    rm, rv, y, sm, si);
+  Tensor ty = Tensor::empty(shape, DType::F32), tsm = Tensor::empty({c}, DType::F32),
+         tsi = Tensor::empty({c}, DType::F32);
+  kernels::batchnorm_fwd_train(p, in.x, in.gamma, in.beta, in.rm, in.rv, ty, tsm, tsi);
+  EXPECT_LT(test::max_rel_error(ty, y), 1e-4);
+  EXPECT_LT(test::max_rel_error(tsm, sm), 1e-4);
+  EXPECT_LT(test::max_rel_error(tsi, si), 1e-4);
+  EXPECT_LT(test::max_rel_error(in.rm, rm), 1e-4);
+  EXPECT_LT(test::max_rel_error(in.rv, rv), 1e-4);
+
+  const Tensor dy = test::random_tensor(shape, seed + 5);
+  Vec dx, dg, db;
+  kernels::ref::batchnorm_bwd(p, c, test::to_double(in.x), test::to_double(ty), test::to_double(dy),
+                              test::to_double(in.gamma), test::to_double(tsm), test::to_double(tsi), dx, dg, db);
+  Tensor tdx = Tensor::empty(shape, DType::F32);
+  Tensor tdg = test::random_tensor({c}, seed + 6), tdb = test::random_tensor({c}, seed + 7);
+  const Vec dg0 = test::to_double(tdg), db0 = test::to_double(tdb);
+  kernels::batchnorm_bwd(p, in.x, ty, dy, in.gamma, tsm, tsi, tdx, tdg, tdb, GradMode::Overwrite);
+  EXPECT_LT(test::max_rel_error(tdx, dx), 1e-4);
+  EXPECT_LT(test::max_rel_error(tdg, dg), 1e-4);
+  EXPECT_LT(test::max_rel_error(tdb, db), 1e-4);
+  tdg.copy_from(Tensor::from_vector({c}, test::to_float(dg0)));
+  tdb.copy_from(Tensor::from_vector({c}, test::to_float(db0)));
+  kernels::batchnorm_bwd(p, in.x, ty, dy, in.gamma, tsm, tsi, tdx, tdg, tdb, GradMode::Accumulate);
+  Vec dg_acc(dg0), db_acc(db0);
+  for (std::size_t i = 0; i < dg_acc.size(); ++i) {
+    dg_acc[i] += dg[i];
+    db_acc[i] += db[i];
+  }
+  EXPECT_LT(test::max_rel_error(tdg, dg_acc), 1e-4);
+  EXPECT_LT(test::max_rel_error(tdb, db_acc), 1e-4);
+  EXPECT_LT(test::max_rel_error(tdx, dx), 1e-4);
+}
+
+TEST(BatchNormHost, MatchesReference) {
+  std::uint64_t seed = 100;
+  for (const Shape& shape : {Shape{3, 5, 7, 5}, Shape{17, 3}, Shape{2, 9, 11, 70}, Shape{1, 3, 1, 2}})
+    for (bool relu : {false, true})
+      for (float eps : {1e-5f, 1e-3f}) {
+        BatchNormParams p;
+        p.relu = relu;
+        p.eps = eps;
+        p.momentum = relu ? 0.3f : 0.1f;
+        check_host_against_ref(shape, p, seed += 10);
+      }
+}
+
+TEST(BatchNormHost, LargeBatchMatchesReference) {
+  // Enough rows for several threads and many row blocks.
+  BatchNormParams p;
+  p.relu = true;
+  check_host_against_ref({8, 31, 29, 6}, p, 7);
+}
+
+TEST(BatchNormHost, RunningStatisticsByHand) {
+  // Channel 0: 1,2,3,4 -> mean 2.5, biased var 1.25, unbiased 5/3. Channel 1: 0,0,0,8 -> mean 2,
+  // biased var 12, unbiased 16.
+  const Tensor x = Tensor::from_vector({4, 2}, {1, 0, 2, 0, 3, 0, 4, 8});
+  const Tensor gamma = Tensor::from_vector({2}, {1, 1}), beta = Tensor::from_vector({2}, {0, 0});
+  Tensor rm = Tensor::from_vector({2}, {0, 1}), rv = Tensor::from_vector({2}, {1, 1});
+  Tensor y = Tensor::empty({4, 2}, DType::F32), sm = Tensor::empty({2}, DType::F32),
+         si = Tensor::empty({2}, DType::F32);
+  BatchNormParams p;  // momentum 0.1
+  kernels::batchnorm_fwd_train(p, x, gamma, beta, rm, rv, y, sm, si);
+  const float* r = rm.data_as<float>();
+  const float* v = rv.data_as<float>();
+  EXPECT_NEAR(r[0], 0.25f, 1e-6);
+  EXPECT_NEAR(r[1], 0.9f + 0.2f, 1e-6);
+  EXPECT_NEAR(v[0], 0.9f + 0.1f * 5.0f / 3.0f, 1e-6);
+  EXPECT_NEAR(v[1], 0.9f + 1.6f, 1e-6);
+  EXPECT_NEAR(sm.data_as<float>()[0], 2.5f, 1e-6);
+  EXPECT_NEAR(si.data_as<float>()[0], 1.0 / std::sqrt(1.25 + 1e-5), 1e-6);
+  EXPECT_NEAR(si.data_as<float>()[1], 1.0 / std::sqrt(12.0 + 1e-5), 1e-6);
+  EXPECT_NEAR(y.data_as<float>()[7], 6.0 / std::sqrt(12.0 + 1e-5), 1e-5);
+}
+
+TEST(BatchNormHost, InferenceUsesRunningStatistics) {
+  const Shape shape{3, 5, 7, 5};
+  for (bool relu : {false, true}) {
+    BatchNormParams p;
+    p.relu = relu;
+    p.eps = 1e-3f;
+    Inputs in = make_inputs(shape, 50);
+    const Vec rm0 = test::to_double(in.rm), rv0 = test::to_double(in.rv);
+    Vec y;
+    kernels::ref::batchnorm_fwd_infer(p, 5, test::to_double(in.x), test::to_double(in.gamma), test::to_double(in.beta),
+                                      rm0, rv0, y);
+    Tensor ty = Tensor::empty(shape, DType::F32);
+    kernels::batchnorm_fwd_infer(p, in.x, in.gamma, in.beta, in.rm, in.rv, ty);
+    EXPECT_LT(test::max_rel_error(ty, y), 1e-4);
+    // By hand, element 7 (channel 2), and the running statistics are left alone.
+    const double z = in.gamma.data_as<float>()[2] * (in.x.data_as<float>()[7] - rm0[2]) / std::sqrt(rv0[2] + 1e-3) +
+                     in.beta.data_as<float>()[2];
+    EXPECT_NEAR(ty.data_as<float>()[7], relu ? std::max(z, 0.0) : z, 1e-5);
+    EXPECT_EQ(test::to_double(in.rm), rm0);
+    EXPECT_EQ(test::to_double(in.rv), rv0);
+  }
+}
+
+TEST(BatchNormHost, Bf16MatchesReference) {
+  const Shape shape{3, 5, 7, 5};
+  BatchNormParams p;
+  p.relu = true;
+  Inputs in = make_inputs(shape, 70);
+  const Tensor xb = kernels::cast(in.x, DType::BF16);
+  Vec rm = test::to_double(in.rm), rv = test::to_double(in.rv), y, sm, si;
+  kernels::ref::batchnorm_fwd_train(p, 5, test::to_double(xb), test::to_double(in.gamma), test::to_double(in.beta), rm,
+                                    rv, y, sm, si);
+  Tensor ty = Tensor::empty(shape, DType::BF16), tsm = Tensor::empty({5}, DType::F32),
+         tsi = Tensor::empty({5}, DType::F32);
+  kernels::batchnorm_fwd_train(p, xb, in.gamma, in.beta, in.rm, in.rv, ty, tsm, tsi);
+  EXPECT_LT(test::max_rel_error(ty, y), 1e-2);
+  EXPECT_LT(test::max_rel_error(tsm, sm), 1e-4);
+  EXPECT_LT(test::max_rel_error(tsi, si), 1e-4);
+  const Tensor dy = kernels::cast(test::random_tensor(shape, 71), DType::BF16);
+  Vec dx, dg, db;
+  kernels::ref::batchnorm_bwd(p, 5, test::to_double(xb), test::to_double(ty), test::to_double(dy),
+                              test::to_double(in.gamma), sm, si, dx, dg, db);
+  Tensor tdx = Tensor::empty(shape, DType::BF16), tdg = Tensor::empty({5}, DType::F32),
+         tdb = Tensor::empty({5}, DType::F32);
+  kernels::batchnorm_bwd(p, xb, ty, dy, in.gamma, tsm, tsi, tdx, tdg, tdb, GradMode::Overwrite);
+  EXPECT_LT(test::max_rel_error(tdx, dx), 2e-2);
+  EXPECT_LT(test::max_rel_error(tdg, dg), 1e-3);
+  EXPECT_LT(test::max_rel_error(tdb, db), 1e-3);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(BatchNormHost, RejectsBadShapesAndDtypes) {
+  Inputs in = make_inputs({2, 3, 3, 4}, 90);
+  Tensor y = Tensor::empty({2, 3, 3, 4}, DType::F32), sm = Tensor::empty({4}, DType::F32),
+         si = Tensor::empty({4}, DType::F32);
+  const BatchNormParams p;
+  Tensor bad_gamma = Tensor::zeros({3}, DType::F32);
+  std::string msg =
+      error_of([&] { kernels::batchnorm_fwd_train(p, in.x, bad_gamma, in.beta, in.rm, in.rv, y, sm, si); });
+  EXPECT_NE(msg.find("batchnorm_fwd_train"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("gamma"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[3]"), std::string::npos) << msg;
+  Tensor bad_y = Tensor::empty({2, 3, 4, 4}, DType::F32);
+  EXPECT_THROW(kernels::batchnorm_fwd_train(p, in.x, in.gamma, in.beta, in.rm, in.rv, bad_y, sm, si), Error);
+  Tensor half_rm = Tensor::zeros({4}, DType::BF16);
+  EXPECT_THROW(kernels::batchnorm_fwd_train(p, in.x, in.gamma, in.beta, half_rm, in.rv, y, sm, si), Error);
+  Tensor one_row = Tensor::zeros({1, 4}, DType::F32), y1 = Tensor::empty({1, 4}, DType::F32);
+  msg = error_of([&] { kernels::batchnorm_fwd_train(p, one_row, in.gamma, in.beta, in.rm, in.rv, y1, sm, si); });
+  EXPECT_NE(msg.find("at least 2 values per channel"), std::string::npos) << msg;
+  Tensor flat = Tensor::zeros({4}, DType::F32);
+  EXPECT_THROW(kernels::batchnorm_fwd_infer(p, flat, in.gamma, in.beta, in.rm, in.rv, flat), Error);
+  Tensor ints = Tensor::zeros({2, 4}, DType::I32);
+  EXPECT_THROW(kernels::batchnorm_fwd_infer(p, ints, in.gamma, in.beta, in.rm, in.rv, ints), Error);
+  BatchNormParams bad_eps;
+  bad_eps.eps = 0.0f;
+  EXPECT_THROW(kernels::batchnorm_fwd_infer(bad_eps, in.x, in.gamma, in.beta, in.rm, in.rv, y), Error);
+  Tensor dx = Tensor::empty({2, 3, 3, 4}, DType::F32), dg = Tensor::empty({4}, DType::F32),
+         db = Tensor::empty({5}, DType::F32);
+  msg = error_of([&] { kernels::batchnorm_bwd(p, in.x, y, y, in.gamma, sm, si, dx, dg, db, GradMode::Overwrite); });
+  EXPECT_NE(msg.find("batchnorm_bwd"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("dbeta"), std::string::npos) << msg;
+  // Without relu, y is not read: an undefined tensor is fine.
+  db = Tensor::empty({4}, DType::F32);
+  EXPECT_NO_THROW(kernels::batchnorm_bwd(p, in.x, Tensor(), y, in.gamma, sm, si, dx, dg, db, GradMode::Overwrite));
+}
+
+}  // namespace
+}  // namespace gppf
