@@ -1,0 +1,189 @@
+#include "kernels/optim.hpp"
+
+#include <cmath>
+#include <vector>
+
+namespace gppf::kernels {
+namespace {
+
+void check_param(const char* op, const Tensor* param) {
+  GPPF_CHECK(param && param->defined(), op, ": parameter is not allocated");
+  check_dtype(op, "parameter", *param, DType::F32);
+}
+
+// Every tensor of one update is f32, has the parameter's shape and lives on its device.
+void check_like(const char* op, const char* what, const Tensor* t, const Tensor& param) {
+  GPPF_CHECK(t && t->defined(), op, ": ", what, " is not allocated (parameter ", param.desc(), ")");
+  check_dtype(op, what, *t, DType::F32);
+  check_shape(op, what, *t, param.shape());
+  check_same_device(op, *t, param);
+}
+
+// One list, one device: the first tensor's.
+void check_device(const char* op, const Tensor& first, const Tensor& t) {
+  GPPF_CHECK(t.device() == first.device(), op, ": one list mixes ", first.desc(), " and ", t.desc());
+}
+
+// 1 / (1 - beta^step), the bias correction of a moment after `step` updates.
+float inv_bias_correction(const char* op, float beta, std::int64_t step) {
+  GPPF_CHECK(step >= 1, op, ": step count must be >= 1, got ", step);
+  return static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(beta), static_cast<double>(step))));
+}
+
+float* f32(Tensor* t) { return t ? t->data_as<float>() : nullptr; }
+const float* f32(const Tensor* t) { return t ? t->data_as<float>() : nullptr; }
+
+}  // namespace
+
+void sgd_update(std::span<const SgdUpdate> updates, const Stream& stream) {
+  constexpr const char* op = "sgd_update";
+  if (updates.empty()) return;
+  std::vector<SgdFunctor> fs;
+  std::vector<std::int64_t> ns;
+  for (const SgdUpdate& u : updates) {
+    check_param(op, u.param);
+    check_device(op, *updates[0].param, *u.param);
+    check_like(op, "grad", u.grad, *u.param);
+    GPPF_CHECK(u.momentum || u.params.momentum == 0.0f, op, ": momentum ", u.params.momentum,
+               " needs a momentum buffer");
+    if (u.momentum) check_like(op, "momentum", u.momentum, *u.param);
+    const SgdParams& p = u.params;
+    fs.push_back(
+        {f32(u.param), f32(u.grad), f32(u.momentum), p.lr, p.momentum, p.weight_decay, p.grad_scale, p.nesterov});
+    ns.push_back(u.param->numel());
+  }
+  if (updates[0].param->device().is_cuda())
+    cuda::sgd_update(fs, ns, stream);
+  else
+    host::sgd_update(fs, ns);
+}
+
+void adamw_update(std::span<const AdamWUpdate> updates, const Stream& stream) {
+  constexpr const char* op = "adamw_update";
+  if (updates.empty()) return;
+  std::vector<AdamWFunctor> fs;
+  std::vector<std::int64_t> ns;
+  for (const AdamWUpdate& u : updates) {
+    check_param(op, u.param);
+    check_device(op, *updates[0].param, *u.param);
+    check_like(op, "grad", u.grad, *u.param);
+    check_like(op, "exp_avg", u.exp_avg, *u.param);
+    check_like(op, "exp_avg_sq", u.exp_avg_sq, *u.param);
+    const AdamWParams& p = u.params;
+    fs.push_back({f32(u.param), f32(u.grad), f32(u.exp_avg), f32(u.exp_avg_sq), p.lr, p.beta1, p.beta2, p.eps,
+                  p.weight_decay, p.grad_scale, inv_bias_correction(op, p.beta1, p.step),
+                  inv_bias_correction(op, p.beta2, p.step)});
+    ns.push_back(u.param->numel());
+  }
+  if (updates[0].param->device().is_cuda())
+    cuda::adamw_update(fs, ns, stream);
+  else
+    host::adamw_update(fs, ns);
+}
+
+void lars_update(std::span<const LarsUpdate> updates, const Stream& stream) {
+  constexpr const char* op = "lars_update";
+  if (updates.empty()) return;
+  std::vector<LarsFunctor> fs;
+  std::vector<std::int64_t> ns;
+  for (const LarsUpdate& u : updates) {
+    check_param(op, u.param);
+    check_device(op, *updates[0].param, *u.param);
+    check_like(op, "grad", u.grad, *u.param);
+    GPPF_CHECK(u.momentum || u.params.momentum == 0.0f, op, ": momentum ", u.params.momentum,
+               " needs a momentum buffer");
+    if (u.momentum) check_like(op, "momentum", u.momentum, *u.param);
+    const LarsParams& p = u.params;
+    fs.push_back({f32(u.param), f32(u.grad), f32(u.momentum), p.lr, p.momentum, p.weight_decay, p.trust, p.grad_scale,
+                  p.nesterov});
+    ns.push_back(u.param->numel());
+  }
+  if (updates[0].param->device().is_cuda())
+    cuda::lars_update(fs, ns, stream);
+  else
+    host::lars_update(fs, ns);
+}
+
+void lamb_moments(std::span<const LambMoments> updates, const Stream& stream) {
+  constexpr const char* op = "lamb_moments";
+  if (updates.empty()) return;
+  std::vector<LambMomentsFunctor> fs;
+  std::vector<std::int64_t> ns;
+  std::vector<double*> outs;
+  for (const LambMoments& u : updates) {
+    check_param(op, u.param);
+    check_device(op, *updates[0].param, *u.param);
+    check_like(op, "grad", u.grad, *u.param);
+    check_like(op, "exp_avg", u.exp_avg, *u.param);
+    check_like(op, "exp_avg_sq", u.exp_avg_sq, *u.param);
+    GPPF_CHECK(u.out, op, ": no output for the norms");
+    const LambParams& p = u.params;
+    fs.push_back({f32(u.param), f32(u.grad), f32(u.exp_avg), f32(u.exp_avg_sq), p.beta1, p.beta2, p.eps, p.weight_decay,
+                  p.grad_scale, inv_bias_correction(op, p.beta1, p.step), inv_bias_correction(op, p.beta2, p.step)});
+    ns.push_back(u.param->numel());
+    outs.push_back(u.out);
+  }
+  if (updates[0].param->device().is_cuda())
+    cuda::lamb_moments(fs, ns, outs, stream);
+  else
+    host::lamb_moments(fs, ns, outs);
+}
+
+void lamb_apply(std::span<const LambApply> updates, const Stream& stream) {
+  constexpr const char* op = "lamb_apply";
+  if (updates.empty()) return;
+  std::vector<LambApplyFunctor> fs;
+  std::vector<std::int64_t> ns;
+  for (const LambApply& u : updates) {
+    check_param(op, u.param);
+    check_device(op, *updates[0].param, *u.param);
+    check_like(op, "exp_avg", u.exp_avg, *u.param);
+    check_like(op, "exp_avg_sq", u.exp_avg_sq, *u.param);
+    const LambParams& p = u.params;
+    fs.push_back({f32(u.param), f32(u.exp_avg), f32(u.exp_avg_sq), u.step, p.eps, p.weight_decay,
+                  inv_bias_correction(op, p.beta1, p.step), inv_bias_correction(op, p.beta2, p.step)});
+    ns.push_back(u.param->numel());
+  }
+  if (updates[0].param->device().is_cuda())
+    cuda::lamb_apply(fs, ns, stream);
+  else
+    host::lamb_apply(fs, ns);
+}
+
+void sum_squares(std::span<const SumSquares> sums, const Stream& stream) {
+  constexpr const char* op = "sum_squares";
+  if (sums.empty()) return;
+  std::vector<SumSquaresFunctor> fs;
+  std::vector<std::int64_t> ns;
+  std::vector<double*> outs;
+  for (const SumSquares& s : sums) {
+    GPPF_CHECK(s.x && s.x->defined(), op, ": input is not allocated");
+    check_dtype(op, "x", *s.x, DType::F32);
+    check_device(op, *sums[0].x, *s.x);
+    if (s.y) check_like(op, "y", s.y, *s.x);
+    GPPF_CHECK(s.out, op, ": no output");
+    fs.push_back({f32(s.x), f32(s.y)});
+    ns.push_back(s.x->numel());
+    outs.push_back(s.out);
+  }
+  if (sums[0].x->device().is_cuda())
+    cuda::sum_squares(fs, ns, outs, stream);
+  else
+    host::sum_squares(fs, ns, outs);
+}
+
+void sum_squares(const Tensor& x, const Tensor* y, double* out, const Stream& stream) {
+  const SumSquares one{&x, y, out};
+  sum_squares(std::span<const SumSquares>(&one, 1), stream);
+}
+
+void scale_(Tensor& x, float alpha, const Stream& stream) {
+  check_dtype("scale_", "x", x, DType::F32);
+  const ScaleFunctor f{x.data_as<float>(), alpha};
+  if (x.device().is_cuda())
+    cuda::scale_(f, x.numel(), stream);
+  else
+    host::scale_(f, x.numel());
+}
+
+}  // namespace gppf::kernels
