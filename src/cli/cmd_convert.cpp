@@ -1,22 +1,97 @@
 #include <memory>
+#include <sstream>
 #include <string>
 
+#include "io/convert.hpp"
 #include "src/cli/commands.hpp"
 #include "src/core/error.hpp"
 
 namespace gppf::cli {
+namespace {
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+}  // namespace
 
 void register_convert(CLI::App& app) {
   struct Options {
-    std::string format, out;
+    std::string format, src, classes, on_error = "error";
+    io::ConvertOptions common;
+    io::CocoOptions coco;
+    io::CanvasOptions canvas;
+    int channels = 0;
   };
-  auto opts = std::make_shared<Options>();
+  auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("convert", "convert a source data set into a sharded HDF5 data set");
-  cmd->add_option("--format", opts->format, "idx, imagefolder, coco or canvas")
+  cmd->footer(
+      "Examples:\n"
+      "  gppf convert --format idx --src mnist-idx/ --out data/mnist\n"
+      "  gppf convert --format imagefolder --src photos/ --out data/photos --val-fraction 0.1 --test-fraction 0.1\n"
+      "  gppf convert --format coco --src instances_train.json --images imgs/ --out data/coco\n"
+      "  gppf convert --format canvas --src data/mnist --size 64 --max-objects 4 --out data/mnist-det\n"
+      "The output is written to a temporary folder and renamed at the end; an existing --out is only\n"
+      "replaced with --force. Format: docs/DATA_FORMAT.md.");
+  cmd->add_option("--format", o->format, "idx, imagefolder, coco or canvas")
       ->required()
       ->check(CLI::IsMember({"idx", "imagefolder", "coco", "canvas"}));
-  cmd->add_option("--out", opts->out, "output data set directory")->required();
-  cmd->callback([opts] { GPPF_NOT_IMPLEMENTED("data set conversion arrives with issue 4 (sharded HDF5 data sets)"); });
+  cmd->add_option("--out", o->common.out, "output data set directory")->required();
+  cmd->add_option("--src", o->src,
+                  "source: IDX folder (idx), class folders (imagefolder), JSON file or folder (coco), converted "
+                  "classification data set (canvas)");
+  cmd->add_flag("--force", o->common.force, "replace an existing output data set");
+  cmd->add_option("--seed", o->common.seed, "seed for derived splits and canvas scenes")->capture_default_str();
+  cmd->add_option("--val-fraction", o->common.val_fraction, "fraction to val when the source has no val split")
+      ->capture_default_str();
+  cmd->add_option("--test-fraction", o->common.test_fraction, "fraction to test when the source has no test split")
+      ->capture_default_str();
+  cmd->add_option("--shard-samples", o->common.shard_samples, "samples per shard at most")->capture_default_str();
+  cmd->add_option("--on-error", o->on_error, "bad source samples: error or skip (counted and reported)")
+      ->check(CLI::IsMember({"error", "skip"}))
+      ->capture_default_str();
+  cmd->add_option("--classes", o->classes, "idx: comma-separated class names (default 0,1,...)");
+  cmd->add_option("--channels", o->channels,
+                  "imagefolder/coco/canvas: 1 or 3 channels (canvas default: 1 on a blank "
+                  "canvas, 3 on backgrounds)");
+  cmd->add_option("--images", o->coco.images, "coco: image folder (default: the JSON's folder)");
+  cmd->add_option("--backgrounds", o->canvas.backgrounds, "canvas: folder of background photos (default: blank)");
+  cmd->add_option("--size", o->canvas.size, "canvas: side of the square canvas")->capture_default_str();
+  cmd->add_option("--min-objects", o->canvas.min_objects, "canvas: objects per scene, at least")->capture_default_str();
+  cmd->add_option("--max-objects", o->canvas.max_objects, "canvas: objects per scene, at most")->capture_default_str();
+  cmd->add_option("--scale-min", o->canvas.scale_min, "canvas: smallest object scale")->capture_default_str();
+  cmd->add_option("--scale-max", o->canvas.scale_max, "canvas: largest object scale")->capture_default_str();
+  cmd->add_option("--overlap", o->canvas.overlap, "canvas: none, allow, or the largest covered fraction in (0,1)")
+      ->capture_default_str();
+  cmd->add_option("--alpha-threshold", o->canvas.alpha_threshold,
+                  "canvas: alpha (or gray) value from which a pasted "
+                  "pixel belongs to the object's mask")
+      ->capture_default_str();
+  cmd->add_option("--train-count", o->canvas.train, "canvas: train scenes (0: as many as source samples)");
+  cmd->add_option("--val-count", o->canvas.val, "canvas: val scenes");
+  cmd->add_option("--test-count", o->canvas.test, "canvas: test scenes");
+  cmd->callback([o] {
+    GPPF_CHECK(!o->src.empty(), "convert: --src is required");
+    o->common.skip_bad = o->on_error == "skip";
+    if (o->format == "idx") {
+      io::convert_idx({o->src, split_list(o->classes)}, o->common);
+    } else if (o->format == "imagefolder") {
+      io::convert_imagefolder({o->src, o->channels == 0 ? 3 : o->channels}, o->common);
+    } else if (o->format == "coco") {
+      o->coco.src = o->src;
+      o->coco.channels = o->channels == 0 ? 3 : o->channels;
+      io::convert_coco(o->coco, o->common);
+    } else {
+      o->canvas.src = o->src;
+      o->canvas.channels = o->channels;
+      io::convert_canvas(o->canvas, o->common);
+    }
+  });
 }
 
 }  // namespace gppf::cli

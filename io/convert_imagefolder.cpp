@@ -1,0 +1,91 @@
+// Image folders: <src>/<class>/**.png|jpg, or <src>/{train,val,test}/<class>/** to keep splits. The
+// file bytes are stored unchanged (decoded once here to check them and record their size).
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "io/convert.hpp"
+#include "io/file_util.hpp"
+#include "io/image_codec.hpp"
+#include "src/core/error.hpp"
+#include "src/core/log.hpp"
+
+namespace fs = std::filesystem;
+
+namespace gppf::io {
+
+Manifest convert_imagefolder(const ImageFolderOptions& folder, const ConvertOptions& opt) {
+  GPPF_CHECK(fs::is_directory(folder.src), "convert imagefolder: ", folder.src, " is not a folder");
+  GPPF_CHECK(folder.channels == 1 || folder.channels == 3 || folder.channels == 4,
+             "convert imagefolder: ", folder.channels, " channels (1, 3 or 4)");
+  auto subdirs = [](const std::string& d) {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(d))
+      if (e.is_directory()) out.push_back(e.path().filename().string());
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  // split -> folder holding that split's class folders
+  std::vector<std::pair<std::string, std::string>> roots;
+  for (const char* s : {"train", "val", "test"})
+    if (fs::is_directory(folder.src + "/" + s)) roots.emplace_back(s, folder.src + "/" + s);
+  const bool derived = roots.empty();
+  if (derived) roots.emplace_back("", folder.src);
+  std::set<std::string> class_set;
+  for (const auto& [split, root] : roots)
+    for (const auto& c : subdirs(root)) class_set.insert(c);
+  GPPF_CHECK(!class_set.empty(), "convert imagefolder: no class folders in ", folder.src);
+  const std::vector<std::string> classes(class_set.begin(), class_set.end());
+
+  Manifest h;
+  h.task = TaskType::Classification;
+  h.classes = classes;
+  h.encoding = "encoded";
+  h.channels = folder.channels;
+  h.block = 64;
+  h.source = "imagefolder:" + folder.src;
+  DatasetWriter writer(opt.out, {h, opt.shard_samples, std::int64_t(256) << 20, 0, opt.force});
+  std::int64_t index = 0, skipped = 0;
+  int common_h = -1, common_w = -1;
+  for (const auto& [split, root] : roots) {
+    for (std::size_t c = 0; c < classes.size(); ++c) {
+      const std::string dir = root + "/" + classes[c];
+      if (!fs::is_directory(dir)) continue;
+      for (const std::string& file : list_images(dir)) {
+        const std::int64_t id = index++;
+        try {
+          Sample s;
+          s.image = read_file(file);
+          const Image im = decode_image(s.image.data(), s.image.size(), folder.channels, file);
+          s.height = im.height;
+          s.width = im.width;
+          s.channels = im.channels;
+          s.label = static_cast<std::int32_t>(c);
+          s.id = id;
+          const std::string sp = derived ? derive_split(opt.seed, id, opt.val_fraction, opt.test_fraction) : split;
+          writer.add(sp, std::move(s), file);
+          if (common_h < 0) {
+            common_h = im.height;
+            common_w = im.width;
+          } else if (common_h != im.height || common_w != im.width) {
+            common_h = common_w = 0;
+          }
+        } catch (const Error& e) {
+          if (!opt.skip_bad) throw;
+          ++skipped;
+          log::warn("convert imagefolder: skipped ", e.reason());
+        }
+      }
+    }
+  }
+  if (common_h > 0) {  // all images share one size: record it, so loaders need not be told
+    writer.header().height = common_h;
+    writer.header().width = common_w;
+  }
+  Manifest m = writer.finish();
+  log::info("convert imagefolder: ", opt.out, ": ", index - skipped, " images, ", classes.size(), " classes",
+            skipped ? str(", ", skipped, " skipped") : std::string());
+  return m;
+}
+
+}  // namespace gppf::io

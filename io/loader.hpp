@@ -1,0 +1,107 @@
+#pragma once
+// The streaming loader: one per task. Worker threads read (HDF5, serialised), decode and augment
+// whole batches; a bounded prefetch queue hands them out in order. The sample order depends only on
+// (seed, epoch, rank, world) and the data set, never on the number of threads, and the position can
+// be saved and restored so that a resumed run sees exactly the batches it would have seen.
+//
+// Order of an epoch: the split's samples form blocks (Manifest::block consecutive samples of one
+// shard, the unit of reading); the blocks are permuted by (seed, epoch); rank r takes every
+// world-th block from position r (a disjoint share); its samples are shuffled within windows of
+// `shuffle_window` blocks by (seed, epoch, rank, window). With drop_last, every rank's epoch has
+// the same number of batches (the smallest share), so ranks stay in step.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/augment.hpp"
+#include "io/dataset.hpp"
+#include "src/core/tensor.hpp"
+
+namespace gppf::io {
+
+enum class OnError {
+  Fail,  // throw gppf::Error naming the file and the sample
+  Skip   // leave the sample out of its batch, count it and keep its reason (Loader::stats)
+};
+OnError parse_on_error(const std::string& name);
+
+struct LoaderConfig {
+  std::string split = "train";
+  int batch_size = 32;
+  int workers = 2;
+  int prefetch = 4;  // batches prepared ahead of next()
+  std::uint64_t seed = 0;
+  int rank = 0, world = 1;
+  bool shuffle = true;
+  bool drop_last = true;
+  bool repeat = true;         // false: one epoch, then next() reports the end
+  int height = 0, width = 0;  // output size; 0: the data set's (needed for variable-size sets)
+  int channels = 0;           // 0: the data set's; else 1 or 3 (converted)
+  // Per channel, pixel/255 units: out = (pixel/255 - mean) / std. Empty: the manifest's train-split
+  // statistics (mean 0, std 1 when it has none).
+  std::vector<float> mean, std;
+  AugmentConfig augment;
+  OnError on_error = OnError::Fail;
+  int shuffle_window = 16;  // blocks whose samples are mixed together
+  bool pinned = true;       // page-locked batch memory when a CUDA device is present
+};
+
+struct Batch {
+  Tensor images;                        // f32 [B, H, W, C], normalised
+  Tensor labels;                        // i32 [B] (-1 for scenes without one label)
+  std::vector<std::vector<Box>> boxes;  // per image, output pixel coordinates (data sets with boxes)
+  Tensor masks;                         // i32 [B, H, W]: 0 background, c+1 class c, 255 ignore (data sets with masks)
+  std::vector<std::int64_t> ids;        // sample index within the split (shard order)
+  std::int64_t epoch = 0, index = 0;    // this is batch `index` of `epoch`
+  std::int64_t skipped = 0;             // samples dropped by the skip policy
+  std::vector<std::string> skip_reasons;
+  std::int64_t size() const { return static_cast<std::int64_t>(ids.size()); }
+};
+
+// Where the stream stands: the next batch to be returned, and what fixes the order.
+struct LoaderState {
+  std::string split;
+  std::uint64_t seed = 0;
+  int rank = 0, world = 1;
+  std::int64_t epoch = 0, batch = 0;
+  std::string to_json() const;
+  static LoaderState from_json(const std::string& text);
+  friend bool operator==(const LoaderState&, const LoaderState&) = default;
+};
+
+struct LoaderStats {
+  std::int64_t batches = 0, samples = 0, skipped = 0;
+  std::vector<std::string> skip_reasons;  // the first 100
+};
+
+class Loader {
+ public:
+  Loader(const Dataset& dataset, const LoaderConfig& config);
+  ~Loader();
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+
+  // The next batch; false at the end of a non-repeating loader. Rethrows a worker's error.
+  bool next(Batch& out);
+  // As above; throws at the end of a non-repeating loader.
+  Batch next();
+
+  std::int64_t epoch() const;  // of the next batch
+  std::int64_t batches_per_epoch(std::int64_t epoch) const;
+  LoaderState state() const;
+  // Continues from `state` (same split, seed, rank and world), dropping prepared batches.
+  void restore(const LoaderState& state);
+  LoaderStats stats() const;
+
+  const Manifest& manifest() const;
+  int height() const;
+  int width() const;
+  int channels() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> m_impl;
+};
+
+}  // namespace gppf::io
