@@ -3,7 +3,8 @@
 #include <vector>
 
 #include "src/cli/commands.hpp"
-#include "src/core/error.hpp"
+#include "src/train/config.hpp"
+#include "src/train/trainer.hpp"
 
 namespace gppf::cli {
 
@@ -15,10 +16,13 @@ void register_train(CLI::App& app) {
   auto opts = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("train", "SIMT multi-task pre-training from a YAML config");
   cmd->add_option("--config", opts->config, "YAML config file")->required()->check(CLI::ExistingFile);
-  cmd->add_option("--set", opts->overrides, "override a config key: key=value (repeatable)");
+  cmd->add_option("--set", opts->overrides, "override a config key: key=value (repeatable; tasks.NAME.key=value)");
   cmd->add_option("--out", opts->out, "run directory (metrics.jsonl, summary.json, checkpoints/)")->required();
   cmd->add_option("--resume", opts->resume, "auto, or a checkpoint path");
-  cmd->callback([opts] { GPPF_NOT_IMPLEMENTED("the SIMT trainer arrives with issue 5 (the GPPF network)"); });
+  cmd->callback([opts] {
+    const train::TrainConfig config = train::load_config(opts->config, opts->overrides);
+    train::run_training(config, {opts->out, opts->resume});
+  });
 }
 
 }  // namespace gppf::cli

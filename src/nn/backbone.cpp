@@ -1,0 +1,234 @@
+#include "src/nn/backbone.hpp"
+
+#include <algorithm>
+
+#include "kernels/elementwise.hpp"
+#include "kernels/pool.hpp"
+
+namespace gppf::nn {
+
+int BackboneSpec::lego_width(int channels) const { return std::max(1, channels / 4 / std::max(1, top_k)); }
+
+BackboneSpec BackboneSpec::mini() {
+  BackboneSpec s;
+  s.name = "gppf-mini";
+  s.stem_channels = 16;
+  s.stages = {{32, 1, 1}, {64, 1, 2}, {128, 1, 2}};
+  return s;
+}
+
+BackboneSpec BackboneSpec::r50() {
+  BackboneSpec s;
+  s.name = "gppf-r50";
+  s.stem_channels = 64;
+  s.stem_kernel = 7;
+  s.stem_stride = 2;
+  s.stem_pool = true;
+  s.stages = {{256, 3, 1}, {512, 4, 2}, {1024, 6, 2}, {2048, 3, 2}};
+  return s;
+}
+
+Stem::Stem(const BackboneSpec& spec, int num_tasks, std::uint64_t seed)
+    : m_use_pool(spec.stem_pool), m_bn("stem.bn", spec.stem_channels, num_tasks, true) {
+  m_params.stride_h = m_params.stride_w = spec.stem_stride;
+  m_params.pad_h = m_params.pad_w = spec.stem_kernel / 2;
+  m_pool = kernels::Pool2dParams{3, 3, 2, 2, 1, 1, false};
+  std::mt19937_64 rng(seed);
+  m_weight = make_parameter("stem.conv.weight",
+                            he_normal({spec.stem_channels, spec.stem_kernel, spec.stem_kernel, 3},
+                                      spec.stem_kernel * spec.stem_kernel * 3, rng),
+                            true);
+}
+
+namespace {
+// [C, k, k, 3] -> [C, k, k, 1], summing the input channels (grey input).
+Tensor sum_input_channels(const Tensor& w) {
+  const std::int64_t rows = w.numel() / 3;
+  Tensor out = Tensor::empty({w.dim(0), w.dim(1), w.dim(2), 1}, DType::F32);
+  const float* src = w.data_as<float>();
+  float* dst = out.data_as<float>();
+  for (std::int64_t i = 0; i < rows; ++i) dst[i] = src[3 * i] + src[3 * i + 1] + src[3 * i + 2];
+  return out;
+}
+}  // namespace
+
+Shape Stem::output_shape(const Shape& x) const {
+  Shape w = m_weight.value.shape();
+  w[3] = x[3];
+  Shape y = kernels::conv2d_output_shape(m_params, x, w);
+  return m_use_pool ? kernels::pool2d_output_shape(m_pool, y) : y;
+}
+
+std::int64_t Stem::macs(const Shape& x) const {
+  Shape w = m_weight.value.shape();
+  w[3] = x[3];
+  return shape_numel(kernels::conv2d_output_shape(m_params, x, w)) * w[1] * w[2] * x[3];
+}
+
+Tensor Stem::forward(const RunState& rs, const Tensor& x) {
+  GPPF_CHECK(x.ndim() == 4 && (x.dim(3) == 1 || x.dim(3) == 3), "stem: input expected [N,H,W,1] or [N,H,W,3], got ",
+             x.desc());
+  Tensor w = x.dim(3) == 3 ? m_weight.value : sum_input_channels(m_weight.value);
+  if (!x.device().is_host() || !w.device().is_host()) w = w.to(x.device(), rs.stream);
+  Shape w_shape = m_weight.value.shape();
+  w_shape[3] = x.dim(3);
+  Tensor c = Tensor::empty(kernels::conv2d_output_shape(m_params, x.shape(), w_shape), x.dtype(), x.device());
+  kernels::conv2d_fwd(m_params, x, w, Tensor(), c, rs.stream);
+  Tensor y = m_bn.forward(rs, c);
+  if (rs.training) {
+    m_x = x;
+    m_w_used = w;
+  }
+  if (!m_use_pool) return y;
+  Tensor p = Tensor::empty(kernels::pool2d_output_shape(m_pool, y.shape()), y.dtype(), y.device());
+  kernels::maxpool2d_fwd(m_pool, y, p, rs.stream);
+  if (rs.training) {
+    m_pool_in = y;
+    m_pool_out = p;
+  }
+  return p;
+}
+
+void Stem::backward(const RunState& rs, const Tensor& dy_in) {
+  GPPF_CHECK(m_x.defined(), "stem: backward without a training forward");
+  Tensor dy = dy_in;
+  if (m_use_pool) {
+    dy = Tensor::empty(m_pool_in.shape(), dy_in.dtype(), dy_in.device());
+    kernels::maxpool2d_bwd(m_pool, m_pool_in, m_pool_out, dy_in, dy, rs.stream);
+  }
+  Tensor dc = m_bn.backward(rs, dy);
+  const auto mode = m_weight.take_grad_mode();
+  if (m_x.dim(3) == 3) {
+    kernels::conv2d_bwd_filter(m_params, m_x, dc, m_weight.grad, nullptr, mode, rs.stream);
+  } else {
+    // d/dW_c of conv(x, sum_c W_c) is the same for every c.
+    Tensor dw1 = Tensor::empty(m_w_used.shape(), DType::F32, m_w_used.device());
+    kernels::conv2d_bwd_filter(m_params, m_x, dc, dw1, nullptr, kernels::GradMode::Overwrite, rs.stream);
+    const Tensor h = dw1.device().is_host() ? dw1 : dw1.to(Device::host(), rs.stream);
+    Tensor expanded = Tensor::empty(m_weight.grad.shape(), DType::F32);
+    for (std::int64_t i = 0; i < h.numel(); ++i)
+      for (int c = 0; c < 3; ++c) expanded.data_as<float>()[3 * i + c] = h.data_as<float>()[i];
+    const Tensor e = m_weight.grad.device().is_host() ? expanded : expanded.to(m_weight.grad.device(), rs.stream);
+    kernels::axpby(1.0f, e, mode == kernels::GradMode::Overwrite ? 0.0f : 1.0f, m_weight.grad, rs.stream);
+  }
+  m_x = m_w_used = m_pool_in = m_pool_out = Tensor();
+}
+
+void Stem::collect_parameters(std::vector<Parameter*>& out) {
+  out.push_back(&m_weight);
+  m_bn.collect_parameters(out);
+}
+
+void Stem::collect_buffers(std::vector<NamedTensor>& out) { m_bn.collect_buffers(out); }
+
+Backbone::Backbone(const BackboneSpec& spec, int num_tasks, std::uint64_t seed)
+    : m_spec(spec), m_stem(spec, num_tasks, seed) {
+  GPPF_CHECK(!spec.stages.empty(), "model.stages: at least one stage is needed");
+  std::mt19937_64 rng(seed + 1);
+  int in = spec.stem_channels;
+  for (std::size_t s = 0; s < spec.stages.size(); ++s) {
+    const StageSpec& st = spec.stages[s];
+    GPPF_CHECK(st.channels > 0 && st.blocks > 0 && st.stride >= 1, "model.stages[", s, "]: channels ", st.channels,
+               ", blocks ", st.blocks, ", stride ", st.stride, " must be positive");
+    for (int b = 0; b < st.blocks; ++b) {
+      LegoLayerSpec ls;
+      ls.in_channels = in;
+      ls.out_channels = st.channels;
+      ls.stride = b == 0 ? st.stride : 1;
+      ls.num_legos = spec.num_legos;
+      ls.top_k = spec.top_k;
+      ls.num_shared = spec.num_shared;
+      ls.lego_width = spec.lego_width(st.channels);
+      m_layers.push_back(
+          std::make_unique<LegoLayer>(str("stage", s + 1, ".block", b), ls, num_tasks, spec.routing, rng));
+      in = st.channels;
+    }
+    m_stage_ends.push_back(static_cast<int>(m_layers.size()) - 1);
+  }
+}
+
+std::vector<Tensor> Backbone::forward(const RunState& rs, const Tensor& x, std::int64_t step) {
+  Tensor h = m_stem.forward(rs, x);
+  std::vector<Tensor> features;
+  std::size_t stage = 0;
+  for (std::size_t i = 0; i < m_layers.size(); ++i) {
+    h = m_layers[i]->forward(rs, h, step);
+    if (static_cast<int>(i) == m_stage_ends[stage]) {
+      features.push_back(h);
+      ++stage;
+    }
+  }
+  return features;
+}
+
+void Backbone::backward(const RunState& rs, const std::vector<Tensor>& d_features) {
+  GPPF_CHECK(d_features.size() == m_stage_ends.size(), "backbone: ", d_features.size(), " feature gradients for ",
+             m_stage_ends.size(), " stages");
+  Tensor d;
+  int stage = static_cast<int>(m_stage_ends.size()) - 1;
+  for (int i = static_cast<int>(m_layers.size()) - 1; i >= 0; --i) {
+    if (stage >= 0 && i == m_stage_ends[static_cast<std::size_t>(stage)]) {
+      const Tensor& df = d_features[static_cast<std::size_t>(stage)];
+      if (df.defined()) {
+        if (d.defined())
+          kernels::axpby(1.0f, df, 1.0f, d, rs.stream);
+        else
+          d = df.clone();
+      }
+      --stage;
+    }
+    GPPF_CHECK(d.defined(), "backbone: no gradient reaches layer ", m_layers[static_cast<std::size_t>(i)]->name());
+    d = m_layers[static_cast<std::size_t>(i)]->backward(rs, d);
+  }
+  m_stem.backward(rs, d);
+}
+
+float Backbone::apply_balance(const std::vector<int>& tasks) {
+  float total = 0;
+  for (auto& l : m_layers) total += l->apply_balance(tasks);
+  return total;
+}
+
+void Backbone::collect_parameters(std::vector<Parameter*>& out) {
+  m_stem.collect_parameters(out);
+  for (auto& l : m_layers) l->collect_parameters(out);
+}
+
+void Backbone::collect_buffers(std::vector<NamedTensor>& out) {
+  m_stem.collect_buffers(out);
+  for (auto& l : m_layers) l->collect_buffers(out);
+}
+
+std::vector<LegoLayer*> Backbone::lego_layers() {
+  std::vector<LegoLayer*> out;
+  for (auto& l : m_layers) out.push_back(l.get());
+  return out;
+}
+
+std::int64_t Backbone::macs(const Shape& x, int active) const {
+  std::int64_t total = m_stem.macs(x);
+  Shape h = m_stem.output_shape(x);
+  for (const auto& l : m_layers) {
+    total += l->macs(h, active);
+    h = l->output_shape(h);
+  }
+  return total;
+}
+
+std::vector<int> Backbone::stage_channels() const {
+  std::vector<int> c;
+  for (const auto& s : m_spec.stages) c.push_back(s.channels);
+  return c;
+}
+
+std::vector<int> Backbone::stage_strides() const {
+  std::vector<int> out;
+  int stride = m_spec.stem_stride * (m_spec.stem_pool ? 2 : 1);
+  for (const auto& s : m_spec.stages) {
+    stride *= s.stride;
+    out.push_back(stride);
+  }
+  return out;
+}
+
+}  // namespace gppf::nn

@@ -1,0 +1,89 @@
+#pragma once
+// Backbones made of lego layers: gppf-mini (CPU-sized) and gppf-r50 (ResNet-50's stem and stage
+// layout, 3-4-6-3 blocks of widths 256/512/1024/2048, each block a lego layer).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/pool.hpp"
+#include "src/nn/lego.hpp"
+
+namespace gppf::nn {
+
+struct StageSpec {
+  int channels = 0;  // output channels of every block of the stage
+  int blocks = 1;
+  int stride = 1;  // stride of the stage's first block
+};
+
+struct BackboneSpec {
+  std::string name = "gppf-mini";
+  int stem_channels = 16;
+  int stem_kernel = 3;  // gppf-r50: 7 (stride 2) followed by a 3x3/2 max pool
+  int stem_stride = 1;
+  bool stem_pool = false;
+  std::vector<StageSpec> stages;
+  int num_legos = 4;
+  int top_k = 2;
+  int num_shared = 0;
+  // Width of one lego = dense bottleneck width (channels / 4) / top_k: k active legos cost about one
+  // dense bottleneck block, the paper's "similar computation budget".
+  int lego_width(int channels) const;
+  RoutingOptions routing;
+
+  static BackboneSpec mini();
+  static BackboneSpec r50();
+};
+
+// The stem convolution always has 3 input channels. A 1-channel (grey) image is treated as the same
+// grey value on all three: conv(replicate(x), W) == conv(x, sum_c W_c), so the stem runs with the
+// channel-summed kernel and costs a third (documented in docs/ARCHITECTURE.md).
+class Stem final : public Module {
+ public:
+  Stem(const BackboneSpec& spec, int num_tasks, std::uint64_t seed);
+  Tensor forward(const RunState& rs, const Tensor& x);
+  void backward(const RunState& rs, const Tensor& dy);
+  void collect_parameters(std::vector<Parameter*>& out) override;
+  void collect_buffers(std::vector<NamedTensor>& out) override;
+  std::int64_t macs(const Shape& x) const;
+  Shape output_shape(const Shape& x) const;
+
+ private:
+  kernels::Conv2dParams m_params;
+  kernels::Pool2dParams m_pool;
+  bool m_use_pool;
+  Parameter m_weight;  // [C, k, k, 3]
+  BatchNorm m_bn;
+  Tensor m_x, m_w_used, m_pool_in, m_pool_out;
+};
+
+class Backbone final : public Module {
+ public:
+  Backbone(const BackboneSpec& spec, int num_tasks, std::uint64_t seed);
+  // Returns the output of every stage (strides grow), for heads that use several scales.
+  std::vector<Tensor> forward(const RunState& rs, const Tensor& x, std::int64_t step);
+  // d_features: one gradient per stage output; undefined tensors mean "no gradient from the head".
+  void backward(const RunState& rs, const std::vector<Tensor>& d_features);
+  // The usage-balance regulariser over `tasks`, every lego layer; returns the summed value.
+  float apply_balance(const std::vector<int>& tasks);
+
+  void collect_parameters(std::vector<Parameter*>& out) override;
+  void collect_buffers(std::vector<NamedTensor>& out) override;
+
+  const BackboneSpec& spec() const { return m_spec; }
+  std::vector<LegoLayer*> lego_layers();
+  // Index of the last lego layer of each stage.
+  const std::vector<int>& stage_ends() const { return m_stage_ends; }
+  std::vector<int> stage_channels() const;
+  std::vector<int> stage_strides() const;  // cumulative stride of each stage output
+  // Multiply-adds of one forward pass for input shape x with `active` legos per layer.
+  std::int64_t macs(const Shape& x, int active) const;
+
+ private:
+  BackboneSpec m_spec;
+  Stem m_stem;
+  std::vector<std::unique_ptr<LegoLayer>> m_layers;
+  std::vector<int> m_stage_ends;
+};
+
+}  // namespace gppf::nn

@@ -1,0 +1,100 @@
+#pragma once
+// Task heads on top of the backbone's stage outputs:
+//  - classification: global average pooling of the last stage + linear;
+//  - a light FPN neck (lateral 1x1 conv+BN+ReLU per used stage, top-down nearest upsampling and sums,
+//    one 3x3 conv+BN+ReLU on the finest level) shared by the dense heads of one task;
+//  - detection (CenterNet-style, anchor-free): heat map per class, box size (w, h) and centre offset;
+//  - segmentation: per-pixel class logits at the neck's stride, bilinearly upsampled to the input.
+#include <memory>
+#include <vector>
+
+#include "kernels/pool.hpp"
+#include "src/nn/layers.hpp"
+
+namespace gppf::nn {
+
+class ClassificationHead final : public Module {
+ public:
+  ClassificationHead(const std::string& name, int in_channels, int num_classes, std::mt19937_64& rng);
+  Tensor forward(const RunState& rs, const std::vector<Tensor>& features);  // logits [N, classes]
+  std::vector<Tensor> backward(const RunState& rs, const Tensor& dlogits);  // one per stage
+  void collect_parameters(std::vector<Parameter*>& out) override;
+
+ private:
+  Linear m_fc;
+  std::vector<Shape> m_shapes;
+};
+
+struct NeckSpec {
+  int first_stage = 0;  // finest stage used; the neck's output has that stage's stride
+  int channels = 32;
+};
+
+class FpnNeck final : public Module {
+ public:
+  FpnNeck(const std::string& name, const std::vector<int>& stage_channels, const NeckSpec& spec, int num_tasks,
+          std::mt19937_64& rng);
+  Tensor forward(const RunState& rs, const std::vector<Tensor>& features);
+  std::vector<Tensor> backward(const RunState& rs, const Tensor& dy);  // one per stage (undefined if unused)
+  void collect_parameters(std::vector<Parameter*>& out) override;
+  void collect_buffers(std::vector<NamedTensor>& out) override;
+  std::int64_t macs(const std::vector<Shape>& features) const;
+
+ private:
+  NeckSpec m_spec;
+  std::size_t m_num_stages;
+  std::vector<std::unique_ptr<Conv2d>> m_lateral;
+  std::vector<std::unique_ptr<BatchNorm>> m_lateral_bn;
+  Conv2d m_smooth;
+  BatchNorm m_smooth_bn;
+  std::vector<Shape> m_level_shapes;
+};
+
+// Targets and outputs of the detection head, at the neck's stride.
+struct DetectionOutputs {
+  Tensor heatmap;  // logits [N, h, w, classes]
+  Tensor size;     // [N, h, w, 2]: box width, height in input pixels / stride
+  Tensor offset;   // [N, h, w, 2]: sub-cell centre offset in [0, 1)
+};
+
+class DetectionHead final : public Module {
+ public:
+  DetectionHead(const std::string& name, const std::vector<int>& stage_channels, const NeckSpec& neck, int num_classes,
+                int num_tasks, std::mt19937_64& rng);
+  DetectionOutputs forward(const RunState& rs, const std::vector<Tensor>& features);
+  std::vector<Tensor> backward(const RunState& rs, const DetectionOutputs& grads);
+  void collect_parameters(std::vector<Parameter*>& out) override;
+  void collect_buffers(std::vector<NamedTensor>& out) override;
+  int num_classes() const { return m_num_classes; }
+
+ private:
+  struct Branch {
+    std::unique_ptr<Conv2d> conv;  // 3x3, neck -> neck channels, bias, then ReLU
+    std::unique_ptr<Conv2d> out;   // 1x1 to the branch outputs, bias
+    Tensor hidden;                 // post-ReLU activation saved for backward
+  };
+  Tensor run_branch(const RunState& rs, Branch& b, const Tensor& x);
+  void backward_branch(const RunState& rs, Branch& b, const Tensor& dy, Tensor& dx, kernels::GradMode mode);
+
+  int m_num_classes;
+  FpnNeck m_neck;
+  Branch m_heat, m_size, m_offset;
+};
+
+class SegmentationHead final : public Module {
+ public:
+  SegmentationHead(const std::string& name, const std::vector<int>& stage_channels, const NeckSpec& neck,
+                   int num_classes, int num_tasks, std::mt19937_64& rng);
+  // Logits [N, H, W, classes] at the input resolution (out_h, out_w).
+  Tensor forward(const RunState& rs, const std::vector<Tensor>& features, int out_h, int out_w);
+  std::vector<Tensor> backward(const RunState& rs, const Tensor& dlogits);
+  void collect_parameters(std::vector<Parameter*>& out) override;
+  void collect_buffers(std::vector<NamedTensor>& out) override;
+
+ private:
+  FpnNeck m_neck;
+  Conv2d m_classifier;  // 1x1, bias
+  Shape m_low_shape;
+};
+
+}  // namespace gppf::nn

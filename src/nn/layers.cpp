@@ -1,0 +1,141 @@
+#include "src/nn/layers.hpp"
+
+#include "kernels/linear.hpp"
+
+namespace gppf::nn {
+
+Conv2d::Conv2d(std::string name, const ConvSpec& spec, std::mt19937_64& rng) : m_spec(spec) {
+  GPPF_CHECK(spec.in_channels > 0 && spec.out_channels > 0 && spec.groups > 0 && spec.in_channels % spec.groups == 0 &&
+                 spec.out_channels % spec.groups == 0,
+             name, ": channels ", spec.in_channels, "->", spec.out_channels, " do not divide into ", spec.groups,
+             " groups");
+  m_params.stride_h = m_params.stride_w = spec.stride;
+  m_params.pad_h = m_params.pad_w = spec.padding;
+  m_params.groups = spec.groups;
+  const int cin_g = spec.in_channels / spec.groups;
+  m_weight = make_parameter(name + ".weight",
+                            he_normal({spec.out_channels, spec.kernel, spec.kernel, cin_g},
+                                      static_cast<std::int64_t>(spec.kernel) * spec.kernel * cin_g, rng),
+                            true);
+  if (spec.bias) m_bias = make_parameter(name + ".bias", constant({spec.out_channels}, 0.0f), false);
+}
+
+Shape Conv2d::output_shape(const Shape& x) const {
+  return kernels::conv2d_output_shape(m_params, x, m_weight.value.shape());
+}
+
+std::int64_t Conv2d::macs(const Shape& x) const {
+  const Shape y = output_shape(x);
+  return shape_numel(y) * m_spec.kernel * m_spec.kernel * (m_spec.in_channels / m_spec.groups);
+}
+
+Tensor Conv2d::forward(const RunState& rs, const Tensor& x) {
+  Tensor y = Tensor::empty(output_shape(x.shape()), x.dtype(), x.device());
+  kernels::conv2d_fwd(m_params, x, m_weight.value, m_bias.value, y, rs.stream);
+  if (rs.training) m_x = x;
+  return y;
+}
+
+void Conv2d::backward(const RunState& rs, const Tensor& dy, Tensor* dx, kernels::GradMode dx_mode) {
+  GPPF_CHECK(m_x.defined(), m_weight.name, ": backward without a training forward");
+  if (dx) kernels::conv2d_bwd_data(m_params, dy, m_weight.value, *dx, dx_mode, rs.stream);
+  const auto mode = m_weight.take_grad_mode();
+  if (m_bias.value.defined()) m_bias.take_grad_mode();
+  kernels::conv2d_bwd_filter(m_params, m_x, dy, m_weight.grad, m_bias.value.defined() ? &m_bias.grad : nullptr, mode,
+                             rs.stream);
+  m_x = Tensor();
+}
+
+void Conv2d::collect_parameters(std::vector<Parameter*>& out) {
+  out.push_back(&m_weight);
+  if (m_bias.value.defined()) out.push_back(&m_bias);
+}
+
+BatchNorm::BatchNorm(std::string name, int channels, int num_tasks, bool relu, float momentum, float eps)
+    : m_name(std::move(name)) {
+  m_params.eps = eps;
+  m_params.momentum = momentum;
+  m_params.relu = relu;
+  m_gamma = make_parameter(m_name + ".gamma", constant({channels}, 1.0f), false);
+  m_beta = make_parameter(m_name + ".beta", constant({channels}, 0.0f), false);
+  for (int t = 0; t < num_tasks; ++t) {
+    m_running_mean.push_back(constant({channels}, 0.0f));
+    m_running_var.push_back(constant({channels}, 1.0f));
+  }
+}
+
+Tensor BatchNorm::forward(const RunState& rs, const Tensor& x) {
+  GPPF_CHECK(rs.task >= 0 && rs.task < static_cast<int>(m_running_mean.size()), m_name, ": task ", rs.task,
+             " out of range (", m_running_mean.size(), " tasks)");
+  const auto t = static_cast<std::size_t>(rs.task);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (!rs.training) {
+    kernels::batchnorm_fwd_infer(m_params, x, m_gamma.value, m_beta.value, m_running_mean[t], m_running_var[t], y,
+                                 rs.stream);
+    return y;
+  }
+  const Shape c{x.dim(-1)};
+  m_save_mean = Tensor::empty(c, DType::F32, x.device());
+  m_save_invstd = Tensor::empty(c, DType::F32, x.device());
+  kernels::BatchNormParams p = m_params;
+  if (rs.bn_momentum >= 0) p.momentum = rs.bn_momentum;
+  kernels::batchnorm_fwd_train(p, x, m_gamma.value, m_beta.value, m_running_mean[t], m_running_var[t], y, m_save_mean,
+                               m_save_invstd, rs.stream);
+  m_x = x;
+  m_y = y;
+  return y;
+}
+
+Tensor BatchNorm::backward(const RunState& rs, const Tensor& dy) {
+  GPPF_CHECK(m_x.defined(), m_name, ": backward without a training forward");
+  Tensor dx = Tensor::empty(m_x.shape(), m_x.dtype(), m_x.device());
+  const auto mode = m_gamma.take_grad_mode();
+  m_beta.take_grad_mode();
+  kernels::batchnorm_bwd(m_params, m_x, m_y, dy, m_gamma.value, m_save_mean, m_save_invstd, dx, m_gamma.grad,
+                         m_beta.grad, mode, rs.stream);
+  m_x = m_y = Tensor();
+  return dx;
+}
+
+void BatchNorm::collect_parameters(std::vector<Parameter*>& out) {
+  out.push_back(&m_gamma);
+  out.push_back(&m_beta);
+}
+
+void BatchNorm::collect_buffers(std::vector<NamedTensor>& out) {
+  for (std::size_t t = 0; t < m_running_mean.size(); ++t) {
+    out.emplace_back(str(m_name, ".running_mean.task", t), &m_running_mean[t]);
+    out.emplace_back(str(m_name, ".running_var.task", t), &m_running_var[t]);
+  }
+}
+
+Linear::Linear(std::string name, int in_features, int out_features, std::mt19937_64& rng) {
+  // PyTorch's default for the final classifier: uniform in +-1/sqrt(fan_in); He-normal/sqrt(2) is
+  // close and keeps one initialiser.
+  m_weight =
+      make_parameter(name + ".weight", he_normal({out_features, in_features}, in_features, rng, 0.70710678f), true);
+  m_bias = make_parameter(name + ".bias", constant({out_features}, 0.0f), false);
+}
+
+Tensor Linear::forward(const RunState& rs, const Tensor& x) {
+  Tensor y = Tensor::empty({x.dim(0), m_weight.value.dim(0)}, x.dtype(), x.device());
+  kernels::linear_fwd(x, m_weight.value, m_bias.value, y, rs.stream);
+  if (rs.training) m_x = x;
+  return y;
+}
+
+void Linear::backward(const RunState& rs, const Tensor& dy, Tensor* dx, kernels::GradMode dx_mode) {
+  GPPF_CHECK(m_x.defined(), m_weight.name, ": backward without a training forward");
+  if (dx) kernels::linear_bwd_data(dy, m_weight.value, *dx, dx_mode, rs.stream);
+  const auto mode = m_weight.take_grad_mode();
+  m_bias.take_grad_mode();
+  kernels::linear_bwd_weight(m_x, dy, m_weight.grad, &m_bias.grad, mode, rs.stream);
+  m_x = Tensor();
+}
+
+void Linear::collect_parameters(std::vector<Parameter*>& out) {
+  out.push_back(&m_weight);
+  out.push_back(&m_bias);
+}
+
+}  // namespace gppf::nn

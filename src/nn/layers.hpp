@@ -1,0 +1,72 @@
+#pragma once
+// The basic layers of the network: convolution, batch norm with per-task statistics, linear.
+#include <vector>
+
+#include "kernels/batchnorm.hpp"
+#include "kernels/conv.hpp"
+#include "src/nn/module.hpp"
+
+namespace gppf::nn {
+
+struct ConvSpec {
+  int in_channels = 0, out_channels = 0;
+  int kernel = 1, stride = 1, padding = 0, groups = 1;
+  bool bias = false;
+};
+
+class Conv2d final : public Module {
+ public:
+  Conv2d(std::string name, const ConvSpec& spec, std::mt19937_64& rng);
+  Tensor forward(const RunState& rs, const Tensor& x);
+  // dx (when non-null) is written or accumulated per dx_mode.
+  void backward(const RunState& rs, const Tensor& dy, Tensor* dx, kernels::GradMode dx_mode);
+  void collect_parameters(std::vector<Parameter*>& out) override;
+  const ConvSpec& spec() const { return m_spec; }
+  // The shape of the input saved by the last training forward (until backward consumes it).
+  const Shape& input_shape() const { return m_x.shape(); }
+  void fill_bias(float value) { m_bias.value.fill_(value); }
+  // Multiply-adds of one forward pass for an input of this shape (FLOPs = 2x).
+  std::int64_t macs(const Shape& x) const;
+  Shape output_shape(const Shape& x) const;
+
+ private:
+  ConvSpec m_spec;
+  kernels::Conv2dParams m_params;
+  Parameter m_weight, m_bias;
+  Tensor m_x;
+};
+
+// Batch norm whose affine parameters are shared by all tasks but whose running statistics are kept
+// per task (DESIGN.md: shared running averages mix domains and cost 8 points of accuracy).
+class BatchNorm final : public Module {
+ public:
+  BatchNorm(std::string name, int channels, int num_tasks, bool relu, float momentum = 0.1f, float eps = 1e-5f);
+  Tensor forward(const RunState& rs, const Tensor& x);
+  // dx is overwritten.
+  Tensor backward(const RunState& rs, const Tensor& dy);
+  void collect_parameters(std::vector<Parameter*>& out) override;
+  void collect_buffers(std::vector<NamedTensor>& out) override;
+  // The shape of the input saved by the last training forward (until backward consumes it).
+  const Shape& input_shape() const { return m_x.shape(); }
+
+ private:
+  std::string m_name;
+  kernels::BatchNormParams m_params;
+  Parameter m_gamma, m_beta;
+  std::vector<Tensor> m_running_mean, m_running_var;  // one per task
+  Tensor m_x, m_y, m_save_mean, m_save_invstd;
+};
+
+class Linear final : public Module {
+ public:
+  Linear(std::string name, int in_features, int out_features, std::mt19937_64& rng);
+  Tensor forward(const RunState& rs, const Tensor& x);
+  void backward(const RunState& rs, const Tensor& dy, Tensor* dx, kernels::GradMode dx_mode);
+  void collect_parameters(std::vector<Parameter*>& out) override;
+
+ private:
+  Parameter m_weight, m_bias;
+  Tensor m_x;
+};
+
+}  // namespace gppf::nn

@@ -1,0 +1,268 @@
+#include "src/nn/lego.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "kernels/elementwise.hpp"
+
+namespace gppf::nn {
+namespace {
+
+std::uint64_t fnv1a(const std::string& s) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+std::vector<float> softmax(const std::vector<float>& z) {
+  std::vector<float> p(z.size());
+  if (z.empty()) return p;
+  const float m = *std::max_element(z.begin(), z.end());
+  double sum = 0;
+  for (std::size_t i = 0; i < z.size(); ++i) sum += p[i] = std::exp(z[i] - m);
+  for (auto& v : p) v = static_cast<float>(v / sum);
+  return p;
+}
+
+float read_scalar(const Tensor& t) { return t.to_float_vector().at(0); }
+
+}  // namespace
+
+Bottleneck::Bottleneck(const std::string& name, int in_channels, int width, int out_channels, int stride, int num_tasks,
+                       std::mt19937_64& rng)
+    : m_conv1(name + ".conv1", {in_channels, width, 1, 1, 0, 1, false}, rng),
+      m_conv2(name + ".conv2", {width, width, 3, stride, 1, 1, false}, rng),
+      m_conv3(name + ".conv3", {width, out_channels, 1, 1, 0, 1, false}, rng),
+      m_bn1(name + ".bn1", width, num_tasks, true),
+      m_bn2(name + ".bn2", width, num_tasks, true),
+      m_bn3(name + ".bn3", out_channels, num_tasks, false) {}
+
+Tensor Bottleneck::forward(const RunState& rs, const Tensor& x) {
+  Tensor h = m_bn1.forward(rs, m_conv1.forward(rs, x));
+  h = m_bn2.forward(rs, m_conv2.forward(rs, h));
+  return m_bn3.forward(rs, m_conv3.forward(rs, h));
+}
+
+void Bottleneck::backward(const RunState& rs, const Tensor& dy, Tensor& dx, kernels::GradMode dx_mode) {
+  Tensor d = m_bn3.backward(rs, dy);
+  Tensor dh2 = Tensor::empty(m_bn2.input_shape(), d.dtype(), d.device());
+  m_conv3.backward(rs, d, &dh2, kernels::GradMode::Overwrite);
+  d = m_bn2.backward(rs, dh2);
+  Tensor dh1 = Tensor::empty(m_bn1.input_shape(), d.dtype(), d.device());
+  m_conv2.backward(rs, d, &dh1, kernels::GradMode::Overwrite);
+  d = m_bn1.backward(rs, dh1);
+  m_conv1.backward(rs, d, &dx, dx_mode);
+}
+
+void Bottleneck::collect_parameters(std::vector<Parameter*>& out) {
+  m_conv1.collect_parameters(out);
+  m_bn1.collect_parameters(out);
+  m_conv2.collect_parameters(out);
+  m_bn2.collect_parameters(out);
+  m_conv3.collect_parameters(out);
+  m_bn3.collect_parameters(out);
+}
+
+void Bottleneck::collect_buffers(std::vector<NamedTensor>& out) {
+  m_bn1.collect_buffers(out);
+  m_bn2.collect_buffers(out);
+  m_bn3.collect_buffers(out);
+}
+
+std::int64_t Bottleneck::macs(const Shape& x) const {
+  const Shape h1 = m_conv1.output_shape(x);
+  const Shape h2 = m_conv2.output_shape(h1);
+  return m_conv1.macs(x) + m_conv2.macs(h1) + m_conv3.macs(h2);
+}
+
+LegoLayer::LegoLayer(const std::string& name, const LegoLayerSpec& spec, int num_tasks, const RoutingOptions& routing,
+                     std::mt19937_64& rng)
+    : m_name(name), m_spec(spec), m_routing(routing) {
+  GPPF_CHECK(spec.num_legos >= 1 && spec.top_k >= 1 && spec.top_k <= spec.num_legos, name, ": top_k ", spec.top_k,
+             " must be in [1, num_legos = ", spec.num_legos, "]");
+  GPPF_CHECK(spec.num_shared >= 0 && spec.lego_width > 0, name, ": num_shared ", spec.num_shared, " and lego_width ",
+             spec.lego_width, " must be >= 0 and > 0");
+  const int total = spec.num_shared + spec.num_legos;
+  for (int i = 0; i < total; ++i) {
+    const std::string lego = i < spec.num_shared ? str(name, ".shared", i) : str(name, ".lego", i - spec.num_shared);
+    m_legos.push_back(std::make_unique<Bottleneck>(lego, spec.in_channels, spec.lego_width, spec.out_channels,
+                                                   spec.stride, num_tasks, rng));
+  }
+  if (spec.stride != 1 || spec.in_channels != spec.out_channels) {
+    m_proj = std::make_unique<Conv2d>(name + ".proj",
+                                      ConvSpec{spec.in_channels, spec.out_channels, 1, spec.stride, 0, 1, false}, rng);
+    m_proj_bn = std::make_unique<BatchNorm>(name + ".proj_bn", spec.out_channels, num_tasks, false);
+  }
+  for (int t = 0; t < num_tasks; ++t) {
+    std::mt19937_64 task_rng(fnv1a(name) ^ (0x9e3779b97f4a7c15ull * static_cast<std::uint64_t>(t + 1)));
+    std::normal_distribution<float> dist(0.0f, routing.init_std);
+    Tensor logits = Tensor::empty({spec.num_legos}, DType::F32);
+    for (int i = 0; i < spec.num_legos; ++i) logits.data_as<float>()[i] = dist(task_rng);
+    m_router.push_back(make_parameter(str(name, ".router.task", t), logits, false));
+  }
+}
+
+Route LegoLayer::route(int task, std::int64_t step, bool training) const {
+  GPPF_CHECK(task >= 0 && task < static_cast<int>(m_router.size()), m_name, ": task ", task, " has no router");
+  const Tensor& logits = m_router[static_cast<std::size_t>(task)].value;
+  std::vector<float> z(logits.data_as<float>(), logits.data_as<float>() + m_spec.num_legos);
+  Route r;
+  for (int i = 0; i < m_spec.num_shared; ++i) {
+    r.legos.push_back(i);
+    r.gates.push_back(1.0f);
+    r.routed.push_back(-1);
+  }
+  const bool warm = training && step < m_routing.warmup_steps;
+  if (warm && m_routing.warmup == RoutingOptions::Warmup::Soft) {
+    const auto g = softmax(z);
+    for (int i = 0; i < m_spec.num_legos; ++i) {
+      r.legos.push_back(m_spec.num_shared + i);
+      r.gates.push_back(g[static_cast<std::size_t>(i)]);
+      r.routed.push_back(i);
+    }
+    return r;
+  }
+  if (warm && m_routing.warmup == RoutingOptions::Warmup::Noisy && m_routing.noise_std > 0) {
+    std::mt19937_64 rng(fnv1a(m_name) ^ (static_cast<std::uint64_t>(step) * 0x9e3779b97f4a7c15ull) ^
+                        (static_cast<std::uint64_t>(task) << 48));
+    std::normal_distribution<float> noise(0.0f, m_routing.noise_std);
+    for (auto& v : z) v += noise(rng);
+  }
+  std::vector<int> order(static_cast<std::size_t>(m_spec.num_legos));
+  std::iota(order.begin(), order.end(), 0);
+  // Highest logit first; ties to the lower index so that routing is deterministic.
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return z[static_cast<std::size_t>(a)] > z[static_cast<std::size_t>(b)]; });
+  order.resize(static_cast<std::size_t>(m_spec.top_k));
+  std::sort(order.begin(), order.end());
+  std::vector<float> zs;
+  for (int i : order) zs.push_back(z[static_cast<std::size_t>(i)]);
+  const auto g = softmax(zs);
+  for (std::size_t j = 0; j < order.size(); ++j) {
+    r.legos.push_back(m_spec.num_shared + order[j]);
+    r.gates.push_back(g[j]);
+    r.routed.push_back(order[j]);
+  }
+  return r;
+}
+
+Shape LegoLayer::output_shape(const Shape& x) const {
+  const Shape mid = kernels::conv2d_output_shape(kernels::Conv2dParams{m_spec.stride, m_spec.stride, 1, 1},
+                                                 Shape{x[0], x[1], x[2], m_spec.lego_width},
+                                                 Shape{m_spec.lego_width, 3, 3, m_spec.lego_width});
+  return {mid[0], mid[1], mid[2], m_spec.out_channels};
+}
+
+std::int64_t LegoLayer::macs(const Shape& x, int active_legos) const {
+  std::int64_t total = m_legos.front()->macs(x) * active_legos;
+  if (m_proj) total += m_proj->macs(x);
+  return total;
+}
+
+Tensor LegoLayer::forward(const RunState& rs, const Tensor& x, std::int64_t step) {
+  GPPF_CHECK(x.ndim() == 4 && x.dim(3) == m_spec.in_channels, m_name, ": input expected [N,H,W,", m_spec.in_channels,
+             "], got ", x.desc());
+  Route r = route(rs.task, step, rs.training);
+  Tensor acc;
+  if (m_proj) {
+    acc = m_proj_bn->forward(rs, m_proj->forward(rs, x));
+  } else {
+    acc = Tensor::empty(x.shape(), x.dtype(), x.device());
+    kernels::axpby(1.0f, x, 0.0f, acc, rs.stream);
+  }
+  std::vector<Tensor> outputs;
+  for (std::size_t j = 0; j < r.legos.size(); ++j) {
+    Tensor o = m_legos[static_cast<std::size_t>(r.legos[j])]->forward(rs, x);
+    kernels::axpby(r.gates[j], o, 1.0f, acc, rs.stream);
+    if (rs.training) outputs.push_back(std::move(o));
+  }
+  Tensor y = Tensor::empty(acc.shape(), acc.dtype(), acc.device());
+  kernels::relu_fwd(acc, y, rs.stream);
+  if (rs.training) {
+    m_route = std::move(r);
+    m_outputs = std::move(outputs);
+    m_y = y;
+    m_x_shape = x.shape();
+  }
+  return y;
+}
+
+Tensor LegoLayer::backward(const RunState& rs, const Tensor& dy) {
+  GPPF_CHECK(m_y.defined(), m_name, ": backward without a training forward");
+  Tensor da = Tensor::empty(m_y.shape(), dy.dtype(), dy.device());
+  kernels::relu_bwd(m_y, dy, da, kernels::GradMode::Overwrite, rs.stream);
+  Tensor dx = Tensor::empty(m_x_shape, dy.dtype(), dy.device());
+  if (m_proj) {
+    Tensor dp = m_proj_bn->backward(rs, da);
+    m_proj->backward(rs, dp, &dx, kernels::GradMode::Overwrite);
+  } else {
+    kernels::axpby(1.0f, da, 0.0f, dx, rs.stream);
+  }
+  std::vector<float> dgate(m_route.legos.size());
+  Tensor dot_out = Tensor::empty({1}, DType::F32, dy.device());
+  Tensor scaled = Tensor::empty(da.shape(), da.dtype(), da.device());
+  for (std::size_t j = 0; j < m_route.legos.size(); ++j) {
+    if (m_route.routed[j] >= 0) {
+      kernels::dot(da, m_outputs[j], dot_out, kernels::GradMode::Overwrite, rs.stream);
+      dgate[j] = read_scalar(dot_out);
+    }
+    kernels::axpby(m_route.gates[j], da, 0.0f, scaled, rs.stream);
+    m_legos[static_cast<std::size_t>(m_route.legos[j])]->backward(rs, scaled, dx, kernels::GradMode::Accumulate);
+  }
+  // Router: gates are the softmax of the selected logits, so dz_j = g_j (dg_j - sum_i g_i dg_i).
+  double inner = 0;
+  for (std::size_t j = 0; j < m_route.legos.size(); ++j)
+    if (m_route.routed[j] >= 0) inner += static_cast<double>(m_route.gates[j]) * dgate[j];
+  Parameter& router = m_router[static_cast<std::size_t>(rs.task)];
+  if (router.take_grad_mode() == kernels::GradMode::Overwrite) router.grad.fill_(0.0f);
+  float* dz = router.grad.data_as<float>();
+  for (std::size_t j = 0; j < m_route.legos.size(); ++j)
+    if (m_route.routed[j] >= 0) dz[m_route.routed[j]] += static_cast<float>(m_route.gates[j] * (dgate[j] - inner));
+  m_outputs.clear();
+  m_y = Tensor();
+  return dx;
+}
+
+float LegoLayer::apply_balance(const std::vector<int>& tasks) {
+  if (m_routing.balance_weight <= 0 || tasks.empty()) return 0.0f;
+  // loss = w * L * sum_i P_i^2 with P_i the mean over tasks of softmax(logits_t)_i: smallest when the
+  // tasks together spread their routing probability evenly over the legos.
+  const std::size_t L = static_cast<std::size_t>(m_spec.num_legos);
+  const double T = static_cast<double>(tasks.size());
+  std::vector<std::vector<float>> p;
+  std::vector<double> P(L, 0.0);
+  for (int t : tasks) {
+    const Tensor& z = m_router[static_cast<std::size_t>(t)].value;
+    p.push_back(softmax(std::vector<float>(z.data_as<float>(), z.data_as<float>() + L)));
+    for (std::size_t i = 0; i < L; ++i) P[i] += p.back()[i] / T;
+  }
+  const double w = m_routing.balance_weight * static_cast<double>(L);
+  double loss = 0;
+  for (double v : P) loss += w * v * v;
+  for (std::size_t n = 0; n < tasks.size(); ++n) {
+    Parameter& router = m_router[static_cast<std::size_t>(tasks[n])];
+    if (router.take_grad_mode() == kernels::GradMode::Overwrite) router.grad.fill_(0.0f);
+    double inner = 0;
+    for (std::size_t i = 0; i < L; ++i) inner += p[n][i] * (2 * w * P[i] / T);
+    for (std::size_t i = 0; i < L; ++i)
+      router.grad.data_as<float>()[i] += static_cast<float>(p[n][i] * (2 * w * P[i] / T - inner));
+  }
+  return static_cast<float>(loss);
+}
+
+void LegoLayer::collect_parameters(std::vector<Parameter*>& out) {
+  for (auto& lego : m_legos) lego->collect_parameters(out);
+  if (m_proj) {
+    m_proj->collect_parameters(out);
+    m_proj_bn->collect_parameters(out);
+  }
+  for (auto& r : m_router) out.push_back(&r);
+}
+
+void LegoLayer::collect_buffers(std::vector<NamedTensor>& out) {
+  for (auto& lego : m_legos) lego->collect_buffers(out);
+  if (m_proj_bn) m_proj_bn->collect_buffers(out);
+}
+
+}  // namespace gppf::nn

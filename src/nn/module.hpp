@@ -1,0 +1,47 @@
+#pragma once
+// Explicit forward/backward modules (Caffe/LBANN style, DESIGN.md "gradients"). A module keeps what
+// its backward needs from the last forward; SIMT runs each task's path forward then backward before
+// the next task's forward, so one saved context per module is enough. Parameter gradients follow
+// Parameter::take_grad_mode(): the first task to touch a parameter in a step overwrites, the others
+// accumulate.
+#include <cstdint>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "src/core/tensor.hpp"
+#include "src/nn/parameter.hpp"
+
+namespace gppf::nn {
+
+// What a forward pass runs for: which task (routing, BN statistics), training or inference, and where.
+struct RunState {
+  int task = 0;
+  bool training = true;
+  Device device = Device::host();
+  Stream stream = Stream::host();
+  // When >= 0, replaces every BN layer's momentum for this pass (BN recalibration uses 1/(i+1) to
+  // average the statistics of i+1 batches exactly).
+  float bn_momentum = -1.0f;
+};
+
+using NamedTensor = std::pair<std::string, Tensor*>;
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  // Trainable parameters, in a fixed order (the checkpoint and the optimizer rely on it).
+  virtual void collect_parameters(std::vector<Parameter*>& out) = 0;
+  // Non-trainable state that a checkpoint must keep (per-task BN running statistics, ...).
+  virtual void collect_buffers(std::vector<NamedTensor>& out) { (void)out; }
+};
+
+// Seeded initialisers (He-normal for conv/linear weights, as torchvision's ResNet).
+Tensor he_normal(const Shape& shape, std::int64_t fan_in, std::mt19937_64& rng, float gain = 1.0f);
+Tensor constant(const Shape& shape, float value);
+
+// A new f32 Parameter with its gradient buffer.
+Parameter make_parameter(std::string name, Tensor value, bool decay);
+
+}  // namespace gppf::nn

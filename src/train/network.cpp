@@ -1,0 +1,269 @@
+#include "src/train/network.hpp"
+
+#include <algorithm>
+#include <limits>
+
+#include "kernels/loss.hpp"
+#include "src/train/centernet.hpp"
+
+namespace gppf::train {
+
+TaskSpec resolve_task(const TaskConfig& config, const io::Manifest& manifest) {
+  // A scene data set with boxes and masks serves detection and segmentation tasks alike.
+  GPPF_CHECK(config.type != io::TaskType::Classification || manifest.task == io::TaskType::Classification, "task '",
+             config.name, "': classification needs a classification data set; ", config.dataset, " holds ",
+             io::task_name(manifest.task), " data");
+  GPPF_CHECK(!manifest.classes.empty(), "task '", config.name, "': data set ", config.dataset, " lists no classes");
+  GPPF_CHECK(manifest.height > 0 && manifest.width > 0, "task '", config.name, "': data set ", config.dataset,
+             " has images of varying size; convert it with a fixed size");
+  TaskSpec t;
+  t.config = config;
+  t.manifest = manifest;
+  t.num_classes = static_cast<int>(manifest.classes.size()) + (config.type == io::TaskType::Segmentation ? 1 : 0);
+  t.height = manifest.height;
+  t.width = manifest.width;
+  t.channels = manifest.channels;
+  GPPF_CHECK(t.channels == 1 || t.channels == 3, "task '", config.name, "': ", t.channels,
+             " image channels; gppf takes grey (1) or RGB (3)");
+  if (config.type == io::TaskType::Detection)
+    GPPF_CHECK(manifest.has_boxes, "task '", config.name, "': data set ", config.dataset, " has no boxes");
+  if (config.type == io::TaskType::Segmentation)
+    GPPF_CHECK(manifest.has_masks, "task '", config.name, "': data set ", config.dataset, " has no masks");
+  return t;
+}
+
+// ---- evaluation -----------------------------------------------------------------------
+
+TaskEvaluator::TaskEvaluator(const TaskSpec& spec)
+    : m_type(spec.config.type), m_det(spec.num_classes), m_seg(std::max(1, spec.num_classes)) {}
+
+void TaskEvaluator::add_classification(const Tensor& logits, const Tensor& labels) {
+  const auto correct = kernels::topk_correct(logits, labels, std::min<int>(5, static_cast<int>(logits.dim(1))));
+  m_top1 += correct.front();
+  m_top5 += correct.back();
+  m_samples += logits.dim(0);
+}
+
+void TaskEvaluator::add_detection(const std::vector<std::vector<Detection>>& dets,
+                                  const std::vector<std::vector<io::Box>>& truth) {
+  for (std::size_t i = 0; i < dets.size(); ++i) m_det.add_image(dets[i], truth[i]);
+  m_samples += static_cast<std::int64_t>(dets.size());
+}
+
+void TaskEvaluator::add_segmentation(const Tensor& logits, const Tensor& masks) {
+  const Tensor h = logits.device().is_host() ? logits : logits.to(Device::host());
+  const Tensor m = masks.device().is_host() ? masks : masks.to(Device::host());
+  const std::int64_t pixels = h.numel() / h.dim(-1);
+  const std::int64_t c = h.dim(-1);
+  std::vector<std::int32_t> pred(static_cast<std::size_t>(pixels));
+  std::vector<std::uint8_t> truth(static_cast<std::size_t>(pixels));
+  const float* l = h.data_as<float>();
+  const std::int32_t* t = m.data_as<std::int32_t>();
+  for (std::int64_t i = 0; i < pixels; ++i) {
+    const float* row = l + i * c;
+    pred[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(std::max_element(row, row + c) - row);
+    truth[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(t[i]);
+  }
+  m_seg.add(pred, truth);
+  m_samples += logits.dim(0);
+}
+
+std::map<std::string, double> TaskEvaluator::metrics() const {
+  const double n = static_cast<double>(std::max<std::int64_t>(1, m_samples));
+  switch (m_type) {
+    case io::TaskType::Classification:
+      return {{"top1", static_cast<double>(m_top1) / n}, {"top5", static_cast<double>(m_top5) / n}};
+    case io::TaskType::Detection: return {{"map50", m_det.map50()}, {"map", m_det.map()}};
+    case io::TaskType::Segmentation: return {{"miou", m_seg.miou()}, {"pixel_acc", m_seg.pixel_accuracy()}};
+  }
+  return {};
+}
+
+// ---- the network -----------------------------------------------------------------------
+
+struct Network::Heads {
+  std::vector<std::unique_ptr<nn::ClassificationHead>> cls;
+  std::vector<std::unique_ptr<nn::DetectionHead>> det;
+  std::vector<std::unique_ptr<nn::SegmentationHead>> seg;
+};
+
+Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
+    : m_tasks(tasks), m_heads(std::make_unique<Heads>()), m_config(config) {
+  GPPF_CHECK(Device::parse(config.device).is_host(), config.config_path, ": key 'device': training on ", config.device,
+             " is not built yet (the CUDA kernels are; the training loop runs on the host for now)");
+  const int n = static_cast<int>(tasks.size());
+  m_backbone = std::make_unique<nn::Backbone>(config.backbone, n, config.seed);
+  const auto channels = m_backbone->stage_channels();
+  std::mt19937_64 rng(config.seed + 1000);
+  m_heads->cls.resize(tasks.size());
+  m_heads->det.resize(tasks.size());
+  m_heads->seg.resize(tasks.size());
+  for (std::size_t t = 0; t < tasks.size(); ++t) {
+    const TaskSpec& s = tasks[t];
+    const std::string name = "head." + s.config.name;
+    switch (s.config.type) {
+      case io::TaskType::Classification:
+        m_heads->cls[t] = std::make_unique<nn::ClassificationHead>(name, channels.back(), s.num_classes, rng);
+        break;
+      case io::TaskType::Detection:
+        m_heads->det[t] = std::make_unique<nn::DetectionHead>(name, channels, config.neck, s.num_classes, n, rng);
+        break;
+      case io::TaskType::Segmentation:
+        m_heads->seg[t] = std::make_unique<nn::SegmentationHead>(name, channels, config.neck, s.num_classes, n, rng);
+        break;
+    }
+  }
+}
+
+Network::~Network() = default;
+
+nn::Backbone& Network::backbone() { return *m_backbone; }
+
+std::vector<nn::Parameter*> Network::parameters() {
+  std::vector<nn::Parameter*> out;
+  m_backbone->collect_parameters(out);
+  for (std::size_t t = 0; t < m_tasks.size(); ++t) {
+    if (m_heads->cls[t]) m_heads->cls[t]->collect_parameters(out);
+    if (m_heads->det[t]) m_heads->det[t]->collect_parameters(out);
+    if (m_heads->seg[t]) m_heads->seg[t]->collect_parameters(out);
+  }
+  return out;
+}
+
+std::vector<nn::NamedTensor> Network::buffers() {
+  std::vector<nn::NamedTensor> out;
+  m_backbone->collect_buffers(out);
+  for (std::size_t t = 0; t < m_tasks.size(); ++t) {
+    if (m_heads->det[t]) m_heads->det[t]->collect_buffers(out);
+    if (m_heads->seg[t]) m_heads->seg[t]->collect_buffers(out);
+  }
+  return out;
+}
+
+float Network::apply_balance(const std::vector<int>& tasks) { return m_backbone->apply_balance(tasks); }
+
+std::int64_t Network::backbone_macs(int task) const {
+  const TaskSpec& s = m_tasks[static_cast<std::size_t>(task)];
+  const auto& b = m_backbone->spec();
+  return m_backbone->macs({1, s.height, s.width, s.channels}, b.num_shared + b.top_k);
+}
+
+namespace {
+float scalar(const Tensor& t) { return t.to_float_vector().at(0); }
+}  // namespace
+
+TaskLoss Network::train_step(int task, const io::Batch& batch, std::int64_t step) {
+  const auto t = static_cast<std::size_t>(task);
+  const TaskSpec& spec = m_tasks[t];
+  const float w = spec.config.loss_weight;
+  nn::RunState rs;
+  rs.task = task;
+  rs.training = true;
+  std::vector<Tensor> features = m_backbone->forward(rs, batch.images, step);
+  std::vector<Tensor> dfeat;
+  TaskLoss result;
+  Tensor loss = Tensor::empty({1}, DType::F32);  // classification and segmentation
+  switch (spec.config.type) {
+    case io::TaskType::Classification: {
+      Tensor logits = m_heads->cls[t]->forward(rs, features);
+      Tensor dlogits = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
+      kernels::CrossEntropyParams p;
+      p.scale = w;
+      kernels::softmax_cross_entropy(p, logits, batch.labels, loss, kernels::GradMode::Overwrite, &dlogits, rs.stream);
+      result.total = scalar(loss);
+      result.parts["ce"] = w > 0 ? result.total / w : 0.0f;
+      dfeat = m_heads->cls[t]->backward(rs, dlogits);
+      break;
+    }
+    case io::TaskType::Detection: {
+      nn::DetectionOutputs out = m_heads->det[t]->forward(rs, features);
+      const int oh = static_cast<int>(out.heatmap.dim(1)), ow = static_cast<int>(out.heatmap.dim(2));
+      const int stride = spec.height / oh;
+      CenterNetTargets tg = encode_centernet(batch.boxes, oh, ow, stride, spec.num_classes);
+      nn::DetectionOutputs grads{Tensor::empty(out.heatmap.shape(), DType::F32),
+                                 Tensor::empty(out.size.shape(), DType::F32),
+                                 Tensor::empty(out.offset.shape(), DType::F32)};
+      // CenterNet's weights: 1 for the heat map, 0.1 for sizes, 1 for offsets (L1 averaged over centre cells).
+      Tensor lh = Tensor::empty({1}, DType::F32), ls = Tensor::empty({1}, DType::F32),
+             lo = Tensor::empty({1}, DType::F32);
+      kernels::FocalParams fp;
+      fp.scale = w;
+      kernels::centernet_focal_loss(fp, out.heatmap, tg.heatmap, lh, kernels::GradMode::Overwrite, &grads.heatmap,
+                                    rs.stream);
+      kernels::RegressionParams rp;
+      rp.scale = 0.1f * w;
+      kernels::l1_loss(rp, out.size, tg.size, tg.weight, ls, kernels::GradMode::Overwrite, &grads.size, rs.stream);
+      rp.scale = w;
+      kernels::l1_loss(rp, out.offset, tg.offset, tg.weight, lo, kernels::GradMode::Overwrite, &grads.offset,
+                       rs.stream);
+      const float h = scalar(lh), sz = scalar(ls), of = scalar(lo);
+      result.total = h + sz + of;
+      const float inv = w > 0 ? 1.0f / w : 0.0f;
+      result.parts["heatmap"] = h * inv;
+      result.parts["size"] = sz * inv * 10.0f;
+      result.parts["offset"] = of * inv;
+      dfeat = m_heads->det[t]->backward(rs, grads);
+      break;
+    }
+    case io::TaskType::Segmentation: {
+      Tensor logits = m_heads->seg[t]->forward(rs, features, spec.height, spec.width);
+      Tensor dlogits = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
+      kernels::CrossEntropyParams p;
+      p.scale = w;
+      p.ignore_index = 255;
+      kernels::softmax_cross_entropy(p, logits, batch.masks, loss, kernels::GradMode::Overwrite, &dlogits, rs.stream);
+      result.total = scalar(loss);
+      result.parts["ce"] = w > 0 ? result.total / w : 0.0f;
+      dfeat = m_heads->seg[t]->backward(rs, dlogits);
+      break;
+    }
+  }
+  m_backbone->backward(rs, dfeat);
+  return result;
+}
+
+void Network::calibrate(int task, const io::Batch& batch, int index) {
+  nn::RunState rs;
+  rs.task = task;
+  rs.training = true;
+  rs.bn_momentum = 1.0f / static_cast<float>(index + 1);
+  const std::int64_t after_warmup = std::numeric_limits<std::int64_t>::max();
+  const std::vector<Tensor> features = m_backbone->forward(rs, batch.images, after_warmup);
+  const auto t = static_cast<std::size_t>(task);
+  switch (m_tasks[t].config.type) {
+    case io::TaskType::Classification: break;  // no BN in the head
+    case io::TaskType::Detection: m_heads->det[t]->forward(rs, features); break;
+    case io::TaskType::Segmentation: m_heads->seg[t]->forward(rs, features, m_tasks[t].height, m_tasks[t].width); break;
+  }
+}
+
+void Network::evaluate(int task, const io::Batch& batch, TaskEvaluator& eval) {
+  const auto t = static_cast<std::size_t>(task);
+  const TaskSpec& spec = m_tasks[t];
+  nn::RunState rs;
+  rs.task = task;
+  rs.training = false;
+  std::vector<Tensor> features = m_backbone->forward(rs, batch.images, 0);
+  switch (spec.config.type) {
+    case io::TaskType::Classification:
+      eval.add_classification(m_heads->cls[t]->forward(rs, features), batch.labels);
+      break;
+    case io::TaskType::Detection: {
+      nn::DetectionOutputs out = m_heads->det[t]->forward(rs, features);
+      const int oh = static_cast<int>(out.heatmap.dim(1)), ow = static_cast<int>(out.heatmap.dim(2));
+      const int c = spec.num_classes;
+      std::vector<std::vector<Detection>> dets;
+      for (std::int64_t b = 0; b < out.heatmap.dim(0); ++b)
+        dets.push_back(decode_centernet(
+            out.heatmap.data_as<float>() + b * oh * ow * c, out.size.data_as<float>() + b * oh * ow * 2,
+            out.offset.data_as<float>() + b * oh * ow * 2, oh, ow, c, spec.height / oh, spec.config.max_detections));
+      eval.add_detection(dets, batch.boxes);
+      break;
+    }
+    case io::TaskType::Segmentation:
+      eval.add_segmentation(m_heads->seg[t]->forward(rs, features, spec.height, spec.width), batch.masks);
+      break;
+  }
+}
+
+}  // namespace gppf::train

@@ -1,0 +1,82 @@
+#pragma once
+// The GPPF network of a training run: one lego backbone shared by every task, one head per task.
+// A task's path is the backbone with that task's routing and BN statistics, then its head.
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/loader.hpp"
+#include "src/train/config.hpp"
+#include "src/train/metrics.hpp"
+
+namespace gppf::train {
+
+// A task as the network sees it, resolved from its config and its data set's manifest.
+struct TaskSpec {
+  TaskConfig config;
+  io::Manifest manifest;
+  int num_classes = 0;  // output channels of the head (segmentation: classes + background)
+  int height = 0, width = 0, channels = 0;
+};
+
+TaskSpec resolve_task(const TaskConfig& config, const io::Manifest& manifest);
+
+struct TaskLoss {
+  float total = 0;                     // weighted by the task's loss_weight
+  std::map<std::string, float> parts;  // unweighted components ("ce"; "heatmap", "size", "offset")
+};
+
+// Accumulates a task's test metrics over batches.
+class TaskEvaluator {
+ public:
+  explicit TaskEvaluator(const TaskSpec& spec);
+  void add_classification(const Tensor& logits, const Tensor& labels);
+  void add_detection(const std::vector<std::vector<Detection>>& dets, const std::vector<std::vector<io::Box>>& truth);
+  void add_segmentation(const Tensor& logits, const Tensor& masks);
+  // Keys as DESIGN.md names them: top1, top5 | map50, map | miou, pixel_acc; fractions in [0, 1].
+  std::map<std::string, double> metrics() const;
+  std::int64_t samples() const { return m_samples; }
+
+ private:
+  io::TaskType m_type;
+  std::int64_t m_samples = 0, m_top1 = 0, m_top5 = 0;
+  DetectionEvaluator m_det;
+  SegmentationEvaluator m_seg;
+};
+
+class Network {
+ public:
+  Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks);
+  ~Network();
+  Network(const Network&) = delete;
+  Network& operator=(const Network&) = delete;
+
+  // Forward, loss and backward of one task's micro-batch at training step `step`; parameter
+  // gradients are written or accumulated (Parameter::take_grad_mode). One host sync for the loss.
+  TaskLoss train_step(int task, const io::Batch& batch, std::int64_t step);
+  // Re-estimates the task's BN running statistics on its current routing: call with batches
+  // 0, 1, ..., n-1 (a cumulative average; no gradients). Legos a task switched to late in training
+  // otherwise carry stale or initial statistics for it.
+  void calibrate(int task, const io::Batch& batch, int index);
+  // Inference on one batch into `eval` (running BN statistics of the task, no routing noise).
+  void evaluate(int task, const io::Batch& batch, TaskEvaluator& eval);
+  // Adds the routing balance regulariser over `tasks`; returns its value.
+  float apply_balance(const std::vector<int>& tasks);
+
+  std::vector<nn::Parameter*> parameters();
+  std::vector<nn::NamedTensor> buffers();
+  nn::Backbone& backbone();
+  const std::vector<TaskSpec>& tasks() const { return m_tasks; }
+  // Multiply-adds of one sample's forward pass through task's path (backbone, at the routed k).
+  std::int64_t backbone_macs(int task) const;
+
+ private:
+  struct Heads;
+  std::vector<TaskSpec> m_tasks;
+  std::unique_ptr<nn::Backbone> m_backbone;
+  std::unique_ptr<Heads> m_heads;
+  TrainConfig m_config;
+};
+
+}  // namespace gppf::train

@@ -1,0 +1,254 @@
+#include "src/train/trainer.hpp"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "src/core/log.hpp"
+#include "src/optim/optimizer.hpp"
+#include "src/optim/schedule.hpp"
+#include "src/train/network.hpp"
+
+namespace gppf::train {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using json = nlohmann::json;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Writes to a temporary file and renames it over `path`, so a reader never sees half a file.
+void write_atomically(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    GPPF_CHECK(out, tmp.string(), ": cannot write");
+    out << text;
+    out.flush();
+    GPPF_CHECK(out, tmp.string(), ": write failed (disk full?)");
+  }
+  fs::rename(tmp, path);
+}
+
+class MetricsLog {
+ public:
+  explicit MetricsLog(const fs::path& path) : m_out(path, std::ios::trunc) {
+    GPPF_CHECK(m_out, path.string(), ": cannot write");
+  }
+  void write(const json& line) {
+    m_out << line.dump() << '\n';
+    m_out.flush();
+  }
+
+ private:
+  std::ofstream m_out;
+};
+
+io::LoaderConfig train_loader_config(const TrainConfig& c, const TaskSpec& t, std::size_t index) {
+  io::LoaderConfig l;
+  l.split = "train";
+  l.batch_size = t.config.batch_size;
+  l.workers = c.loader_workers;
+  l.seed = c.seed * 1000003ull + index;
+  l.augment = t.config.augment;
+  l.pinned = false;
+  return l;
+}
+
+io::LoaderConfig eval_loader_config(const TrainConfig& c, const TaskSpec& t, const std::string& split) {
+  io::LoaderConfig l;
+  l.split = split;
+  l.batch_size = std::max(t.config.batch_size, 64);
+  l.workers = c.loader_workers;
+  l.shuffle = false;
+  l.drop_last = false;
+  l.repeat = false;
+  l.pinned = false;
+  return l;
+}
+
+struct Window {
+  double loss = 0;
+  std::map<std::string, double> parts;
+  std::int64_t steps = 0, samples = 0;
+  void clear() { *this = Window(); }
+};
+
+std::string fmt(double v, int prec = 4) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", prec, v);
+  return buf;
+}
+
+}  // namespace
+
+TrainSummary run_training(const TrainConfig& config, const TrainOptions& options) {
+  const auto t_start = Clock::now();
+  GPPF_CHECK(!options.run_dir.empty(), "train: --out RUN_DIR is required");
+  if (!options.resume.empty() && options.resume != "auto")
+    GPPF_NOT_IMPLEMENTED("--resume PATH: checkpoint/restart arrives with issue 7");
+  const fs::path run_dir(options.run_dir);
+  fs::create_directories(run_dir / "checkpoints");
+  if (config.threads > 0) omp_set_num_threads(config.threads);
+
+  // Data sets, loaders and the resolved tasks.
+  std::vector<io::Dataset> datasets;
+  std::vector<TaskSpec> specs;
+  for (const auto& t : config.tasks) {
+    datasets.push_back(io::Dataset::open(t.dataset));
+    specs.push_back(resolve_task(t, datasets.back().manifest()));
+  }
+  std::vector<std::unique_ptr<io::Loader>> loaders;
+  for (std::size_t i = 0; i < specs.size(); ++i)
+    loaders.push_back(std::make_unique<io::Loader>(datasets[i], train_loader_config(config, specs[i], i)));
+
+  Network net(config, specs);
+  std::vector<nn::Parameter*> params = net.parameters();
+  auto optimizer = optim::Optimizer::create(config.optimizer, params);
+  const optim::Schedule schedule(config.schedule);
+  std::int64_t num_params = 0;
+  for (auto* p : params) num_params += p->value.numel();
+  log::info("gppf train: ", specs.size(), " tasks, ", config.backbone.name, " with ", config.backbone.num_legos,
+            " legos per layer (top-", config.backbone.top_k, "), ", num_params, " parameters, ", config.steps,
+            " steps");
+  for (std::size_t i = 0; i < specs.size(); ++i)
+    log::info("  task ", specs[i].config.name, ": ", io::task_name(specs[i].config.type), ", ",
+              specs[i].manifest.classes.size(), " classes, ", specs[i].height, "x", specs[i].width, "x",
+              specs[i].channels, ", batch ", specs[i].config.batch_size, ", backbone ",
+              fmt(2.0 * static_cast<double>(net.backbone_macs(static_cast<int>(i))) / 1e6, 1), " MFLOP/sample forward");
+
+  MetricsLog metrics(run_dir / "metrics.jsonl");
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  std::vector<Window> windows(specs.size());
+  std::vector<std::mt19937_64> sampling;
+  for (std::size_t i = 0; i < specs.size(); ++i) sampling.emplace_back(config.seed * 7919ull + i);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+
+  auto evaluate = [&](std::int64_t step, bool full) {
+    std::map<std::string, std::map<std::string, double>> results;
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      if (config.bn_calibration_batches > 0) {
+        io::LoaderConfig lc = eval_loader_config(config, specs[i], "train");
+        lc.batch_size = specs[i].config.batch_size;
+        lc.shuffle = true;
+        lc.seed = config.seed + 17;
+        io::Loader calib(datasets[i], lc);
+        io::Batch batch;
+        for (int b = 0; b < config.bn_calibration_batches && calib.next(batch); ++b)
+          net.calibrate(static_cast<int>(i), batch, b);
+      }
+      io::Loader loader(datasets[i], eval_loader_config(config, specs[i], config.eval_split));
+      TaskEvaluator eval(specs[i]);
+      io::Batch batch;
+      std::int64_t n = 0;
+      while ((full || config.eval_batches == 0 || n < config.eval_batches) && loader.next(batch)) {
+        net.evaluate(static_cast<int>(i), batch, eval);
+        ++n;
+      }
+      const auto m = eval.metrics();
+      json line = {
+          {"step", step}, {"task", specs[i].config.name}, {"split", config.eval_split}, {"samples", eval.samples()}};
+      for (const auto& [k, v] : m) line[k] = v;
+      metrics.write(line);
+      results[specs[i].config.name] = m;
+    }
+    // Which legos each task routes to, per layer, for the report's usage heat map.
+    auto layers = net.backbone().lego_layers();
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      json usage = json::array();
+      for (auto* l : layers) usage.push_back(l->route(static_cast<int>(i), step, false).legos);
+      metrics.write({{"step", step}, {"task", specs[i].config.name}, {"split", "routing"}, {"legos", usage}});
+    }
+    return results;
+  };
+
+  auto t_window = Clock::now();
+  std::vector<int> active;
+  for (std::int64_t step = 0; step < config.steps; ++step) {
+    const float lr = schedule.lr_at(step);
+    active.clear();
+    for (std::size_t i = 0; i < specs.size(); ++i)
+      if (specs[i].config.sampling_weight >= 1.0f || uniform(sampling[i]) < specs[i].config.sampling_weight)
+        active.push_back(static_cast<int>(i));
+    for (int t : active) {
+      const auto ti = static_cast<std::size_t>(t);
+      io::Batch batch = loaders[ti]->next();
+      const TaskLoss loss = net.train_step(t, batch, step);
+      GPPF_CHECK(std::isfinite(loss.total), "task '", specs[ti].config.name, "': the loss is ", loss.total, " at step ",
+                 step, " (lr ", lr, "); lower optimizer.lr or check the data set ", specs[ti].config.dataset);
+      Window& w = windows[ti];
+      w.loss += loss.total;
+      for (const auto& [k, v] : loss.parts) w.parts[k] += v;
+      ++w.steps;
+      w.samples += batch.size();
+    }
+    const float balance = net.apply_balance(active);
+    optimizer->step(lr);
+
+    const bool last = step + 1 == config.steps;
+    if ((step + 1) % config.log_every == 0 || last) {
+      const double dt = std::max(1e-9, seconds_since(t_window));
+      const double elapsed = seconds_since(t_start);
+      const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(config.steps - step - 1);
+      std::string line = str("step ", step + 1, "/", config.steps, " lr ", fmt(lr, 5));
+      for (std::size_t i = 0; i < specs.size(); ++i) {
+        Window& w = windows[i];
+        if (w.steps == 0) continue;
+        json j = {{"step", step + 1}, {"task", specs[i].config.name},
+                  {"split", "train"}, {"loss", w.loss / static_cast<double>(w.steps)},
+                  {"lr", lr},         {"samples_per_s", static_cast<double>(w.samples) / dt}};
+        for (const auto& [k, v] : w.parts) j["loss_" + k] = v / static_cast<double>(w.steps);
+        if (balance > 0) j["balance"] = balance;
+        metrics.write(j);
+        line += str(" | ", specs[i].config.name, " ", fmt(w.loss / static_cast<double>(w.steps), 3), " ",
+                    fmt(static_cast<double>(w.samples) / dt, 0), "/s");
+        w.clear();
+      }
+      line += str(" | eta ", fmt(eta, 0), " s");
+      if (tty)
+        std::fprintf(stderr, "\r%s\033[K", line.c_str());
+      else
+        log::info(line);
+      t_window = Clock::now();
+    }
+    if (config.eval_every > 0 && (step + 1) % config.eval_every == 0 && !last) {
+      if (tty) std::fprintf(stderr, "\n");
+      const auto r = evaluate(step + 1, false);
+      for (const auto& [task, m] : r)
+        for (const auto& [k, v] : m) log::info("eval step ", step + 1, " ", task, " ", k, " ", fmt(v));
+    }
+  }
+  if (tty) std::fprintf(stderr, "\n");
+
+  TrainSummary summary;
+  summary.steps = config.steps;
+  summary.metrics = evaluate(config.steps, true);
+  summary.wall_seconds = seconds_since(t_start);
+  json s = {{"steps", summary.steps}, {"wall_seconds", summary.wall_seconds}, {"tasks", json::object()}};
+  for (const auto& spec : specs) {
+    json m = json::object();
+    for (const auto& [k, v] : summary.metrics[spec.config.name]) m[k] = v;
+    s["tasks"][spec.config.name] = {
+        {"type", io::task_name(spec.config.type)}, {"dataset", spec.config.dataset}, {"metrics", m}};
+  }
+  write_atomically(run_dir / "summary.json", s.dump(2) + "\n");
+
+  std::printf("\n%-20s %-15s %-10s %s\n", "task", "type", "metric", "test");
+  for (const auto& spec : specs)
+    for (const auto& [k, v] : summary.metrics[spec.config.name])
+      std::printf("%-20s %-15s %-10s %.4f\n", spec.config.name.c_str(), io::task_name(spec.config.type), k.c_str(), v);
+  std::printf("%d steps in %.1f s; %s/summary.json\n", static_cast<int>(summary.steps), summary.wall_seconds,
+              options.run_dir.c_str());
+  return summary;
+}
+
+}  // namespace gppf::train

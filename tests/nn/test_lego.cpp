@@ -1,0 +1,225 @@
+// Lego layer and router: forward against a hand-assembled path, backward (input, weights and the
+// router logits) against central differences of the float forward, routing rules, untouched legos.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+
+#include "kernels/elementwise.hpp"
+#include "src/nn/backbone.hpp"
+#include "tests/common/gradcheck.hpp"
+#include "tests/common/util.hpp"
+
+namespace gppf::nn {
+namespace {
+
+LegoLayerSpec small_spec(int stride, int cin, int cout) {
+  LegoLayerSpec s;
+  s.in_channels = cin;
+  s.out_channels = cout;
+  s.stride = stride;
+  s.num_legos = 4;
+  s.top_k = 2;
+  s.lego_width = 3;
+  return s;
+}
+
+double weighted_sum(const Tensor& y, const Tensor& r) {
+  double s = 0;
+  for (std::int64_t i = 0; i < y.numel(); ++i) s += static_cast<double>(y.data_as<float>()[i]) * r.data_as<float>()[i];
+  return s;
+}
+
+TEST(Router, TopKIsDeterministicAndGatesSumToOne) {
+  std::mt19937_64 rng(1);
+  LegoLayer layer("l", small_spec(1, 4, 4), 2, RoutingOptions{}, rng);
+  float* z = layer.router(0).value.data_as<float>();
+  z[0] = 0.1f, z[1] = 2.0f, z[2] = -1.0f, z[3] = 1.0f;
+  const Route r = layer.route(0, 100, true);
+  ASSERT_EQ(r.legos, (std::vector<int>{1, 3}));
+  EXPECT_NEAR(r.gates[0] + r.gates[1], 1.0f, 1e-6);
+  EXPECT_NEAR(r.gates[0], 1.0 / (1.0 + std::exp(-1.0)), 1e-6);
+  // Ties go to the lower index.
+  z[0] = z[1] = z[2] = z[3] = 0.5f;
+  EXPECT_EQ(layer.route(0, 100, true).legos, (std::vector<int>{0, 1}));
+}
+
+TEST(Router, WarmupModes) {
+  std::mt19937_64 rng(2);
+  RoutingOptions soft;
+  soft.warmup = RoutingOptions::Warmup::Soft;
+  soft.warmup_steps = 10;
+  LegoLayer layer("l", small_spec(1, 4, 4), 1, soft, rng);
+  EXPECT_EQ(layer.route(0, 3, true).legos.size(), 4u);   // soft: every lego
+  EXPECT_EQ(layer.route(0, 3, false).legos.size(), 2u);  // inference: never soft
+  EXPECT_EQ(layer.route(0, 10, true).legos.size(), 2u);  // after warm-up
+  RoutingOptions noisy;
+  noisy.warmup_steps = 1000;
+  noisy.noise_std = 5.0f;
+  LegoLayer noisy_layer("n", small_spec(1, 4, 4), 1, noisy, rng);
+  bool changed = false;
+  const auto clean = noisy_layer.route(0, 2000, true).legos;
+  for (int step = 0; step < 50; ++step) {
+    EXPECT_EQ(noisy_layer.route(0, step, true).legos, noisy_layer.route(0, step, true).legos);  // seeded
+    changed |= noisy_layer.route(0, step, true).legos != clean;
+  }
+  EXPECT_TRUE(changed);
+}
+
+TEST(Router, SharedLegosAreAlwaysOn) {
+  std::mt19937_64 rng(3);
+  auto spec = small_spec(1, 4, 4);
+  spec.num_shared = 1;
+  LegoLayer layer("l", spec, 1, RoutingOptions{}, rng);
+  const Route r = layer.route(0, 5, true);
+  ASSERT_EQ(r.legos.size(), 3u);
+  EXPECT_EQ(r.legos[0], 0);
+  EXPECT_EQ(r.gates[0], 1.0f);
+  EXPECT_EQ(r.routed[0], -1);
+}
+
+// Gradient of sum(r * layer(x)) with respect to x, one lego weight and the router logits, against
+// central differences of the float forward (training-mode BN included).
+void check_lego_gradients(int stride, int cin, int cout) {
+  std::mt19937_64 rng(7);
+  LegoLayer layer("l", small_spec(stride, cin, cout), 2, RoutingOptions{}, rng);
+  RunState rs;
+  rs.task = 1;
+  Tensor x = test::random_tensor({3, 5, 4, cin}, 11);
+  Tensor y = layer.forward(rs, x, 50);
+  Tensor r = test::random_tensor(y.shape(), 12);
+  Tensor dx = layer.backward(rs, r);
+
+  std::vector<Parameter*> params;
+  layer.collect_parameters(params);
+  const Route route = layer.route(1, 50, true);
+  Parameter* router = &layer.router(1);
+  Parameter* active_weight = nullptr;
+  for (Parameter* p : params)
+    if (p->name == str("l.lego", route.legos[0], ".conv2.weight")) active_weight = p;
+  ASSERT_NE(active_weight, nullptr);
+
+  auto loss_with = [&](Tensor& target) {
+    return [&, target](const std::vector<double>& v) mutable {
+      for (std::size_t i = 0; i < v.size(); ++i) target.data_as<float>()[i] = static_cast<float>(v[i]);
+      RunState eval = rs;
+      Tensor out = layer.forward(eval, x, 50);
+      layer.backward(eval, r);  // keep the saved state paired
+      return weighted_sum(out, r);
+    };
+  };
+  test::GradCheckOptions o;
+  o.step = 1e-3;
+  o.rtol = 3e-2;
+  o.atol = 2e-2;
+  o.max_checks = 40;
+
+  const Tensor router_grad = router->grad.clone();
+  const Tensor weight_grad = active_weight->grad.clone();
+  {
+    Tensor xs = x;
+    const auto orig = test::to_double(x);
+    const auto res = test::check_gradient(loss_with(xs), orig, test::to_double(dx), o);
+    EXPECT_TRUE(res.ok) << "dx " << res.message();
+    loss_with(xs)(orig);
+  }
+  {
+    Tensor w = active_weight->value;
+    const auto orig = test::to_double(w);
+    const auto res = test::check_gradient(loss_with(w), orig, test::to_double(weight_grad), o);
+    EXPECT_TRUE(res.ok) << "dW " << res.message();
+    loss_with(w)(orig);
+  }
+  {
+    Tensor z = router->value;
+    const auto res = test::check_gradient(loss_with(z), test::to_double(z), test::to_double(router_grad), o);
+    EXPECT_TRUE(res.ok) << "d router " << res.message();
+    // Unselected logits get no gradient: top-k selection is piecewise constant.
+    int zero = 0;
+    for (float g : router_grad.to_float_vector()) zero += g == 0.0f;
+    EXPECT_EQ(zero, 2);
+  }
+}
+
+TEST(LegoLayer, GradientsIdentityShortcut) { check_lego_gradients(1, 4, 4); }
+TEST(LegoLayer, GradientsProjectionShortcut) { check_lego_gradients(2, 3, 6); }
+
+TEST(LegoLayer, ForwardIsShortcutPlusGatedLegos) {
+  auto spec = small_spec(1, 4, 4);
+  spec.num_legos = 2;
+  std::mt19937_64 rng(9);
+  LegoLayer layer("l", spec, 1, RoutingOptions{}, rng);
+  // The same legos, built from the same random stream, run by hand.
+  std::mt19937_64 rng2(9);
+  Bottleneck b0("l.lego0", 4, spec.lego_width, 4, 1, 1, rng2);
+  Bottleneck b1("l.lego1", 4, spec.lego_width, 4, 1, 1, rng2);
+  RunState rs;
+  rs.training = false;  // running statistics: each lego is a fixed function of its input
+  Tensor x = test::random_tensor({2, 3, 3, 4}, 5);
+  Tensor y = layer.forward(rs, x, 0);
+  const Route r = layer.route(0, 0, false);
+  ASSERT_EQ(r.legos, (std::vector<int>{0, 1}));
+  const auto o0 = b0.forward(rs, x).to_float_vector(), o1 = b1.forward(rs, x).to_float_vector();
+  const auto xv = x.to_float_vector(), yv = y.to_float_vector();
+  for (std::size_t i = 0; i < xv.size(); ++i) {
+    const double expect = std::max(0.0, static_cast<double>(xv[i]) + r.gates[0] * o0[i] + r.gates[1] * o1[i]);
+    ASSERT_NEAR(yv[i], expect, 1e-5) << i;
+  }
+}
+
+TEST(LegoLayer, UnusedLegosAreUntouched) {
+  std::mt19937_64 rng(4);
+  LegoLayer layer("l", small_spec(1, 4, 4), 1, RoutingOptions{}, rng);
+  RunState rs;
+  Tensor x = test::random_tensor({2, 4, 4, 4}, 1);
+  Tensor y = layer.forward(rs, x, 10);
+  layer.backward(rs, test::random_tensor(y.shape(), 2));
+  const Route r = layer.route(0, 10, true);
+  std::vector<Parameter*> params;
+  layer.collect_parameters(params);
+  int touched = 0, untouched = 0;
+  for (Parameter* p : params) {
+    const bool used = p->name.find(str("lego", r.legos[0], ".")) != std::string::npos ||
+                      p->name.find(str("lego", r.legos[1], ".")) != std::string::npos ||
+                      p->name.find("router") != std::string::npos;
+    EXPECT_EQ(p->touched, used) << p->name;
+    (p->touched ? touched : untouched)++;
+  }
+  EXPECT_GT(untouched, 0);
+  EXPECT_GT(touched, 0);
+}
+
+TEST(LegoLayer, BalanceRegulariserGradient) {
+  std::mt19937_64 rng(5);
+  RoutingOptions ro;
+  ro.balance_weight = 0.5f;
+  ro.init_std = 1.0f;
+  LegoLayer layer("l", small_spec(1, 4, 4), 3, ro, rng);
+  const std::vector<int> tasks{0, 2};
+  for (int t : tasks) layer.router(t).clear_grad();
+  layer.apply_balance(tasks);
+  std::vector<double> z, g;
+  for (int t : tasks)
+    for (int i = 0; i < 4; ++i) {
+      z.push_back(layer.router(t).value.data_as<float>()[i]);
+      g.push_back(layer.router(t).grad.data_as<float>()[i]);
+    }
+  auto f = [&](const std::vector<double>& v) {
+    for (std::size_t n = 0; n < tasks.size(); ++n)
+      for (int i = 0; i < 4; ++i)
+        layer.router(tasks[n]).value.data_as<float>()[i] = static_cast<float>(v[n * 4 + static_cast<std::size_t>(i)]);
+    for (int t : tasks) layer.router(t).clear_grad();
+    return static_cast<double>(layer.apply_balance(tasks));
+  };
+  test::GradCheckOptions o;
+  o.step = 1e-3;
+  o.rtol = 1e-2;
+  o.atol = 1e-4;
+  const auto res = test::check_gradient(f, z, g, o);
+  EXPECT_TRUE(res.ok) << res.message();
+  EXPECT_FALSE(layer.router(1).touched);
+}
+
+}  // namespace
+}  // namespace gppf::nn

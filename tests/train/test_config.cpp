@@ -1,0 +1,61 @@
+// Config parsing: defaults, overrides by dotted path and task name, and one-line errors naming the key.
+#include <gtest/gtest.h>
+
+#include "src/train/config.hpp"
+
+namespace gppf::train {
+namespace {
+
+const char* kBase = R"(
+steps: 100
+optimizer: {type: sgd, lr: 0.2, momentum: 0.9}
+model: {backbone: gppf-mini, legos: 4, top_k: 2}
+tasks:
+  - {name: mnist, type: classification, dataset: data/mnist, batch_size: 32}
+  - {name: det, type: detection, dataset: data/mnist-det, batch_size: 8, augment: {hflip: 0.5}}
+)";
+
+std::string error_of(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+  try {
+    parse_config(yaml, overrides, "cfg.yaml");
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Config, ParsesAndAppliesOverrides) {
+  const auto c =
+      parse_config(kBase, {"optimizer.lr=0.05", "tasks.det.batch_size=4", "model.routing.warmup=soft"}, "cfg.yaml");
+  EXPECT_EQ(c.steps, 100);
+  EXPECT_FLOAT_EQ(c.optimizer.lr, 0.05f);
+  EXPECT_FLOAT_EQ(c.schedule.base_lr, 0.05f);
+  ASSERT_EQ(c.tasks.size(), 2u);
+  EXPECT_EQ(c.tasks[1].batch_size, 4);
+  EXPECT_EQ(c.tasks[1].type, io::TaskType::Detection);
+  EXPECT_TRUE(c.tasks[1].augment.enabled);
+  EXPECT_FALSE(c.tasks[0].augment.enabled);
+  EXPECT_EQ(c.backbone.routing.warmup, nn::RoutingOptions::Warmup::Soft);
+  EXPECT_EQ(c.backbone.stages.size(), 3u);
+}
+
+TEST(Config, ErrorsNameTheKey) {
+  EXPECT_NE(error_of(std::string(kBase) + "optimiser: {}\n").find("unknown key 'optimiser'"), std::string::npos);
+  EXPECT_NE(error_of(kBase, {"tasks.mnist.batch_sise=3"}).find("unknown key 'tasks.mnist.batch_sise'"),
+            std::string::npos);
+  EXPECT_NE(error_of(kBase, {"tasks.mnist.batch_size=0"}).find("'tasks.mnist.batch_size' must be >= 1"),
+            std::string::npos);
+  EXPECT_NE(error_of(kBase, {"model.top_k=5"}).find("'model.top_k' must be in [1, legos = 4]"), std::string::npos);
+  EXPECT_NE(error_of(kBase, {"optimizer.lr=fast"}).find("'optimizer.lr' has a value of the wrong type"),
+            std::string::npos);
+  EXPECT_NE(error_of(kBase, {"tasks.nope.batch_size=3"}).find("no entry named 'nope'"), std::string::npos);
+  EXPECT_NE(error_of(kBase, {"model.backbone=resnet"}).find("'model.backbone'"), std::string::npos);
+  EXPECT_NE(error_of(kBase, {"tasks.det.type=pose"}).find("'tasks.det.type'"), std::string::npos);
+  EXPECT_NE(error_of("tasks: []\n").find("'tasks' must be a non-empty list"), std::string::npos);
+  EXPECT_EQ(error_of(kBase), "");
+  // Every message names the file.
+  EXPECT_EQ(error_of(kBase, {"steps=0"}).rfind("cfg.yaml", 0), 0u);
+}
+
+}  // namespace
+}  // namespace gppf::train

@@ -1,0 +1,244 @@
+// The SIMT step: one step over several tasks accumulates exactly the per-task gradients; legos no
+// task used stay untouched; a tiny run's loss falls and its summary holds the metrics.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "io/dataset.hpp"
+#include "io/loader.hpp"
+#include "src/train/network.hpp"
+#include "src/train/trainer.hpp"
+
+namespace gppf::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+// 8x8 grey images: class 0 has a bright left half, class 1 a bright right half, plus noise.
+void write_bars(const std::string& dir, int n_train, int n_test, std::uint64_t seed) {
+  io::DatasetWriter::Options o;
+  o.header.task = io::TaskType::Classification;
+  o.header.classes = {"left", "right"};
+  o.header.height = o.header.width = 8;
+  o.header.channels = 1;
+  o.header.block = 16;
+  o.force = true;
+  io::DatasetWriter w(dir, o);
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> noise(0, 60);
+  for (const auto& [split, n] : {std::pair<std::string, int>{"train", n_train}, {"test", n_test}})
+    for (int i = 0; i < n; ++i) {
+      io::Sample s;
+      s.height = s.width = 8;
+      s.channels = 1;
+      s.label = i % 2;
+      s.id = i;
+      for (int y = 0; y < 8; ++y)
+        for (int x = 0; x < 8; ++x)
+          s.image.push_back(static_cast<std::uint8_t>(((x < 4) == (s.label == 0) ? 180 : 20) + noise(rng)));
+      w.add(split, s, "bars");
+    }
+  w.finish();
+}
+
+// 16x16 scenes with one bright 4x4..6x6 square of class 0 or 1 (1: brighter), boxes and masks.
+void write_squares(const std::string& dir, int n_train, int n_test, std::uint64_t seed) {
+  io::DatasetWriter::Options o;
+  o.header.task = io::TaskType::Detection;
+  o.header.classes = {"dim", "bright"};
+  o.header.height = o.header.width = 16;
+  o.header.channels = 1;
+  o.header.has_boxes = o.header.has_masks = true;
+  o.header.block = 16;
+  o.force = true;
+  io::DatasetWriter w(dir, o);
+  std::mt19937_64 rng(seed);
+  for (const auto& [split, n] : {std::pair<std::string, int>{"train", n_train}, {"test", n_test}})
+    for (int i = 0; i < n; ++i) {
+      io::Sample s;
+      s.height = s.width = 16;
+      s.channels = 1;
+      s.id = i;
+      const int cls = i % 2, size = 4 + static_cast<int>(rng() % 3);
+      const int x0 = static_cast<int>(rng() % (16 - size)), y0 = static_cast<int>(rng() % (16 - size));
+      s.image.assign(256, 10);
+      s.mask.assign(256, 0);
+      for (int y = y0; y < y0 + size; ++y)
+        for (int x = x0; x < x0 + size; ++x) {
+          s.image[static_cast<std::size_t>(y * 16 + x)] = cls ? 250 : 120;
+          s.mask[static_cast<std::size_t>(y * 16 + x)] = static_cast<std::uint8_t>(cls + 1);
+        }
+      s.boxes.push_back({static_cast<float>(x0), static_cast<float>(y0), static_cast<float>(x0 + size),
+                         static_cast<float>(y0 + size), cls});
+      w.add(split, s, "squares");
+    }
+  w.finish();
+}
+
+class Simt : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    s_dir = fs::temp_directory_path() / ("gppf-simt-" + std::to_string(::getpid()));
+    fs::create_directories(s_dir);
+    write_bars((s_dir / "bars").string(), 256, 64, 1);
+    write_squares((s_dir / "squares").string(), 128, 32, 2);
+  }
+  static void TearDownTestSuite() { fs::remove_all(s_dir); }
+
+  static TrainConfig tiny_config(int steps) {
+    const std::string yaml = str(R"(
+steps: )",
+                                 steps, R"(
+log_every: 10
+threads: 1
+optimizer: {type: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.0}
+schedule: {type: constant}
+model:
+  backbone: gppf-mini
+  stem_channels: 4
+  stages: [[8, 1, 1], [8, 1, 2]]
+  legos: 3
+  top_k: 1
+  routing: {warmup: none}
+  neck: {first_stage: 0, channels: 8}
+tasks:
+  - {name: bars, type: classification, dataset: )",
+                                 (s_dir / "bars").string(), R"(, batch_size: 16}
+  - {name: det, type: detection, dataset: )",
+                                 (s_dir / "squares").string(), R"(, batch_size: 8}
+  - {name: seg, type: segmentation, dataset: )",
+                                 (s_dir / "squares").string(), R"(, batch_size: 8}
+)");
+    return parse_config(yaml, {}, "tiny.yaml");
+  }
+
+  static fs::path s_dir;
+};
+fs::path Simt::s_dir;
+
+std::vector<TaskSpec> specs_of(const TrainConfig& c) {
+  std::vector<TaskSpec> specs;
+  for (const auto& t : c.tasks) specs.push_back(resolve_task(t, io::Dataset::open(t.dataset).manifest()));
+  return specs;
+}
+
+io::Batch first_batch(const TaskConfig& t) {
+  io::LoaderConfig lc;
+  lc.batch_size = t.batch_size;
+  lc.workers = 1;
+  lc.pinned = false;
+  io::Loader loader(io::Dataset::open(t.dataset), lc);
+  return loader.next();
+}
+
+TEST_F(Simt, OneStepAccumulatesThePerTaskGradients) {
+  const TrainConfig c = tiny_config(1);
+  const auto specs = specs_of(c);
+  std::vector<io::Batch> batches;
+  for (const auto& t : c.tasks) batches.push_back(first_batch(t));
+
+  Network joint(c, specs), separate(c, specs);
+  for (int t = 0; t < 3; ++t) joint.train_step(t, batches[static_cast<std::size_t>(t)], 5);
+  auto jp = joint.parameters(), sp = separate.parameters();
+  ASSERT_EQ(jp.size(), sp.size());
+  std::vector<std::vector<double>> sum(sp.size());
+  std::vector<bool> used(sp.size(), false);
+  for (int t = 0; t < 3; ++t) {
+    separate.train_step(t, batches[static_cast<std::size_t>(t)], 5);
+    for (std::size_t i = 0; i < sp.size(); ++i) {
+      if (!sp[i]->touched) continue;
+      const auto g = sp[i]->grad.to_float_vector();
+      if (sum[i].empty()) sum[i].assign(g.size(), 0.0);
+      for (std::size_t k = 0; k < g.size(); ++k) sum[i][k] += g[k];
+      used[i] = true;
+      sp[i]->clear_grad();
+    }
+  }
+  int checked = 0;
+  for (std::size_t i = 0; i < jp.size(); ++i) {
+    ASSERT_EQ(jp[i]->touched, static_cast<bool>(used[i])) << jp[i]->name;
+    if (!used[i]) continue;
+    const auto g = jp[i]->grad.to_float_vector();
+    double scale = 1e-6;
+    for (double v : sum[i]) scale = std::max(scale, std::abs(v));
+    for (std::size_t k = 0; k < g.size(); ++k)
+      ASSERT_NEAR(g[k], sum[i][k], 1e-5 * scale) << jp[i]->name << "[" << k << "]";
+    ++checked;
+  }
+  EXPECT_GT(checked, 10);
+}
+
+TEST_F(Simt, LegosNoTaskUsedAreUntouched) {
+  const TrainConfig c = tiny_config(1);
+  const auto specs = specs_of(c);
+  Network net(c, specs);
+  // Route every task of every layer to lego 0 (top-1): legos 1 and 2 must stay untouched.
+  for (auto* layer : net.backbone().lego_layers())
+    for (int t = 0; t < 3; ++t) {
+      float* z = layer->router(t).value.data_as<float>();
+      z[0] = 1.0f, z[1] = 0.0f, z[2] = -1.0f;
+    }
+  for (int t = 0; t < 3; ++t) net.train_step(t, first_batch(c.tasks[static_cast<std::size_t>(t)]), 0);
+  int untouched = 0;
+  for (auto* p : net.parameters()) {
+    const bool unused = p->name.find(".lego1.") != std::string::npos || p->name.find(".lego2.") != std::string::npos;
+    EXPECT_EQ(p->touched, !unused) << p->name;
+    untouched += unused;
+  }
+  EXPECT_GT(untouched, 0);
+}
+
+TEST_F(Simt, TinyRunLearnsAndWritesItsRunDirectory) {
+  const TrainConfig c = tiny_config(80);
+  const fs::path run = s_dir / "run";
+  const TrainSummary s = run_training(c, {run.string(), ""});
+  EXPECT_EQ(s.steps, 80);
+  EXPECT_GT(s.metrics.at("bars").at("top1"), 0.9);
+  // metrics.jsonl: the classification loss of the last window is below that of the first.
+  std::ifstream in(run / "metrics.jsonl");
+  std::string line;
+  double first = -1, last = -1;
+  bool has_eval = false, has_routing = false;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    ASSERT_TRUE(j.contains("step") && j.contains("task") && j.contains("split")) << line;
+    if (j["split"] == "train" && j["task"] == "bars") {
+      if (first < 0) first = j["loss"].get<double>();
+      last = j["loss"].get<double>();
+    }
+    has_eval |= j["split"] == "test";
+    has_routing |= j["split"] == "routing";
+  }
+  EXPECT_GT(first, 0);
+  EXPECT_LT(last, 0.5 * first);
+  EXPECT_TRUE(has_eval);
+  EXPECT_TRUE(has_routing);
+  std::ifstream sf(run / "summary.json");
+  const auto summary = nlohmann::json::parse(sf);
+  EXPECT_EQ(summary["steps"], 80);
+  EXPECT_EQ(summary["tasks"]["det"]["type"], "detection");
+  for (const char* k : {"map50", "map"}) {
+    const double v = summary["tasks"]["det"]["metrics"][k].get<double>();
+    EXPECT_GE(v, 0.0);
+    EXPECT_LE(v, 1.0);
+  }
+  EXPECT_TRUE(summary["tasks"]["seg"]["metrics"].contains("miou"));
+}
+
+TEST_F(Simt, BadDatasetPairingIsNamed) {
+  TrainConfig c = tiny_config(1);
+  c.tasks[0].dataset = (s_dir / "squares").string();
+  try {
+    specs_of(c);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("task 'bars'"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace gppf::train
