@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${1:-build}
+# ccache keys on the compiler's arguments; relative paths below the checkout let a fresh clone in
+# another folder (CI) hit the cache that earlier builds filled.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
 shift || true
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)

@@ -96,6 +96,8 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
   GPPF_CHECK(!options.run_dir.empty(), "train: --out RUN_DIR is required");
   if (!options.resume.empty() && options.resume != "auto")
     GPPF_NOT_IMPLEMENTED("--resume PATH: checkpoint/restart arrives with issue 7");
+  if (options.resume == "auto")
+    log::info("--resume auto: checkpoints are not written yet (issue 7); starting from step 0");
   const fs::path run_dir(options.run_dir);
   fs::create_directories(run_dir / "checkpoints");
   if (config.threads > 0) omp_set_num_threads(config.threads);
