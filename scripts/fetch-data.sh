@@ -14,8 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DATA=${GPPF_DATA:-data}
-GPPF=${GPPF_BIN:-build/bin/gppf}
+# Absolute, because downloads run in subshells that cd into the cache.
+DATA=$(realpath -m "${GPPF_DATA:-data}")
+GPPF=$(realpath -m "${GPPF_BIN:-build/bin/gppf}")
 CACHE="$DATA/.cache"
 DL="$CACHE/downloads"
 

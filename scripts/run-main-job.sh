@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-scripts/build.sh build
+GPPF_TARGETS=gppf_cli scripts/build.sh build
 bin=build/bin/gppf
 $bin --version
 GPPF_BIN=$bin scripts/fetch-data.sh --for configs/mini.yaml
