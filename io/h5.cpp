@@ -400,8 +400,10 @@ File File::create(const std::string& path) {
   auto l = lock();
   const hid_t fapl = file_access(true);
   hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  // Read the error stack before H5Pclose, which clears it.
+  const std::string reason = f < 0 ? last_error() : std::string();
   H5Pclose(fapl);
-  if (f < 0) GPPF_THROW("cannot create HDF5 file ", path, ": ", last_error(), " (is the folder writable?)");
+  if (f < 0) GPPF_THROW("cannot create HDF5 file ", path, ": ", reason, " (is the folder writable?)");
   return File(f, path, "/");
 }
 
@@ -410,8 +412,9 @@ File File::open(const std::string& path, bool writable) {
   if (!std::filesystem::exists(path)) GPPF_THROW("HDF5 file ", path, " does not exist");
   const hid_t fapl = file_access(writable);
   hid_t f = H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
+  const std::string reason = f < 0 ? last_error() : std::string();
   H5Pclose(fapl);
-  if (f < 0) GPPF_THROW("cannot open HDF5 file ", path, ": ", last_error(), " (truncated or not an HDF5 file?)");
+  if (f < 0) GPPF_THROW("cannot open HDF5 file ", path, ": ", reason, " (truncated or not an HDF5 file?)");
   return File(f, path, "/");
 }
 

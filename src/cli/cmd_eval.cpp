@@ -1,20 +1,65 @@
+#include <omp.h>
+
+#include <cstdio>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "src/cli/commands.hpp"
 #include "src/core/error.hpp"
+#include "src/core/log.hpp"
+#include "src/train/checkpoint.hpp"
+#include "src/train/config.hpp"
+#include "src/train/network.hpp"
+#include "src/train/trainer.hpp"
 
 namespace gppf::cli {
 
 void register_eval(CLI::App& app) {
   struct Options {
-    std::string checkpoint, task;
+    std::string checkpoint, task, split = "test";
+    bool json = false;
   };
   auto opts = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("eval", "evaluate a checkpoint on the test split of its tasks");
-  cmd->add_option("--checkpoint", opts->checkpoint, "checkpoint file or run directory")->required();
+  cmd->add_option("--checkpoint", opts->checkpoint, "checkpoint file or run directory (its checkpoints/latest)")
+      ->required();
   cmd->add_option("--task", opts->task, "evaluate only this task");
-  cmd->callback([opts] { GPPF_NOT_IMPLEMENTED("evaluation arrives with issue 5 (the GPPF network)"); });
+  cmd->add_option("--split", opts->split, "data set split")->capture_default_str();
+  cmd->add_flag("--json", opts->json, "print the metrics as JSON (task -> metric -> value) instead of a table");
+  cmd->callback([opts] {
+    const std::string path = train::resolve_checkpoint(opts->checkpoint);
+    const train::CheckpointMeta meta = train::read_checkpoint_meta(path);
+    const train::TrainConfig config = train::parse_config(meta.config_yaml, {}, path + ":/config");
+    if (config.threads > 0) omp_set_num_threads(config.threads);
+    std::vector<io::Dataset> datasets;
+    std::vector<train::TaskSpec> specs;
+    for (const auto& t : config.tasks) {
+      datasets.push_back(io::Dataset::open(t.dataset));
+      specs.push_back(train::resolve_task(t, datasets.back().manifest()));
+    }
+    train::Network net(config, specs);
+    // The BN statistics are the checkpoint's (re-calibrated by the trainer before it saved).
+    (void)train::read_checkpoint(path, {net.parameters(), net.buffers(), {}}, {true, false});
+    bool found = opts->task.empty();
+    for (const auto& spec : specs) found = found || spec.config.name == opts->task;
+    GPPF_CHECK(found, "eval: checkpoint ", path, " has no task '", opts->task, "'");
+    nlohmann::json out = nlohmann::json::object();
+    if (!opts->json) std::printf("%-20s %-15s %-10s %s\n", "task", "type", "metric", opts->split.c_str());
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      const auto& spec = specs[i];
+      if (!opts->task.empty() && spec.config.name != opts->task) continue;
+      const auto m = train::evaluate_task(net, static_cast<int>(i), datasets[i], config, opts->split, 0);
+      for (const auto& [k, v] : m) {
+        out[spec.config.name][k] = v;
+        if (!opts->json)
+          std::printf("%-20s %-15s %-10s %.4f\n", spec.config.name.c_str(), io::task_name(spec.config.type), k.c_str(),
+                      v);
+      }
+    }
+    if (opts->json) std::printf("%s\n", out.dump(2).c_str());
+    log::info("evaluated ", path, " (step ", meta.step, ")");
+  });
 }
 
 }  // namespace gppf::cli

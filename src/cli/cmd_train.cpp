@@ -1,3 +1,5 @@
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,7 +23,10 @@ void register_train(CLI::App& app) {
   cmd->add_option("--resume", opts->resume, "auto, or a checkpoint path");
   cmd->callback([opts] {
     const train::TrainConfig config = train::load_config(opts->config, opts->overrides);
-    train::run_training(config, {opts->out, opts->resume});
+    if (train::run_training(config, {opts->out, opts->resume}).interrupted) {
+      std::fflush(stdout);
+      std::exit(train::kExitRequeue);  // checkpointed after SIGTERM/SIGUSR1: "requeue me"
+    }
   });
 }
 

@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -258,7 +259,8 @@ TrainConfig parse_config(const std::string& yaml_text, const std::vector<std::st
   Reader r(where);
   r.allow_keys(root, "",
                {"seed", "steps", "device", "deterministic", "threads", "log_every", "eval_every", "eval_batches",
-                "eval_split", "bn_calibration_batches", "loader_workers", "optimizer", "schedule", "model", "tasks"});
+                "eval_split", "bn_calibration_batches", "loader_workers", "checkpoint_every", "keep_checkpoints",
+                "checkpoint_minutes", "optimizer", "schedule", "model", "tasks"});
   TrainConfig c;
   c.config_path = where;
   r.get(root, "", "seed", c.seed);
@@ -277,6 +279,12 @@ TrainConfig parse_config(const std::string& yaml_text, const std::vector<std::st
   GPPF_CHECK(c.bn_calibration_batches >= 0, where, ": key 'bn_calibration_batches' must be >= 0");
   GPPF_CHECK(c.log_every >= 1, where, ": key 'log_every' must be >= 1");
   GPPF_CHECK(c.loader_workers >= 1, where, ": key 'loader_workers' must be >= 1");
+  r.get(root, "", "checkpoint_every", c.checkpoint_every);
+  r.get(root, "", "keep_checkpoints", c.keep_checkpoints);
+  GPPF_CHECK(c.checkpoint_every >= 0, where, ": key 'checkpoint_every' must be >= 0 (0: only at the end)");
+  GPPF_CHECK(c.keep_checkpoints >= 1, where, ": key 'keep_checkpoints' must be >= 1");
+  r.get(root, "", "checkpoint_minutes", c.checkpoint_minutes);
+  GPPF_CHECK(c.checkpoint_minutes >= 0, where, ": key 'checkpoint_minutes' must be >= 0 (0: off)");
   read_optimizer(r, child(root, "optimizer"), c.optimizer);
   c.schedule.base_lr = c.optimizer.lr;
   c.schedule.total_steps = c.steps;
@@ -295,6 +303,15 @@ TrainConfig parse_config(const std::string& yaml_text, const std::vector<std::st
     GPPF_CHECK(names.insert(c.tasks.back().name).second, where, ": task name '", c.tasks.back().name,
                "' appears twice");
   }
+  // Data set paths are relative to the current directory: store them absolute so that the text
+  // means the same from anywhere (checkpoints, `gppf eval`).
+  for (std::size_t i = 0; i < tasks.size(); ++i) {
+    YAML::Node t = tasks[i];
+    t["dataset"] = std::filesystem::absolute(c.tasks[i].dataset).lexically_normal().string();
+  }
+  YAML::Emitter out;
+  out << root;
+  c.yaml = std::string(out.c_str()) + "\n";
   return c;
 }
 

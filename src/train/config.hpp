@@ -30,6 +30,9 @@ struct TaskConfig {
 
 struct TrainConfig {
   std::string config_path;
+  // The effective config as YAML text (after --set overrides, data set paths made absolute): what a
+  // checkpoint stores, so that `gppf eval` and resumed runs rebuild exactly this network.
+  std::string yaml;
   std::uint64_t seed = 1;
   std::int64_t steps = 1000;
   std::string device = "host";
@@ -42,6 +45,9 @@ struct TrainConfig {
   // Training batches per task over which BN statistics are re-estimated before each evaluation.
   int bn_calibration_batches = 10;
   int loader_workers = 1;
+  std::int64_t checkpoint_every = 0;  // steps between checkpoints; 0: only the final one
+  int keep_checkpoints = 3;           // newest checkpoint files kept in RUN_DIR/checkpoints
+  double checkpoint_minutes = 0;      // also checkpoint when this much wall time passed since the last; 0: off
   optim::OptimizerConfig optimizer;
   optim::ScheduleConfig schedule;
   nn::BackboneSpec backbone;

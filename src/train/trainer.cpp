@@ -5,16 +5,19 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 
 #include "src/core/log.hpp"
 #include "src/optim/optimizer.hpp"
 #include "src/optim/schedule.hpp"
+#include "src/train/checkpoint.hpp"
 #include "src/train/network.hpp"
 
 namespace gppf::train {
@@ -41,8 +44,21 @@ void write_atomically(const fs::path& path, const std::string& text) {
 
 class MetricsLog {
  public:
-  explicit MetricsLog(const fs::path& path) : m_out(path, std::ios::trunc) {
+  // keep_until >= 0 (a resume): keeps the lines of steps up to it and appends after them.
+  MetricsLog(const fs::path& path, std::int64_t keep_until) {
+    std::string kept;
+    if (keep_until >= 0) {
+      std::ifstream in(path);
+      for (std::string line; std::getline(in, line);) {
+        const json j = json::parse(line, nullptr, false);
+        if (!j.is_discarded() && j.contains("step") && j["step"].is_number_integer() &&
+            j["step"].get<std::int64_t>() <= keep_until)
+          kept += line + "\n";
+      }
+    }
+    m_out.open(path, std::ios::trunc);
     GPPF_CHECK(m_out, path.string(), ": cannot write");
+    m_out << kept;
   }
   void write(const json& line) {
     m_out << line.dump() << '\n';
@@ -89,16 +105,80 @@ std::string fmt(double v, int prec = 4) {
   return buf;
 }
 
+// SIGTERM/SIGUSR1: remembered here, acted on at the next step boundary.
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+// Installs the handlers for one run and puts the previous ones back afterwards.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;  // the loader threads' reads must not see EINTR
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, &m_term);
+    sigaction(SIGUSR1, &sa, &m_usr1);
+  }
+  ~StopSignals() {
+    sigaction(SIGTERM, &m_term, nullptr);
+    sigaction(SIGUSR1, &m_usr1, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  int pending() const { return g_stop_signal; }
+
+ private:
+  struct sigaction m_term {
+  }, m_usr1{};
+};
+
+std::string rng_text(const std::mt19937_64& rng) {
+  std::ostringstream os;
+  os << rng;
+  return os.str();
+}
+
 }  // namespace
+
+void calibrate_task(Network& net, int task, const io::Dataset& dataset, const TrainConfig& config) {
+  if (config.bn_calibration_batches <= 0) return;
+  const TaskSpec& spec = net.tasks()[static_cast<std::size_t>(task)];
+  io::LoaderConfig lc = eval_loader_config(config, spec, "train");
+  lc.batch_size = spec.config.batch_size;
+  lc.shuffle = true;
+  lc.seed = config.seed + 17;
+  io::Loader calib(dataset, lc);
+  io::Batch batch;
+  for (int b = 0; b < config.bn_calibration_batches && calib.next(batch); ++b) net.calibrate(task, batch, b);
+}
+
+std::map<std::string, double> evaluate_task(Network& net, int task, const io::Dataset& dataset,
+                                            const TrainConfig& config, const std::string& split,
+                                            std::int64_t max_batches, std::int64_t* samples) {
+  const TaskSpec& spec = net.tasks()[static_cast<std::size_t>(task)];
+  io::Loader loader(dataset, eval_loader_config(config, spec, split));
+  TaskEvaluator eval(spec);
+  io::Batch batch;
+  for (std::int64_t n = 0; (max_batches == 0 || n < max_batches) && loader.next(batch); ++n)
+    net.evaluate(task, batch, eval);
+  if (samples) *samples = eval.samples();
+  return eval.metrics();
+}
 
 TrainSummary run_training(const TrainConfig& config, const TrainOptions& options) {
   const auto t_start = Clock::now();
   GPPF_CHECK(!options.run_dir.empty(), "train: --out RUN_DIR is required");
-  if (!options.resume.empty() && options.resume != "auto")
-    GPPF_NOT_IMPLEMENTED("--resume PATH: checkpoint/restart arrives with issue 7");
-  if (options.resume == "auto")
-    log::info("--resume auto: checkpoints are not written yet (issue 7); starting from step 0");
   const fs::path run_dir(options.run_dir);
+  std::string resume_path;
+  if (options.resume == "auto") {
+    resume_path = find_resume_checkpoint(run_dir.string());
+    if (resume_path.empty())
+      log::info("--resume auto: no checkpoint in ", (run_dir / "checkpoints").string(), "; starting from step 0");
+  } else if (!options.resume.empty()) {
+    resume_path = resolve_checkpoint(options.resume);
+  }
   fs::create_directories(run_dir / "checkpoints");
   if (config.threads > 0) omp_set_num_threads(config.threads);
 
@@ -128,37 +208,68 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
               specs[i].channels, ", batch ", specs[i].config.batch_size, ", backbone ",
               fmt(2.0 * static_cast<double>(net.backbone_macs(static_cast<int>(i))) / 1e6, 1), " MFLOP/sample forward");
 
-  MetricsLog metrics(run_dir / "metrics.jsonl");
-  const bool tty = isatty(STDERR_FILENO) != 0;
-  std::vector<Window> windows(specs.size());
   std::vector<std::mt19937_64> sampling;
   for (std::size_t i = 0; i < specs.size(); ++i) sampling.emplace_back(config.seed * 7919ull + i);
-  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);  // stateless: the engines are the whole state
+
+  CheckpointTensors tensors{params, net.buffers(), optimizer->state()};
+  std::int64_t start_step = 0;
+  if (!resume_path.empty()) {
+    const CheckpointMeta meta = read_checkpoint(resume_path, tensors, {});
+    GPPF_CHECK(meta.tasks.size() == specs.size(), "checkpoint ", resume_path, " does not fit this run: it has ",
+               meta.tasks.size(), " tasks, the config ", specs.size());
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      const TaskProgress& t = meta.tasks[i];
+      GPPF_CHECK(t.name == specs[i].config.name, "checkpoint ", resume_path, " does not fit this run: task ", i,
+                 " is '", t.name, "' there, '", specs[i].config.name, "' in the config");
+      loaders[i]->restore(t.loader);
+      std::istringstream is(t.sampling_rng);
+      is >> sampling[i];
+      GPPF_CHECK(!is.fail(), "checkpoint ", resume_path, " is damaged: task '", t.name, "' has a bad sampling_rng");
+    }
+    start_step = meta.step;
+    GPPF_CHECK(start_step <= config.steps, "checkpoint ", resume_path, " is at step ", start_step,
+               ", past the config's steps = ", config.steps, "; raise steps to train further");
+    if (meta.config_yaml != config.yaml)
+      log::warn("resuming ", resume_path, " with a config that differs from the checkpoint's");
+    log::info("resumed from ", resume_path, " at step ", start_step);
+    // Newer checkpoints of this run directory belong to the timeline being replaced (as do the
+    // metrics.jsonl lines after start_step); left there, `--resume auto` would jump back to them.
+    for (const auto& p : list_checkpoints(run_dir.string()))
+      if (checkpoint_step(p) > start_step && !fs::equivalent(p, resume_path)) {
+        log::warn("removing ", p, ": it is newer than the resumed step ", start_step);
+        fs::remove(p);
+      }
+  }
+  auto t_saved = Clock::now();
+  auto save = [&](std::int64_t step) {
+    CheckpointMeta meta;
+    meta.step = step;
+    meta.config_yaml = config.yaml;
+    meta.optimizer_type = config.optimizer.type;
+    for (std::size_t i = 0; i < specs.size(); ++i)
+      meta.tasks.push_back({specs[i].config.name, io::task_name(specs[i].config.type),
+                            fs::absolute(specs[i].config.dataset).lexically_normal().string(), loaders[i]->state(),
+                            rng_text(sampling[i])});
+    const std::string path = save_checkpoint(run_dir.string(), config.keep_checkpoints, meta, tensors);
+    log::info("checkpoint ", path);
+    t_saved = Clock::now();
+  };
+  const StopSignals signals;
+
+  MetricsLog metrics(run_dir / "metrics.jsonl", resume_path.empty() ? -1 : start_step);
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  std::vector<Window> windows(specs.size());
 
   auto evaluate = [&](std::int64_t step, bool full) {
     std::map<std::string, std::map<std::string, double>> results;
     for (std::size_t i = 0; i < specs.size(); ++i) {
-      if (config.bn_calibration_batches > 0) {
-        io::LoaderConfig lc = eval_loader_config(config, specs[i], "train");
-        lc.batch_size = specs[i].config.batch_size;
-        lc.shuffle = true;
-        lc.seed = config.seed + 17;
-        io::Loader calib(datasets[i], lc);
-        io::Batch batch;
-        for (int b = 0; b < config.bn_calibration_batches && calib.next(batch); ++b)
-          net.calibrate(static_cast<int>(i), batch, b);
-      }
-      io::Loader loader(datasets[i], eval_loader_config(config, specs[i], config.eval_split));
-      TaskEvaluator eval(specs[i]);
-      io::Batch batch;
-      std::int64_t n = 0;
-      while ((full || config.eval_batches == 0 || n < config.eval_batches) && loader.next(batch)) {
-        net.evaluate(static_cast<int>(i), batch, eval);
-        ++n;
-      }
-      const auto m = eval.metrics();
-      json line = {
-          {"step", step}, {"task", specs[i].config.name}, {"split", config.eval_split}, {"samples", eval.samples()}};
+      const int t = static_cast<int>(i);
+      calibrate_task(net, t, datasets[i], config);
+      std::int64_t samples = 0;
+      const auto m =
+          evaluate_task(net, t, datasets[i], config, config.eval_split, full ? 0 : config.eval_batches, &samples);
+      json line = {{"step", step}, {"task", specs[i].config.name}, {"split", config.eval_split}, {"samples", samples}};
       for (const auto& [k, v] : m) line[k] = v;
       metrics.write(line);
       results[specs[i].config.name] = m;
@@ -166,16 +277,23 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
     // Which legos each task routes to, per layer, for the report's usage heat map.
     auto layers = net.backbone().lego_layers();
     for (std::size_t i = 0; i < specs.size(); ++i) {
-      json usage = json::array();
-      for (auto* l : layers) usage.push_back(l->route(static_cast<int>(i), step, false).legos);
-      metrics.write({{"step", step}, {"task", specs[i].config.name}, {"split", "routing"}, {"legos", usage}});
+      json usage = json::array(), num_legos = json::array();
+      for (auto* l : layers) {
+        usage.push_back(l->route(static_cast<int>(i), step, false).legos);
+        num_legos.push_back(l->num_legos_total());
+      }
+      metrics.write({{"step", step},
+                     {"task", specs[i].config.name},
+                     {"split", "routing"},
+                     {"legos", usage},
+                     {"num_legos", num_legos}});
     }
     return results;
   };
 
   auto t_window = Clock::now();
   std::vector<int> active;
-  for (std::int64_t step = 0; step < config.steps; ++step) {
+  for (std::int64_t step = start_step; step < config.steps; ++step) {
     const float lr = schedule.lr_at(step);
     active.clear();
     for (std::size_t i = 0; i < specs.size(); ++i)
@@ -200,7 +318,8 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
     if ((step + 1) % config.log_every == 0 || last) {
       const double dt = std::max(1e-9, seconds_since(t_window));
       const double elapsed = seconds_since(t_start);
-      const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(config.steps - step - 1);
+      const double eta =
+          elapsed / static_cast<double>(step + 1 - start_step) * static_cast<double>(config.steps - step - 1);
       std::string line = str("step ", step + 1, "/", config.steps, " lr ", fmt(lr, 5));
       for (std::size_t i = 0; i < specs.size(); ++i) {
         Window& w = windows[i];
@@ -228,12 +347,30 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
       for (const auto& [task, m] : r)
         for (const auto& [k, v] : m) log::info("eval step ", step + 1, " ", task, " ", k, " ", fmt(v));
     }
+    bool saved = false;
+    if (!last && ((config.checkpoint_every > 0 && (step + 1) % config.checkpoint_every == 0) ||
+                  (config.checkpoint_minutes > 0 && seconds_since(t_saved) >= 60.0 * config.checkpoint_minutes))) {
+      save(step + 1);
+      saved = true;
+    }
+    if (signals.pending() != 0 && !last) {
+      if (tty) std::fprintf(stderr, "\n");
+      log::info("signal ", signals.pending() == SIGTERM ? "SIGTERM" : "SIGUSR1", ": checkpointing at step ", step + 1,
+                " and stopping (resume with --resume auto)");
+      if (!saved) save(step + 1);
+      TrainSummary stopped;
+      stopped.steps = step + 1;
+      stopped.wall_seconds = seconds_since(t_start);
+      stopped.interrupted = true;
+      return stopped;
+    }
   }
   if (tty) std::fprintf(stderr, "\n");
 
   TrainSummary summary;
   summary.steps = config.steps;
   summary.metrics = evaluate(config.steps, true);
+  save(config.steps);  // after the evaluation: its re-calibrated BN statistics are the ones to keep
   summary.wall_seconds = seconds_since(t_start);
   json s = {{"steps", summary.steps}, {"wall_seconds", summary.wall_seconds}, {"tasks", json::object()}};
   for (const auto& spec : specs) {

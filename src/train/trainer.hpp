@@ -1,10 +1,22 @@
 #pragma once
 // The SIMT training loop (DESIGN.md): every step takes a micro-batch from every participating task,
 // runs that task's path forward and backward (gradients accumulate), adds the routing regulariser,
-// and takes one optimizer step. Writes RUN_DIR/metrics.jsonl and RUN_DIR/summary.json.
+// and takes one optimizer step. Writes RUN_DIR/metrics.jsonl, RUN_DIR/summary.json and checkpoints
+// (RUN_DIR/checkpoints/, docs/CHECKPOINT_FORMAT.md): every `checkpoint_every` steps (after that
+// step's evaluation, if any) and once at the end after the final evaluation, so that the saved BN
+// statistics are the re-calibrated ones the summary's metrics were measured with.
+//
+// Resuming restores the step, parameters, BN statistics, optimizer state, loader positions and the
+// per-task sampling RNGs: N steps straight and K steps + resume + N-K steps give bitwise equal
+// parameters on the host (same thread count). Evaluations in between re-calibrate BN statistics
+// only, which training (batch statistics) never reads, so they do not break the equivalence.
+//
+// Also checkpoints every `checkpoint_minutes` of wall time, and on SIGTERM/SIGUSR1 (handlers
+// installed for the duration of run_training) at the next step boundary, then stops.
 #include <map>
 #include <string>
 
+#include "io/dataset.hpp"
 #include "src/train/config.hpp"
 
 namespace gppf::train {
@@ -13,7 +25,13 @@ struct TrainSummary {
   std::int64_t steps = 0;
   double wall_seconds = 0;
   std::map<std::string, std::map<std::string, double>> metrics;  // task -> metric -> value (test split)
+  // SIGTERM or SIGUSR1 arrived: the run checkpointed at the next step boundary and stopped early
+  // (no final evaluation, no summary.json); `gppf train` exits with kExitRequeue.
+  bool interrupted = false;
 };
+
+// EX_TEMPFAIL: "requeue me", after a signal-triggered checkpoint.
+inline constexpr int kExitRequeue = 75;
 
 struct TrainOptions {
   std::string run_dir;
@@ -21,5 +39,13 @@ struct TrainOptions {
 };
 
 TrainSummary run_training(const TrainConfig& config, const TrainOptions& options);
+
+class Network;
+// Re-estimates task's BN running statistics over config.bn_calibration_batches training batches.
+void calibrate_task(Network& net, int task, const io::Dataset& dataset, const TrainConfig& config);
+// Task's metrics on `split` with the running BN statistics as they are; max_batches 0: the whole split.
+std::map<std::string, double> evaluate_task(Network& net, int task, const io::Dataset& dataset,
+                                            const TrainConfig& config, const std::string& split,
+                                            std::int64_t max_batches, std::int64_t* samples = nullptr);
 
 }  // namespace gppf::train
