@@ -1,0 +1,330 @@
+#include "src/report/report.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "src/core/error.hpp"
+#include "src/report/chart.hpp"
+#include "src/report/html.hpp"
+
+namespace gppf::report {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kStyle = R"(
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:#222;margin:24px auto;
+max-width:1360px;padding:0 16px;background:#fff}
+h1{font-size:22px;margin:0 0 8px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+table{border-collapse:collapse;margin:8px 0}th,td{border:1px solid #ddd;padding:4px 10px;text-align:left;
+vertical-align:top}th{background:#f4f6f8}td.num{font-variant-numeric:tabular-nums}
+.facts td:first-child{color:#555}.note{color:#555;font-size:13px;margin:4px 0}figure .note{max-width:620px}.warn{background:#fff6dd;
+border:1px solid #e8c96a;padding:6px 10px;border-radius:4px}
+.grid2{display:flex;flex-wrap:wrap;gap:16px}figure{margin:0;border:1px solid #e3e3e3;border-radius:6px;
+padding:8px 10px;background:#fff}figcaption{font-weight:600;margin-bottom:4px;overflow-wrap:anywhere}
+svg text{font:12px system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;fill:#333}
+svg .tick{fill:#555;font-size:11px}svg .label{font-size:12px;fill:#333}
+svg .plot{fill:#fcfcfd;stroke:#bbb}svg .grid{stroke:#e6e6e6}svg .series{stroke-width:2;stroke-linejoin:round}
+svg .cell text.on-dark{fill:#fff}svg .unused-label{fill:#b22;font-size:11px;font-style:italic}svg.heat .cell text{font-size:12px}
+.legend{display:flex;flex-wrap:wrap;gap:4px 14px;font-size:12px;margin-top:2px}.legend i{display:inline-block;
+width:14px;height:4px;margin:0 5px 3px 0;vertical-align:middle;border-radius:2px}
+.empty{color:#888;font-style:italic;width:400px}code{background:#f4f6f8;padding:0 3px;border-radius:3px}
+)";
+
+std::string metrics_text(const std::map<std::string, double>& m) {
+  std::string out;
+  for (const auto& [k, v] : m) out += (out.empty() ? "" : ", ") + escape_html(k) + " " + fixed(v, 4);
+  return out.empty() ? "&mdash;" : out;
+}
+
+std::string header(const ReportInput& in) {
+  const RunLog& log = in.log;
+  std::string out = "<h1>GPPF run report</h1>\n<table class=\"facts\">";
+  out += "<tr><td>run directory</td><td><code>" + escape_html(in.run_dir) + "</code></td></tr>";
+  if (in.summary) {
+    out += "<tr><td>steps</td><td class=\"num\">" + std::to_string(in.summary->steps) + "</td></tr>";
+    out += "<tr><td>wall time</td><td class=\"num\">" + fixed(in.summary->wall_seconds, 1) + " s</td></tr>";
+  } else {
+    out += "<tr><td>steps</td><td class=\"num\">" + std::to_string(log.last_step) + " so far</td></tr>";
+    out += "<tr><td>wall time</td><td>&mdash; (no summary.json yet)</td></tr>";
+  }
+  out += "<tr><td>records</td><td class=\"num\">" + std::to_string(log.lines) +
+         " lines of metrics.jsonl, eval split <code>" + escape_html(log.eval_split) + "</code></td></tr></table>\n";
+
+  out += "<h2>Summary</h2>\n";
+  if (in.summary) {
+    out += "<table><tr><th>task</th><th>type</th><th>dataset</th><th>metrics (" + escape_html(log.eval_split) +
+           ", full pass at the end)</th></tr>";
+    // summary.json's task object comes back sorted by name; show the tasks in the run's order.
+    std::vector<const TaskSummary*> tasks;
+    for (const auto& t : log.tasks)
+      for (const auto& st : in.summary->tasks)
+        if (st.name == t.name) tasks.push_back(&st);
+    for (const auto& st : in.summary->tasks)
+      if (!log.find(st.name)) tasks.push_back(&st);
+    for (const TaskSummary* t : tasks)
+      out += "<tr><td>" + escape_html(t->name) + "</td><td>" + escape_html(t->type) + "</td><td><code>" +
+             escape_html(t->dataset) + "</code></td><td class=\"num\">" + metrics_text(t->metrics) + "</td></tr>";
+    return out + "</table>\n";
+  }
+  out +=
+      "<p class=\"warn\">summary.json is missing: the run is still going (or stopped before its end). "
+      "The table shows each task's latest evaluation from metrics.jsonl; re-run <code>gppf report</code> "
+      "when the run has finished.</p>";
+  out += "<table><tr><th>task</th><th>latest eval step</th><th>metrics (" + escape_html(log.eval_split) +
+         ", partial pass)</th></tr>";
+  for (const auto& t : log.tasks) {
+    if (t.eval.empty()) {
+      out += "<tr><td>" + escape_html(t.name) + "</td><td>&mdash;</td><td>&mdash;</td></tr>";
+      continue;
+    }
+    out += "<tr><td>" + escape_html(t.name) + "</td><td class=\"num\">" + std::to_string(t.eval.back().step) +
+           "</td><td class=\"num\">" + metrics_text(t.eval.back().metrics) + "</td></tr>";
+  }
+  return out + "</table>\n";
+}
+
+std::string loss_section(const RunLog& log) {
+  std::string out = "<h2>Training loss</h2>\n";
+  out +=
+      "<p class=\"note\">Mean train loss of each logging window (<code>log_every</code> steps) against the step; "
+      "the parts of a task's loss are drawn with it. The y axis turns logarithmic when the values span over "
+      "30x.</p>\n<div class=\"grid2\">";
+  for (const auto& t : log.tasks) {
+    std::vector<Series> series(1);
+    series[0].name = "loss (total)";
+    std::set<std::string> parts;
+    // A part that equals the total at every point (a single-term loss) would hide the total's curve.
+    for (const auto& p : t.train)
+      for (const auto& [k, v] : p.parts) parts.insert(k);
+    std::erase_if(parts, [&](const std::string& k) {
+      return std::all_of(t.train.begin(), t.train.end(), [&](const TrainPoint& p) {
+        const auto it = p.parts.find(k);
+        return it != p.parts.end() && std::fabs(it->second - p.loss) <= 1e-9 * std::max(1.0, std::fabs(p.loss));
+      });
+    });
+    for (const auto& k : parts) series.push_back(Series{"loss_" + k, "", {}, {}});
+    for (const auto& p : t.train) {
+      series[0].x.push_back(static_cast<double>(p.step));
+      series[0].y.push_back(p.loss);
+      std::size_t i = 1;
+      for (const auto& k : parts) {
+        const auto it = p.parts.find(k);
+        series[i].x.push_back(static_cast<double>(p.step));
+        series[i].y.push_back(it == p.parts.end() ? NAN : it->second);
+        ++i;
+      }
+    }
+    ChartOptions o;
+    o.title = "loss: " + t.name;
+    o.x_label = "step";
+    o.y_label = "train loss";
+    o.y_scale = YScale::kAuto;
+    out += line_chart(o, series);
+  }
+  return out + "</div>\n";
+}
+
+std::string metric_section(const RunLog& log) {
+  std::string out = "<h2>Evaluation metrics</h2>\n";
+  out += "<p class=\"note\">Metrics on the <code>" + escape_html(log.eval_split) +
+         "</code> split at each evaluation (<code>eval_every</code> steps; <code>eval_batches</code> batches, the "
+         "last one a full pass).</p>\n<div class=\"grid2\">";
+  for (const auto& t : log.tasks) {
+    std::vector<std::string> names;
+    for (const auto& p : t.eval)
+      for (const auto& [k, v] : p.metrics)
+        if (std::find(names.begin(), names.end(), k) == names.end()) names.push_back(k);
+    std::vector<Series> series;
+    for (const auto& k : names) {
+      Series s{k, "", {}, {}};
+      for (const auto& p : t.eval) {
+        const auto it = p.metrics.find(k);
+        if (it == p.metrics.end()) continue;
+        s.x.push_back(static_cast<double>(p.step));
+        s.y.push_back(it->second);
+      }
+      series.push_back(std::move(s));
+    }
+    ChartOptions o;
+    o.title = "metrics: " + t.name;
+    o.x_label = "step";
+    o.y_label = log.eval_split + " metric";
+    o.unit_range = true;
+    out += line_chart(o, series);
+  }
+  return out + "</div>\n";
+}
+
+std::string usage_section(const RunLog& log) {
+  std::string out = "<h2>Lego usage</h2>\n";
+  std::size_t layers = 0;
+  bool inferred = false;
+  for (const auto& t : log.tasks)
+    for (const auto& r : t.routing) {
+      layers = std::max(layers, r.legos.size());
+      if (r.num_legos.size() < r.legos.size()) inferred = true;
+    }
+  if (layers == 0) return out + "<p class=\"empty\">no routing records yet (they are written at each evaluation)</p>\n";
+
+  std::size_t min_records = SIZE_MAX, max_records = 0;
+  std::int64_t first_step = INT64_MAX, last_step = 0;
+  for (const auto& t : log.tasks) {
+    min_records = std::min(min_records, t.routing.size());
+    max_records = std::max(max_records, t.routing.size());
+    for (const auto& r : t.routing) {
+      first_step = std::min(first_step, r.step);
+      last_step = std::max(last_step, r.step);
+    }
+  }
+  const std::string records = min_records == max_records
+                                  ? std::to_string(max_records)
+                                  : std::to_string(min_records) + " to " + std::to_string(max_records);
+  out +=
+      "<p class=\"note\">One grid per lego layer: a row per task, a column per lego. A cell shows the fraction of the "
+      "task's " +
+      records + " routing records (one per evaluation, steps " + std::to_string(first_step) + " to " +
+      std::to_string(last_step) +
+      ") in which the task routed through that lego; darker is more often. A dot marks the legos of the task's "
+      "last record. A hatched column labelled <i>unused</i> is a lego no task routed through in any record.";
+  if (inferred)
+    out +=
+        " The legos per layer are inferred from the highest index routed to, so unused legos after it are not "
+        "shown.";
+  out += "</p>\n<div class=\"grid2\">";
+
+  for (std::size_t l = 0; l < layers; ++l) {
+    int n_legos = 1;
+    for (const auto& t : log.tasks)
+      for (const auto& r : t.routing) {
+        if (l < r.num_legos.size()) n_legos = std::max(n_legos, r.num_legos[l]);
+        if (l < r.legos.size())
+          for (int c : r.legos[l]) n_legos = std::max(n_legos, c + 1);
+      }
+    const auto nc = static_cast<std::size_t>(n_legos);
+    HeatMapData d;
+    d.title = "layer " + std::to_string(l);
+    d.id = "L" + std::to_string(l);
+    for (std::size_t c = 0; c < nc; ++c) d.columns.push_back("lego " + std::to_string(c));
+    d.unused.assign(nc, true);
+    for (const auto& t : log.tasks) {
+      std::vector<double> count(nc, 0.0);
+      std::vector<bool> mark(nc, false);
+      for (std::size_t i = 0; i < t.routing.size(); ++i) {
+        if (l >= t.routing[i].legos.size()) continue;
+        std::set<int> seen(t.routing[i].legos[l].begin(), t.routing[i].legos[l].end());
+        for (int c : seen) {
+          count[static_cast<std::size_t>(c)] += 1;
+          d.unused[static_cast<std::size_t>(c)] = false;
+          if (i + 1 == t.routing.size()) mark[static_cast<std::size_t>(c)] = true;
+        }
+      }
+      for (auto& v : count) v = t.routing.empty() ? 0.0 : v / static_cast<double>(t.routing.size());
+      d.rows.push_back(t.name);
+      d.value.push_back(std::move(count));
+      d.marked.push_back(std::move(mark));
+    }
+    out += heat_map(d);
+  }
+  return out + "</div>\n";
+}
+
+std::string throughput_section(const RunLog& log) {
+  std::string out = "<h2>Throughput and learning rate</h2>\n<div class=\"grid2\">";
+  std::vector<Series> speed;
+  std::map<std::int64_t, double> lr, balance;
+  for (std::size_t i = 0; i < log.tasks.size(); ++i) {
+    const TaskLog& t = log.tasks[i];
+    Series s{t.name, palette(i), {}, {}};
+    for (const auto& p : t.train) {
+      if (p.samples_per_s) {
+        s.x.push_back(static_cast<double>(p.step));
+        s.y.push_back(*p.samples_per_s);
+      }
+      if (p.lr) lr.emplace(p.step, *p.lr);
+      if (p.balance) balance.emplace(p.step, *p.balance);
+    }
+    speed.push_back(std::move(s));
+  }
+  ChartOptions o;
+  o.title = "throughput per task";
+  o.x_label = "step";
+  o.y_label = "samples / s";
+  o.zero_based = true;
+  o.dashed_odd = true;
+  o.note = "Training samples per second of each task over a logging window (all tasks share the window's time).";
+  out += line_chart(o, speed);
+
+  auto map_series = [](const std::string& name, const std::map<std::int64_t, double>& m) {
+    Series s{name, "#444", {}, {}};
+    for (const auto& [k, v] : m) {
+      s.x.push_back(static_cast<double>(k));
+      s.y.push_back(v);
+    }
+    return s;
+  };
+  o = ChartOptions();
+  o.title = "learning rate";
+  o.x_label = "step";
+  o.y_label = "lr";
+  o.zero_based = true;
+  o.note = "The schedule's learning rate at the last step of each logging window.";
+  out += line_chart(o, {map_series("lr", lr)});
+  if (!balance.empty()) {
+    o.title = "routing balance regulariser";
+    o.y_label = "balance loss";
+    o.note = "The usage-balance term of the routers at the last step of each logging window.";
+    out += line_chart(o, {map_series("balance", balance)});
+  }
+  return out + "</div>\n";
+}
+
+}  // namespace
+
+std::string render_report(const ReportInput& in) {
+  std::string title = "GPPF report: " + fs::path(in.run_dir).filename().string();
+  if (fs::path(in.run_dir).filename().empty()) title = "GPPF report: " + in.run_dir;
+  std::string out = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + escape_html(title) +
+                    "</title><style>" + kStyle + "</style></head><body>\n";
+  out += header(in);
+  out += loss_section(in.log);
+  out += metric_section(in.log);
+  out += usage_section(in.log);
+  out += throughput_section(in.log);
+  out += "<p class=\"note\">Written by <code>gppf report</code>; a single file with no external references.</p>\n";
+  return out + "</body></html>\n";
+}
+
+fs::path write_report(const fs::path& run_dir) {
+  GPPF_CHECK(fs::is_directory(run_dir), run_dir.string(), ": not a directory (pass the --out folder of gppf train)");
+  ReportInput in;
+  in.run_dir = run_dir.string();
+  in.log = read_metrics(run_dir / "metrics.jsonl");
+  in.summary = read_summary(run_dir / "summary.json");
+  const std::string html = render_report(in);
+
+  // Temporary file and rename: a browser refreshing the page never sees half a report.
+  const fs::path path = run_dir / "report.html";
+  const fs::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc | std::ios::binary);
+    GPPF_CHECK(out, tmp.string(), ": cannot write");
+    out << html;
+    out.flush();
+    if (!out) {
+      out.close();
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      GPPF_THROW(tmp.string(), ": write failed (disk full?)");
+    }
+  }
+  fs::rename(tmp, path);
+  return path;
+}
+
+}  // namespace gppf::report
