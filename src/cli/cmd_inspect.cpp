@@ -1,28 +1,131 @@
 #include <cstdio>
 #include <filesystem>
+#include <limits>
+#include <map>
 #include <memory>
+#include <regex>
 #include <string>
+#include <vector>
 
 #include "io/verify.hpp"
 #include "src/cli/commands.hpp"
 #include "src/core/error.hpp"
+#include "src/nn/backbone.hpp"
+#include "src/train/checkpoint.hpp"
+#include "src/train/config.hpp"
+#include "src/train/describe.hpp"
 
 namespace gppf::cli {
+namespace {
+
+// Routed and shared legos of a parameter name: "stage2.block0.lego3.conv1.weight" -> layer, "lego3".
+const std::regex kLegoParam(R"(^(stage\d+\.block\d+)\.((lego|shared)\d+)\..*)");
+
+void inspect_checkpoint(const std::string& path) {
+  std::printf("checkpoint %s\n", path.c_str());
+  train::CheckpointMeta meta;
+  try {
+    meta = train::verify_checkpoint(path);
+  } catch (const Error&) {
+    std::printf("  complete: no\n");
+    throw;
+  }
+  const train::TrainConfig config = train::parse_config(meta.config_yaml, {}, path + ":/config");
+  std::printf("  format version %lld, written by gppf %s (git %s)\n", static_cast<long long>(meta.format_version),
+              meta.gppf_version.c_str(), meta.git_sha.c_str());
+  std::printf("  step: %lld of %lld\n", static_cast<long long>(meta.step), static_cast<long long>(config.steps));
+  std::printf("  layout: 1 process (world size 1)\n");
+  std::printf("  optimizer: %s\n", meta.optimizer_type.c_str());
+  std::printf("  model: %s, %d legos per layer (top-%d, %d shared)\n", config.backbone.name.c_str(),
+              config.backbone.num_legos, config.backbone.top_k, config.backbone.num_shared);
+
+  // The routing at inference: the checkpoint's routers through LegoLayer::route.
+  const int num_tasks = static_cast<int>(config.tasks.size());
+  nn::Backbone backbone(config.backbone, num_tasks, config.seed);
+  std::vector<nn::Parameter*> routers;
+  auto layers = backbone.lego_layers();
+  for (auto* l : layers)
+    for (int t = 0; t < num_tasks; ++t) routers.push_back(&l->router(t));
+  train::ReadOptions ro;
+  ro.exact = false;
+  ro.optimizer = false;
+  (void)train::read_checkpoint(path, {routers, {}, {}}, ro);
+
+  // Parameter counts by part of the network, from the file.
+  std::int64_t total = 0, always_on = 0, router_total = 0;
+  std::map<std::string, std::int64_t> heads, legos;  // head.<task> ; "<layer>/<lego>"
+  for (const auto& [name, shape] : train::checkpoint_tensor_shapes(path, "params")) {
+    const std::int64_t n = shape_numel(shape);
+    total += n;
+    std::smatch m;
+    if (name.rfind("head.", 0) == 0) {
+      heads[name.substr(5, name.find('.', 5) - 5)] += n;
+    } else if (name.find(".router.") != std::string::npos) {
+      router_total += n;
+    } else if (std::regex_match(name, m, kLegoParam)) {
+      legos[m[1].str() + "/" + m[2].str()] += n;
+    } else {
+      always_on += n;
+    }
+  }
+  std::int64_t lego_total = 0;
+  for (const auto& [k, n] : legos) lego_total += n;
+  std::printf("  parameters: %lld total (backbone outside legos %lld, legos %lld, routers %lld, heads %lld)\n",
+              static_cast<long long>(total), static_cast<long long>(always_on), static_cast<long long>(lego_total),
+              static_cast<long long>(router_total),
+              static_cast<long long>(total - always_on - lego_total - router_total));
+
+  std::printf("  tasks:\n");
+  for (std::size_t i = 0; i < meta.tasks.size(); ++i) {
+    const auto& t = meta.tasks[i];
+    const int ti = static_cast<int>(i);
+    std::int64_t active = always_on + heads[t.name];
+    std::string routes;
+    for (auto* l : layers) {
+      const nn::Route r = l->route(ti, std::numeric_limits<std::int64_t>::max(), false);
+      routes += str("    ", l->name(), ":");
+      for (int lego : r.legos) {
+        const int shared = l->spec().num_shared;
+        const std::string name = lego < shared ? str("shared", lego) : str("lego", lego - shared);
+        routes += " " + name;
+        active += legos[l->name() + "/" + name];
+      }
+      routes += "\n";
+    }
+    std::printf("  - %s: %s on %s (loader epoch %lld, batch %lld); %lld parameters active, head %lld\n", t.name.c_str(),
+                t.type.c_str(), t.dataset.c_str(), static_cast<long long>(t.loader.epoch),
+                static_cast<long long>(t.loader.batch), static_cast<long long>(active),
+                static_cast<long long>(heads[t.name]));
+    std::printf("%s", routes.c_str());
+  }
+  std::printf("  complete: yes\n");
+}
+
+}  // namespace
 
 void register_inspect(CLI::App& app) {
   struct Options {
     std::string path;
     bool decode = false;
+    std::vector<std::string> overrides;
   };
   auto o = std::make_shared<Options>();
-  auto* cmd = app.add_subcommand("inspect", "describe a data set or a checkpoint; non-zero exit when it is damaged");
-  cmd->add_option("path", o->path, "data set directory or checkpoint")->required();
+  auto* cmd = app.add_subcommand(
+      "inspect", "describe a data set, a checkpoint or a config's network; non-zero exit when it is damaged");
+  cmd->add_option("path", o->path, "data set directory, checkpoint file, or YAML config")->required();
+  cmd->add_option("--set", o->overrides, "config: override a key, key=value (repeatable)");
   cmd->add_flag("--decode", o->decode, "data sets: also decode every PNG/JPEG image");
   cmd->callback([o] {
     namespace fs = std::filesystem;
     if (!fs::is_directory(o->path)) {
       GPPF_CHECK(fs::exists(o->path), "inspect: ", o->path, " does not exist");
-      GPPF_NOT_IMPLEMENTED("checkpoint inspection arrives with issue 7");
+      const std::string ext = fs::path(o->path).extension().string();
+      if (ext == ".yaml" || ext == ".yml") {
+        std::printf("%s", train::describe_network(train::load_config(o->path, o->overrides)).c_str());
+        return;
+      }
+      inspect_checkpoint(o->path);
+      return;
     }
     const io::VerifyReport r = io::verify_dataset(o->path, {o->decode});
     std::printf("%s", io::describe(r.manifest, o->path).c_str());

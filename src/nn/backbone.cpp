@@ -215,6 +215,20 @@ std::int64_t Backbone::macs(const Shape& x, int active) const {
   return total;
 }
 
+std::vector<Shape> Backbone::stage_shapes(const Shape& x) const {
+  std::vector<Shape> out;
+  Shape h = m_stem.output_shape(x);
+  std::size_t stage = 0;
+  for (std::size_t i = 0; i < m_layers.size(); ++i) {
+    h = m_layers[i]->output_shape(h);
+    if (static_cast<int>(i) == m_stage_ends[stage]) {
+      out.push_back(h);
+      ++stage;
+    }
+  }
+  return out;
+}
+
 std::vector<int> Backbone::stage_channels() const {
   std::vector<int> c;
   for (const auto& s : m_spec.stages) c.push_back(s.channels);

@@ -78,6 +78,10 @@ class Backbone final : public Module {
   std::vector<int> stage_strides() const;  // cumulative stride of each stage output
   // Multiply-adds of one forward pass for input shape x with `active` legos per layer.
   std::int64_t macs(const Shape& x, int active) const;
+  std::int64_t stem_macs(const Shape& x) const { return m_stem.macs(x); }
+  Shape stem_output_shape(const Shape& x) const { return m_stem.output_shape(x); }
+  // Shapes of the stage outputs for an input of shape x.
+  std::vector<Shape> stage_shapes(const Shape& x) const;
 
  private:
   BackboneSpec m_spec;

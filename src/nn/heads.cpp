@@ -111,6 +111,11 @@ void FpnNeck::collect_buffers(std::vector<NamedTensor>& out) {
   m_smooth_bn.collect_buffers(out);
 }
 
+Shape FpnNeck::output_shape(const std::vector<Shape>& features) const {
+  const Shape& f = features[static_cast<std::size_t>(m_spec.first_stage)];
+  return {f[0], f[1], f[2], m_spec.channels};
+}
+
 std::int64_t FpnNeck::macs(const std::vector<Shape>& features) const {
   std::int64_t total = 0;
   const std::size_t first = static_cast<std::size_t>(m_spec.first_stage);
@@ -179,6 +184,13 @@ void DetectionHead::collect_parameters(std::vector<Parameter*>& out) {
 
 void DetectionHead::collect_buffers(std::vector<NamedTensor>& out) { m_neck.collect_buffers(out); }
 
+std::int64_t DetectionHead::macs(const std::vector<Shape>& features) const {
+  const Shape x = m_neck.output_shape(features);
+  std::int64_t total = m_neck.macs(features);
+  for (const Branch* b : {&m_heat, &m_size, &m_offset}) total += b->conv->macs(x) + b->out->macs(x);
+  return total;
+}
+
 // ---- segmentation -------------------------------------------------------------------
 
 SegmentationHead::SegmentationHead(const std::string& name, const std::vector<int>& stage_channels,
@@ -208,5 +220,9 @@ void SegmentationHead::collect_parameters(std::vector<Parameter*>& out) {
 }
 
 void SegmentationHead::collect_buffers(std::vector<NamedTensor>& out) { m_neck.collect_buffers(out); }
+
+std::int64_t SegmentationHead::macs(const std::vector<Shape>& features) const {
+  return m_neck.macs(features) + m_classifier.macs(m_neck.output_shape(features));
+}
 
 }  // namespace gppf::nn

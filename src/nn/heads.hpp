@@ -19,6 +19,7 @@ class ClassificationHead final : public Module {
   Tensor forward(const RunState& rs, const std::vector<Tensor>& features);  // logits [N, classes]
   std::vector<Tensor> backward(const RunState& rs, const Tensor& dlogits);  // one per stage
   void collect_parameters(std::vector<Parameter*>& out) override;
+  std::int64_t macs(const std::vector<Shape>& features) const { return m_fc.macs(features.back()[0]); }
 
  private:
   Linear m_fc;
@@ -39,6 +40,7 @@ class FpnNeck final : public Module {
   void collect_parameters(std::vector<Parameter*>& out) override;
   void collect_buffers(std::vector<NamedTensor>& out) override;
   std::int64_t macs(const std::vector<Shape>& features) const;
+  Shape output_shape(const std::vector<Shape>& features) const;
 
  private:
   NeckSpec m_spec;
@@ -66,6 +68,7 @@ class DetectionHead final : public Module {
   void collect_parameters(std::vector<Parameter*>& out) override;
   void collect_buffers(std::vector<NamedTensor>& out) override;
   int num_classes() const { return m_num_classes; }
+  std::int64_t macs(const std::vector<Shape>& features) const;
 
  private:
   struct Branch {
@@ -90,6 +93,7 @@ class SegmentationHead final : public Module {
   std::vector<Tensor> backward(const RunState& rs, const Tensor& dlogits);
   void collect_parameters(std::vector<Parameter*>& out) override;
   void collect_buffers(std::vector<NamedTensor>& out) override;
+  std::int64_t macs(const std::vector<Shape>& features) const;
 
  private:
   FpnNeck m_neck;

@@ -63,6 +63,7 @@ class Linear final : public Module {
   Tensor forward(const RunState& rs, const Tensor& x);
   void backward(const RunState& rs, const Tensor& dy, Tensor* dx, kernels::GradMode dx_mode);
   void collect_parameters(std::vector<Parameter*>& out) override;
+  std::int64_t macs(std::int64_t rows) const { return rows * m_weight.value.dim(0) * m_weight.value.dim(1); }
 
  private:
   Parameter m_weight, m_bias;

@@ -148,6 +148,17 @@ std::int64_t Network::backbone_macs(int task) const {
   return m_backbone->macs({1, s.height, s.width, s.channels}, b.num_shared + b.top_k);
 }
 
+std::int64_t Network::path_macs(int task) const {
+  const auto t = static_cast<std::size_t>(task);
+  const TaskSpec& s = m_tasks[t];
+  const auto features = m_backbone->stage_shapes({1, s.height, s.width, s.channels});
+  std::int64_t head = 0;
+  if (m_heads->cls[t]) head = m_heads->cls[t]->macs(features);
+  if (m_heads->det[t]) head = m_heads->det[t]->macs(features);
+  if (m_heads->seg[t]) head = m_heads->seg[t]->macs(features);
+  return backbone_macs(task) + head;
+}
+
 namespace {
 float scalar(const Tensor& t) { return t.to_float_vector().at(0); }
 }  // namespace

@@ -70,6 +70,8 @@ class Network {
   const std::vector<TaskSpec>& tasks() const { return m_tasks; }
   // Multiply-adds of one sample's forward pass through task's path (backbone, at the routed k).
   std::int64_t backbone_macs(int task) const;
+  // The same for the whole path: backbone and the task's head.
+  std::int64_t path_macs(int task) const;
 
  private:
   struct Heads;

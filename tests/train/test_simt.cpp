@@ -10,6 +10,7 @@
 
 #include "io/dataset.hpp"
 #include "io/loader.hpp"
+#include "src/train/describe.hpp"
 #include "src/train/network.hpp"
 #include "src/train/trainer.hpp"
 
@@ -227,6 +228,19 @@ TEST_F(Simt, TinyRunLearnsAndWritesItsRunDirectory) {
     EXPECT_LE(v, 1.0);
   }
   EXPECT_TRUE(summary["tasks"]["seg"]["metrics"].contains("miou"));
+}
+
+TEST_F(Simt, DescribeListsLayersTasksAndParameterCounts) {
+  const TrainConfig c = tiny_config(1);
+  const std::string d = describe_network(c);
+  for (const char* want : {"stem", "stage1.block0", "stage2.block0", "bars", "det", "seg", "classification"})
+    EXPECT_NE(d.find(want), std::string::npos) << want << " missing from\n" << d;
+  Network net(c, specs_of(c));
+  std::int64_t total = 0;
+  for (auto* p : net.parameters()) total += p->value.numel();
+  EXPECT_NE(d.find(str("parameters: ", total, " in all")), std::string::npos) << d;
+  // The 16x16 scene path costs more than the 8x8 bars path.
+  EXPECT_GT(net.path_macs(1), net.path_macs(0));
 }
 
 TEST_F(Simt, BadDatasetPairingIsNamed) {
