@@ -32,12 +32,7 @@ void register_eval(CLI::App& app) {
     const train::CheckpointMeta meta = train::read_checkpoint_meta(path);
     const train::TrainConfig config = train::parse_config(meta.config_yaml, {}, path + ":/config");
     if (config.threads > 0) omp_set_num_threads(config.threads);
-    std::vector<io::Dataset> datasets;
-    std::vector<train::TaskSpec> specs;
-    for (const auto& t : config.tasks) {
-      datasets.push_back(io::Dataset::open(t.dataset));
-      specs.push_back(train::resolve_task(t, datasets.back().manifest()));
-    }
+    const auto [datasets, specs] = train::open_tasks(config);
     train::Network net(config, specs);
     // The BN statistics are the checkpoint's (re-calibrated by the trainer before it saved).
     (void)train::read_checkpoint(path, {net.parameters(), net.buffers(), {}}, {true, false});

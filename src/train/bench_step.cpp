@@ -36,12 +36,7 @@ double sgemm_gflops() {
 StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps) {
   GPPF_CHECK(steps >= 1 && warmup_steps >= 0, "bench step: --steps must be >= 1 and --warmup >= 0");
   if (config.threads > 0) omp_set_num_threads(config.threads);
-  std::vector<io::Dataset> datasets;
-  std::vector<TaskSpec> specs;
-  for (const auto& t : config.tasks) {
-    datasets.push_back(io::Dataset::open(t.dataset));
-    specs.push_back(resolve_task(t, datasets.back().manifest()));
-  }
+  const auto [datasets, specs] = open_tasks(config);
   std::vector<std::unique_ptr<io::Loader>> loaders;
   for (std::size_t i = 0; i < specs.size(); ++i) {
     io::LoaderConfig lc;

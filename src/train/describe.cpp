@@ -28,8 +28,7 @@ std::string cell(const std::string& s, std::size_t w) {
 }  // namespace
 
 std::string describe_network(const TrainConfig& config) {
-  std::vector<TaskSpec> specs;
-  for (const auto& t : config.tasks) specs.push_back(resolve_task(t, io::Dataset::open(t.dataset).manifest()));
+  const std::vector<TaskSpec> specs = open_tasks(config).specs;
   Network net(config, specs);
   nn::Backbone& backbone = net.backbone();
   const nn::BackboneSpec& b = config.backbone;

@@ -32,6 +32,15 @@ TaskSpec resolve_task(const TaskConfig& config, const io::Manifest& manifest) {
   return t;
 }
 
+TaskData open_tasks(const TrainConfig& config) {
+  TaskData d;
+  for (const auto& t : config.tasks) {
+    d.datasets.push_back(io::Dataset::open(t.dataset));
+    d.specs.push_back(resolve_task(t, d.datasets.back().manifest()));
+  }
+  return d;
+}
+
 // ---- evaluation -----------------------------------------------------------------------
 
 TaskEvaluator::TaskEvaluator(const TaskSpec& spec)

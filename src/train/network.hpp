@@ -22,6 +22,13 @@ struct TaskSpec {
 
 TaskSpec resolve_task(const TaskConfig& config, const io::Manifest& manifest);
 
+// The config's data sets, opened, and its tasks resolved against them (same order as config.tasks).
+struct TaskData {
+  std::vector<io::Dataset> datasets;
+  std::vector<TaskSpec> specs;
+};
+TaskData open_tasks(const TrainConfig& config);
+
 struct TaskLoss {
   float total = 0;                     // weighted by the task's loss_weight
   std::map<std::string, float> parts;  // unweighted components ("ce"; "heatmap", "size", "offset")

@@ -183,12 +183,9 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
   if (config.threads > 0) omp_set_num_threads(config.threads);
 
   // Data sets, loaders and the resolved tasks.
-  std::vector<io::Dataset> datasets;
-  std::vector<TaskSpec> specs;
-  for (const auto& t : config.tasks) {
-    datasets.push_back(io::Dataset::open(t.dataset));
-    specs.push_back(resolve_task(t, datasets.back().manifest()));
-  }
+  TaskData tasks = open_tasks(config);
+  const std::vector<io::Dataset>& datasets = tasks.datasets;
+  const std::vector<TaskSpec>& specs = tasks.specs;
   std::vector<std::unique_ptr<io::Loader>> loaders;
   for (std::size_t i = 0; i < specs.size(); ++i)
     loaders.push_back(std::make_unique<io::Loader>(datasets[i], train_loader_config(config, specs[i], i)));

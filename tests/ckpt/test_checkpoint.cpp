@@ -21,7 +21,7 @@
 #include "src/train/checkpoint.hpp"
 #include "src/train/network.hpp"
 #include "src/train/trainer.hpp"
-#include "tests/ckpt/fixtures.hpp"
+#include "tests/common/datasets.hpp"
 
 namespace gppf::train {
 namespace {
@@ -102,8 +102,8 @@ class Checkpoint : public ::testing::Test {
   static void SetUpTestSuite() {
     s_dir = fs::temp_directory_path() / ("gppf-ckpt-" + std::to_string(::getpid()));
     fs::create_directories(s_dir);
-    ckpt_test::write_bars((s_dir / "bars").string(), 128, 40, 1);
-    ckpt_test::write_squares((s_dir / "squares").string(), 64, 20, 2);
+    test::write_bars((s_dir / "bars").string(), 128, 40, 1);
+    test::write_squares((s_dir / "squares").string(), 64, 20, 2);
     // The reference run: 12 steps straight, checkpoints every 3 steps, the newest 3 kept.
     s_straight = run_training(config(), {(s_dir / "straight").string(), ""});
   }

@@ -13,72 +13,15 @@
 #include "src/train/describe.hpp"
 #include "src/train/network.hpp"
 #include "src/train/trainer.hpp"
+#include "tests/common/datasets.hpp"
 
 namespace gppf::train {
 namespace {
 
 namespace fs = std::filesystem;
 
-// 8x8 grey images: class 0 has a bright left half, class 1 a bright right half, plus noise.
-void write_bars(const std::string& dir, int n_train, int n_test, std::uint64_t seed) {
-  io::DatasetWriter::Options o;
-  o.header.task = io::TaskType::Classification;
-  o.header.classes = {"left", "right"};
-  o.header.height = o.header.width = 8;
-  o.header.channels = 1;
-  o.header.block = 16;
-  o.force = true;
-  io::DatasetWriter w(dir, o);
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int> noise(0, 60);
-  for (const auto& [split, n] : {std::pair<std::string, int>{"train", n_train}, {"test", n_test}})
-    for (int i = 0; i < n; ++i) {
-      io::Sample s;
-      s.height = s.width = 8;
-      s.channels = 1;
-      s.label = i % 2;
-      s.id = i;
-      for (int y = 0; y < 8; ++y)
-        for (int x = 0; x < 8; ++x)
-          s.image.push_back(static_cast<std::uint8_t>(((x < 4) == (s.label == 0) ? 180 : 20) + noise(rng)));
-      w.add(split, s, "bars");
-    }
-  w.finish();
-}
-
-// 16x16 scenes with one bright 4x4..6x6 square of class 0 or 1 (1: brighter), boxes and masks.
-void write_squares(const std::string& dir, int n_train, int n_test, std::uint64_t seed) {
-  io::DatasetWriter::Options o;
-  o.header.task = io::TaskType::Detection;
-  o.header.classes = {"dim", "bright"};
-  o.header.height = o.header.width = 16;
-  o.header.channels = 1;
-  o.header.has_boxes = o.header.has_masks = true;
-  o.header.block = 16;
-  o.force = true;
-  io::DatasetWriter w(dir, o);
-  std::mt19937_64 rng(seed);
-  for (const auto& [split, n] : {std::pair<std::string, int>{"train", n_train}, {"test", n_test}})
-    for (int i = 0; i < n; ++i) {
-      io::Sample s;
-      s.height = s.width = 16;
-      s.channels = 1;
-      s.id = i;
-      const int cls = i % 2, size = 4 + static_cast<int>(rng() % 3);
-      const int x0 = static_cast<int>(rng() % (16 - size)), y0 = static_cast<int>(rng() % (16 - size));
-      s.image.assign(256, 10);
-      s.mask.assign(256, 0);
-      for (int y = y0; y < y0 + size; ++y)
-        for (int x = x0; x < x0 + size; ++x) {
-          s.image[static_cast<std::size_t>(y * 16 + x)] = cls ? 250 : 120;
-          s.mask[static_cast<std::size_t>(y * 16 + x)] = static_cast<std::uint8_t>(cls + 1);
-        }
-      s.boxes.push_back({static_cast<float>(x0), static_cast<float>(y0), static_cast<float>(x0 + size),
-                         static_cast<float>(y0 + size), cls});
-      w.add(split, s, "squares");
-    }
-  w.finish();
-}
+using test::write_bars;
+using test::write_squares;
 
 class Simt : public ::testing::Test {
  protected:

@@ -1,12 +1,12 @@
 #pragma once
-// Tiny data sets for checkpoint tests (copied from tests/train/test_simt.cpp).
+// Tiny synthetic data sets for the training, checkpoint and CLI tests, written in a test's temp dir.
 #include <random>
 #include <string>
 #include <utility>
 
 #include "io/dataset.hpp"
 
-namespace gppf::train::ckpt_test {
+namespace gppf::test {
 
 // 8x8 grey images: class 0 has a bright left half, class 1 a bright right half, plus noise.
 inline void write_bars(const std::string& dir, int n_train, int n_test, std::uint64_t seed) {
@@ -69,4 +69,4 @@ inline void write_squares(const std::string& dir, int n_train, int n_test, std::
   w.finish();
 }
 
-}  // namespace gppf::train::ckpt_test
+}  // namespace gppf::test
