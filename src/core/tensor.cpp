@@ -1,6 +1,7 @@
 #include "src/core/tensor.hpp"
 
 #include <malloc.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -48,8 +49,14 @@ Storage::Storage(std::size_t bytes, Device device, bool pinned) : m_bytes(bytes)
   } else if (pinned) {
     m_data = cuda::malloc_pinned(bytes);
   } else {
-    m_data = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    // Large buffers (activations, loader batches) go on transparent huge pages where the kernel
+    // allows it on request: a fresh 19 MB batch otherwise takes ~4,700 page faults to fill.
+    constexpr std::size_t kHuge = std::size_t(2) << 20;
+    const bool huge = bytes >= 2 * kHuge;
+    const std::size_t align = huge ? kHuge : 64;
+    m_data = std::aligned_alloc(align, (bytes + align - 1) / align * align);
     GPPF_CHECK(m_data, "host allocation of ", bytes, " bytes failed");
+    if (huge) madvise(m_data, (bytes + align - 1) / align * align, MADV_HUGEPAGE);
   }
 }
 
