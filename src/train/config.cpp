@@ -258,8 +258,8 @@ TrainConfig parse_config(const std::string& yaml_text, const std::vector<std::st
 
   Reader r(where);
   r.allow_keys(root, "",
-               {"seed", "steps", "device", "deterministic", "threads", "log_every", "eval_every", "eval_batches",
-                "eval_split", "bn_calibration_batches", "loader_workers", "checkpoint_every", "keep_checkpoints",
+               {"seed", "steps", "device", "threads", "log_every", "eval_every", "eval_batches", "eval_split",
+                "bn_calibration_batches", "loader_workers", "checkpoint_every", "keep_checkpoints",
                 "checkpoint_minutes", "optimizer", "schedule", "model", "tasks"});
   TrainConfig c;
   c.config_path = where;
@@ -268,7 +268,6 @@ TrainConfig parse_config(const std::string& yaml_text, const std::vector<std::st
   GPPF_CHECK(c.steps >= 1, where, ": key 'steps' must be >= 1, got ", c.steps);
   r.get(root, "", "device", c.device);
   (void)Device::parse(c.device);
-  r.get(root, "", "deterministic", c.deterministic);
   r.get(root, "", "threads", c.threads);
   r.get(root, "", "log_every", c.log_every);
   r.get(root, "", "eval_every", c.eval_every);

@@ -36,7 +36,6 @@ struct TrainConfig {
   std::uint64_t seed = 1;
   std::int64_t steps = 1000;
   std::string device = "host";
-  bool deterministic = true;
   int threads = 0;  // OpenMP threads; 0: the runtime's default
   std::int64_t log_every = 50;
   std::int64_t eval_every = 0;    // 0: only at the end
