@@ -186,6 +186,22 @@ TEST_F(Simt, DescribeListsLayersTasksAndParameterCounts) {
   EXPECT_GT(net.path_macs(1), net.path_macs(0));
 }
 
+TEST_F(Simt, ANonFiniteLossStopsTheRunNamingTaskAndStep) {
+  TrainConfig c = tiny_config(20);
+  c.optimizer.lr = 1e30f;  // the first update overflows the weights
+  c.schedule.base_lr = 1e30f;
+  try {
+    run_training(c, {(s_dir / "nan-run").string(), ""});
+    FAIL() << "expected the run to stop";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("the loss is"), std::string::npos) << what;
+    EXPECT_NE(what.find("task '"), std::string::npos) << what;
+    EXPECT_NE(what.find("at step "), std::string::npos) << what;
+    EXPECT_NE(what.find("lower optimizer.lr"), std::string::npos) << what;
+  }
+}
+
 TEST_F(Simt, BadDatasetPairingIsNamed) {
   TrainConfig c = tiny_config(1);
   c.tasks[0].dataset = (s_dir / "squares").string();
