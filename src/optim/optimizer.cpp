@@ -127,9 +127,10 @@ namespace {
 
 std::int64_t& counter(Tensor& t) { return t.data_as<std::int64_t>()[0]; }
 
-class Sgd final : public Optimizer {
+// SGD and LARS share their state: one momentum buffer per trainable parameter (none when momentum is 0).
+class MomentumBase : public Optimizer {
  public:
-  Sgd(const OptimizerConfig& c, std::vector<nn::Parameter*> params) : Optimizer(c, std::move(params)) {
+  MomentumBase(const OptimizerConfig& c, std::vector<nn::Parameter*> params) : Optimizer(c, std::move(params)) {
     m_momentum.resize(m_params.size());
     if (c.momentum > 0.0f)
       for (std::size_t i = 0; i < m_params.size(); ++i)
@@ -144,36 +145,32 @@ class Sgd final : public Optimizer {
   }
 
  protected:
+  Tensor* momentum(std::size_t i) { return m_momentum[i].defined() ? &m_momentum[i] : nullptr; }
+
+ private:
+  std::vector<Tensor> m_momentum;
+};
+
+class Sgd final : public MomentumBase {
+ public:
+  using MomentumBase::MomentumBase;
+
+ protected:
   void update(const StepContext& ctx) override {
     std::vector<kernels::SgdUpdate> jobs;
     for (std::size_t i : ctx.touched) {
       nn::Parameter& p = *m_params[i];
       const kernels::SgdParams sp{ctx.lr, m_config.momentum, p.decay ? m_config.weight_decay : 0.0f, ctx.grad_scale,
                                   m_config.nesterov};
-      jobs.push_back({sp, &p.value, &p.grad, m_momentum[i].defined() ? &m_momentum[i] : nullptr});
+      jobs.push_back({sp, &p.value, &p.grad, momentum(i)});
     }
     kernels::sgd_update(jobs, ctx.stream);
   }
-
- private:
-  std::vector<Tensor> m_momentum;
 };
 
-class Lars final : public Optimizer {
+class Lars final : public MomentumBase {
  public:
-  Lars(const OptimizerConfig& c, std::vector<nn::Parameter*> params) : Optimizer(c, std::move(params)) {
-    m_momentum.resize(m_params.size());
-    if (c.momentum > 0.0f)
-      for (std::size_t i = 0; i < m_params.size(); ++i)
-        if (m_params[i]->trainable) m_momentum[i] = zeros_like(i);
-  }
-
-  std::vector<std::pair<std::string, Tensor*>> state() override {
-    std::vector<std::pair<std::string, Tensor*>> out;
-    for (std::size_t i = 0; i < m_params.size(); ++i)
-      if (m_momentum[i].defined()) out.emplace_back(m_params[i]->name + ".momentum", &m_momentum[i]);
-    return out;
-  }
+  using MomentumBase::MomentumBase;
 
  protected:
   bool wants_param_norms() const override { return true; }
@@ -191,13 +188,10 @@ class Lars final : public Optimizer {
                   : 1.0;
       const kernels::LarsParams lp{ctx.lr,         m_config.momentum, wd, static_cast<float>(trust),
                                    ctx.grad_scale, m_config.nesterov};
-      jobs.push_back({lp, &p.value, &p.grad, m_momentum[i].defined() ? &m_momentum[i] : nullptr});
+      jobs.push_back({lp, &p.value, &p.grad, momentum(i)});
     }
     kernels::lars_update(jobs, ctx.stream);
   }
-
- private:
-  std::vector<Tensor> m_momentum;
 };
 
 // AdamW and LAMB share their state: two moments and a step count per parameter.
