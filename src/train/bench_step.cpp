@@ -11,6 +11,7 @@
 
 #include "src/optim/optimizer.hpp"
 #include "src/train/network.hpp"
+#include "src/train/trainer.hpp"
 
 namespace gppf::train {
 namespace {
@@ -38,15 +39,8 @@ StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps) {
   if (config.threads > 0) omp_set_num_threads(config.threads);
   const auto [datasets, specs] = open_tasks(config);
   std::vector<std::unique_ptr<io::Loader>> loaders;
-  for (std::size_t i = 0; i < specs.size(); ++i) {
-    io::LoaderConfig lc;
-    lc.batch_size = specs[i].config.batch_size;
-    lc.workers = config.loader_workers;
-    lc.seed = config.seed + i;
-    lc.augment = specs[i].config.augment;
-    lc.pinned = false;
-    loaders.push_back(std::make_unique<io::Loader>(datasets[i], lc));
-  }
+  for (std::size_t i = 0; i < specs.size(); ++i)
+    loaders.push_back(std::make_unique<io::Loader>(datasets[i], train_loader_config(config, specs[i], i)));
   Network net(config, specs);
   auto optimizer = optim::Optimizer::create(config.optimizer, net.parameters());
 

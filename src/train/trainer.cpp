@@ -69,17 +69,6 @@ class MetricsLog {
   std::ofstream m_out;
 };
 
-io::LoaderConfig train_loader_config(const TrainConfig& c, const TaskSpec& t, std::size_t index) {
-  io::LoaderConfig l;
-  l.split = "train";
-  l.batch_size = t.config.batch_size;
-  l.workers = c.loader_workers;
-  l.seed = c.seed * 1000003ull + index;
-  l.augment = t.config.augment;
-  l.pinned = false;
-  return l;
-}
-
 io::LoaderConfig eval_loader_config(const TrainConfig& c, const TaskSpec& t, const std::string& split) {
   io::LoaderConfig l;
   l.split = split;
@@ -141,6 +130,17 @@ std::string rng_text(const std::mt19937_64& rng) {
 }
 
 }  // namespace
+
+io::LoaderConfig train_loader_config(const TrainConfig& c, const TaskSpec& t, std::size_t index) {
+  io::LoaderConfig l;
+  l.split = "train";
+  l.batch_size = t.config.batch_size;
+  l.workers = c.loader_workers;
+  l.seed = c.seed * 1000003ull + index;
+  l.augment = t.config.augment;
+  l.pinned = false;
+  return l;
+}
 
 void calibrate_task(Network& net, int task, const io::Dataset& dataset, const TrainConfig& config) {
   if (config.bn_calibration_batches <= 0) return;

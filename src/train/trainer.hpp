@@ -17,6 +17,7 @@
 #include <string>
 
 #include "io/dataset.hpp"
+#include "io/loader.hpp"
 #include "src/train/config.hpp"
 
 namespace gppf::train {
@@ -37,6 +38,10 @@ struct TrainOptions {
   std::string run_dir;
   std::string resume;  // "", "auto" or a checkpoint path
 };
+
+// The loader of task `index` for training: its batch, augmentation and a seed of (config seed, index).
+struct TaskSpec;
+io::LoaderConfig train_loader_config(const TrainConfig& config, const TaskSpec& task, std::size_t index);
 
 TrainSummary run_training(const TrainConfig& config, const TrainOptions& options);
 
