@@ -50,7 +50,10 @@ void decode_png(const std::uint8_t* data, std::size_t size, int channels, const 
   out.width = static_cast<int>(img.width);
   out.channels = channels;
   out.pixels.resize(PNG_IMAGE_SIZE(img));
-  if (!png_image_finish_read(&img, nullptr, out.pixels.data(), 0, nullptr)) {
+  // Dropping alpha composites onto `background`; without one libpng composites onto whatever the
+  // (reused) buffer held before, so transparent pixels would show the previous image.
+  png_color background{0, 0, 0};
+  if (!png_image_finish_read(&img, &background, out.pixels.data(), 0, nullptr)) {
     const std::string msg = img.message;
     png_image_free(&img);
     GPPF_THROW(what, ": undecodable PNG (", msg, ")");

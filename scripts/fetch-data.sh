@@ -8,7 +8,7 @@
 # Usage: scripts/fetch-data.sh [--for CONFIG.yaml] [--only NAME[,NAME...]] [--force] [--list]
 #   --for CONFIG  fetch the data sets the config names (any "data/NAME" in it); default mnist, fashion-mnist
 #   --only NAMES  fetch exactly these: mnist, fashion-mnist, mnist-det, tuxpaint, backgrounds,
-#                 tuxpaint-det, emoji
+#                 tuxpaint-det, emoji (configs/README.md says which config needs which)
 #   --force       re-convert even when the data set exists
 # Environment: GPPF_DATA (default data/), GPPF_BIN (default build/bin/gppf).
 set -euo pipefail
@@ -63,7 +63,7 @@ while [ $# -gt 0 ]; do
     --only) only=${2:?--only needs names}; shift 2 ;;
     --force) force=1; shift ;;
     --list) echo "$ALL_NAMES"; exit 0 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
@@ -199,15 +199,16 @@ fetch_tuxpaint_det() {
 }
 
 fetch_emoji() {
-  [ "$force" = 0 ] && [ -f "$DATA/emoji/.done" ] && { say "emoji: present"; return; }
+  have_dataset emoji && { say "emoji: present"; return; }
+  local raw="$CACHE/emoji" got
   npm_fetch "$EMOJI_NPM" "$EMOJI_TGZ"
-  local got
   got=$(sha512sum "$DL/$EMOJI_TGZ" | cut -d' ' -f1 | xxd -r -p | base64 -w0)
   [ "$got" = "$EMOJI_SHA512" ] || die "$DL/$EMOJI_TGZ: SHA-512 differs from the npm index's"
-  rm -rf "$DATA/emoji" && mkdir -p "$DATA/emoji"
-  tar -xzf "$DL/$EMOJI_TGZ" -C "$DATA/emoji" --strip-components=1 --wildcards 'package/img/google/64/*' 'package/emoji.json'
-  touch "$DATA/emoji/.done"
-  say "emoji: 64x64 PNG artwork and emoji.json in $DATA/emoji"
+  rm -rf "$raw" && mkdir -p "$raw"
+  tar -xzf "$DL/$EMOJI_TGZ" -C "$raw" --strip-components=1 --wildcards 'package/img/google/64/*' 'package/emoji.json'
+  # 64x64 artwork on white, one class per emoji.json category (Component and skin-tone variants left
+  # out); a fifth of the emoji, chosen by a seeded hash of their code points, form the test split.
+  convert emoji --format emoji --src "$raw" --size 64 --test-fraction 0.2 --seed 6
 }
 
 for name in "${wanted[@]}"; do

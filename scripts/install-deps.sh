@@ -12,6 +12,8 @@ PACKAGES=(
   libdnnl-dev libopenblas-dev libopenblas-openmp-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libpng-dev libjpeg-dev libturbojpeg0-dev zlib1g-dev
+  # tests/slurm/slurm_test.sh starts its own single-node Slurm (no system service is configured)
+  slurmctld slurmd slurm-client munge
 )
 PACKAGES+=(${GPPF_EXTRA_PACKAGES:-})
 

@@ -5,6 +5,8 @@
 
 #include "src/cli/commands.hpp"
 #include "src/core/error.hpp"
+#include "src/dist/mpi.hpp"
+#include "src/train/bench_comm.hpp"
 #include "src/train/bench_step.hpp"
 
 namespace gppf::cli {
@@ -14,6 +16,8 @@ void register_bench(CLI::App& app) {
     std::string what, config;
     std::vector<std::string> overrides;
     int steps = 20, warmup = 3;
+    double step_ms = 64.5;
+    int images_per_gpu = 256;
     bool json = false;
   };
   auto opts = std::make_shared<Options>();
@@ -24,9 +28,22 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--steps", opts->steps, "timed steps")->capture_default_str();
   cmd->add_option("--warmup", opts->warmup, "untimed steps first")->capture_default_str();
   cmd->add_flag("--json", opts->json, "print JSON instead of a table");
+  cmd->add_option("--step-ms", opts->step_ms, "comm: GPU compute time of one step, for the scaling model")
+      ->capture_default_str();
+  cmd->add_option("--images-per-gpu", opts->images_per_gpu, "comm: images per GPU and step at --step-ms")
+      ->capture_default_str();
   cmd->callback([opts] {
-    if (opts->what == "comm") GPPF_NOT_IMPLEMENTED("bench comm arrives with issue 6 (distributed SIMT)");
-    GPPF_CHECK(!opts->config.empty(), "bench step: --config FILE is required");
+    GPPF_CHECK(!opts->config.empty(), "bench ", opts->what, ": --config FILE is required");
+    if (opts->what == "comm") {
+      std::unique_ptr<dist::MpiEnvironment> mpi = dist::start_mpi_for_launch();
+      train::CommBenchOptions co;
+      co.json = opts->json;
+      co.step_ms = opts->step_ms;
+      co.images_per_gpu = opts->images_per_gpu;
+      const std::string text = train::bench_comm(train::load_config(opts->config, opts->overrides), co);
+      if (!mpi || mpi->rank() == 0) std::fputs(text.c_str(), stdout);
+      return;
+    }
     const auto result = train::bench_step(train::load_config(opts->config, opts->overrides), opts->warmup, opts->steps);
     std::fputs((opts->json ? result.to_json() + "\n" : result.to_table()).c_str(), stdout);
   });

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "io/convert.hpp"
+#include "io/convert_emoji.hpp"
 #include "src/cli/commands.hpp"
 #include "src/core/error.hpp"
 
@@ -36,15 +37,16 @@ void register_convert(CLI::App& app) {
       "  gppf convert --format imagefolder --src photos/ --out data/photos --val-fraction 0.1 --test-fraction 0.1\n"
       "  gppf convert --format coco --src instances_train.json --images imgs/ --out data/coco\n"
       "  gppf convert --format canvas --src data/mnist --size 64 --max-objects 4 --out data/mnist-det\n"
+      "  gppf convert --format emoji --src emoji-datasource-google/ --out data/emoji --test-fraction 0.2\n"
       "The output is written to a temporary folder and renamed at the end; an existing --out is only\n"
       "replaced with --force. Format: docs/DATA_FORMAT.md.");
-  cmd->add_option("--format", o->format, "idx, imagefolder, coco or canvas")
+  cmd->add_option("--format", o->format, "idx, imagefolder, coco, canvas or emoji")
       ->required()
-      ->check(CLI::IsMember({"idx", "imagefolder", "coco", "canvas"}));
+      ->check(CLI::IsMember({"idx", "imagefolder", "coco", "canvas", "emoji"}));
   cmd->add_option("--out", o->common.out, "output data set directory")->required();
   cmd->add_option("--src", o->src,
                   "source: IDX folder (idx), class folders (imagefolder), JSON file or folder (coco), converted "
-                  "classification data set (canvas)");
+                  "classification data set (canvas), unpacked emoji-datasource package (emoji)");
   cmd->add_flag("--force", o->common.force, "replace an existing output data set");
   cmd->add_option("--seed", o->common.seed, "seed for derived splits and canvas scenes")->capture_default_str();
   cmd->add_option("--val-fraction", o->common.val_fraction, "fraction to val when the source has no val split")
@@ -59,9 +61,11 @@ void register_convert(CLI::App& app) {
   cmd->add_option("--channels", o->channels,
                   "imagefolder/coco/canvas: 1 or 3 channels (canvas default: 1 on a blank "
                   "canvas, 3 on backgrounds)");
-  cmd->add_option("--images", o->coco.images, "coco: image folder (default: the JSON's folder)");
+  cmd->add_option("--images", o->coco.images,
+                  "coco: image folder (default: the JSON's folder); emoji: default SRC/img/google/64");
   cmd->add_option("--backgrounds", o->canvas.backgrounds, "canvas: folder of background photos (default: blank)");
-  cmd->add_option("--size", o->canvas.size, "canvas: side of the square canvas")->capture_default_str();
+  cmd->add_option("--size", o->canvas.size, "canvas: side of the square canvas; emoji: image side (resized)")
+      ->capture_default_str();
   cmd->add_option("--min-objects", o->canvas.min_objects, "canvas: objects per scene, at least")->capture_default_str();
   cmd->add_option("--max-objects", o->canvas.max_objects, "canvas: objects per scene, at most")->capture_default_str();
   cmd->add_option("--scale-min", o->canvas.scale_min, "canvas: smallest object scale")->capture_default_str();
@@ -86,6 +90,12 @@ void register_convert(CLI::App& app) {
       o->coco.src = o->src;
       o->coco.channels = o->channels == 0 ? 3 : o->channels;
       io::convert_coco(o->coco, o->common);
+    } else if (o->format == "emoji") {
+      io::EmojiOptions emoji;
+      emoji.src = o->src;
+      emoji.images = o->coco.images;
+      emoji.size = o->canvas.size;
+      io::convert_emoji(emoji, o->common);
     } else {
       o->canvas.src = o->src;
       o->canvas.channels = o->channels;

@@ -34,7 +34,12 @@ void inspect_checkpoint(const std::string& path) {
   std::printf("  format version %lld, written by gppf %s (git %s)\n", static_cast<long long>(meta.format_version),
               meta.gppf_version.c_str(), meta.git_sha.c_str());
   std::printf("  step: %lld of %lld\n", static_cast<long long>(meta.step), static_cast<long long>(config.steps));
-  std::printf("  layout: 1 process (world size 1)\n");
+  if (meta.world_size == 1)
+    std::printf("  layout: 1 process (world size 1)\n");
+  else
+    std::printf("  layout: %d processes (world size %d: this file and %d shard files)\n", meta.world_size,
+                meta.world_size, meta.world_size - 1);
+  if (!meta.layout.empty()) std::printf("  layout detail: %s\n", meta.layout.c_str());
   std::printf("  optimizer: %s\n", meta.optimizer_type.c_str());
   std::printf("  model: %s, %d legos per layer (top-%d, %d shared)\n", config.backbone.name.c_str(),
               config.backbone.num_legos, config.backbone.top_k, config.backbone.num_shared);

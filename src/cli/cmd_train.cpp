@@ -5,6 +5,8 @@
 #include <vector>
 
 #include "src/cli/commands.hpp"
+#include "src/core/error.hpp"
+#include "src/dist/mpi.hpp"
 #include "src/train/config.hpp"
 #include "src/train/trainer.hpp"
 
@@ -22,9 +24,20 @@ void register_train(CLI::App& app) {
   cmd->add_option("--out", opts->out, "run directory (metrics.jsonl, summary.json, checkpoints/)")->required();
   cmd->add_option("--resume", opts->resume, "auto, or a checkpoint path");
   cmd->callback([opts] {
-    const train::TrainConfig config = train::load_config(opts->config, opts->overrides);
-    if (train::run_training(config, {opts->out, opts->resume}).interrupted) {
+    // Under mpirun or srun: one process of many (docs/SCALING.md). A plain launch stays MPI-free.
+    std::unique_ptr<dist::MpiEnvironment> mpi = dist::start_mpi_for_launch();
+    bool interrupted = false;
+    try {
+      const train::TrainConfig config = train::load_config(opts->config, opts->overrides);
+      interrupted = train::run_training(config, {opts->out, opts->resume}).interrupted;
+    } catch (const std::exception& e) {
+      // The other ranks would wait for this one in their next collective: stop them all now.
+      if (mpi && mpi->size() > 1) dist::abort_all(str("rank ", mpi->rank(), ": ", e.what()));
+      throw;
+    }
+    if (interrupted) {
       std::fflush(stdout);
+      mpi.reset();
       std::exit(train::kExitRequeue);  // checkpointed after SIGTERM/SIGUSR1: "requeue me"
     }
   });

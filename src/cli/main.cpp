@@ -19,6 +19,8 @@ std::string version_text() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Batch logs (Slurm, mpirun) should get progress lines as they happen, not in 4 KiB bursts.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   CLI::App app{
       "GPPF: general perception pre-training through sparsely activated multi-task learning.\n"
       "One network of lego layers; every task trains its own learned subset of legos in every step."};

@@ -2,6 +2,7 @@
 // The process group as launched by mpirun, srun or nothing at all (a single process).
 #include <mpi.h>
 
+#include <memory>
 #include <string>
 
 #include "src/core/error.hpp"
@@ -42,5 +43,19 @@ class MpiEnvironment {
   int m_local_rank = 0;
   int m_local_size = 1;
 };
+
+// True when this process was started by an MPI launcher (mpirun/mpiexec, or srun with PMI/PMIx), so
+// that MPI_Init will find its peers. A plain `gppf train` does not initialise MPI at all.
+bool launched_by_mpi();
+
+// For commands that run on every rank (train, bench comm): MPI when a launcher started this process,
+// checked against what the launcher's environment says (src/dist/launch.hpp); null for a plain run.
+// Throws one line when the launcher started several tasks that cannot find each other (`srun`
+// without `--mpi=pmix`) or MPI disagrees with the launcher about rank or size.
+std::unique_ptr<MpiEnvironment> start_mpi_for_launch();
+
+// Prints "gppf: error: <why>" and aborts every rank of the job (MPI_Abort), so that no rank waits for
+// this one in a collective.
+[[noreturn]] void abort_all(const std::string& why);
 
 }  // namespace gppf::dist

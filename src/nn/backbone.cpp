@@ -141,6 +141,7 @@ Backbone::Backbone(const BackboneSpec& spec, int num_tasks, std::uint64_t seed)
       ls.lego_width = spec.lego_width(st.channels);
       m_layers.push_back(
           std::make_unique<LegoLayer>(str("stage", s + 1, ".block", b), ls, num_tasks, spec.routing, rng));
+      m_layers.back()->set_index(static_cast<int>(m_layers.size()) - 1);
       in = st.channels;
     }
     m_stage_ends.push_back(static_cast<int>(m_layers.size()) - 1);
@@ -148,6 +149,13 @@ Backbone::Backbone(const BackboneSpec& spec, int num_tasks, std::uint64_t seed)
 }
 
 std::vector<Tensor> Backbone::forward(const RunState& rs, const Tensor& x, std::int64_t step) {
+  if (!x.defined()) {
+    // Expert parallelism, a round in which this rank runs no task: it still serves its legos to the
+    // other members of its block, layer by layer.
+    GPPF_CHECK(rs.exchange, "backbone: forward without an input");
+    for (auto& layer : m_layers) layer->forward(rs, Tensor(), step);
+    return {};
+  }
   Tensor h = m_stem.forward(rs, x);
   std::vector<Tensor> features;
   std::size_t stage = 0;
@@ -162,6 +170,15 @@ std::vector<Tensor> Backbone::forward(const RunState& rs, const Tensor& x, std::
 }
 
 void Backbone::backward(const RunState& rs, const std::vector<Tensor>& d_features) {
+  if (d_features.empty()) {
+    GPPF_CHECK(rs.exchange, "backbone: backward without feature gradients");
+    for (int i = static_cast<int>(m_layers.size()) - 1; i >= 0; --i) {
+      m_layers[static_cast<std::size_t>(i)]->backward(rs, Tensor());
+      if (rs.grads_final) (*rs.grads_final)(i);
+    }
+    if (rs.grads_final) (*rs.grads_final)(-1);
+    return;
+  }
   GPPF_CHECK(d_features.size() == m_stage_ends.size(), "backbone: ", d_features.size(), " feature gradients for ",
              m_stage_ends.size(), " stages");
   Tensor d;
@@ -179,8 +196,10 @@ void Backbone::backward(const RunState& rs, const std::vector<Tensor>& d_feature
     }
     GPPF_CHECK(d.defined(), "backbone: no gradient reaches layer ", m_layers[static_cast<std::size_t>(i)]->name());
     d = m_layers[static_cast<std::size_t>(i)]->backward(rs, d);
+    if (rs.grads_final) (*rs.grads_final)(i);
   }
   m_stem.backward(rs, d);
+  if (rs.grads_final) (*rs.grads_final)(-1);
 }
 
 float Backbone::apply_balance(const std::vector<int>& tasks) {
@@ -225,6 +244,16 @@ std::vector<Shape> Backbone::stage_shapes(const Shape& x) const {
       out.push_back(h);
       ++stage;
     }
+  }
+  return out;
+}
+
+std::vector<Shape> Backbone::layer_input_shapes(const Shape& x) const {
+  std::vector<Shape> out;
+  Shape h = m_stem.output_shape(x);
+  for (const auto& layer : m_layers) {
+    out.push_back(h);
+    h = layer->output_shape(h);
   }
   return out;
 }

@@ -82,6 +82,8 @@ class Backbone final : public Module {
   Shape stem_output_shape(const Shape& x) const { return m_stem.output_shape(x); }
   // Shapes of the stage outputs for an input of shape x.
   std::vector<Shape> stage_shapes(const Shape& x) const;
+  // The input shape of every lego layer for an input of shape x.
+  std::vector<Shape> layer_input_shapes(const Shape& x) const;
 
  private:
   BackboneSpec m_spec;

@@ -1,6 +1,10 @@
 #include "src/nn/layers.hpp"
 
+#include <algorithm>
+#include <cmath>
+
 #include "kernels/linear.hpp"
+#include "src/dist/comm.hpp"
 
 namespace gppf::nn {
 
@@ -74,6 +78,8 @@ Tensor BatchNorm::forward(const RunState& rs, const Tensor& x) {
                                  rs.stream);
     return y;
   }
+  if (rs.bn_sync) return forward_synced(rs, x, t);
+  m_count = 0;
   const Shape c{x.dim(-1)};
   m_save_mean = Tensor::empty(c, DType::F32, x.device());
   m_save_invstd = Tensor::empty(c, DType::F32, x.device());
@@ -88,12 +94,116 @@ Tensor BatchNorm::forward(const RunState& rs, const Tensor& x) {
 
 Tensor BatchNorm::backward(const RunState& rs, const Tensor& dy) {
   GPPF_CHECK(m_x.defined(), m_name, ": backward without a training forward");
+  if (m_count > 0) return backward_synced(rs, dy);
   Tensor dx = Tensor::empty(m_x.shape(), m_x.dtype(), m_x.device());
   const auto mode = m_gamma.take_grad_mode();
   m_beta.take_grad_mode();
   kernels::batchnorm_bwd(m_params, m_x, m_y, dy, m_gamma.value, m_save_mean, m_save_invstd, dx, m_gamma.grad,
                          m_beta.grad, mode, rs.stream);
   m_x = m_y = Tensor();
+  return dx;
+}
+
+Tensor BatchNorm::forward_synced(const RunState& rs, const Tensor& x, std::size_t t) {
+  GPPF_CHECK(x.device().is_host() && x.dtype() == DType::F32, m_name,
+             ": synchronised batch norm runs on host f32, got ", x.desc());
+  const std::int64_t C = x.dim(-1), rows = x.numel() / C;
+  const float* xp = x.data_as<float>();
+  // [sum x (C), sum x^2 (C), rows] in double, summed over the replicas.
+  std::vector<double> s(static_cast<std::size_t>(2 * C + 1), 0.0);
+#pragma omp parallel
+  {
+    std::vector<double> part(static_cast<std::size_t>(2 * C), 0.0);
+#pragma omp for schedule(static) nowait
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const float* row = xp + r * C;
+      for (std::int64_t c = 0; c < C; ++c) {
+        const double v = row[c];
+        part[static_cast<std::size_t>(c)] += v;
+        part[static_cast<std::size_t>(C + c)] += v * v;
+      }
+    }
+#pragma omp critical
+    for (std::size_t i = 0; i < part.size(); ++i) s[i] += part[i];
+  }
+  s.back() = static_cast<double>(rows);
+  rs.bn_sync->allreduce_sum(s.data(), static_cast<std::int64_t>(s.size()), m_name + " synchronised statistics");
+  const double n = s.back();
+  m_save_mean = Tensor::empty({C}, DType::F32);
+  m_save_invstd = Tensor::empty({C}, DType::F32);
+  Tensor var = Tensor::empty({C}, DType::F32);
+  const float momentum = rs.bn_momentum >= 0 ? rs.bn_momentum : m_params.momentum;
+  float* rm = m_running_mean[t].data_as<float>();
+  float* rv = m_running_var[t].data_as<float>();
+  for (std::int64_t c = 0; c < C; ++c) {
+    const double mean = s[static_cast<std::size_t>(c)] / n;
+    const double v = std::max(0.0, s[static_cast<std::size_t>(C + c)] / n - mean * mean);
+    m_save_mean.data_as<float>()[c] = static_cast<float>(mean);
+    var.data_as<float>()[c] = static_cast<float>(v);
+    m_save_invstd.data_as<float>()[c] = static_cast<float>(1.0 / std::sqrt(v + m_params.eps));
+    rm[c] = static_cast<float>((1.0 - momentum) * rm[c] + momentum * mean);
+    rv[c] = static_cast<float>((1.0 - momentum) * rv[c] + momentum * v * n / std::max(1.0, n - 1.0));
+  }
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  kernels::batchnorm_fwd_infer(m_params, x, m_gamma.value, m_beta.value, m_save_mean, var, y, rs.stream);
+  m_x = x;
+  m_y = y;
+  m_count = n;
+  return y;
+}
+
+Tensor BatchNorm::backward_synced(const RunState& rs, const Tensor& dy) {
+  GPPF_CHECK(rs.bn_sync, m_name, ": synchronised forward but backward without a communicator");
+  const std::int64_t C = m_x.dim(-1), rows = m_x.numel() / C;
+  const float* xp = m_x.data_as<float>();
+  const float* yp = m_y.data_as<float>();
+  const float* dyp = dy.data_as<float>();
+  const float* mean = m_save_mean.data_as<float>();
+  const float* inv = m_save_invstd.data_as<float>();
+  const bool relu = m_params.relu;
+  // Local [sum dy' (C), sum dy' xhat (C)], dy' = dy masked by the ReLU.
+  std::vector<double> s(static_cast<std::size_t>(2 * C), 0.0);
+#pragma omp parallel
+  {
+    std::vector<double> part(static_cast<std::size_t>(2 * C), 0.0);
+#pragma omp for schedule(static) nowait
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < C; ++c) {
+        const std::int64_t i = r * C + c;
+        const double g = relu && yp[i] <= 0.0f ? 0.0 : dyp[i];
+        part[static_cast<std::size_t>(c)] += g;
+        part[static_cast<std::size_t>(C + c)] += g * (xp[i] - mean[c]) * inv[c];
+      }
+#pragma omp critical
+    for (std::size_t i = 0; i < part.size(); ++i) s[i] += part[i];
+  }
+  // The affine gradients are this replica's share; the gradient all-reduce sums them.
+  const auto mode = m_gamma.take_grad_mode();
+  m_beta.take_grad_mode();
+  float* dg = m_gamma.grad.data_as<float>();
+  float* db = m_beta.grad.data_as<float>();
+  for (std::int64_t c = 0; c < C; ++c) {
+    const float vg = static_cast<float>(s[static_cast<std::size_t>(C + c)]);
+    const float vb = static_cast<float>(s[static_cast<std::size_t>(c)]);
+    dg[c] = mode == kernels::GradMode::Overwrite ? vg : dg[c] + vg;
+    db[c] = mode == kernels::GradMode::Overwrite ? vb : db[c] + vb;
+  }
+  rs.bn_sync->allreduce_sum(s.data(), static_cast<std::int64_t>(s.size()), m_name + " synchronised gradient sums");
+  const double n = m_count;
+  const float* gamma = m_gamma.value.data_as<float>();
+  Tensor dx = Tensor::empty(m_x.shape(), m_x.dtype(), m_x.device());
+  float* dxp = dx.data_as<float>();
+#pragma omp parallel for schedule(static)
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < C; ++c) {
+      const std::int64_t i = r * C + c;
+      const double g = relu && yp[i] <= 0.0f ? 0.0 : dyp[i];
+      const double xhat = (xp[i] - mean[c]) * inv[c];
+      dxp[i] = static_cast<float>(
+          gamma[c] * inv[c] * (g - s[static_cast<std::size_t>(c)] / n - xhat * s[static_cast<std::size_t>(C + c)] / n));
+    }
+  m_x = m_y = Tensor();
+  m_count = 0;
   return dx;
 }
 

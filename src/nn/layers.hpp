@@ -28,6 +28,10 @@ class Conv2d final : public Module {
   // Multiply-adds of one forward pass for an input of this shape (FLOPs = 2x).
   std::int64_t macs(const Shape& x) const;
   Shape output_shape(const Shape& x) const;
+  // What the last training forward saved for backward, moved out and back: an expert-parallel lego
+  // runs for several tasks in one round and keeps one saved context per call.
+  Tensor take_saved() { return std::move(m_x); }
+  void restore_saved(Tensor saved) { m_x = std::move(saved); }
 
  private:
   ConvSpec m_spec;
@@ -48,13 +52,33 @@ class BatchNorm final : public Module {
   void collect_buffers(std::vector<NamedTensor>& out) override;
   // The shape of the input saved by the last training forward (until backward consumes it).
   const Shape& input_shape() const { return m_x.shape(); }
+  struct Saved {
+    Tensor x, y, mean, invstd;
+    double count = 0;
+  };
+  Saved take_saved() {
+    return {std::move(m_x), std::move(m_y), std::move(m_save_mean), std::move(m_save_invstd), m_count};
+  }
+  void restore_saved(Saved s) {
+    m_x = std::move(s.x);
+    m_y = std::move(s.y);
+    m_save_mean = std::move(s.mean);
+    m_save_invstd = std::move(s.invstd);
+    m_count = s.count;
+  }
 
  private:
+  // Synchronised BN (RunState::bn_sync): statistics and their gradients summed over the replicas that
+  // share the task's micro-batch; host f32.
+  Tensor forward_synced(const RunState& rs, const Tensor& x, std::size_t task);
+  Tensor backward_synced(const RunState& rs, const Tensor& dy);
+
   std::string m_name;
   kernels::BatchNormParams m_params;
   Parameter m_gamma, m_beta;
   std::vector<Tensor> m_running_mean, m_running_var;  // one per task
   Tensor m_x, m_y, m_save_mean, m_save_invstd;
+  double m_count = 0;  // synchronised BN: the global number of rows of the last forward
 };
 
 class Linear final : public Module {

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "kernels/elementwise.hpp"
+#include "src/dist/exchange.hpp"
 
 namespace gppf::nn {
 namespace {
@@ -53,6 +54,20 @@ void Bottleneck::backward(const RunState& rs, const Tensor& dy, Tensor& dx, kern
   m_conv2.backward(rs, d, &dh1, kernels::GradMode::Overwrite);
   d = m_bn1.backward(rs, dh1);
   m_conv1.backward(rs, d, &dx, dx_mode);
+}
+
+Bottleneck::Saved Bottleneck::take_saved() {
+  return {m_conv1.take_saved(), m_conv2.take_saved(), m_conv3.take_saved(),
+          m_bn1.take_saved(),   m_bn2.take_saved(),   m_bn3.take_saved()};
+}
+
+void Bottleneck::restore_saved(Saved s) {
+  m_conv1.restore_saved(std::move(s.c1));
+  m_conv2.restore_saved(std::move(s.c2));
+  m_conv3.restore_saved(std::move(s.c3));
+  m_bn1.restore_saved(std::move(s.b1));
+  m_bn2.restore_saved(std::move(s.b2));
+  m_bn3.restore_saved(std::move(s.b3));
 }
 
 void Bottleneck::collect_parameters(std::vector<Parameter*>& out) {
@@ -160,17 +175,30 @@ std::int64_t LegoLayer::macs(const Shape& x, int active_legos) const {
   return total;
 }
 
+Tensor LegoLayer::shortcut_forward(const RunState& rs, const Tensor& x) {
+  if (m_proj) return m_proj_bn->forward(rs, m_proj->forward(rs, x));
+  Tensor acc = Tensor::empty(x.shape(), x.dtype(), x.device());
+  kernels::axpby(1.0f, x, 0.0f, acc, rs.stream);
+  return acc;
+}
+
+Tensor LegoLayer::shortcut_backward(const RunState& rs, const Tensor& da) {
+  Tensor dx = Tensor::empty(m_x_shape, da.dtype(), da.device());
+  if (m_proj) {
+    Tensor dp = m_proj_bn->backward(rs, da);
+    m_proj->backward(rs, dp, &dx, kernels::GradMode::Overwrite);
+  } else {
+    kernels::axpby(1.0f, da, 0.0f, dx, rs.stream);
+  }
+  return dx;
+}
+
 Tensor LegoLayer::forward(const RunState& rs, const Tensor& x, std::int64_t step) {
+  if (rs.exchange) return forward_exchange(rs, x);
   GPPF_CHECK(x.ndim() == 4 && x.dim(3) == m_spec.in_channels, m_name, ": input expected [N,H,W,", m_spec.in_channels,
              "], got ", x.desc());
   Route r = route(rs.task, step, rs.training);
-  Tensor acc;
-  if (m_proj) {
-    acc = m_proj_bn->forward(rs, m_proj->forward(rs, x));
-  } else {
-    acc = Tensor::empty(x.shape(), x.dtype(), x.device());
-    kernels::axpby(1.0f, x, 0.0f, acc, rs.stream);
-  }
+  Tensor acc = shortcut_forward(rs, x);
   std::vector<Tensor> outputs;
   for (std::size_t j = 0; j < r.legos.size(); ++j) {
     Tensor o = m_legos[static_cast<std::size_t>(r.legos[j])]->forward(rs, x);
@@ -189,16 +217,11 @@ Tensor LegoLayer::forward(const RunState& rs, const Tensor& x, std::int64_t step
 }
 
 Tensor LegoLayer::backward(const RunState& rs, const Tensor& dy) {
+  if (rs.exchange) return backward_exchange(rs, dy);
   GPPF_CHECK(m_y.defined(), m_name, ": backward without a training forward");
   Tensor da = Tensor::empty(m_y.shape(), dy.dtype(), dy.device());
   kernels::relu_bwd(m_y, dy, da, kernels::GradMode::Overwrite, rs.stream);
-  Tensor dx = Tensor::empty(m_x_shape, dy.dtype(), dy.device());
-  if (m_proj) {
-    Tensor dp = m_proj_bn->backward(rs, da);
-    m_proj->backward(rs, dp, &dx, kernels::GradMode::Overwrite);
-  } else {
-    kernels::axpby(1.0f, da, 0.0f, dx, rs.stream);
-  }
+  Tensor dx = shortcut_backward(rs, da);
   std::vector<float> dgate(m_route.legos.size());
   Tensor dot_out = Tensor::empty({1}, DType::F32, dy.device());
   Tensor scaled = Tensor::empty(da.shape(), da.dtype(), da.device());
@@ -210,16 +233,247 @@ Tensor LegoLayer::backward(const RunState& rs, const Tensor& dy) {
     kernels::axpby(m_route.gates[j], da, 0.0f, scaled, rs.stream);
     m_legos[static_cast<std::size_t>(m_route.legos[j])]->backward(rs, scaled, dx, kernels::GradMode::Accumulate);
   }
-  // Router: gates are the softmax of the selected logits, so dz_j = g_j (dg_j - sum_i g_i dg_i).
+  accumulate_router_grad(rs.task, dgate);
+  m_outputs.clear();
+  m_y = Tensor();
+  return dx;
+}
+
+void LegoLayer::accumulate_router_grad(int task, const std::vector<float>& dgate) {
+  // Gates are the softmax of the selected logits, so dz_j = g_j (dg_j - sum_i g_i dg_i).
   double inner = 0;
   for (std::size_t j = 0; j < m_route.legos.size(); ++j)
     if (m_route.routed[j] >= 0) inner += static_cast<double>(m_route.gates[j]) * dgate[j];
-  Parameter& router = m_router[static_cast<std::size_t>(rs.task)];
+  Parameter& router = m_router[static_cast<std::size_t>(task)];
   if (router.take_grad_mode() == kernels::GradMode::Overwrite) router.grad.fill_(0.0f);
   float* dz = router.grad.data_as<float>();
   for (std::size_t j = 0; j < m_route.legos.size(); ++j)
     if (m_route.routed[j] >= 0) dz[m_route.routed[j]] += static_cast<float>(m_route.gates[j] * (dgate[j] - inner));
-  m_outputs.clear();
+}
+
+// ---- expert parallelism ------------------------------------------------------------------------
+
+namespace {
+
+Tensor from_floats(const float* data, const Shape& shape) {
+  Tensor t = Tensor::empty(shape, DType::F32);
+  std::copy(data, data + t.numel(), t.data_as<float>());
+  return t;
+}
+
+void append(std::vector<float>& buf, const Tensor& t) {
+  const float* p = t.data_as<float>();
+  buf.insert(buf.end(), p, p + t.numel());
+}
+
+}  // namespace
+
+// Where entry j of member p's route runs: shared legos where the task is, routed ones on their holder.
+int LegoLayer::where(const dist::LegoExchange& ex, int p, std::size_t j) const {
+  const int r = m_routes[static_cast<std::size_t>(p)].routed[j];
+  return r < 0 ? p : ex.owner(r);
+}
+
+// Whether member p's task runs some of its legos on member q.
+bool LegoLayer::needs(const dist::LegoExchange& ex, int p, int q) const {
+  for (std::size_t j = 0; j < m_routes[static_cast<std::size_t>(p)].legos.size(); ++j)
+    if (where(ex, p, j) == q) return true;
+  return false;
+}
+
+Tensor LegoLayer::forward_exchange(const RunState& rs, const Tensor& x) {
+  dist::LegoExchange& ex = *rs.exchange;
+  const int P = ex.size(), me = ex.me();
+  const bool mine = ex.peer(me).task >= 0;
+  if (mine)
+    GPPF_CHECK(x.ndim() == 4 && x.dim(3) == m_spec.in_channels && x.device().is_host() && x.dtype() == DType::F32,
+               m_name, ": expert-parallel input expected host f32 [N,H,W,", m_spec.in_channels, "], got ", x.desc());
+  m_routes.assign(static_cast<std::size_t>(P), Route{});
+  for (int p = 0; p < P; ++p)
+    if (ex.peer(p).task >= 0)
+      m_routes[static_cast<std::size_t>(p)] = route(ex.peer(p).task, ex.peer(p).step, ex.peer(p).training);
+  // Dispatch: my input to every member holding some of my legos; the inputs of the members whose legos I hold.
+  std::vector<std::int64_t> sc(static_cast<std::size_t>(P), 0), rc(static_cast<std::size_t>(P), 0);
+  std::vector<float> send;
+  for (int q = 0; q < P; ++q) {
+    if (q == me) continue;
+    if (mine && needs(ex, me, q)) {
+      sc[static_cast<std::size_t>(q)] = x.numel();
+      append(send, x);
+    }
+    if (ex.peer(q).task >= 0 && needs(ex, q, me))
+      rc[static_cast<std::size_t>(q)] = shape_numel(ex.layer_input(q, m_index));
+  }
+  std::int64_t total = 0;
+  for (auto c : rc) total += c;
+  std::vector<float> recv(static_cast<std::size_t>(total));
+  ex.comm().alltoallv(send.data(), sc, recv.data(), rc, m_name + " forward dispatch");
+
+  // Run every lego call of the round here, member by member (the same order on every replica, which
+  // synchronised BN relies on).
+  m_calls.clear();
+  Tensor acc;
+  std::vector<Tensor> partial(static_cast<std::size_t>(P));
+  std::int64_t offset = 0;
+  for (int p = 0; p < P; ++p) {
+    const dist::PeerWork& peer = ex.peer(p);
+    if (peer.task < 0) continue;
+    Tensor xin;
+    Tensor* sum = nullptr;
+    if (p == me) {
+      xin = x;
+      acc = shortcut_forward(rs, x);
+      sum = &acc;
+    } else {
+      if (rc[static_cast<std::size_t>(p)] == 0) continue;
+      xin = from_floats(recv.data() + offset, ex.layer_input(p, m_index));
+      offset += rc[static_cast<std::size_t>(p)];
+      sum = &partial[static_cast<std::size_t>(p)];
+    }
+    RunState prs = rs;
+    prs.task = peer.task;
+    prs.training = peer.training;
+    prs.bn_momentum = peer.bn_momentum;
+    if (!peer.training) prs.bn_sync = nullptr;
+    const Route& r = m_routes[static_cast<std::size_t>(p)];
+    for (std::size_t j = 0; j < r.legos.size(); ++j) {
+      if (where(ex, p, j) != me) continue;
+      Bottleneck& lego = *m_legos[static_cast<std::size_t>(r.legos[j])];
+      Tensor o = lego.forward(prs, xin);
+      if (!sum->defined()) {
+        *sum = Tensor::empty(o.shape(), o.dtype(), o.device());
+        kernels::axpby(r.gates[j], o, 0.0f, *sum, rs.stream);
+      } else {
+        kernels::axpby(r.gates[j], o, 1.0f, *sum, rs.stream);
+      }
+      if (peer.training && peer.backward) m_calls.push_back({p, j, lego.take_saved(), o});
+    }
+  }
+  // Combine: the gate-weighted sums go back to the members they belong to.
+  std::vector<std::int64_t> sc2(static_cast<std::size_t>(P), 0), rc2(static_cast<std::size_t>(P), 0);
+  std::vector<float> send2;
+  for (int p = 0; p < P; ++p) {
+    if (p == me) continue;
+    if (rc[static_cast<std::size_t>(p)] > 0) {
+      sc2[static_cast<std::size_t>(p)] = partial[static_cast<std::size_t>(p)].numel();
+      append(send2, partial[static_cast<std::size_t>(p)]);
+    }
+    if (sc[static_cast<std::size_t>(p)] > 0) rc2[static_cast<std::size_t>(p)] = shape_numel(output_shape(x.shape()));
+  }
+  total = 0;
+  for (auto c : rc2) total += c;
+  std::vector<float> recv2(static_cast<std::size_t>(total));
+  ex.comm().alltoallv(send2.data(), sc2, recv2.data(), rc2, m_name + " forward combine");
+  if (!mine) return Tensor();
+  offset = 0;
+  for (int q = 0; q < P; ++q) {
+    if (rc2[static_cast<std::size_t>(q)] == 0) continue;
+    kernels::axpby(1.0f, from_floats(recv2.data() + offset, acc.shape()), 1.0f, acc, rs.stream);
+    offset += rc2[static_cast<std::size_t>(q)];
+  }
+  Tensor y = Tensor::empty(acc.shape(), acc.dtype(), acc.device());
+  kernels::relu_fwd(acc, y, rs.stream);
+  if (ex.peer(me).training && ex.peer(me).backward) {
+    m_route = m_routes[static_cast<std::size_t>(me)];
+    m_y = y;
+    m_x_shape = x.shape();
+  }
+  return y;
+}
+
+Tensor LegoLayer::backward_exchange(const RunState& rs, const Tensor& dy) {
+  dist::LegoExchange& ex = *rs.exchange;
+  const int P = ex.size(), me = ex.me();
+  const bool mine = ex.peer(me).task >= 0 && ex.peer(me).backward;
+  Tensor da, dx;
+  if (mine) {
+    GPPF_CHECK(m_y.defined() && dy.defined(), m_name, ": backward without a training forward");
+    da = Tensor::empty(m_y.shape(), dy.dtype(), dy.device());
+    kernels::relu_bwd(m_y, dy, da, kernels::GradMode::Overwrite, rs.stream);
+    dx = shortcut_backward(rs, da);
+  }
+  // Dispatch the output gradient to the members that ran my legos; receive the ones of the members I served.
+  std::vector<std::int64_t> sc(static_cast<std::size_t>(P), 0), rc(static_cast<std::size_t>(P), 0);
+  std::vector<float> send;
+  for (int q = 0; q < P; ++q) {
+    if (q == me) continue;
+    if (mine && needs(ex, me, q)) {
+      sc[static_cast<std::size_t>(q)] = da.numel();
+      append(send, da);
+    }
+    const dist::PeerWork& pq = ex.peer(q);
+    if (pq.task >= 0 && pq.backward && needs(ex, q, me))
+      rc[static_cast<std::size_t>(q)] = shape_numel(output_shape(ex.layer_input(q, m_index)));
+  }
+  std::int64_t total = 0;
+  for (auto c : rc) total += c;
+  std::vector<float> recv(static_cast<std::size_t>(total));
+  ex.comm().alltoallv(send.data(), sc, recv.data(), rc, m_name + " backward dispatch");
+  std::vector<std::int64_t> roff(static_cast<std::size_t>(P), 0);
+  for (int p = 1; p < P; ++p)
+    roff[static_cast<std::size_t>(p)] = roff[static_cast<std::size_t>(p - 1)] + rc[static_cast<std::size_t>(p - 1)];
+
+  // Every call of the forward, in the same order: gate gradient, then the lego's backward.
+  std::vector<Tensor> dxs(static_cast<std::size_t>(P)), das(static_cast<std::size_t>(P));
+  std::vector<std::vector<float>> dgates(static_cast<std::size_t>(P));
+  for (int p = 0; p < P; ++p)
+    dgates[static_cast<std::size_t>(p)].assign(m_routes[static_cast<std::size_t>(p)].legos.size(), 0.0f);
+  Tensor dot_out = Tensor::empty({1}, DType::F32);
+  for (Call& call : m_calls) {
+    const auto p = static_cast<std::size_t>(call.member);
+    const Route& r = m_routes[p];
+    if (!das[p].defined())
+      das[p] = call.member == me
+                   ? da
+                   : from_floats(recv.data() + roff[p], output_shape(ex.layer_input(call.member, m_index)));
+    if (r.routed[call.entry] >= 0) {
+      kernels::dot(das[p], call.out, dot_out, kernels::GradMode::Overwrite, rs.stream);
+      dgates[p][call.entry] = read_scalar(dot_out);
+    }
+    Tensor scaled = Tensor::empty(das[p].shape(), das[p].dtype(), das[p].device());
+    kernels::axpby(r.gates[call.entry], das[p], 0.0f, scaled, rs.stream);
+    RunState prs = rs;
+    prs.task = ex.peer(call.member).task;
+    Bottleneck& lego = *m_legos[static_cast<std::size_t>(r.legos[call.entry])];
+    lego.restore_saved(std::move(call.saved));
+    if (call.member == me) {
+      lego.backward(prs, scaled, dx, kernels::GradMode::Accumulate);
+    } else if (!dxs[p].defined()) {
+      dxs[p] = Tensor::empty(ex.layer_input(call.member, m_index), DType::F32);
+      lego.backward(prs, scaled, dxs[p], kernels::GradMode::Overwrite);
+    } else {
+      lego.backward(prs, scaled, dxs[p], kernels::GradMode::Accumulate);
+    }
+  }
+  m_calls.clear();
+  // Combine: input gradients and gate gradients back to their members.
+  std::vector<std::int64_t> sc2(static_cast<std::size_t>(P), 0), rc2(static_cast<std::size_t>(P), 0);
+  std::vector<float> send2;
+  for (int p = 0; p < P; ++p) {
+    if (p == me) continue;
+    const auto pi = static_cast<std::size_t>(p);
+    if (rc[pi] > 0) {
+      sc2[pi] = dxs[pi].numel() + static_cast<std::int64_t>(dgates[pi].size());
+      append(send2, dxs[pi]);
+      send2.insert(send2.end(), dgates[pi].begin(), dgates[pi].end());
+    }
+    if (sc[pi] > 0) rc2[pi] = dx.numel() + static_cast<std::int64_t>(m_route.legos.size());
+  }
+  total = 0;
+  for (auto c : rc2) total += c;
+  std::vector<float> recv2(static_cast<std::size_t>(total));
+  ex.comm().alltoallv(send2.data(), sc2, recv2.data(), rc2, m_name + " backward combine");
+  if (!mine) return Tensor();
+  std::vector<float>& dgate = dgates[static_cast<std::size_t>(me)];
+  std::int64_t offset = 0;
+  for (int q = 0; q < P; ++q) {
+    if (rc2[static_cast<std::size_t>(q)] == 0) continue;
+    kernels::axpby(1.0f, from_floats(recv2.data() + offset, dx.shape()), 1.0f, dx, rs.stream);
+    const float* g = recv2.data() + offset + dx.numel();
+    for (std::size_t j = 0; j < dgate.size(); ++j) dgate[j] += g[j];
+    offset += rc2[static_cast<std::size_t>(q)];
+  }
+  accumulate_router_grad(rs.task, dgate);
   m_y = Tensor();
   return dx;
 }

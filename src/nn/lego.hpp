@@ -23,6 +23,13 @@ class Bottleneck final : public Module {
   void collect_parameters(std::vector<Parameter*>& out) override;
   void collect_buffers(std::vector<NamedTensor>& out) override;
   std::int64_t macs(const Shape& x) const;
+  // The context of the last training forward, moved out and back (see Conv2d::take_saved).
+  struct Saved {
+    Tensor c1, c2, c3;
+    BatchNorm::Saved b1, b2, b3;
+  };
+  Saved take_saved();
+  void restore_saved(Saved s);
 
  private:
   Conv2d m_conv1, m_conv2, m_conv3;
@@ -77,10 +84,25 @@ class LegoLayer final : public Module {
   // Multiply-adds of task's path through this layer for input shape x (shared + k legos + shortcut).
   std::int64_t macs(const Shape& x, int active_legos) const;
   Shape output_shape(const Shape& x) const;
+  // Position among the backbone's lego layers (for the expert-parallel exchange's shape tables).
+  void set_index(int index) { m_index = index; }
 
  private:
+  // Expert parallelism (RunState::exchange): this member's task (if any) and the requests of the other
+  // members of its block, with activations moved by all-to-all. x is undefined when this member runs
+  // no task in the round; so is the result.
+  Tensor forward_exchange(const RunState& rs, const Tensor& x);
+  Tensor backward_exchange(const RunState& rs, const Tensor& dy);
+  Tensor shortcut_forward(const RunState& rs, const Tensor& x);
+  Tensor shortcut_backward(const RunState& rs, const Tensor& da);
+  int where(const dist::LegoExchange& ex, int member, std::size_t entry) const;
+  bool needs(const dist::LegoExchange& ex, int member, int holder) const;
+  // Adds the router gradient of `task` from the gate gradients of m_route's entries.
+  void accumulate_router_grad(int task, const std::vector<float>& dgate);
+
   std::string m_name;
   LegoLayerSpec m_spec;
+  int m_index = -1;
   RoutingOptions m_routing;
   std::vector<std::unique_ptr<Bottleneck>> m_legos;  // shared first, then routed
   std::unique_ptr<Conv2d> m_proj;                    // projection shortcut when shape changes
@@ -91,6 +113,16 @@ class LegoLayer final : public Module {
   std::vector<Tensor> m_outputs;
   Tensor m_y;
   Shape m_x_shape;
+  // Expert parallelism: the round's routes of every block member, and every lego call that a backward
+  // will need (this member's own and the ones it served), in call order.
+  struct Call {
+    int member = 0;
+    std::size_t entry = 0;  // index into routes[member].legos
+    Bottleneck::Saved saved;
+    Tensor out;
+  };
+  std::vector<Route> m_routes;
+  std::vector<Call> m_calls;
 };
 
 }  // namespace gppf::nn

@@ -5,6 +5,7 @@
 // Parameter::take_grad_mode(): the first task to touch a parameter in a step overwrites, the others
 // accumulate.
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <utility>
@@ -12,6 +13,11 @@
 
 #include "src/core/tensor.hpp"
 #include "src/nn/parameter.hpp"
+
+namespace gppf::dist {
+class Comm;
+class LegoExchange;
+}  // namespace gppf::dist
 
 namespace gppf::nn {
 
@@ -24,6 +30,13 @@ struct RunState {
   // When >= 0, replaces every BN layer's momentum for this pass (BN recalibration uses 1/(i+1) to
   // average the statistics of i+1 batches exactly).
   float bn_momentum = -1.0f;
+  // Distributed runs: the expert-parallel exchange of this round (lego layers send activations to the
+  // ranks holding their legos), and the communicator over which training BN statistics are summed.
+  dist::LegoExchange* exchange = nullptr;
+  dist::Comm* bn_sync = nullptr;
+  // Distributed runs, in a step's last round: called with a lego layer's index once its backward is
+  // done (-1 after the stem), when the gradients of its parameters are final and can be all-reduced.
+  const std::function<void(int)>* grads_final = nullptr;
 };
 
 using NamedTensor = std::pair<std::string, Tensor*>;

@@ -84,23 +84,33 @@ float Optimizer::step(float lr, const Stream& stream) {
     for (nn::Parameter* p : m_params) p->clear_grad();
   };
   m_last_skipped = false;
-  if (touched.empty()) {
+  if (touched.empty() && !m_norm_reducer) {
     clear();
     return 0.0f;
   }
 
   // The norm pass: one reduction per tensor, one sync, a fixed summation order.
   const bool param_norms = wants_param_norms();
-  m_sums.reset(m_params[touched[0]]->value.device(), touched.size());
-  std::vector<kernels::SumSquares> jobs;
-  for (std::size_t k = 0; k < touched.size(); ++k) {
-    const nn::Parameter& p = *m_params[touched[k]];
-    jobs.push_back({&p.grad, param_norms ? &p.value : nullptr, m_sums.slot(k)});
+  static const std::vector<double> no_sums;
+  if (!touched.empty()) {
+    m_sums.reset(m_params[touched[0]]->value.device(), touched.size());
+    std::vector<kernels::SumSquares> jobs;
+    for (std::size_t k = 0; k < touched.size(); ++k) {
+      const nn::Parameter& p = *m_params[touched[k]];
+      jobs.push_back({&p.grad, param_norms ? &p.value : nullptr, m_sums.slot(k)});
+    }
+    kernels::sum_squares(jobs, stream);
   }
-  kernels::sum_squares(jobs, stream);
-  const std::vector<double>& sums = m_sums.fetch(stream);
+  const std::vector<double>& sums = touched.empty() ? no_sums : m_sums.fetch(stream);
   double total = 0.0;
-  for (std::size_t k = 0; k < touched.size(); ++k) total += sums[2 * k];
+  if (m_norm_reducer)
+    total = m_norm_reducer(touched, sums);
+  else
+    for (std::size_t k = 0; k < touched.size(); ++k) total += sums[2 * k];
+  if (touched.empty()) {
+    clear();
+    return static_cast<float>(std::sqrt(total));
+  }
   const double unscale = m_scaler ? 1.0 / m_scaler->scale() : 1.0;
   const double norm = std::sqrt(total) * unscale;
 

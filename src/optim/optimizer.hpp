@@ -7,6 +7,7 @@
 // gets no decay and no momentum step, and its step count (AdamW/LAMB bias correction) stays put. After
 // every step, skipped or not, each Parameter's clear_grad() is called.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -55,6 +56,11 @@ class Optimizer {
   // tensors restores the state.
   virtual std::vector<std::pair<std::string, Tensor*>> state() = 0;
 
+  // Optional: how the squared gradient norms of the touched parameters (sums[2k] for touched[k], an
+  // index into params()) become the global sum of squares. Distributed runs count each parameter on one
+  // rank and add over the ranks; the default adds them all here.
+  using NormReducer = std::function<double(const std::vector<std::size_t>& touched, const std::vector<double>& sums)>;
+  void set_norm_reducer(NormReducer reducer) { m_norm_reducer = std::move(reducer); }
   // Optional: divide gradients by scaler->scale() and report overflows to it (nullptr: off).
   void set_loss_scaler(LossScaler* scaler) { m_scaler = scaler; }
   // Optional: after each update of `param`, write its bf16/f16 working copy into `*copy`.
@@ -89,6 +95,7 @@ class Optimizer {
 
  private:
   LossScaler* m_scaler = nullptr;
+  NormReducer m_norm_reducer;
   std::vector<Tensor*> m_working;  // per parameter, may be null
   bool m_last_skipped = false;
 };

@@ -190,6 +190,76 @@ void read_model(const Reader& r, const YAML::Node& n, nn::BackboneSpec& b, nn::N
              ": key 'model.neck.first_stage' must be in [0, ", b.stages.size(), ")");
 }
 
+void read_finetune(const Reader& r, const YAML::Node& n, FinetuneConfig& f) {
+  r.expect_map(n, "finetune");
+  r.allow_keys(n, "finetune", {"probe_steps", "probe_lr", "freeze_backbone"});
+  r.get(n, "finetune", "probe_steps", f.probe_steps);
+  r.get(n, "finetune", "probe_lr", f.probe_lr);
+  r.get(n, "finetune", "freeze_backbone", f.freeze_backbone);
+  GPPF_CHECK(f.probe_steps >= 1, r.where(), ": key 'finetune.probe_steps' must be >= 1, got ", f.probe_steps);
+  GPPF_CHECK(f.probe_lr > 0, r.where(), ": key 'finetune.probe_lr' must be > 0, got ", f.probe_lr);
+}
+
+// Deep-merges mapping `src` into `dst`: mappings merge key by key, anything else replaces.
+void merge_into(YAML::Node dst, const YAML::Node& src) {
+  if (!src || !src.IsMap()) return;
+  for (const auto& kv : src) {
+    const std::string key = kv.first.as<std::string>();
+    const YAML::Node existing = child(dst, key);
+    if (kv.second.IsMap() && existing && existing.IsMap())
+      merge_into(dst[key], kv.second);
+    else
+      dst[key] = YAML::Clone(kv.second);
+  }
+}
+
+std::string stages_text(const std::vector<nn::StageSpec>& stages) {
+  std::string s = "[";
+  for (const auto& st : stages)
+    s += str(s.size() > 1 ? ", " : "", "[", st.channels, ", ", st.blocks, ", ", st.stride, "]");
+  return s + "]";
+}
+
+const char* warmup_text(nn::RoutingOptions::Warmup w) {
+  switch (w) {
+    case nn::RoutingOptions::Warmup::None: return "none";
+    case nn::RoutingOptions::Warmup::Noisy: return "noisy";
+    case nn::RoutingOptions::Warmup::Soft: return "soft";
+  }
+  return "?";
+}
+
+struct ModelSection {
+  nn::BackboneSpec backbone;
+  nn::NeckSpec neck;
+};
+
+// The first model key whose effective value differs, with both values as text; empty when they agree.
+struct Difference {
+  std::string key, mine, theirs;
+};
+Difference first_difference(const ModelSection& a, const ModelSection& b) {
+  const nn::BackboneSpec &x = a.backbone, &y = b.backbone;
+  const std::vector<Difference> all = {
+      {"backbone", x.name, y.name},
+      {"stem_channels", str(x.stem_channels), str(y.stem_channels)},
+      {"stages", stages_text(x.stages), stages_text(y.stages)},
+      {"legos", str(x.num_legos), str(y.num_legos)},
+      {"top_k", str(x.top_k), str(y.top_k)},
+      {"shared_legos", str(x.num_shared), str(y.num_shared)},
+      {"routing.warmup", warmup_text(x.routing.warmup), warmup_text(y.routing.warmup)},
+      {"routing.warmup_steps", str(x.routing.warmup_steps), str(y.routing.warmup_steps)},
+      {"routing.noise_std", str(x.routing.noise_std), str(y.routing.noise_std)},
+      {"routing.balance_weight", str(x.routing.balance_weight), str(y.routing.balance_weight)},
+      {"routing.init_std", str(x.routing.init_std), str(y.routing.init_std)},
+      {"neck.first_stage", str(a.neck.first_stage), str(b.neck.first_stage)},
+      {"neck.channels", str(a.neck.channels), str(b.neck.channels)},
+  };
+  for (const auto& d : all)
+    if (d.mine != d.theirs) return d;
+  return {};
+}
+
 TaskConfig read_task(const Reader& r, const YAML::Node& n, std::size_t index) {
   const std::string path = str("tasks[", index, "]");
   GPPF_CHECK(n.IsMap(), r.where(), ": ", path, " must be a mapping");
@@ -242,10 +312,8 @@ TaskConfig read_task(const Reader& r, const YAML::Node& n, std::size_t index) {
   return t;
 }
 
-}  // namespace
-
-TrainConfig parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
-                         const std::string& where) {
+YAML::Node load_root(const std::string& yaml_text, const std::vector<std::string>& overrides,
+                     const std::string& where) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
@@ -255,12 +323,32 @@ TrainConfig parse_config(const std::string& yaml_text, const std::vector<std::st
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   GPPF_CHECK(root.IsMap(), where, ": the top level must be a mapping");
   for (const auto& o : overrides) apply_override(root, o);
+  return root;
+}
 
+TrainConfig parse_root(YAML::Node root, const std::string& where) {
   Reader r(where);
   r.allow_keys(root, "",
-               {"seed", "steps", "device", "threads", "log_every", "eval_every", "eval_batches", "eval_split",
-                "bn_calibration_batches", "loader_workers", "checkpoint_every", "keep_checkpoints",
-                "checkpoint_minutes", "optimizer", "schedule", "model", "tasks"});
+               {"seed",
+                "steps",
+                "device",
+                "threads",
+                "log_every",
+                "eval_every",
+                "eval_batches",
+                "eval_split",
+                "bn_calibration_batches",
+                "loader_workers",
+                "checkpoint_every",
+                "keep_checkpoints",
+                "checkpoint_minutes",
+                "checkpoint_async",
+                "optimizer",
+                "schedule",
+                "model",
+                "tasks",
+                "distributed",
+                "finetune"});
   TrainConfig c;
   c.config_path = where;
   r.get(root, "", "seed", c.seed);
@@ -283,6 +371,7 @@ TrainConfig parse_config(const std::string& yaml_text, const std::vector<std::st
   GPPF_CHECK(c.checkpoint_every >= 0, where, ": key 'checkpoint_every' must be >= 0 (0: only at the end)");
   GPPF_CHECK(c.keep_checkpoints >= 1, where, ": key 'keep_checkpoints' must be >= 1");
   r.get(root, "", "checkpoint_minutes", c.checkpoint_minutes);
+  r.get(root, "", "checkpoint_async", c.checkpoint_async);
   GPPF_CHECK(c.checkpoint_minutes >= 0, where, ": key 'checkpoint_minutes' must be >= 0 (0: off)");
   read_optimizer(r, child(root, "optimizer"), c.optimizer);
   c.schedule.base_lr = c.optimizer.lr;
@@ -294,6 +383,23 @@ TrainConfig parse_config(const std::string& yaml_text, const std::vector<std::st
     GPPF_THROW(where, ": schedule: ", e.reason());
   }
   read_model(r, child(root, "model"), c.backbone, c.neck);
+  read_finetune(r, child(root, "finetune"), c.finetune);
+  {
+    const YAML::Node d = child(root, "distributed");
+    r.expect_map(d, "distributed");
+    r.allow_keys(d, "distributed", {"task_groups", "expert_parallel", "replicas", "watchdog_seconds", "bucket_mb"});
+    DistributedConfig& dc = c.distributed;
+    r.get(d, "distributed", "task_groups", dc.task_groups);
+    r.get(d, "distributed", "expert_parallel", dc.expert_parallel);
+    r.get(d, "distributed", "replicas", dc.replicas);
+    r.get(d, "distributed", "watchdog_seconds", dc.watchdog_seconds);
+    r.get(d, "distributed", "bucket_mb", dc.bucket_mb);
+    GPPF_CHECK(dc.task_groups >= 0, where, ": key 'distributed.task_groups' must be >= 0 (0: one per rank)");
+    GPPF_CHECK(dc.expert_parallel >= 1, where, ": key 'distributed.expert_parallel' must be >= 1");
+    GPPF_CHECK(dc.replicas >= 1, where, ": key 'distributed.replicas' must be >= 1");
+    GPPF_CHECK(dc.watchdog_seconds > 0, where, ": key 'distributed.watchdog_seconds' must be > 0");
+    GPPF_CHECK(dc.bucket_mb > 0, where, ": key 'distributed.bucket_mb' must be > 0");
+  }
   const YAML::Node tasks = child(root, "tasks");
   GPPF_CHECK(tasks && tasks.IsSequence() && tasks.size() > 0, where, ": key 'tasks' must be a non-empty list");
   std::set<std::string> names;
@@ -312,6 +418,51 @@ TrainConfig parse_config(const std::string& yaml_text, const std::vector<std::st
   out << root;
   c.yaml = std::string(out.c_str()) + "\n";
   return c;
+}
+
+}  // namespace
+
+TrainConfig parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
+                         const std::string& where) {
+  return parse_root(load_root(yaml_text, overrides, where), where);
+}
+
+TrainConfig parse_finetune_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
+                                  const std::string& where, const std::string& pretrained_yaml,
+                                  const std::string& pretrained_where) {
+  YAML::Node root = load_root(yaml_text, overrides, where);
+  const YAML::Node pretrained = load_root(pretrained_yaml, {}, pretrained_where);
+  const YAML::Node theirs = child(pretrained, "model");
+  ModelSection pre;
+  read_model(Reader(pretrained_where), theirs, pre.backbone, pre.neck);
+  const YAML::Node mine = child(root, "model");
+  if (mine && !mine.IsNull()) {
+    // The fine-tune config's keys laid over the pre-trained section: only keys it gives can differ.
+    const Reader r(where);
+    r.expect_map(mine, "model");
+    YAML::Node overlay = theirs && theirs.IsMap() ? YAML::Clone(theirs) : YAML::Node(YAML::NodeType::Map);
+    merge_into(overlay, mine);
+    ModelSection given;
+    read_model(r, overlay, given.backbone, given.neck);
+    const Difference d = first_difference(given, pre);
+    GPPF_CHECK(d.key.empty(), where, ": key 'model.", d.key, "' is ", d.mine, " but the pre-trained network (",
+               pretrained_where, ") has ", d.theirs,
+               "; the backbone comes from the checkpoint: drop the key or match it");
+  }
+  if (theirs && !theirs.IsNull())
+    root["model"] = YAML::Clone(theirs);
+  else if (root.IsMap() && child(root, "model"))
+    root.remove("model");
+  return parse_root(root, where);
+}
+
+TrainConfig load_finetune_config(const std::string& path, const std::vector<std::string>& overrides,
+                                 const std::string& pretrained_yaml, const std::string& pretrained_where) {
+  std::ifstream in(path);
+  GPPF_CHECK(in, path, ": cannot read the config file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_finetune_config(ss.str(), overrides, path, pretrained_yaml, pretrained_where);
 }
 
 TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {

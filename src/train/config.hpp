@@ -28,6 +28,25 @@ struct TaskConfig {
   int max_detections = 20;
 };
 
+// How the ranks of an MPI job split the work (docs/SCALING.md). world = replicas x task_groups; the
+// legos of every layer are sharded over blocks of `expert_parallel` consecutive task groups.
+struct DistributedConfig {
+  int task_groups = 0;            // 0: one per rank (world size / replicas)
+  int expert_parallel = 1;        // ranks of a block that share one copy of the legos, each holding a shard
+  int replicas = 1;               // data-parallel copies; each takes 1/replicas of every task's batch
+  double watchdog_seconds = 600;  // a collective that takes longer stops the job, naming what it waited for
+  double bucket_mb = 4;           // gradient all-reduce bucket size
+};
+
+// `gppf finetune` (docs/FINETUNE.md): the routing probe that picks a new task's legos on the frozen
+// pre-trained network, and what the fine-tuning after it trains. `gppf train` ignores this section.
+struct FinetuneConfig {
+  std::int64_t probe_steps = 100;  // steps of the probe (soft routing over all legos, backbone frozen)
+  float probe_lr = 0.05f;          // constant learning rate of the probe (routers and heads)
+  // false: fine-tune the task's path (selected legos, stem, shortcuts) and its head; true: the head only.
+  bool freeze_backbone = false;
+};
+
 struct TrainConfig {
   std::string config_path;
   // The effective config as YAML text (after --set overrides, data set paths made absolute): what a
@@ -47,11 +66,15 @@ struct TrainConfig {
   std::int64_t checkpoint_every = 0;  // steps between checkpoints; 0: only the final one
   int keep_checkpoints = 3;           // newest checkpoint files kept in RUN_DIR/checkpoints
   double checkpoint_minutes = 0;      // also checkpoint when this much wall time passed since the last; 0: off
+  // Periodic checkpoints snapshot to host memory and write on a background thread (docs/CHECKPOINT_FORMAT.md).
+  bool checkpoint_async = false;
   optim::OptimizerConfig optimizer;
   optim::ScheduleConfig schedule;
   nn::BackboneSpec backbone;
   nn::NeckSpec neck;
   std::vector<TaskConfig> tasks;
+  DistributedConfig distributed;
+  FinetuneConfig finetune;
 };
 
 // Parses `path` after applying `overrides` ("key=value"). Dataset paths are resolved relative to
@@ -60,5 +83,15 @@ TrainConfig load_config(const std::string& path, const std::vector<std::string>&
 // Same, from YAML text (tests).
 TrainConfig parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
                          const std::string& where);
+
+// The config of a fine-tune run: the YAML text `yaml_text` (after `overrides`) with the `model`
+// section of the pre-training config `pretrained_yaml` (a checkpoint's config_yaml, read from
+// `pretrained_where`). Keys the fine-tune config gives in its own `model` section must agree with the
+// pre-trained network; the first that does not is a one-line error naming it.
+TrainConfig parse_finetune_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
+                                  const std::string& where, const std::string& pretrained_yaml,
+                                  const std::string& pretrained_where);
+TrainConfig load_finetune_config(const std::string& path, const std::vector<std::string>& overrides,
+                                 const std::string& pretrained_yaml, const std::string& pretrained_where);
 
 }  // namespace gppf::train

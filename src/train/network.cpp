@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "kernels/loss.hpp"
+#include "src/dist/exchange.hpp"
 #include "src/train/centernet.hpp"
 
 namespace gppf::train {
@@ -172,13 +173,44 @@ namespace {
 float scalar(const Tensor& t) { return t.to_float_vector().at(0); }
 }  // namespace
 
+nn::RunState Network::begin(int task, bool training, bool backward, float bn_momentum, std::int64_t step,
+                            const Shape& input) {
+  nn::RunState rs;
+  rs.task = task;
+  rs.training = training;
+  if (training && backward && m_dist.replicas > 1) rs.bn_sync = m_dist.bn_sync;
+  if (m_dist.exchange && m_dist.exchange->size() > 1) {
+    dist::PeerWork w;
+    w.task = task;
+    w.training = training;
+    w.backward = backward;
+    w.bn_momentum = bn_momentum;
+    w.step = step;
+    w.input = input;
+    m_dist.exchange->begin_round(w);
+    rs.exchange = m_dist.exchange;
+  }
+  if (training && backward && m_grads_final) rs.grads_final = &m_grads_final;
+  return rs;
+}
+
+bool Network::serve_round(std::int64_t step) {
+  if (!m_dist.exchange || m_dist.exchange->size() == 1) return false;
+  nn::RunState rs = begin(-1, false, false, -1.0f, step, {});
+  if (!m_dist.exchange->anyone_working()) return false;
+  if (m_dist.replicas > 1) rs.bn_sync = m_dist.bn_sync;
+  if (m_grads_final) rs.grads_final = &m_grads_final;
+  m_backbone->forward(rs, Tensor(), step);
+  if (m_dist.exchange->anyone_backward()) m_backbone->backward(rs, {});
+  return true;
+}
+
 TaskLoss Network::train_step(int task, const io::Batch& batch, std::int64_t step) {
   const auto t = static_cast<std::size_t>(task);
   const TaskSpec& spec = m_tasks[t];
-  const float w = spec.config.loss_weight;
-  nn::RunState rs;
-  rs.task = task;
-  rs.training = true;
+  // Replicas each hold 1/R of the micro-batch: the loss of a slice counts 1/R, and the all-reduce sums.
+  const float w = spec.config.loss_weight / static_cast<float>(m_dist.replicas);
+  nn::RunState rs = begin(task, true, true, -1.0f, step, batch.images.shape());
   std::vector<Tensor> features = m_backbone->forward(rs, batch.images, step);
   std::vector<Tensor> dfeat;
   TaskLoss result;
@@ -238,16 +270,15 @@ TaskLoss Network::train_step(int task, const io::Batch& batch, std::int64_t step
       break;
     }
   }
+  if (rs.grads_final) (*rs.grads_final)(static_cast<int>(m_backbone->lego_layers().size()));
   m_backbone->backward(rs, dfeat);
   return result;
 }
 
 void Network::calibrate(int task, const io::Batch& batch, int index) {
-  nn::RunState rs;
-  rs.task = task;
-  rs.training = true;
-  rs.bn_momentum = 1.0f / static_cast<float>(index + 1);
   const std::int64_t after_warmup = std::numeric_limits<std::int64_t>::max();
+  nn::RunState rs = begin(task, true, false, 1.0f / static_cast<float>(index + 1), after_warmup, batch.images.shape());
+  rs.bn_momentum = 1.0f / static_cast<float>(index + 1);
   const std::vector<Tensor> features = m_backbone->forward(rs, batch.images, after_warmup);
   const auto t = static_cast<std::size_t>(task);
   switch (m_tasks[t].config.type) {
@@ -260,9 +291,7 @@ void Network::calibrate(int task, const io::Batch& batch, int index) {
 void Network::evaluate(int task, const io::Batch& batch, TaskEvaluator& eval) {
   const auto t = static_cast<std::size_t>(task);
   const TaskSpec& spec = m_tasks[t];
-  nn::RunState rs;
-  rs.task = task;
-  rs.training = false;
+  nn::RunState rs = begin(task, false, false, -1.0f, 0, batch.images.shape());
   std::vector<Tensor> features = m_backbone->forward(rs, batch.images, 0);
   switch (spec.config.type) {
     case io::TaskType::Classification:

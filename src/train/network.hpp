@@ -1,6 +1,7 @@
 #pragma once
 // The GPPF network of a training run: one lego backbone shared by every task, one head per task.
 // A task's path is the backbone with that task's routing and BN statistics, then its head.
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -9,6 +10,11 @@
 #include "io/loader.hpp"
 #include "src/train/config.hpp"
 #include "src/train/metrics.hpp"
+
+namespace gppf::dist {
+class Comm;
+class LegoExchange;
+}  // namespace gppf::dist
 
 namespace gppf::train {
 
@@ -52,6 +58,13 @@ class TaskEvaluator {
   SegmentationEvaluator m_seg;
 };
 
+// How a distributed run plugs into the network (src/train/distributed.hpp sets it up).
+struct NetworkDist {
+  dist::LegoExchange* exchange = nullptr;  // expert parallelism: the block's exchange (null: all legos local)
+  dist::Comm* bn_sync = nullptr;           // data parallelism: BN statistics summed over the replicas
+  int replicas = 1;                        // each replica holds 1/replicas of a task's micro-batch
+};
+
 class Network {
  public:
   Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks);
@@ -68,6 +81,15 @@ class Network {
   void calibrate(int task, const io::Batch& batch, int index);
   // Inference on one batch into `eval` (running BN statistics of the task, no routing noise).
   void evaluate(int task, const io::Batch& batch, TaskEvaluator& eval);
+  // Distributed runs: every call of train_step, calibrate and evaluate (and serve_round) is then one
+  // round of the block's lockstep (one all-gather of what each member runs, all-to-alls per layer).
+  void set_distributed(const NetworkDist& d) { m_dist = d; }
+  // A round in which this rank runs no task but serves its legos to the other members of its block.
+  // Returns false, having run nothing, when no member runs a task in it.
+  bool serve_round(std::int64_t step);
+  // Set for a step's last round: called with the number of lego layers when the heads' gradients are
+  // final, then with each layer's index after its backward, then -1 after the stem's (null: off).
+  void set_grads_final_hook(std::function<void(int)> hook) { m_grads_final = std::move(hook); }
   // Adds the routing balance regulariser over `tasks`; returns its value.
   float apply_balance(const std::vector<int>& tasks);
 
@@ -86,6 +108,10 @@ class Network {
   std::unique_ptr<nn::Backbone> m_backbone;
   std::unique_ptr<Heads> m_heads;
   TrainConfig m_config;
+  NetworkDist m_dist;
+  std::function<void(int)> m_grads_final;
+  // Starts a round on the exchange and returns the RunState of this rank's part.
+  nn::RunState begin(int task, bool training, bool backward, float bn_momentum, std::int64_t step, const Shape& input);
 };
 
 }  // namespace gppf::train

@@ -17,7 +17,9 @@
 #include "src/core/log.hpp"
 #include "src/optim/optimizer.hpp"
 #include "src/optim/schedule.hpp"
+#include "src/train/async_checkpoint.hpp"
 #include "src/train/checkpoint.hpp"
+#include "src/train/distributed.hpp"
 #include "src/train/network.hpp"
 
 namespace gppf::train {
@@ -45,7 +47,9 @@ void write_atomically(const fs::path& path, const std::string& text) {
 class MetricsLog {
  public:
   // keep_until >= 0 (a resume): keeps the lines of steps up to it and appends after them.
-  MetricsLog(const fs::path& path, std::int64_t keep_until) {
+  // enabled false: a rank other than 0 of a distributed run, which writes nothing.
+  MetricsLog(const fs::path& path, std::int64_t keep_until, bool enabled = true) {
+    if (!enabled) return;
     std::string kept;
     if (keep_until >= 0) {
       std::ifstream in(path);
@@ -61,6 +65,7 @@ class MetricsLog {
     m_out << kept;
   }
   void write(const json& line) {
+    if (!m_out.is_open()) return;
     m_out << line.dump() << '\n';
     m_out.flush();
   }
@@ -79,6 +84,15 @@ io::LoaderConfig eval_loader_config(const TrainConfig& c, const TaskSpec& t, con
   l.repeat = false;
   l.pinned = false;
   return l;
+}
+
+// BN re-calibration: training batches in a fixed shuffled order.
+io::LoaderConfig calibration_loader_config(const TrainConfig& c, const TaskSpec& t) {
+  io::LoaderConfig lc = eval_loader_config(c, t, "train");
+  lc.batch_size = t.config.batch_size;
+  lc.shuffle = true;
+  lc.seed = c.seed + 17;
+  return lc;
 }
 
 struct Window {
@@ -144,12 +158,7 @@ io::LoaderConfig train_loader_config(const TrainConfig& c, const TaskSpec& t, st
 
 void calibrate_task(Network& net, int task, const io::Dataset& dataset, const TrainConfig& config) {
   if (config.bn_calibration_batches <= 0) return;
-  const TaskSpec& spec = net.tasks()[static_cast<std::size_t>(task)];
-  io::LoaderConfig lc = eval_loader_config(config, spec, "train");
-  lc.batch_size = spec.config.batch_size;
-  lc.shuffle = true;
-  lc.seed = config.seed + 17;
-  io::Loader calib(dataset, lc);
+  io::Loader calib(dataset, calibration_loader_config(config, net.tasks()[static_cast<std::size_t>(task)]));
   io::Batch batch;
   for (int b = 0; b < config.bn_calibration_batches && calib.next(batch); ++b) net.calibrate(task, batch, b);
 }
@@ -174,6 +183,10 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
   std::string resume_path;
   if (options.resume == "auto") {
     resume_path = find_resume_checkpoint(run_dir.string());
+    // Damaged checkpoints only: starting from step 0 would later prune them; a person must decide.
+    GPPF_CHECK(!resume_path.empty() || list_checkpoints(run_dir.string()).empty(),
+               "--resume auto: every checkpoint in ", (run_dir / "checkpoints").string(),
+               " is damaged (see the lines above); move them away to start from step 0, or pass --resume PATH");
     if (resume_path.empty())
       log::info("--resume auto: no checkpoint in ", (run_dir / "checkpoints").string(), "; starting from step 0");
   } else if (!options.resume.empty()) {
@@ -186,20 +199,32 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
   TaskData tasks = open_tasks(config);
   const std::vector<io::Dataset>& datasets = tasks.datasets;
   const std::vector<TaskSpec>& specs = tasks.specs;
-  std::vector<std::unique_ptr<io::Loader>> loaders;
-  for (std::size_t i = 0; i < specs.size(); ++i)
-    loaders.push_back(std::make_unique<io::Loader>(datasets[i], train_loader_config(config, specs[i], i)));
-
   Network net(config, specs);
-  std::vector<nn::Parameter*> params = net.parameters();
+  if (options.prepare) options.prepare(net);
+  // More than one rank: the layout, its communicators and the lockstep (docs/SCALING.md).
+  const std::unique_ptr<Distributed> D = options.single_process ? nullptr : Distributed::create(config, net);
+  const bool root = !D || D->root();
+  auto runs = [&](std::size_t task) { return !D || D->runs(static_cast<int>(task)); };
+  auto reports = [&](std::size_t task) { return !D || D->reports(static_cast<int>(task)); };
+  if (D && root) log::info(D->describe(net));
+
+  // Loaders of the tasks this rank runs (every replica reads the whole micro-batch and takes its slice,
+  // so that the global batch is the one of a single process).
+  std::vector<std::unique_ptr<io::Loader>> loaders(specs.size());
+  for (std::size_t i = 0; i < specs.size(); ++i)
+    if (runs(i)) loaders[i] = std::make_unique<io::Loader>(datasets[i], train_loader_config(config, specs[i], i));
+
+  std::vector<nn::Parameter*> params = D ? D->held_parameters() : net.parameters();
   auto optimizer = optim::Optimizer::create(config.optimizer, params);
+  if (D) optimizer->set_norm_reducer(D->norm_reducer());
   const optim::Schedule schedule(config.schedule);
   std::int64_t num_params = 0;
-  for (auto* p : params) num_params += p->value.numel();
-  log::info("gppf train: ", specs.size(), " tasks, ", config.backbone.name, " with ", config.backbone.num_legos,
-            " legos per layer (top-", config.backbone.top_k, "), ", num_params, " parameters, ", config.steps,
-            " steps");
-  for (std::size_t i = 0; i < specs.size(); ++i)
+  for (auto* p : net.parameters()) num_params += p->value.numel();
+  if (root)
+    log::info("gppf train: ", specs.size(), " tasks, ", config.backbone.name, " with ", config.backbone.num_legos,
+              " legos per layer (top-", config.backbone.top_k, "), ", num_params, " parameters, ", config.steps,
+              " steps");
+  for (std::size_t i = 0; i < specs.size() && root; ++i)
     log::info("  task ", specs[i].config.name, ": ", io::task_name(specs[i].config.type), ", ",
               specs[i].manifest.classes.size(), " classes, ", specs[i].height, "x", specs[i].width, "x",
               specs[i].channels, ", batch ", specs[i].config.batch_size, ", backbone ",
@@ -209,17 +234,32 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
   for (std::size_t i = 0; i < specs.size(); ++i) sampling.emplace_back(config.seed * 7919ull + i);
   std::uniform_real_distribution<float> uniform(0.0f, 1.0f);  // stateless: the engines are the whole state
 
+  // What this rank writes (each tensor by exactly one rank) and what it reads back: the whole model
+  // (every rank holds all of it; any layout, resharding included) and the optimizer state it updates.
   CheckpointTensors tensors{params, net.buffers(), optimizer->state()};
+  CheckpointTensors to_read{net.parameters(), net.buffers(), optimizer->state()};
+  if (D) {
+    auto state_owner = [](const std::string& n) { return n.substr(0, n.rfind('.')); };
+    tensors = {};
+    for (nn::Parameter* p : net.parameters())
+      if (D->writes_parameter(p->name)) tensors.params.push_back(p);
+    for (const auto& b : net.buffers())
+      if (D->writes_buffer(b.first)) tensors.buffers.push_back(b);
+    for (const auto& o : optimizer->state())
+      if (D->writes_parameter(state_owner(o.first))) tensors.optimizer.push_back(o);
+  }
   std::int64_t start_step = 0;
   if (!resume_path.empty()) {
-    const CheckpointMeta meta = read_checkpoint(resume_path, tensors, {});
+    ReadOptions ro;
+    ro.exact = !D;
+    const CheckpointMeta meta = read_checkpoint(resume_path, to_read, ro);
     GPPF_CHECK(meta.tasks.size() == specs.size(), "checkpoint ", resume_path, " does not fit this run: it has ",
                meta.tasks.size(), " tasks, the config ", specs.size());
     for (std::size_t i = 0; i < specs.size(); ++i) {
       const TaskProgress& t = meta.tasks[i];
       GPPF_CHECK(t.name == specs[i].config.name, "checkpoint ", resume_path, " does not fit this run: task ", i,
                  " is '", t.name, "' there, '", specs[i].config.name, "' in the config");
-      loaders[i]->restore(t.loader);
+      if (loaders[i]) loaders[i]->restore(t.loader);
       std::istringstream is(t.sampling_rng);
       is >> sampling[i];
       GPPF_CHECK(!is.fail(), "checkpoint ", resume_path, " is damaged: task '", t.name, "' has a bad sampling_rng");
@@ -227,49 +267,154 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
     start_step = meta.step;
     GPPF_CHECK(start_step <= config.steps, "checkpoint ", resume_path, " is at step ", start_step,
                ", past the config's steps = ", config.steps, "; raise steps to train further");
-    if (meta.config_yaml != config.yaml)
+    if (meta.config_yaml != config.yaml && root)
       log::warn("resuming ", resume_path, " with a config that differs from the checkpoint's");
-    log::info("resumed from ", resume_path, " at step ", start_step);
+    if (root) log::info("resumed from ", resume_path, " at step ", start_step);
     // Newer checkpoints of this run directory belong to the timeline being replaced (as do the
     // metrics.jsonl lines after start_step); left there, `--resume auto` would jump back to them.
-    for (const auto& p : list_checkpoints(run_dir.string()))
-      if (checkpoint_step(p) > start_step && !fs::equivalent(p, resume_path)) {
-        log::warn("removing ", p, ": it is newer than the resumed step ", start_step);
-        fs::remove(p);
-      }
+    if (root)
+      for (const auto& p : list_checkpoints(run_dir.string()))
+        if (checkpoint_step(p) > start_step && !fs::equivalent(p, resume_path)) {
+          log::warn("removing ", p, ": it is newer than the resumed step ", start_step);
+          remove_checkpoint(p);
+        }
+    if (D) D->barrier("the resume");
   }
+  std::vector<std::string> task_names;
+  for (const auto& s : specs) task_names.push_back(s.config.name);
   auto t_saved = Clock::now();
-  auto save = [&](std::int64_t step) {
+  const MPI_Comm comm = D ? D->world_comm().raw() : MPI_COMM_NULL;
+  // checkpoint_async: periodic checkpoints snapshot to host memory and write on a background thread;
+  // the next step boundaries publish them once every rank's write is done.
+  std::unique_ptr<AsyncCheckpointer> async;
+  if (config.checkpoint_async) async = std::make_unique<AsyncCheckpointer>(config.keep_checkpoints, comm);
+  auto publish_async = [&](bool wait) {
+    if (!async || !async->in_flight()) return;
+    int pending = async->ready() ? 0 : 1;
+    if (D) pending = D->agree_max(pending, "the asynchronous checkpoint's progress");
+    if (pending && !wait) return;
+    const std::string path = async->finish();
+    if (root) log::info("checkpoint ", path, " (written in the background)");
+  };
+  auto save = [&](std::int64_t step, bool background) {
     CheckpointMeta meta;
     meta.step = step;
     meta.config_yaml = config.yaml;
     meta.optimizer_type = config.optimizer.type;
+    // Loader positions live on the ranks that run the tasks: gathered, so that every file's meta is whole.
+    std::vector<std::string> loader_state(specs.size());
+    for (std::size_t i = 0; i < specs.size(); ++i)
+      if (reports(i)) loader_state[i] = loaders[i]->state().to_json();
+    if (D) {
+      json mine = json::object();
+      for (std::size_t i = 0; i < specs.size(); ++i)
+        if (reports(i)) mine[std::to_string(i)] = loader_state[i];
+      for (const auto& text : D->gather(mine.dump(), "the loader positions for a checkpoint")) {
+        const json part = json::parse(text);
+        for (const auto& [k, v] : part.items()) loader_state[std::stoul(k)] = v.get<std::string>();
+      }
+      meta.world_size = D->world();
+      meta.layout = D->layout().to_json(task_names);
+    }
     for (std::size_t i = 0; i < specs.size(); ++i)
       meta.tasks.push_back({specs[i].config.name, io::task_name(specs[i].config.type),
-                            fs::absolute(specs[i].config.dataset).lexically_normal().string(), loaders[i]->state(),
-                            rng_text(sampling[i])});
-    const std::string path = save_checkpoint(run_dir.string(), config.keep_checkpoints, meta, tensors);
-    log::info("checkpoint ", path);
+                            fs::absolute(specs[i].config.dataset).lexically_normal().string(),
+                            io::LoaderState::from_json(loader_state[i]), rng_text(sampling[i])});
     t_saved = Clock::now();
+    if (async && background) {
+      async->begin(run_dir.string(), step, D ? D->rank() : 0, D ? D->world() : 1, meta, tensors);
+      if (root)
+        log::info("checkpoint of step ", step, ": snapshot in ", fmt(async->snapshot_seconds() * 1e3, 1), " ms (",
+                  fmt(static_cast<double>(async->snapshot_bytes()) / 1e6, 1), " MB), writing in the background");
+      return;
+    }
+    publish_async(true);
+    const std::string path = save_checkpoint(run_dir.string(), config.keep_checkpoints, meta, tensors, comm);
+    if (root) log::info("checkpoint ", path);
   };
   const StopSignals signals;
 
-  MetricsLog metrics(run_dir / "metrics.jsonl", resume_path.empty() ? -1 : start_step);
+  MetricsLog metrics(run_dir / "metrics.jsonl", resume_path.empty() ? -1 : start_step, root);
   const bool tty = isatty(STDERR_FILENO) != 0;
   std::vector<Window> windows(specs.size());
 
   auto evaluate = [&](std::int64_t step, bool full) {
     std::map<std::string, std::map<std::string, double>> results;
-    for (std::size_t i = 0; i < specs.size(); ++i) {
-      const int t = static_cast<int>(i);
-      calibrate_task(net, t, datasets[i], config);
-      std::int64_t samples = 0;
-      const auto m =
-          evaluate_task(net, t, datasets[i], config, config.eval_split, full ? 0 : config.eval_batches, &samples);
-      json line = {{"step", step}, {"task", specs[i].config.name}, {"split", config.eval_split}, {"samples", samples}};
-      for (const auto& [k, v] : m) line[k] = v;
-      metrics.write(line);
-      results[specs[i].config.name] = m;
+    if (!D) {
+      for (std::size_t i = 0; i < specs.size(); ++i) {
+        const int t = static_cast<int>(i);
+        calibrate_task(net, t, datasets[i], config);
+        std::int64_t samples = 0;
+        const auto m =
+            evaluate_task(net, t, datasets[i], config, config.eval_split, full ? 0 : config.eval_batches, &samples);
+        json line = {
+            {"step", step}, {"task", specs[i].config.name}, {"split", config.eval_split}, {"samples", samples}};
+        for (const auto& [k, v] : m) line[k] = v;
+        metrics.write(line);
+        results[specs[i].config.name] = m;
+      }
+    } else {
+      // Every rank re-calibrates and evaluates the tasks it runs (replicas repeat the work of replica 0:
+      // whole batches, no synchronisation), in lockstep with the members of its block; the numbers
+      // go to rank 0.
+      // One run of rounds for all of this rank's work, so that every member of a block leaves it together.
+      std::vector<int> mine_tasks;
+      for (std::size_t i = 0; i < specs.size(); ++i)
+        if (runs(i)) mine_tasks.push_back(static_cast<int>(i));
+      std::map<int, std::unique_ptr<TaskEvaluator>> evals;
+      std::size_t item = 0;
+      int phase = 0;  // 0: open the calibration loader, 1: calibrate, 2: evaluate
+      std::unique_ptr<io::Loader> loader;
+      io::Batch batch;
+      std::int64_t n = 0;
+      const std::int64_t max_batches = full ? 0 : config.eval_batches;
+      D->run_rounds(net, step, [&] {
+        while (item < mine_tasks.size()) {
+          const int t = mine_tasks[item];
+          const auto ti = static_cast<std::size_t>(t);
+          if (phase == 0) {
+            loader = std::make_unique<io::Loader>(datasets[ti], calibration_loader_config(config, specs[ti]));
+            n = 0;
+            phase = 1;
+          }
+          if (phase == 1) {
+            if (n < config.bn_calibration_batches && loader->next(batch)) {
+              net.calibrate(t, batch, static_cast<int>(n++));
+              return true;
+            }
+            loader =
+                std::make_unique<io::Loader>(datasets[ti], eval_loader_config(config, specs[ti], config.eval_split));
+            evals[t] = std::make_unique<TaskEvaluator>(specs[ti]);
+            n = 0;
+            phase = 2;
+          }
+          if ((max_batches == 0 || n < max_batches) && loader->next(batch)) {
+            net.evaluate(t, batch, *evals[t]);
+            ++n;
+            return true;
+          }
+          ++item;
+          phase = 0;
+        }
+        return false;
+      });
+      json mine = json::object();
+      for (const auto& [t, eval] : evals)
+        if (reports(static_cast<std::size_t>(t))) {
+          json m = json::object();
+          for (const auto& [key, v] : eval->metrics()) m[key] = v;
+          mine[specs[static_cast<std::size_t>(t)].config.name] = {{"samples", eval->samples()}, {"metrics", m}};
+        }
+      for (const auto& text : D->gather(mine.dump(), "the evaluation results")) {
+        const json part = json::parse(text);
+        for (const auto& [task, r] : part.items())
+          for (const auto& [key, v] : r.at("metrics").items()) results[task][key] = v.get<double>();
+      }
+      for (const auto& spec : specs) {
+        json line = {{"step", step}, {"task", spec.config.name}, {"split", config.eval_split}};
+        for (const auto& [key, v] : results[spec.config.name]) line[key] = v;
+        metrics.write(line);
+      }
     }
     // Which legos each task routes to, per layer, for the report's usage heat map.
     auto layers = net.backbone().lego_layers();
@@ -296,19 +441,34 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
     for (std::size_t i = 0; i < specs.size(); ++i)
       if (specs[i].config.sampling_weight >= 1.0f || uniform(sampling[i]) < specs[i].config.sampling_weight)
         active.push_back(static_cast<int>(i));
-    for (int t : active) {
+    auto train_task = [&](int t) {
       const auto ti = static_cast<std::size_t>(t);
       io::Batch batch = loaders[ti]->next();
+      if (D) batch = D->slice(batch);
       const TaskLoss loss = net.train_step(t, batch, step);
       GPPF_CHECK(std::isfinite(loss.total), "task '", specs[ti].config.name, "': the loss is ", loss.total, " at step ",
                  step, " (lr ", lr, "); lower optimizer.lr or check the data set ", specs[ti].config.dataset);
+      // A replica's loss counts 1/replicas of the task's: scaled back, it estimates the whole batch's.
+      const double scale = D ? D->layout().replicas : 1;
       Window& w = windows[ti];
-      w.loss += loss.total;
+      w.loss += loss.total * scale;
       for (const auto& [k, v] : loss.parts) w.parts[k] += v;
       ++w.steps;
-      w.samples += batch.size();
+      w.samples += batch.size() * static_cast<std::int64_t>(scale);
+    };
+    float balance = 0.0f;
+    if (!D) {
+      for (int t : active) train_task(t);
+      balance = net.apply_balance(active);
+    } else {
+      dist::maybe_inject_fault(D->rank(), step);
+      // Routers are replicated: rank 0 adds the regulariser's gradient (before the rounds, so that the
+      // routers' all-reduces can start during the backward pass), the all-reduce spreads it.
+      D->begin_step(active, step);
+      if (root) balance = net.apply_balance(active);
+      D->run_train_rounds(net, step, active, train_task);
+      D->finish_step();
     }
-    const float balance = net.apply_balance(active);
     optimizer->step(lr);
 
     const bool last = step + 1 == config.steps;
@@ -318,43 +478,68 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
       const double eta =
           elapsed / static_cast<double>(step + 1 - start_step) * static_cast<double>(config.steps - step - 1);
       std::string line = str("step ", step + 1, "/", config.steps, " lr ", fmt(lr, 5));
+      std::vector<json> lines(specs.size());
       for (std::size_t i = 0; i < specs.size(); ++i) {
         Window& w = windows[i];
-        if (w.steps == 0) continue;
+        if (w.steps == 0 || !reports(i)) continue;
         json j = {{"step", step + 1}, {"task", specs[i].config.name},
                   {"split", "train"}, {"loss", w.loss / static_cast<double>(w.steps)},
                   {"lr", lr},         {"samples_per_s", static_cast<double>(w.samples) / dt}};
         for (const auto& [k, v] : w.parts) j["loss_" + k] = v / static_cast<double>(w.steps);
+        lines[i] = j;
+      }
+      for (auto& w : windows) w.clear();
+      if (D) {
+        json mine = json::object();
+        for (std::size_t i = 0; i < specs.size(); ++i)
+          if (!lines[i].is_null()) mine[std::to_string(i)] = lines[i];
+        for (const auto& text : D->gather(mine.dump(), "the training log")) {
+          const json part = json::parse(text);
+          for (const auto& [k, v] : part.items()) lines[std::stoul(k)] = v;
+        }
+      }
+      for (std::size_t i = 0; i < specs.size(); ++i) {
+        json& j = lines[i];
+        if (j.is_null()) continue;
         if (balance > 0) j["balance"] = balance;
         metrics.write(j);
-        line += str(" | ", specs[i].config.name, " ", fmt(w.loss / static_cast<double>(w.steps), 3), " ",
-                    fmt(static_cast<double>(w.samples) / dt, 0), "/s");
-        w.clear();
+        line += str(" | ", specs[i].config.name, " ", fmt(j["loss"].get<double>(), 3), " ",
+                    fmt(j["samples_per_s"].get<double>(), 0), "/s");
       }
       line += str(" | eta ", fmt(eta, 0), " s");
-      if (tty)
+      if (tty && root)
         std::fprintf(stderr, "\r%s\033[K", line.c_str());
-      else
+      else if (root)
         log::info(line);
       t_window = Clock::now();
     }
     if (config.eval_every > 0 && (step + 1) % config.eval_every == 0 && !last) {
-      if (tty) std::fprintf(stderr, "\n");
+      if (tty && root) std::fprintf(stderr, "\n");
       const auto r = evaluate(step + 1, false);
       for (const auto& [task, m] : r)
-        for (const auto& [k, v] : m) log::info("eval step ", step + 1, " ", task, " ", k, " ", fmt(v));
+        for (const auto& [k, v] : m)
+          if (root) log::info("eval step ", step + 1, " ", task, " ", k, " ", fmt(v));
     }
     bool saved = false;
-    if (!last && ((config.checkpoint_every > 0 && (step + 1) % config.checkpoint_every == 0) ||
-                  (config.checkpoint_minutes > 0 && seconds_since(t_saved) >= 60.0 * config.checkpoint_minutes))) {
-      save(step + 1);
+    // Ranks decide together: a timer is rank 0's, a signal counts when any rank got one.
+    int timer_due = root && config.checkpoint_minutes > 0 && seconds_since(t_saved) >= 60.0 * config.checkpoint_minutes;
+    int pending = signals.pending();
+    if (D) {
+      timer_due = D->agree_max(timer_due, "the checkpoint timer");
+      pending = D->agree_max(pending, "the stop signals");
+    }
+    publish_async(false);
+    if (!last && ((config.checkpoint_every > 0 && (step + 1) % config.checkpoint_every == 0) || timer_due)) {
+      save(step + 1, true);
       saved = true;
     }
-    if (signals.pending() != 0 && !last) {
-      if (tty) std::fprintf(stderr, "\n");
-      log::info("signal ", signals.pending() == SIGTERM ? "SIGTERM" : "SIGUSR1", ": checkpointing at step ", step + 1,
-                " and stopping (resume with --resume auto)");
-      if (!saved) save(step + 1);
+    if (pending != 0 && !last) {
+      if (tty && root) std::fprintf(stderr, "\n");
+      if (root)
+        log::info("signal ", pending == SIGTERM ? "SIGTERM" : "SIGUSR1", ": checkpointing at step ", step + 1,
+                  " and stopping (resume with --resume auto)");
+      if (!saved) save(step + 1, false);
+      publish_async(true);
       TrainSummary stopped;
       stopped.steps = step + 1;
       stopped.wall_seconds = seconds_since(t_start);
@@ -362,12 +547,31 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
       return stopped;
     }
   }
-  if (tty) std::fprintf(stderr, "\n");
+  if (tty && root) std::fprintf(stderr, "\n");
 
+  if (D) {
+    // Bytes this job moved per step, against the planner's prediction (docs/SCALING.md).
+    const dist::CommStats st = D->stats();
+    const std::int64_t steps_run = std::max<std::int64_t>(1, config.steps - start_step);
+    json mine = {{"alltoall", st.alltoall_bytes}, {"allreduce", st.allreduce_bytes}, {"seconds", st.seconds}};
+    double a2a = 0, ar = 0, wait = 0;
+    for (const auto& text : D->gather(mine.dump(), "the communication statistics")) {
+      const json part = json::parse(text);
+      a2a += part["alltoall"].get<double>();
+      ar += part["allreduce"].get<double>();
+      wait = std::max(wait, part["seconds"].get<double>());
+    }
+    const TrafficEstimate e = D->estimate(net);
+    if (root)
+      log::info("communication per step (all ranks, training and evaluation): all-to-all ",
+                fmt(a2a / steps_run / 1e6, 3), " MB, all-reduce ", fmt(ar / steps_run / 1e6, 3),
+                " MB; predicted for a training step: ", fmt(e.alltoall_bytes / 1e6, 3), " MB and ",
+                fmt(e.grad_payload_bytes / 1e6, 3), " MB; at most ", fmt(wait, 1), " s in collectives on one rank");
+  }
   TrainSummary summary;
   summary.steps = config.steps;
   summary.metrics = evaluate(config.steps, true);
-  save(config.steps);  // after the evaluation: its re-calibrated BN statistics are the ones to keep
+  save(config.steps, false);  // after the evaluation: its re-calibrated BN statistics are the ones to keep
   summary.wall_seconds = seconds_since(t_start);
   json s = {{"steps", summary.steps}, {"wall_seconds", summary.wall_seconds}, {"tasks", json::object()}};
   for (const auto& spec : specs) {
@@ -376,6 +580,7 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
     s["tasks"][spec.config.name] = {
         {"type", io::task_name(spec.config.type)}, {"dataset", spec.config.dataset}, {"metrics", m}};
   }
+  if (!root) return summary;
   write_atomically(run_dir / "summary.json", s.dump(2) + "\n");
 
   std::printf("\n%-20s %-15s %-10s %s\n", "task", "type", "metric", "test");

@@ -13,6 +13,7 @@
 //
 // Also checkpoints every `checkpoint_minutes` of wall time, and on SIGTERM/SIGUSR1 (handlers
 // installed for the duration of run_training) at the next step boundary, then stops.
+#include <functional>
 #include <map>
 #include <string>
 
@@ -34,9 +35,16 @@ struct TrainSummary {
 // EX_TEMPFAIL: "requeue me", after a signal-triggered checkpoint.
 inline constexpr int kExitRequeue = 75;
 
+class Network;
 struct TrainOptions {
   std::string run_dir;
   std::string resume;  // "", "auto" or a checkpoint path
+  // Called once on the freshly built network, before the optimizer is created and before a resume
+  // loads its checkpoint: `gppf finetune` loads pre-trained weights and freezes parameters here
+  // (Parameter::trainable = false keeps a parameter out of the optimizer).
+  std::function<void(Network&)> prepare = nullptr;
+  // Run as one process even when MPI has several ranks (the tests' single-process references).
+  bool single_process = false;
 };
 
 // The loader of task `index` for training: its batch, augmentation and a seed of (config seed, index).
@@ -45,7 +53,6 @@ io::LoaderConfig train_loader_config(const TrainConfig& config, const TaskSpec& 
 
 TrainSummary run_training(const TrainConfig& config, const TrainOptions& options);
 
-class Network;
 // Re-estimates task's BN running statistics over config.bn_calibration_batches training batches.
 void calibrate_task(Network& net, int task, const io::Dataset& dataset, const TrainConfig& config);
 // Task's metrics on `split` with the running BN statistics as they are; max_batches 0: the whole split.

@@ -217,6 +217,21 @@ TEST_F(Checkpoint, LatestPointsAtTheNewestAndOnlyTheLastNAreKept) {
   EXPECT_GT(m.tasks[0].loader.batch, 0);
 }
 
+// Every checkpoint damaged: --resume auto refuses to start from step 0 (which would later prune them).
+TEST_F(Checkpoint, ResumeAutoRefusesWhenEveryCheckpointIsDamaged) {
+  const fs::path straight = s_dir / "straight", run = s_dir / "all-damaged";
+  fs::create_directories(run / "checkpoints");
+  fs::copy_file(ckpt(straight, 6), ckpt(run, 6));
+  fs::resize_file(ckpt(run, 6), fs::file_size(ckpt(run, 6)) / 2);
+  try {
+    run_training(config(), {run.string(), "auto"});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.reason()).find("every checkpoint in"), std::string::npos) << e.reason();
+  }
+  EXPECT_TRUE(fs::exists(ckpt(run, 6)));
+}
+
 // Resumes from step 6 with --resume auto in a run directory whose newer checkpoints are damaged (a
 // truncated one, a byte-flipped one) and which holds a .tmp left by a crash mid-write.
 TEST_F(Checkpoint, ResumeAutoFallsBackAndMatchesTheStraightRunBitwise) {
@@ -314,6 +329,27 @@ TEST_F(Checkpoint, ResumeStaysEquivalentWithEvaluationsInBetween) {
   }
   EXPECT_EQ(last_step, 12);
   EXPECT_EQ(evals, 9);  // steps 4, 8 and 12, three tasks each
+}
+
+// checkpoint_async: the periodic checkpoints written in the background hold what a synchronous save
+// holds, and a resume from one of them stays bitwise on the straight run.
+TEST_F(Checkpoint, AsynchronousCheckpointsEqualSynchronousOnes) {
+  const fs::path straight = s_dir / "straight", run = s_dir / "async";
+  const TrainSummary s = run_training(config({"checkpoint_async=true"}), {run.string(), ""});
+  EXPECT_EQ(s.metrics, s_straight.metrics);
+  const TrainConfig c = config();
+  for (std::int64_t step : {9, 12}) {
+    Model a(c), b(c);
+    (void)read_checkpoint(ckpt(straight, step), a.tensors(), {});
+    (void)read_checkpoint(ckpt(run, step), b.tensors(), {});
+    const auto pa = a.net->parameters(), pb = b.net->parameters();
+    for (std::size_t i = 0; i < pa.size(); ++i)
+      ASSERT_EQ(pa[i]->value.to_float_vector(), pb[i]->value.to_float_vector()) << step << " " << pa[i]->name;
+  }
+  const fs::path resumed = s_dir / "async-resumed";
+  fs::create_directories(resumed / "checkpoints");
+  fs::copy_file(ckpt(run, 9), ckpt(resumed, 9));
+  EXPECT_EQ(run_training(config(), {resumed.string(), "auto"}).metrics, s_straight.metrics);
 }
 
 TEST_F(Checkpoint, ResumeAutoWithoutCheckpointsStartsFresh) {

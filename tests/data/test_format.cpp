@@ -7,6 +7,7 @@
 #include "io/convert.hpp"
 #include "io/dataset.hpp"
 #include "io/h5.hpp"
+#include "io/image_codec.hpp"
 #include "io/verify.hpp"
 #include "src/core/error.hpp"
 #include "tests/data/fixtures.hpp"
@@ -213,3 +214,29 @@ TEST(ConvertIdx, ValSplitFromSeedAndBadFiles) {
 }
 
 }  // namespace
+
+namespace gppf::io {
+namespace {
+
+// A transparent PNG decoded to RGB into a reused buffer: transparent pixels composite onto black,
+// not onto what the buffer held (the loader reuses its decode buffers).
+TEST(PngDecode, DroppingAlphaDoesNotShowTheReusedBuffer) {
+  Image rgba;
+  rgba.height = rgba.width = 2;
+  rgba.channels = 4;
+  rgba.pixels = {255, 0, 0, 255, 0, 255, 0, 0, 0, 0, 255, 128, 9, 9, 9, 0};
+  const auto png = encode_png(rgba);
+  Image out;
+  out.pixels.assign(12, 7);
+  decode_image_into(png.data(), png.size(), 3, "test.png", out);
+  ASSERT_EQ(out.pixels.size(), 12u);
+  EXPECT_EQ(std::vector<std::uint8_t>(out.pixels.begin(), out.pixels.begin() + 3),
+            (std::vector<std::uint8_t>{255, 0, 0}));
+  for (int i = 3; i < 6; ++i) EXPECT_EQ(out.pixels[static_cast<std::size_t>(i)], 0) << i;  // fully transparent
+  for (int i = 9; i < 12; ++i) EXPECT_EQ(out.pixels[static_cast<std::size_t>(i)], 0) << i;
+  EXPECT_GT(out.pixels[8], 100);  // half-transparent blue over black (libpng blends in linear light)
+  EXPECT_LT(out.pixels[8], 255);
+}
+
+}  // namespace
+}  // namespace gppf::io

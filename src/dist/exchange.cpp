@@ -1,0 +1,60 @@
+#include "src/dist/exchange.hpp"
+
+#include <cstring>
+
+#include "src/core/error.hpp"
+
+namespace gppf::dist {
+
+LegoExchange::LegoExchange(Comm& block, const Layout& layout,
+                           std::function<std::vector<Shape>(const Shape&)> layer_inputs)
+    : m_block(block), m_layout(layout), m_layer_inputs(std::move(layer_inputs)) {}
+
+void LegoExchange::begin_round(const PeerWork& mine) {
+  GPPF_CHECK(mine.task < 0 || mine.input.size() == 4, "lego exchange: input ", shape_str(mine.input),
+             " is not [N, H, W, C]");
+  std::int32_t momentum_bits = 0;
+  std::memcpy(&momentum_bits, &mine.bn_momentum, sizeof momentum_bits);
+  std::vector<std::int64_t> rec = {
+      mine.task, mine.training ? 1 : 0, mine.backward ? 1 : 0, momentum_bits, mine.step, 0, 0, 0, 0};
+  for (std::size_t i = 0; i < mine.input.size() && i < 4; ++i) rec[5 + i] = mine.input[i];
+  const std::size_t width = rec.size();
+  const auto all = m_block.allgather(rec, "the round header (which task each member runs)");
+  m_peers.assign(static_cast<std::size_t>(size()), PeerWork{});
+  m_shapes.assign(static_cast<std::size_t>(size()), {});
+  for (std::size_t m = 0; m < m_peers.size(); ++m) {
+    const std::int64_t* r = all.data() + m * width;
+    PeerWork& p = m_peers[m];
+    p.task = static_cast<int>(r[0]);
+    p.training = r[1] != 0;
+    p.backward = r[2] != 0;
+    const auto bits = static_cast<std::int32_t>(r[3]);
+    std::memcpy(&p.bn_momentum, &bits, sizeof bits);
+    p.step = r[4];
+    if (p.task >= 0) {
+      p.input = {r[5], r[6], r[7], r[8]};
+      m_shapes[m] = m_layer_inputs(p.input);
+    }
+  }
+}
+
+bool LegoExchange::anyone_working() const {
+  for (const auto& p : m_peers)
+    if (p.task >= 0) return true;
+  return false;
+}
+
+bool LegoExchange::anyone_backward() const {
+  for (const auto& p : m_peers)
+    if (p.task >= 0 && p.backward) return true;
+  return false;
+}
+
+const Shape& LegoExchange::layer_input(int member, int layer) const {
+  const auto& s = m_shapes[static_cast<std::size_t>(member)];
+  GPPF_CHECK(layer >= 0 && static_cast<std::size_t>(layer) < s.size(), "lego exchange: member ", member,
+             " has no input shape for layer ", layer);
+  return s[static_cast<std::size_t>(layer)];
+}
+
+}  // namespace gppf::dist

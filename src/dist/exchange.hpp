@@ -1,0 +1,53 @@
+#pragma once
+// The expert-parallel exchange of one round (docs/SCALING.md). The members of a block each run at
+// most one task path per round; before the round they tell each other what (task, batch shape,
+// training or not) in one small all-gather. From that every member derives, for every lego layer, the
+// routing of every member's task (routers are replicated) and so the exact send and receive counts of
+// the layer's all-to-alls: no capacity factor, no dropped samples, no count exchange per layer.
+#include <functional>
+#include <vector>
+
+#include "src/core/tensor.hpp"
+#include "src/dist/comm.hpp"
+#include "src/dist/layout.hpp"
+
+namespace gppf::dist {
+
+// What one member runs in a round.
+struct PeerWork {
+  int task = -1;          // -1: nothing (the member only serves the legos it holds)
+  bool training = false;  // batch statistics (training, BN calibration) or running ones (evaluation)
+  bool backward = false;  // a backward pass follows: keep what it needs
+  float bn_momentum = -1.0f;
+  std::int64_t step = 0;  // drives routing warm-up and its noise
+  Shape input;            // the task's input [N, H, W, C] on that member
+};
+
+class LegoExchange {
+ public:
+  // `layer_inputs(x)`: the input shape of every lego layer for a backbone input of shape x.
+  LegoExchange(Comm& block, const Layout& layout, std::function<std::vector<Shape>(const Shape&)> layer_inputs);
+
+  // Collective over the block.
+  void begin_round(const PeerWork& mine);
+  // True when some member runs a task this round.
+  bool anyone_working() const;
+  bool anyone_backward() const;
+
+  int size() const { return m_block.size(); }
+  int me() const { return m_block.rank(); }
+  const PeerWork& peer(int member) const { return m_peers[static_cast<std::size_t>(member)]; }
+  const Shape& layer_input(int member, int layer) const;
+  // The block member holding routed lego `lego` (the same index in every layer).
+  int owner(int lego) const { return m_layout.lego_owner[static_cast<std::size_t>(lego)]; }
+  Comm& comm() { return m_block; }
+
+ private:
+  Comm& m_block;
+  const Layout& m_layout;
+  std::function<std::vector<Shape>(const Shape&)> m_layer_inputs;
+  std::vector<PeerWork> m_peers;
+  std::vector<std::vector<Shape>> m_shapes;  // per member, per layer
+};
+
+}  // namespace gppf::dist

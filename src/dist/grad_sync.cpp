@@ -1,0 +1,103 @@
+#include "src/dist/grad_sync.hpp"
+
+#include <algorithm>
+
+#include "src/core/error.hpp"
+
+namespace gppf::dist {
+
+GradSync::GradSync(std::vector<SyncGroup> groups, int num_segments, double bucket_mb)
+    : m_groups(std::move(groups)),
+      m_segments(num_segments),
+      m_bucket_floats(
+          std::max<std::int64_t>(1024, static_cast<std::int64_t>(bucket_mb * 1024 * 1024 / sizeof(float)))) {
+  for (const SyncGroup& g : m_groups)
+    GPPF_CHECK(g.segments.size() == g.params.size(), g.name, ": ", g.segments.size(), " segments for ", g.params.size(),
+               " parameters");
+}
+
+void GradSync::begin(std::vector<std::vector<char>> touched) {
+  GPPF_CHECK(m_buckets.empty(), "gradient sync: begin() while a step is in flight");
+  GPPF_CHECK(touched.size() == m_groups.size(), "gradient sync: touched flags for ", touched.size(), " groups, not ",
+             m_groups.size());
+  m_touched = std::move(touched);
+  m_started = 0;
+  m_last_bytes = 0;
+}
+
+void GradSync::ready(int segment) {
+  // Drive the all-reduces in flight: without an asynchronous progress thread MPI advances them only
+  // inside MPI calls, and a layer boundary is a good moment.
+  for (Bucket& b : m_buckets)
+    if (b.request != MPI_REQUEST_NULL) {
+      int done = 0;
+      MPI_Test(&b.request, &done, MPI_STATUS_IGNORE);
+    }
+  for (; m_started <= std::min(segment, m_segments - 1); ++m_started) {
+    for (std::size_t gi = 0; gi < m_groups.size(); ++gi) {
+      SyncGroup& g = m_groups[gi];
+      if (g.comm == nullptr || g.comm->size() == 1) continue;
+      Bucket b;
+      b.group = gi;
+      auto flush = [&] {
+        if (b.params.empty()) return;
+        std::int64_t off = 0;
+        for (nn::Parameter* p : b.params) off += p->grad.numel();
+        b.data.resize(static_cast<std::size_t>(off));
+        off = 0;
+        for (nn::Parameter* p : b.params) {
+          const std::int64_t n = p->grad.numel();
+          if (p->touched)
+            std::copy(p->grad.data_as<float>(), p->grad.data_as<float>() + n, b.data.data() + off);
+          else
+            std::fill(b.data.data() + off, b.data.data() + off + n, 0.0f);
+          off += n;
+        }
+        b.request = g.comm->start_allreduce_sum(b.data.data(), off, g.name + " gradient all-reduce");
+        m_last_bytes += off * static_cast<std::int64_t>(sizeof(float));
+        m_buckets.push_back(std::move(b));
+        b = Bucket{};
+        b.group = gi;
+      };
+      std::int64_t filled = 0;
+      for (std::size_t i = 0; i < g.params.size(); ++i) {
+        if (g.segments[i] != m_started) continue;
+        nn::Parameter* p = g.params[i];
+        if (!m_touched[gi][i]) {
+          // The plan says nobody touches it: a rank that did anyway would desynchronise the copies.
+          GPPF_CHECK(!p->touched, g.name, ": ", p->name,
+                     " got a gradient that the step's plan did not expect (routing differs between ranks?)");
+          continue;
+        }
+        GPPF_CHECK(p->grad.device().is_host() && p->grad.dtype() == DType::F32, g.name, ": ", p->name,
+                   ": gradient synchronisation runs on host f32 (the NCCL path is not wired into training yet)");
+        if (filled > 0 && filled + p->grad.numel() > m_bucket_floats) {
+          flush();
+          filled = 0;
+        }
+        b.params.push_back(p);
+        filled += p->grad.numel();
+      }
+      flush();
+    }
+  }
+}
+
+void GradSync::finish() {
+  ready(m_segments - 1);
+  for (Bucket& b : m_buckets) {
+    SyncGroup& g = m_groups[b.group];
+    g.comm->finish(b.request, g.name + " gradient all-reduce");
+    std::int64_t off = 0;
+    for (nn::Parameter* p : b.params) {
+      const std::int64_t n = p->grad.numel();
+      std::copy(b.data.data() + off, b.data.data() + off + n, p->grad.data_as<float>());
+      p->touched = true;
+      off += n;
+    }
+  }
+  m_buckets.clear();
+  // Parameters the plan left out must be untouched everywhere (checked when their segment started).
+}
+
+}  // namespace gppf::dist

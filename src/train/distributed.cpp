@@ -1,0 +1,416 @@
+#include "src/train/distributed.hpp"
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <limits>
+#include <regex>
+#include <set>
+
+#include "src/core/log.hpp"
+#include "src/dist/mpi.hpp"
+#include "src/train/network.hpp"
+
+namespace gppf::train {
+namespace {
+
+int task_suffix(const std::string& name) {
+  static const std::regex re(R"(\.task(\d+)$)");
+  std::smatch m;
+  return std::regex_search(name, m, re) ? std::stoi(m[1].str()) : -1;
+}
+
+int router_task(const std::string& name) {
+  static const std::regex re(R"(\.router\.task(\d+)$)");
+  std::smatch m;
+  return std::regex_search(name, m, re) ? std::stoi(m[1].str()) : -1;
+}
+
+int lego_index(const std::string& name) {
+  static const std::regex re(R"(\.lego(\d+)\.)");
+  std::smatch m;
+  return std::regex_search(name, m, re) ? std::stoi(m[1].str()) : -1;
+}
+
+// "stage2.block0" of "stage2.block0.lego3.conv1.weight".
+std::string layer_of(const std::string& name) {
+  const auto a = name.find('.');
+  const auto b = a == std::string::npos ? a : name.find('.', a + 1);
+  return b == std::string::npos ? name : name.substr(0, b);
+}
+
+std::string mb(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f MB", bytes / 1e6);
+  return buf;
+}
+
+}  // namespace
+
+std::unique_ptr<Distributed> Distributed::create(const TrainConfig& config, Network& net) {
+  int initialised = 0;
+  MPI_Initialized(&initialised);
+  if (!initialised) return nullptr;
+  int world = 1, rank = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (world == 1) return nullptr;
+  MPI_Comm node = MPI_COMM_NULL;
+  GPPF_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
+  int per_node = 1;
+  MPI_Comm_size(node, &per_node);
+  MPI_Comm_free(&node);
+
+  dist::LayoutRequest q;
+  q.world = world;
+  q.rank = rank;
+  q.ranks_per_node = per_node;
+  q.task_groups = config.distributed.task_groups;
+  q.expert_parallel = config.distributed.expert_parallel;
+  q.replicas = config.distributed.replicas;
+  for (std::size_t t = 0; t < net.tasks().size(); ++t) {
+    const TaskSpec& s = net.tasks()[t];
+    q.task_names.push_back(s.config.name);
+    q.batch_sizes.push_back(s.config.batch_size);
+    q.step_flops.push_back(6.0 * static_cast<double>(net.path_macs(static_cast<int>(t))) * s.config.batch_size);
+  }
+  q.num_layers = static_cast<int>(net.backbone().lego_layers().size());
+  q.num_legos = config.backbone.num_legos;
+  return std::unique_ptr<Distributed>(new Distributed(config, net, dist::plan_layout(q), per_node));
+}
+
+Distributed::Distributed(const TrainConfig& config, Network& net, dist::Layout layout, int ranks_per_node)
+    : m_net(net), m_config(config), m_layout(std::move(layout)) {
+  m_layout.ranks_per_node = ranks_per_node;
+  for (const auto& s : net.tasks()) m_task_names.push_back(s.config.name);
+  if (m_layout.rank == 0)
+    for (int g = 0; g < m_layout.task_groups; ++g)
+      if (std::find(m_layout.task_group.begin(), m_layout.task_group.end(), g) == m_layout.task_group.end())
+        log::warn("distributed: task group ", g, " runs no task (", m_task_names.size(), " tasks on ",
+                  m_layout.task_groups, " groups); it only serves the legos it holds");
+  const double wd = config.distributed.watchdog_seconds;
+  m_world = dist::Comm(MPI_COMM_WORLD, "world", wd);
+  const int blocks = m_layout.task_groups / m_layout.expert_parallel;
+  m_block = dist::Comm::split(m_world, m_layout.replica * blocks + m_layout.block(), m_layout.group,
+                              str("expert-parallel block ", m_layout.block(), " of replica ", m_layout.replica));
+  m_group =
+      dist::Comm::split(m_world, m_layout.group, m_layout.replica, str("replicas of task group ", m_layout.group));
+  m_expert = dist::Comm::split(m_world, m_layout.expert_index(), m_layout.rank,
+                               str("holders of lego shard ", m_layout.expert_index()));
+  nn::Backbone& backbone = net.backbone();
+  m_exchange = std::make_unique<dist::LegoExchange>(
+      m_block, m_layout, [&backbone](const Shape& x) { return backbone.layer_input_shapes(x); });
+
+  std::vector<nn::Parameter*> replicated, heads, legos;
+  for (nn::Parameter* p : net.parameters()) {
+    const Owner o = classify(p->name);
+    switch (o.kind) {
+      case Kind::Replicated: replicated.push_back(p); break;
+      case Kind::Head:
+        if (runs(o.task)) heads.push_back(p);
+        break;
+      case Kind::Lego:
+        if (m_layout.holds_lego(o.lego)) legos.push_back(p);
+        break;
+    }
+  }
+  for (auto* p : replicated) {
+    m_held.push_back(p);
+    m_primary.push_back(m_world.rank() == 0);
+  }
+  for (auto* p : heads) {
+    m_held.push_back(p);
+    m_primary.push_back(m_group.rank() == 0);
+  }
+  for (auto* p : legos) {
+    m_held.push_back(p);
+    m_primary.push_back(m_expert.rank() == 0);
+  }
+  const auto layers = net.backbone().lego_layers();
+  for (std::size_t l = 0; l < layers.size(); ++l) m_layer_index[layers[l]->name()] = static_cast<int>(l);
+  std::vector<dist::SyncGroup> groups;
+  groups.push_back({"replicated parameters", &m_world, replicated, {}});
+  groups.push_back({"task heads", &m_group, heads, {}});
+  groups.push_back({"legos", &m_expert, legos, {}});
+  for (auto& g : groups) {
+    for (nn::Parameter* p : g.params) g.segments.push_back(segment_of(p->name));
+    m_group_params.push_back(g.params);
+  }
+  m_sync = std::make_unique<dist::GradSync>(std::move(groups), static_cast<int>(layers.size()) + 2,
+                                            config.distributed.bucket_mb);
+
+  NetworkDist nd;
+  nd.exchange = m_exchange.get();
+  nd.bn_sync = &m_group;
+  nd.replicas = m_layout.replicas;
+  net.set_distributed(nd);
+}
+
+Distributed::~Distributed() { m_net.set_distributed({}); }
+
+Distributed::Owner Distributed::classify(const std::string& name) const {
+  Owner o;
+  if (name.rfind("head.", 0) == 0) {
+    for (std::size_t t = 0; t < m_task_names.size(); ++t)
+      if (name.rfind("head." + m_task_names[t] + ".", 0) == 0) {
+        o.kind = Kind::Head;
+        o.task = static_cast<int>(t);
+        return o;
+      }
+    GPPF_THROW("distributed: parameter ", name, " belongs to no task's head");
+  }
+  const int lego = lego_index(name);
+  if (lego >= 0) {
+    o.kind = Kind::Lego;
+    o.lego = lego;
+  }
+  return o;
+}
+
+int Distributed::segment_of(const std::string& name) const {
+  const int L = static_cast<int>(m_layer_index.size());
+  if (name.rfind("head.", 0) == 0) return 0;
+  const auto it = m_layer_index.find(layer_of(name));
+  return it == m_layer_index.end() ? L + 1 : L - it->second;
+}
+
+void Distributed::begin_step(const std::vector<int>& active, std::int64_t step) {
+  // Which routed legos of each layer some active task runs (routing is the same on every rank).
+  auto layers = m_net.backbone().lego_layers();
+  std::vector<std::vector<char>> used(layers.size());
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    used[l].assign(static_cast<std::size_t>(m_config.backbone.num_legos), 0);
+    for (int t : active)
+      for (int i : layers[l]->route(t, step, true).routed)
+        if (i >= 0) used[l][static_cast<std::size_t>(i)] = 1;
+  }
+  std::vector<char> is_active(m_task_names.size(), 0);
+  for (int t : active) is_active[static_cast<std::size_t>(t)] = 1;
+  std::vector<std::vector<char>> touched;
+  for (const auto& params : m_group_params) {
+    std::vector<char> flags;
+    for (nn::Parameter* p : params) {
+      const Owner o = classify(p->name);
+      bool t = !active.empty();
+      if (o.kind == Kind::Head) {
+        t = is_active[static_cast<std::size_t>(o.task)];
+      } else if (o.kind == Kind::Lego) {
+        const auto it = m_layer_index.find(layer_of(p->name));
+        t = it != m_layer_index.end() && used[static_cast<std::size_t>(it->second)][static_cast<std::size_t>(o.lego)];
+      } else if (const int rt = router_task(p->name); rt >= 0) {
+        t = is_active[static_cast<std::size_t>(rt)];
+      }
+      flags.push_back(t ? 1 : 0);
+    }
+    touched.push_back(std::move(flags));
+  }
+  m_sync->begin(std::move(touched));
+}
+
+void Distributed::run_train_rounds(Network& net, std::int64_t step, const std::vector<int>& active,
+                                   const std::function<void(int)>& run_task) {
+  // Rounds of the block: the most tasks any member runs in this step (the same number on every member).
+  const int first = m_layout.block() * m_layout.expert_parallel;
+  int rounds = 0;
+  std::vector<int> mine;
+  for (int g = first; g < first + m_layout.expert_parallel; ++g) {
+    int n = 0;
+    for (int t : active)
+      if (m_layout.task_group[static_cast<std::size_t>(t)] == g) {
+        ++n;
+        if (g == m_layout.group) mine.push_back(t);
+      }
+    rounds = std::max(rounds, n);
+  }
+  const int L = static_cast<int>(m_layer_index.size());
+  for (int k = 0; k < rounds; ++k) {
+    if (k == rounds - 1)
+      net.set_grads_final_hook([this, L](int layer) { m_sync->ready(layer == L ? 0 : layer < 0 ? L + 1 : L - layer); });
+    if (k < static_cast<int>(mine.size())) {
+      run_task(mine[static_cast<std::size_t>(k)]);
+    } else {
+      GPPF_CHECK(net.serve_round(step), "distributed: rank ", rank(), " expected round ", k, " of ", rounds,
+                 " in its block at step ", step, ", but no member had work");
+    }
+  }
+  net.set_grads_final_hook(nullptr);
+}
+
+std::vector<nn::Parameter*> Distributed::held_parameters() const { return m_held; }
+
+optim::Optimizer::NormReducer Distributed::norm_reducer() {
+  return [this](const std::vector<std::size_t>& touched, const std::vector<double>& sums) {
+    double local = 0;
+    for (std::size_t k = 0; k < touched.size(); ++k)
+      if (m_primary[touched[k]]) local += sums[2 * k];
+    m_world.allreduce_sum(&local, 1, "the global gradient norm");
+    return local;
+  };
+}
+
+void Distributed::run_rounds(Network& net, std::int64_t step, const std::function<bool()>& next) {
+  while (next()) {
+  }
+  while (net.serve_round(step)) {
+  }
+}
+
+io::Batch Distributed::slice(const io::Batch& batch) const {
+  const int R = m_layout.replicas;
+  if (R == 1) return batch;
+  const std::int64_t n = batch.size();
+  GPPF_CHECK(n % R == 0, "distributed: a batch of ", n, " samples does not split into ", R, " replicas");
+  const std::int64_t part = n / R, first = part * m_layout.replica;
+  io::Batch b = batch;
+  b.images = batch.images.narrow0(first, part).clone();
+  if (batch.labels.defined()) b.labels = batch.labels.narrow0(first, part).clone();
+  if (batch.masks.defined()) b.masks = batch.masks.narrow0(first, part).clone();
+  if (!batch.boxes.empty()) b.boxes.assign(batch.boxes.begin() + first, batch.boxes.begin() + first + part);
+  b.ids.assign(batch.ids.begin() + first, batch.ids.begin() + first + part);
+  return b;
+}
+
+int Distributed::agree_max(int value, const std::string& what) {
+  m_world.allreduce_max(&value, 1, what);
+  return value;
+}
+
+std::vector<std::string> Distributed::gather(const std::string& mine, const std::string& what) {
+  return m_world.allgather(mine, what);
+}
+
+bool Distributed::writes_parameter(const std::string& name) const {
+  const Owner o = classify(name);
+  switch (o.kind) {
+    case Kind::Replicated: return rank() == 0;
+    case Kind::Head: return rank() == m_layout.world_rank(0, m_layout.task_group[static_cast<std::size_t>(o.task)]);
+    case Kind::Lego: return rank() == m_layout.world_rank(0, m_layout.lego_owner[static_cast<std::size_t>(o.lego)]);
+  }
+  return false;
+}
+
+bool Distributed::writes_buffer(const std::string& name) const {
+  const Owner o = classify(name);
+  // A head's buffers (kept per task index, but only its task runs it) are its task group's.
+  if (o.kind == Kind::Head)
+    return rank() == m_layout.world_rank(0, m_layout.task_group[static_cast<std::size_t>(o.task)]);
+  const int t = task_suffix(name);
+  if (t < 0 || t >= static_cast<int>(m_task_names.size())) return rank() == 0;
+  const int g = m_layout.task_group[static_cast<std::size_t>(t)];
+  const int lego = lego_index(name);
+  if (lego < 0) return rank() == m_layout.world_rank(0, g);
+  // The task's statistics of a lego are kept by the lego's holder in the task's block.
+  const int holder =
+      m_layout.block_of_group(g) * m_layout.expert_parallel + m_layout.lego_owner[static_cast<std::size_t>(lego)];
+  return rank() == m_layout.world_rank(0, holder);
+}
+
+TrafficEstimate estimate_traffic(const dist::Layout& L, Network& net, double bytes_per_value) {
+  TrafficEstimate e;
+  const int R = L.replicas, E = L.expert_parallel, blocks = L.task_groups / E;
+  auto node_of = [&](int world_rank) { return world_rank / std::max(1, L.ranks_per_node); };
+  auto layers = net.backbone().lego_layers();
+  const std::int64_t after_warmup = std::numeric_limits<std::int64_t>::max();
+  std::vector<std::string> names;
+  for (const auto& s : net.tasks()) names.push_back(s.config.name);
+  // Routed legos in use this step (by any task), per layer name.
+  std::map<std::string, std::set<int>> used;
+  for (std::size_t t = 0; t < net.tasks().size(); ++t) {
+    const TaskSpec& s = net.tasks()[t];
+    const int g = L.task_group[t];
+    const Shape x{std::max(1, s.config.batch_size / R), s.height, s.width, s.channels};
+    const auto inputs = net.backbone().layer_input_shapes(x);
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      const nn::Route r = layers[l]->route(static_cast<int>(t), after_warmup, false);
+      std::set<int> owners;
+      for (int i : r.routed)
+        if (i >= 0) {
+          used[layers[l]->name()].insert(i);
+          if (L.lego_owner[static_cast<std::size_t>(i)] != g % E)
+            owners.insert(L.lego_owner[static_cast<std::size_t>(i)]);
+        }
+      const double in = static_cast<double>(shape_numel(inputs[l])) * bytes_per_value;
+      const double out = static_cast<double>(shape_numel(layers[l]->output_shape(inputs[l]))) * bytes_per_value;
+      for (int o : owners)
+        for (int r2 = 0; r2 < R; ++r2) {
+          const double bytes = 2 * (in + out);  // forward: input out, output back; backward: the same sizes
+          e.alltoall_bytes += bytes;
+          const int a = L.world_rank(r2, g), b = L.world_rank(r2, L.block_of_group(g) * E + o);
+          if (node_of(a) != node_of(b)) e.alltoall_internode += bytes;
+        }
+    }
+  }
+  auto ring = [](double payload, int n) { return n > 1 ? 2.0 * (n - 1) / n * payload : 0.0; };
+  const int W = L.world;
+  for (nn::Parameter* p : net.parameters()) {
+    const double bytes = static_cast<double>(p->value.numel()) * 4;
+    e.naive_payload_bytes += W * bytes;
+    e.naive_wire_bytes += W * ring(bytes, W);
+    int n = 0;
+    bool is_lego = false;
+    if (p->name.rfind("head.", 0) == 0) {
+      n = R;
+    } else if (const int lego = lego_index(p->name); lego >= 0) {
+      is_lego = true;
+      n = used[layer_of(p->name)].count(lego) ? R * blocks : 0;
+    } else {
+      n = W;
+    }
+    if (n > 1) {
+      e.grad_payload_bytes += n * bytes;
+      e.grad_wire_bytes += n * ring(bytes, n);
+      (is_lego ? e.lego_payload_bytes : e.shared_payload_bytes) += n * bytes;
+    }
+  }
+  (void)names;
+  return e;
+}
+
+TrafficEstimate Distributed::estimate(const Network& net) const {
+  return estimate_traffic(m_layout, const_cast<Network&>(net), 4);
+}
+
+std::string Distributed::describe(const Network& net) const {
+  const dist::Layout& L = m_layout;
+  std::string s =
+      str("distributed: ", L.world, " ranks (", L.ranks_per_node, " per node) = ", L.replicas, " replicas x ",
+          L.task_groups, " task groups; legos sharded over blocks of ", L.expert_parallel, " groups\n");
+  for (int g = 0; g < L.task_groups; ++g) {
+    s += str("  task group ", g, " (world ranks");
+    for (int r = 0; r < L.replicas; ++r) s += str(" ", L.world_rank(r, g));
+    s += "): tasks";
+    bool any = false;
+    for (std::size_t t = 0; t < L.task_group.size(); ++t)
+      if (L.task_group[t] == g) {
+        s += " " + m_task_names[t];
+        any = true;
+      }
+    if (!any) s += " (none)";
+    s += "; routed legos";
+    for (std::size_t i = 0; i < L.lego_owner.size(); ++i)
+      if (L.lego_owner[i] == g % L.expert_parallel) s += str(" ", i);
+    s += "\n";
+  }
+  const TrafficEstimate e = estimate(net);
+  s += str("  predicted bytes per step (current routing): all-to-all ", mb(e.alltoall_bytes), " (",
+           mb(e.alltoall_internode), " between nodes); gradient all-reduce payload ", mb(e.grad_payload_bytes),
+           " (ring traffic ", mb(e.grad_wire_bytes), ") vs ", mb(e.naive_payload_bytes), " (", mb(e.naive_wire_bytes),
+           ") all-reducing every parameter on every rank");
+  return s;
+}
+
+dist::CommStats Distributed::stats() const {
+  dist::CommStats s;
+  for (const dist::Comm* c : {&m_world, &m_block, &m_group, &m_expert}) {
+    const dist::CommStats& x = const_cast<dist::Comm*>(c)->stats();
+    s.alltoall_bytes += x.alltoall_bytes;
+    s.allreduce_bytes += x.allreduce_bytes;
+    s.allreduce_wire_bytes += x.allreduce_wire_bytes;
+    s.collectives += x.collectives;
+    s.seconds += x.seconds;
+  }
+  return s;
+}
+
+}  // namespace gppf::train

@@ -1,0 +1,200 @@
+#include "src/train/finetune.hpp"
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "src/core/log.hpp"
+#include "src/train/checkpoint.hpp"
+#include "src/train/network.hpp"
+
+namespace gppf::train {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// The fine-tune config with phase-specific keys replaced (the text keeps the checkpoint's model).
+TrainConfig phase_config(const TrainConfig& config, const std::vector<std::string>& overrides) {
+  return parse_config(config.yaml, overrides, config.config_path);
+}
+
+std::vector<nn::Parameter*> backbone_parameters(Network& net) {
+  std::vector<nn::Parameter*> out;
+  net.backbone().collect_parameters(out);
+  return out;
+}
+
+// "<bn>.running_mean.task3" -> "<bn>.running_mean"; names without a task suffix stay as they are.
+std::string without_task(const std::string& name) {
+  const auto pos = name.rfind(".task");
+  return pos == std::string::npos ? name : name.substr(0, pos);
+}
+
+std::string legos_text(const std::vector<int>& legos) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < legos.size(); ++i) s += str(i ? " " : "", legos[i]);
+  return s + "]";
+}
+
+// The routed legos every task takes in every layer (inference routing: top-k of the logits).
+std::vector<std::vector<std::vector<int>>> chosen_legos(Network& net) {
+  std::vector<std::vector<std::vector<int>>> out(net.tasks().size());
+  for (std::size_t t = 0; t < out.size(); ++t)
+    for (auto* layer : net.backbone().lego_layers()) {
+      std::vector<int> legos;
+      for (int r : layer->route(static_cast<int>(t), 0, false).routed)
+        if (r >= 0) legos.push_back(r);
+      out[t].push_back(legos);
+    }
+  return out;
+}
+
+void write_transfer_json(const fs::path& path, const TrainConfig& config, const FinetuneOptions& options, Network* net,
+                         const std::vector<std::vector<std::vector<int>>>& legos) {
+  json j = {{"checkpoint", options.checkpoint},
+            {"from_scratch", options.from_scratch},
+            {"probe_steps", options.from_scratch ? 0 : config.finetune.probe_steps},
+            {"steps", options.from_scratch ? config.steps + config.finetune.probe_steps : config.steps},
+            {"freeze_backbone", config.finetune.freeze_backbone},
+            {"tasks", json::object()}};
+  if (net) {
+    const auto layers = net->backbone().lego_layers();
+    for (std::size_t t = 0; t < legos.size(); ++t) {
+      json per_layer = json::object();
+      for (std::size_t l = 0; l < layers.size(); ++l)
+        per_layer[layers[l]->name()] = {{"legos", legos[t][l]},
+                                        {"logits", layers[l]->router(static_cast<int>(t)).value.to_float_vector()}};
+      j["tasks"][config.tasks[t].name] = {{"layers", per_layer}};
+    }
+  }
+  std::ofstream out(path, std::ios::trunc);
+  GPPF_CHECK(out, path.string(), ": cannot write");
+  out << j.dump(2) << '\n';
+  GPPF_CHECK(out, path.string(), ": write failed (disk full?)");
+}
+
+}  // namespace
+
+bool is_router(const std::string& parameter_name) { return parameter_name.find(".router.task") != std::string::npos; }
+
+void load_pretrained_backbone(Network& net, const std::string& checkpoint) {
+  const CheckpointMeta meta = read_checkpoint_meta(checkpoint);
+  const std::size_t pretrained_tasks = meta.tasks.size();
+  GPPF_CHECK(pretrained_tasks > 0, "checkpoint ", checkpoint, " lists no tasks; it is not a pre-training checkpoint");
+
+  std::vector<nn::Parameter*> params;
+  for (auto* p : backbone_parameters(net))
+    if (!is_router(p->name)) params.push_back(p);
+
+  // Each per-task statistic once per pre-training task, read into scratch tensors, then averaged.
+  std::vector<nn::NamedTensor> mine;
+  net.backbone().collect_buffers(mine);
+  std::map<std::string, std::vector<Tensor>> theirs;
+  for (const auto& [name, tensor] : mine) {
+    const std::string base = without_task(name);
+    GPPF_CHECK(base != name, "backbone buffer ", name, " is not per task; cannot map it to the new tasks");
+    auto& v = theirs[base];
+    if (v.empty())
+      for (std::size_t i = 0; i < pretrained_tasks; ++i) v.push_back(Tensor::zeros(tensor->shape(), DType::F32));
+  }
+  std::vector<nn::NamedTensor> to_read;
+  for (auto& [base, tensors] : theirs)
+    for (std::size_t i = 0; i < tensors.size(); ++i) to_read.emplace_back(str(base, ".task", i), &tensors[i]);
+  ReadOptions ro;
+  ro.exact = false;
+  ro.optimizer = false;
+  (void)read_checkpoint(checkpoint, {params, to_read, {}}, ro);
+
+  for (const auto& [name, tensor] : mine) {
+    const auto& src = theirs.at(without_task(name));
+    std::vector<double> mean(static_cast<std::size_t>(tensor->numel()), 0.0);
+    for (const Tensor& s : src) {
+      const float* v = s.data_as<float>();
+      for (std::size_t k = 0; k < mean.size(); ++k) mean[k] += v[k];
+    }
+    float* dst = tensor->data_as<float>();
+    for (std::size_t k = 0; k < mean.size(); ++k)
+      dst[k] = static_cast<float>(mean[k] / static_cast<double>(src.size()));
+  }
+  log::info("finetune: loaded ", params.size(), " backbone parameters from ", checkpoint, " (step ", meta.step,
+            ", tasks pre-trained: ", pretrained_tasks, "); new tasks' BN statistics start as their mean");
+}
+
+FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& options) {
+  GPPF_CHECK(!options.run_dir.empty(), "finetune: --out RUN_DIR is required");
+  GPPF_CHECK(!options.checkpoint.empty(), "finetune: --checkpoint is required");
+  const fs::path run_dir(options.run_dir);
+  const FinetuneConfig& f = config.finetune;
+  auto notify = [&](const char* phase, Network& net) {
+    if (options.on_prepared) options.on_prepared(phase, net);
+  };
+  FinetuneResult result;
+  fs::create_directories(run_dir);
+
+  if (options.from_scratch) {
+    log::info("finetune --from-scratch: ", config.steps + f.probe_steps, " steps (probe_steps ", f.probe_steps,
+              " + steps ", config.steps, ") from random initialisation; ", options.checkpoint,
+              " gives only the network's shape");
+    const TrainConfig c = phase_config(config, {str("steps=", config.steps + f.probe_steps)});
+    TrainOptions t;
+    t.run_dir = options.run_dir;
+    t.prepare = [&](Network& net) { notify("scratch", net); };
+    result.summary = run_training(c, t);
+    if (!result.summary.interrupted) write_transfer_json(run_dir / "transfer.json", config, options, nullptr, {});
+    return result;
+  }
+
+  // 1. The probe: frozen pre-trained backbone, soft routing from uniform gates, new heads.
+  const fs::path probe_dir = run_dir / "probe";
+  const TrainConfig probe =
+      phase_config(config, {str("steps=", f.probe_steps), str("optimizer.lr=", f.probe_lr), "schedule={type: constant}",
+                            "model.routing.warmup=soft", str("model.routing.warmup_steps=", f.probe_steps),
+                            "model.routing.balance_weight=0", "eval_every=0", "checkpoint_every=0",
+                            "checkpoint_minutes=0", "keep_checkpoints=1"});
+  log::info("finetune: probe of ", f.probe_steps, " steps at lr ", f.probe_lr, " -> ", probe_dir.string());
+  TrainOptions po;
+  po.run_dir = probe_dir.string();
+  po.prepare = [&](Network& net) {
+    load_pretrained_backbone(net, options.checkpoint);
+    for (auto* p : backbone_parameters(net)) {
+      p->trainable = is_router(p->name);
+      if (is_router(p->name)) p->value.fill_(0.0f);
+    }
+    notify("probe", net);
+  };
+  result.probe = run_training(probe, po);
+  if (result.probe.interrupted) return result;
+  const std::string probe_checkpoint = resolve_checkpoint(probe_dir.string());
+
+  // 2.-3. Top-k of the probe's logits, routers frozen; fine-tune the paths (or only the heads).
+  const TrainConfig tune = phase_config(
+      config, {"model.routing.warmup=none", "model.routing.warmup_steps=0", "model.routing.balance_weight=0"});
+  TrainOptions fo;
+  fo.run_dir = options.run_dir;
+  std::vector<std::vector<std::vector<int>>> legos;
+  fo.prepare = [&](Network& net) {
+    ReadOptions ro;
+    ro.exact = false;  // the same network: every name must be there; the probe's optimizer state is not wanted
+    ro.optimizer = false;
+    (void)read_checkpoint(probe_checkpoint, {net.parameters(), net.buffers(), {}}, ro);
+    for (auto* p : backbone_parameters(net)) p->trainable = !is_router(p->name) && !f.freeze_backbone;
+    legos = chosen_legos(net);
+    const auto layers = net.backbone().lego_layers();
+    for (std::size_t t = 0; t < legos.size(); ++t) {
+      std::string line = str("finetune: the probe chose for task '", config.tasks[t].name, "':");
+      for (std::size_t l = 0; l < layers.size(); ++l) line += str(" ", layers[l]->name(), " ", legos_text(legos[t][l]));
+      log::info(line);
+    }
+    write_transfer_json(run_dir / "transfer.json", config, options, &net, legos);
+    notify("finetune", net);
+  };
+  log::info("finetune: ", config.steps, " steps of ", f.freeze_backbone ? "the heads" : "the chosen paths and heads",
+            " -> ", run_dir.string());
+  result.summary = run_training(tune, fo);
+  result.legos = legos;
+  return result;
+}
+
+}  // namespace gppf::train

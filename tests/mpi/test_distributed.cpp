@@ -1,0 +1,252 @@
+// Distributed SIMT under mpirun -np 1, 2, 4: every layout the world size allows trains to the same
+// parameters as one process with the same global batches (relative error below 1e-5), including
+// expert-parallel layouts where a task's legos all sit on other ranks, legos no task uses, tasks of
+// very different batch and input sizes, and replicas with synchronised batch norm; the checkpoint a
+// layout writes resumes on the same world with the same next steps.
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+
+#include "src/dist/layout.hpp"
+#include "src/train/checkpoint.hpp"
+#include "src/train/network.hpp"
+#include "src/train/trainer.hpp"
+#include "tests/common/checkpoint_compare.hpp"
+#include "tests/common/datasets.hpp"
+
+namespace gppf::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+int world_size() {
+  int s = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &s);
+  return s;
+}
+
+// Rank 0's string on every rank.
+std::string broadcast(std::string s) {
+  int n = static_cast<int>(s.size());
+  MPI_Bcast(&n, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  s.resize(static_cast<std::size_t>(n));
+  MPI_Bcast(s.data(), n, MPI_CHAR, 0, MPI_COMM_WORLD);
+  return s;
+}
+
+class Distributed : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string dir;
+    if (world_rank() == 0) {
+      dir = (fs::temp_directory_path() / ("gppf-dist-" + std::to_string(::getpid()))).string();
+      fs::create_directories(dir);
+      test::write_bars(dir + "/bars", 128, 16, 1);
+      test::write_squares(dir + "/squares", 64, 8, 2);
+    }
+    s_dir = broadcast(dir);
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+  static void TearDownTestSuite() {
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (world_rank() == 0) fs::remove_all(s_dir);
+  }
+
+  // Four tasks of different batch (8 vs 4) and input sizes (8x8 vs 16x16); 4 legos, top-1, so that
+  // some legos get no task in a step and, with legos on 4 ranks, a task's only lego is often remote.
+  static TrainConfig config(const std::vector<std::string>& layout, int steps = 4) {
+    const std::string yaml = str(R"(
+steps: )",
+                                 steps, R"(
+log_every: 2
+threads: 1
+bn_calibration_batches: 1
+checkpoint_every: 2
+keep_checkpoints: 5
+optimizer: {type: sgd, lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 1.0e-4, max_grad_norm: 1.0}
+schedule: {type: constant}
+model:
+  backbone: gppf-mini
+  stem_channels: 4
+  stages: [[8, 1, 1], [8, 1, 2]]
+  legos: 4
+  top_k: 1
+  routing: {warmup: noisy, warmup_steps: 2, noise_std: 1.0, balance_weight: 0.01}
+  neck: {first_stage: 0, channels: 8}
+tasks:
+  - {name: bars, type: classification, dataset: )",
+                                 s_dir, R"(/bars, batch_size: 8}
+  - {name: bars2, type: classification, dataset: )",
+                                 s_dir, R"(/bars, batch_size: 4, loss_weight: 0.5}
+  - {name: det, type: detection, dataset: )",
+                                 s_dir, R"(/squares, batch_size: 4}
+  - {name: seg, type: segmentation, dataset: )",
+                                 s_dir, R"(/squares, batch_size: 4}
+)");
+    return parse_config(yaml, layout, "dist.yaml");
+  }
+
+  // The single-process reference, trained once by rank 0.
+  static std::string reference() {
+    if (s_reference.empty()) {
+      if (world_rank() == 0) {
+        TrainOptions o;
+        o.run_dir = s_dir + "/reference";
+        o.single_process = true;
+        run_training(config({}), o);
+      }
+      s_reference = s_dir + "/reference";
+      MPI_Barrier(MPI_COMM_WORLD);
+    }
+    return s_reference;
+  }
+
+  static std::string s_dir, s_reference;
+};
+std::string Distributed::s_dir, Distributed::s_reference;
+
+// a's parameters against b's: below 1e-5 relative over all of them, 1e-4 per tensor (sums run in
+// another order on another layout; a BN beta's gradient is a sum with much cancellation).
+std::pair<double, int> max_relative_error(const std::string& a, const std::string& b) {
+  const test::ParamComparison c = test::compare_checkpoint_params(a, b);
+  EXPECT_TRUE(c.missing.empty()) << c.missing.size() << " tensors missing from " << a << ", e.g. " << c.missing.front();
+  EXPECT_LT(c.global_relative, 1e-5);
+  EXPECT_LT(c.max_relative, 1e-4) << c.worst;
+  return {c.max_relative, c.tensors};
+}
+
+std::vector<std::vector<std::string>> layouts_for(int world) {
+  switch (world) {
+    case 2:
+      return {{"distributed.task_groups=2", "distributed.expert_parallel=2"},
+              {"distributed.replicas=2"},
+              {"distributed.task_groups=2", "distributed.expert_parallel=1"}};
+    case 4:
+      return {{"distributed.task_groups=4", "distributed.expert_parallel=4"},
+              {"distributed.task_groups=2", "distributed.expert_parallel=2", "distributed.replicas=2"},
+              {"distributed.task_groups=4", "distributed.expert_parallel=2"}};
+    default: return {{}};
+  }
+}
+
+TEST_F(Distributed, EveryLayoutMatchesOneProcess) {
+  const std::string ref = reference();
+  int index = 0;
+  for (const auto& layout : layouts_for(world_size())) {
+    const std::string run = str(s_dir, "/layout", index++);
+    TrainOptions o;
+    o.run_dir = run;
+    run_training(config(layout), o);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (world_rank() == 0) {
+      const auto [worst, n] =
+          max_relative_error(run + "/checkpoints/step-00000004.h5", ref + "/checkpoints/step-00000004.h5");
+      std::string desc;
+      for (const auto& l : layout) desc += l + " ";
+      std::printf("world %d, layout [%s]: %d tensors, max relative error %.2e\n", world_size(), desc.c_str(), n, worst);
+      EXPECT_GT(n, 50);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+}
+
+TEST_F(Distributed, ExpertParallelLayoutsSendTasksToLegosOnOtherRanks) {
+  if (world_size() < 4) GTEST_SKIP() << "needs 4 ranks";
+  // The reference network's routing at the end: with legos on 4 ranks (owner = lego % 4) and top-1,
+  // count the (task, layer) pairs whose only lego is not on the task's rank.
+  TrainConfig c = config({"distributed.task_groups=4", "distributed.expert_parallel=4"});
+  std::vector<TaskSpec> specs;
+  std::vector<std::string> names;
+  std::vector<int> batches;
+  std::vector<double> flops;
+  for (const auto& t : c.tasks) {
+    specs.push_back(resolve_task(t, io::Dataset::open(t.dataset).manifest()));
+    names.push_back(t.name);
+    batches.push_back(t.batch_size);
+  }
+  Network net(c, specs);
+  for (std::size_t t = 0; t < specs.size(); ++t)
+    flops.push_back(static_cast<double>(net.path_macs(static_cast<int>(t))) * batches[t]);
+  dist::LayoutRequest q{4, 0, 4, 4, 4, 1, names, batches, flops, 2, 4};
+  const dist::Layout l = dist::plan_layout(q);
+  int remote = 0, unused = 0;
+  for (auto* layer : net.backbone().lego_layers()) {
+    std::set<int> used;
+    for (int t = 0; t < 4; ++t) {
+      const nn::Route r = layer->route(t, std::numeric_limits<std::int64_t>::max(), false);
+      used.insert(r.routed[0]);
+      remote += l.lego_owner[static_cast<std::size_t>(r.routed[0])] != l.task_group[static_cast<std::size_t>(t)];
+    }
+    unused += 4 - static_cast<int>(used.size());
+  }
+  EXPECT_GT(remote, 0) << "no task's lego is remote: the layout test would not exercise the exchange";
+  EXPECT_GT(unused, 0) << "every lego is used: the layout test would not exercise unused legos";
+}
+
+TEST_F(Distributed, ResumesFromItsCheckpointOnTheSameWorld) {
+  const std::string ref = reference();
+  const auto layout = layouts_for(world_size()).front();
+  const std::string run = s_dir + "/resume";
+  // 2 steps, then resume to 4: same parameters as 4 steps straight (and so as one process).
+  TrainOptions o;
+  o.run_dir = run;
+  run_training(config(layout, 2), o);
+  o.resume = "auto";
+  run_training(config(layout, 4), o);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) {
+    const auto [worst, n] =
+        max_relative_error(run + "/checkpoints/step-00000004.h5", ref + "/checkpoints/step-00000004.h5");
+    std::printf("world %d, resumed at step 2: max relative error %.2e over %d tensors\n", world_size(), worst, n);
+    // Against the same layout run straight (EveryLayoutMatchesOneProcess's first run): bitwise.
+    const std::string straight = s_dir + "/layout0/checkpoints/step-00000004.h5";
+    if (fs::exists(straight)) {
+      const test::ParamComparison c = test::compare_checkpoint_params(run + "/checkpoints/step-00000004.h5", straight);
+      EXPECT_EQ(c.global_relative, 0.0) << "restart is not bitwise on " << world_size() << " ranks: " << c.worst;
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST_F(Distributed, ReshardsBetweenOneProcessAndEveryLayout) {
+  const std::string ref = reference();
+  const std::string one_to_many = s_dir + "/one-to-many", many = s_dir + "/layout0";
+  // The single process's step-2 checkpoint resumed by this world's layouts, and (rank 0 alone) the
+  // first layout's step-2 checkpoint resumed by one process: both reach the single process's step 4.
+  int index = 0;
+  for (const auto& layout : layouts_for(world_size())) {
+    TrainOptions o;
+    o.run_dir = str(one_to_many, index++);
+    o.resume = ref + "/checkpoints/step-00000002.h5";
+    run_training(config(layout), o);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (world_rank() == 0) {
+      const auto [worst, n] =
+          max_relative_error(o.run_dir + "/checkpoints/step-00000004.h5", ref + "/checkpoints/step-00000004.h5");
+      std::printf("world 1 -> %d: max relative error %.2e over %d tensors\n", world_size(), worst, n);
+    }
+  }
+  if (world_rank() == 0 && fs::exists(many + "/checkpoints/step-00000002.h5")) {
+    TrainOptions o;
+    o.run_dir = s_dir + "/many-to-one";
+    o.resume = many + "/checkpoints/step-00000002.h5";
+    o.single_process = true;
+    run_training(config({}), o);
+    const auto [worst, n] =
+        max_relative_error(o.run_dir + "/checkpoints/step-00000004.h5", ref + "/checkpoints/step-00000004.h5");
+    std::printf("world %d -> 1: max relative error %.2e over %d tensors\n", world_size(), worst, n);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+}  // namespace
+}  // namespace gppf::train
