@@ -84,6 +84,16 @@ Distributed::Distributed(const TrainConfig& config, Network& net, dist::Layout l
     : m_net(net), m_config(config), m_layout(std::move(layout)) {
   m_layout.ranks_per_node = ranks_per_node;
   for (const auto& s : net.tasks()) m_task_names.push_back(s.config.name);
+  // All-to-alls should stay on the fast intra-node links: a block that spans nodes pays the network.
+  if (m_layout.rank == 0 && m_layout.expert_parallel > 1) {
+    const int per = std::max(1, ranks_per_node), E = m_layout.expert_parallel;
+    bool spans = false;
+    for (int r = 0; r < m_layout.world && !spans; r += E) spans = r / per != (r + E - 1) / per;
+    if (spans)
+      log::warn("distributed: expert-parallel blocks of ", E, " ranks span nodes of ", per,
+                " ranks: their all-to-alls cross the network; prefer distributed.expert_parallel dividing the ranks "
+                "per node (and task_groups a multiple of it)");
+  }
   if (m_layout.rank == 0)
     for (int g = 0; g < m_layout.task_groups; ++g)
       if (std::find(m_layout.task_group.begin(), m_layout.task_group.end(), g) == m_layout.task_group.end())
