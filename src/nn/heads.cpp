@@ -1,5 +1,6 @@
 #include "src/nn/heads.hpp"
 
+#include "kernels/concat.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/resample.hpp"
 
@@ -12,28 +13,51 @@ std::vector<Shape> shapes_of(const std::vector<Tensor>& ts) {
   return s;
 }
 
+// The 2x2 grid as one average pool: windows [0, ceil(H/2)) and [floor(H/2), H) (PyTorch's adaptive
+// average pooling to 2 for every H >= 2).
+kernels::Pool2dParams grid_pool(const Shape& f) {
+  GPPF_CHECK(f[1] >= 2 && f[2] >= 2, "classification head: last stage ", f[1], "x", f[2],
+             " is smaller than its 2x2 pooling grid; use a larger input or fewer strides");
+  kernels::Pool2dParams p;
+  p.kernel_h = static_cast<int>((f[1] + 1) / 2);
+  p.kernel_w = static_cast<int>((f[2] + 1) / 2);
+  p.stride_h = static_cast<int>(f[1] / 2);
+  p.stride_w = static_cast<int>(f[2] / 2);
+  return p;
+}
+
 }  // namespace
 
 // ---- classification ------------------------------------------------------------------
 
 ClassificationHead::ClassificationHead(const std::string& name, int in_channels, int num_classes, std::mt19937_64& rng)
-    : m_fc(name + ".fc", in_channels, num_classes, rng) {}
+    : m_fc(name + ".fc", 5 * in_channels, num_classes, rng) {}
 
 Tensor ClassificationHead::forward(const RunState& rs, const std::vector<Tensor>& features) {
   const Tensor& f = features.back();
+  const kernels::Pool2dParams gp = grid_pool(f.shape());
   Tensor pooled = Tensor::empty({f.dim(0), f.dim(3)}, f.dtype(), f.device());
   kernels::global_avgpool_fwd(f, pooled, rs.stream);
+  Tensor grid = Tensor::empty({f.dim(0), 2, 2, f.dim(3)}, f.dtype(), f.device());
+  kernels::avgpool2d_fwd(gp, f, grid, rs.stream);
+  Tensor both = Tensor::empty({f.dim(0), 5 * f.dim(3)}, f.dtype(), f.device());
+  kernels::concat_channels({pooled, grid.reshape({f.dim(0), 4 * f.dim(3)})}, both, rs.stream);
   if (rs.training) m_shapes = shapes_of(features);
-  return m_fc.forward(rs, pooled);
+  return m_fc.forward(rs, both);
 }
 
 std::vector<Tensor> ClassificationHead::backward(const RunState& rs, const Tensor& dlogits) {
   const Shape& last = m_shapes.back();
-  Tensor dpooled = Tensor::empty({last[0], last[3]}, dlogits.dtype(), dlogits.device());
-  m_fc.backward(rs, dlogits, &dpooled, kernels::GradMode::Overwrite);
+  const std::int64_t n = last[0], c = last[3];
+  Tensor dboth = Tensor::empty({n, 5 * c}, dlogits.dtype(), dlogits.device());
+  m_fc.backward(rs, dlogits, &dboth, kernels::GradMode::Overwrite);
+  std::vector<Tensor> parts = {Tensor::empty({n, c}, dlogits.dtype(), dlogits.device()),
+                               Tensor::empty({n, 4 * c}, dlogits.dtype(), dlogits.device())};
+  kernels::split_channels(dboth, parts, kernels::GradMode::Overwrite, rs.stream);
   std::vector<Tensor> grads(m_shapes.size());
   grads.back() = Tensor::empty(last, dlogits.dtype(), dlogits.device());
-  kernels::global_avgpool_bwd(dpooled, grads.back(), kernels::GradMode::Overwrite, rs.stream);
+  kernels::avgpool2d_bwd(grid_pool(last), parts[1].reshape({n, 2, 2, c}), grads.back(), rs.stream);
+  kernels::global_avgpool_bwd(parts[0], grads.back(), kernels::GradMode::Accumulate, rs.stream);
   return grads;
 }
 
@@ -54,6 +78,13 @@ FpnNeck::FpnNeck(const std::string& name, const std::vector<int>& stage_channels
                                                  ConvSpec{stage_channels[s], spec.channels, 1, 1, 0, 1, false}, rng));
     m_lateral_bn.push_back(std::make_unique<BatchNorm>(str(name, ".lateral_bn", s), spec.channels, num_tasks, true));
   }
+  GPPF_CHECK(spec.context_levels >= 0, name, ": neck context_levels ", spec.context_levels, " must be >= 0");
+  for (int e = 0; e < spec.context_levels; ++e) {
+    const int in = e == 0 ? stage_channels.back() : spec.channels;
+    m_context.push_back(
+        std::make_unique<Conv2d>(str(name, ".context", e), ConvSpec{in, spec.channels, 3, 2, 1, 1, false}, rng));
+    m_context_bn.push_back(std::make_unique<BatchNorm>(str(name, ".context_bn", e), spec.channels, num_tasks, true));
+  }
 }
 
 Tensor FpnNeck::forward(const RunState& rs, const std::vector<Tensor>& features) {
@@ -62,6 +93,10 @@ Tensor FpnNeck::forward(const RunState& rs, const std::vector<Tensor>& features)
   std::vector<Tensor> lat(m_lateral.size());
   for (std::size_t i = 0; i < m_lateral.size(); ++i)
     lat[i] = m_lateral_bn[i]->forward(rs, m_lateral[i]->forward(rs, features[first + i]));
+  for (std::size_t e = 0; e < m_context.size(); ++e) {
+    const Tensor& in = e == 0 ? features.back() : lat.back();
+    lat.push_back(m_context_bn[e]->forward(rs, m_context[e]->forward(rs, in)));
+  }
   Tensor p = lat.back();
   for (int i = static_cast<int>(lat.size()) - 2; i >= 0; --i) {
     Tensor& l = lat[static_cast<std::size_t>(i)];
@@ -78,8 +113,8 @@ std::vector<Tensor> FpnNeck::backward(const RunState& rs, const Tensor& dy) {
   Tensor ds = m_smooth_bn.backward(rs, dy);
   Tensor dp = Tensor::empty(m_level_shapes.front(), dy.dtype(), dy.device());
   m_smooth.backward(rs, ds, &dp, kernels::GradMode::Overwrite);
-  std::vector<Tensor> dlat(m_lateral.size());
-  for (std::size_t i = 0; i + 1 < m_lateral.size(); ++i) {
+  std::vector<Tensor> dlat(m_level_shapes.size());
+  for (std::size_t i = 0; i + 1 < dlat.size(); ++i) {
     dlat[i] = dp;  // p_i = lat_i + up(p_{i+1})
     Tensor next = Tensor::empty(m_level_shapes[i + 1], dy.dtype(), dy.device());
     kernels::upsample_bwd({kernels::UpsampleMode::Nearest}, dp, next, kernels::GradMode::Overwrite, rs.stream);
@@ -94,6 +129,12 @@ std::vector<Tensor> FpnNeck::backward(const RunState& rs, const Tensor& dy) {
     m_lateral[i]->backward(rs, d, &df, kernels::GradMode::Overwrite);
     grads[first + i] = df;
   }
+  // A context level feeds the top-down sum and the next context level: its gradient is both.
+  for (std::size_t e = m_context.size(); e-- > 0;) {
+    Tensor d = m_context_bn[e]->backward(rs, dlat[m_lateral.size() + e]);
+    Tensor& dx = e == 0 ? grads.back() : dlat[m_lateral.size() + e - 1];
+    m_context[e]->backward(rs, d, &dx, kernels::GradMode::Accumulate);
+  }
   return grads;
 }
 
@@ -104,11 +145,16 @@ void FpnNeck::collect_parameters(std::vector<Parameter*>& out) {
   }
   m_smooth.collect_parameters(out);
   m_smooth_bn.collect_parameters(out);
+  for (std::size_t e = 0; e < m_context.size(); ++e) {
+    m_context[e]->collect_parameters(out);
+    m_context_bn[e]->collect_parameters(out);
+  }
 }
 
 void FpnNeck::collect_buffers(std::vector<NamedTensor>& out) {
   for (auto& bn : m_lateral_bn) bn->collect_buffers(out);
   m_smooth_bn.collect_buffers(out);
+  for (auto& bn : m_context_bn) bn->collect_buffers(out);
 }
 
 Shape FpnNeck::output_shape(const std::vector<Shape>& features) const {
@@ -120,6 +166,11 @@ std::int64_t FpnNeck::macs(const std::vector<Shape>& features) const {
   std::int64_t total = 0;
   const std::size_t first = static_cast<std::size_t>(m_spec.first_stage);
   for (std::size_t i = 0; i < m_lateral.size(); ++i) total += m_lateral[i]->macs(features[first + i]);
+  Shape in = features.back();
+  for (const auto& c : m_context) {
+    total += c->macs(in);
+    in = c->output_shape(in);
+  }
   const Shape& f = features[first];
   return total + m_smooth.macs({f[0], f[1], f[2], m_spec.channels});
 }
@@ -193,36 +244,78 @@ std::int64_t DetectionHead::macs(const std::vector<Shape>& features) const {
 
 // ---- segmentation -------------------------------------------------------------------
 
+namespace {
+// Three context levels (strides 8, 16 and 32 on gppf-mini) widen the receptive field from about 15
+// pixels to more than a digit (22-42 pixels on the canvases): the class of a stroke pixel needs the whole
+// digit. Measured in docs/ARCHITECTURE.md.
+constexpr int kSegContextLevels = 3;
+NeckSpec with_context(NeckSpec n) {
+  n.context_levels = kSegContextLevels;
+  return n;
+}
+}  // namespace
+
 SegmentationHead::SegmentationHead(const std::string& name, const std::vector<int>& stage_channels,
                                    const NeckSpec& neck, int num_classes, int num_tasks, std::mt19937_64& rng)
-    : m_neck(name + ".neck", stage_channels, neck, num_tasks, rng),
-      m_classifier(name + ".classifier", {neck.channels, num_classes, 1, 1, 0, 1, true}, rng) {}
+    : m_neck(name + ".neck", stage_channels, with_context(neck), num_tasks, rng),
+      m_classifier(name + ".classifier", {neck.channels, num_classes, 1, 1, 0, 1, true}, rng) {
+  if (neck.first_stage > 0)
+    m_skip = std::make_unique<Conv2d>(name + ".skip", ConvSpec{stage_channels[0], num_classes, 1, 1, 0, 1, true}, rng);
+}
 
 Tensor SegmentationHead::forward(const RunState& rs, const std::vector<Tensor>& features, int out_h, int out_w) {
   Tensor low = m_classifier.forward(rs, m_neck.forward(rs, features));
+  if (rs.training) m_low_shape = low.shape();
+  if (m_skip) {
+    // Logits at stage 0's resolution: the neck's, upsampled, plus a linear read-out of stage 0.
+    Tensor fine = m_skip->forward(rs, features[0]);
+    Tensor up = Tensor::empty(fine.shape(), low.dtype(), low.device());
+    kernels::upsample_fwd({kernels::UpsampleMode::Bilinear}, low, up, rs.stream);
+    kernels::axpby(1.0f, fine, 1.0f, up, rs.stream);
+    low = up;
+    if (rs.training) m_skip_shape = low.shape();
+  }
+  if (low.dim(1) == out_h && low.dim(2) == out_w) return low;
   Tensor logits = Tensor::empty({low.dim(0), out_h, out_w, low.dim(3)}, low.dtype(), low.device());
   kernels::upsample_fwd({kernels::UpsampleMode::Bilinear}, low, logits, rs.stream);
-  if (rs.training) m_low_shape = low.shape();
   return logits;
 }
 
 std::vector<Tensor> SegmentationHead::backward(const RunState& rs, const Tensor& dlogits) {
-  Tensor dlow = Tensor::empty(m_low_shape, dlogits.dtype(), dlogits.device());
-  kernels::upsample_bwd({kernels::UpsampleMode::Bilinear}, dlogits, dlow, kernels::GradMode::Overwrite, rs.stream);
+  Tensor d = dlogits;
+  const Shape& mid = m_skip ? m_skip_shape : m_low_shape;
+  if (d.shape() != mid) {
+    Tensor dm = Tensor::empty(mid, dlogits.dtype(), dlogits.device());
+    kernels::upsample_bwd({kernels::UpsampleMode::Bilinear}, d, dm, kernels::GradMode::Overwrite, rs.stream);
+    d = dm;
+  }
+  Tensor dskip;
+  if (m_skip) {
+    dskip = Tensor::empty(m_skip->input_shape(), dlogits.dtype(), dlogits.device());
+    m_skip->backward(rs, d, &dskip, kernels::GradMode::Overwrite);
+    Tensor dlow = Tensor::empty(m_low_shape, dlogits.dtype(), dlogits.device());
+    kernels::upsample_bwd({kernels::UpsampleMode::Bilinear}, d, dlow, kernels::GradMode::Overwrite, rs.stream);
+    d = dlow;
+  }
   Tensor dx = Tensor::empty(m_classifier.input_shape(), dlogits.dtype(), dlogits.device());
-  m_classifier.backward(rs, dlow, &dx, kernels::GradMode::Overwrite);
-  return m_neck.backward(rs, dx);
+  m_classifier.backward(rs, d, &dx, kernels::GradMode::Overwrite);
+  std::vector<Tensor> grads = m_neck.backward(rs, dx);
+  if (m_skip) grads[0] = dskip;
+  return grads;
 }
 
 void SegmentationHead::collect_parameters(std::vector<Parameter*>& out) {
   m_neck.collect_parameters(out);
   m_classifier.collect_parameters(out);
+  if (m_skip) m_skip->collect_parameters(out);
 }
 
 void SegmentationHead::collect_buffers(std::vector<NamedTensor>& out) { m_neck.collect_buffers(out); }
 
 std::int64_t SegmentationHead::macs(const std::vector<Shape>& features) const {
-  return m_neck.macs(features) + m_classifier.macs(m_neck.output_shape(features));
+  std::int64_t total = m_neck.macs(features) + m_classifier.macs(m_neck.output_shape(features));
+  if (m_skip) total += m_skip->macs(features[0]);
+  return total;
 }
 
 }  // namespace gppf::nn

@@ -1,10 +1,12 @@
 #pragma once
 // Task heads on top of the backbone's stage outputs:
-//  - classification: global average pooling of the last stage + linear;
-//  - a light FPN neck (lateral 1x1 conv+BN+ReLU per used stage, top-down nearest upsampling and sums,
-//    one 3x3 conv+BN+ReLU on the finest level) shared by the dense heads of one task;
+//  - classification: global and 2x2-grid average pooling of the last stage + linear;
+//  - a light FPN neck (lateral 1x1 conv+BN+ReLU per used stage, optional stride-2 context levels below
+//    the last stage, top-down nearest upsampling and sums, one 3x3 conv+BN+ReLU on the finest level)
+//    shared by the dense heads of one task;
 //  - detection (CenterNet-style, anchor-free): heat map per class, box size (w, h) and centre offset;
-//  - segmentation: per-pixel class logits at the neck's stride, bilinearly upsampled to the input.
+//  - segmentation: per-pixel class logits from a neck with context levels, plus a linear read-out of
+//    stage 0, bilinearly upsampled to the input.
 #include <memory>
 #include <vector>
 
@@ -13,6 +15,9 @@
 
 namespace gppf::nn {
 
+// Pools the last stage over the whole image and over a 2x2 grid (a spatial pyramid, SPPNet's levels 1
+// and 2: where a stroke sits matters for digits and garments), concatenates the 5 C values, then a
+// linear layer. Needs a last stage of at least 2x2.
 class ClassificationHead final : public Module {
  public:
   ClassificationHead(const std::string& name, int in_channels, int num_classes, std::mt19937_64& rng);
@@ -29,6 +34,9 @@ class ClassificationHead final : public Module {
 struct NeckSpec {
   int first_stage = 0;  // finest stage used; the neck's output has that stage's stride
   int channels = 32;
+  // Extra levels below the last stage (3x3 conv stride 2 + BN + ReLU each, as RetinaNet's P6/P7) that
+  // join the top-down sum: context wider than the backbone's receptive field.
+  int context_levels = 0;
 };
 
 class FpnNeck final : public Module {
@@ -49,7 +57,9 @@ class FpnNeck final : public Module {
   std::vector<std::unique_ptr<BatchNorm>> m_lateral_bn;
   Conv2d m_smooth;
   BatchNorm m_smooth_bn;
-  std::vector<Shape> m_level_shapes;
+  std::vector<std::unique_ptr<Conv2d>> m_context;
+  std::vector<std::unique_ptr<BatchNorm>> m_context_bn;
+  std::vector<Shape> m_level_shapes;  // laterals then context levels, fine to coarse
 };
 
 // Targets and outputs of the detection head, at the neck's stride.
@@ -97,8 +107,9 @@ class SegmentationHead final : public Module {
 
  private:
   FpnNeck m_neck;
-  Conv2d m_classifier;  // 1x1, bias
-  Shape m_low_shape;
+  Conv2d m_classifier;             // 1x1, bias, on the neck output
+  std::unique_ptr<Conv2d> m_skip;  // 1x1, bias, on stage 0 (when the neck starts later)
+  Shape m_low_shape, m_skip_shape;
 };
 
 }  // namespace gppf::nn
