@@ -22,9 +22,14 @@
 #include "src/train/network.hpp"
 #include "src/train/trainer.hpp"
 #include "tests/common/datasets.hpp"
+#include "tests/common/files.hpp"
 
 namespace gppf::train {
 namespace {
+
+using test::ckpt;
+using test::read_text;
+using test::write_text;
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -45,20 +50,6 @@ CommandResult run_gppf(const std::string& args, bool with_stderr = true) {
   const int st = pclose(pipe);
   r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
-}
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-void write_text(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << s;
-}
-
-std::string ckpt(const fs::path& run, std::int64_t step) {
-  return (run / "checkpoints" / checkpoint_file_name(step)).string();
 }
 
 // A network and optimizer of `c`, with everything a checkpoint holds.

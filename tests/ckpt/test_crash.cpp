@@ -16,9 +16,15 @@
 
 #include "src/core/error.hpp"
 #include "src/train/checkpoint.hpp"
+#include "tests/common/files.hpp"
 
 namespace gppf::train {
 namespace {
+
+using test::ckpt;
+using test::error_of;
+using test::read_text;
+using test::write_text;
 
 namespace fs = std::filesystem;
 
@@ -76,31 +82,6 @@ CheckpointMeta meta_at(std::int64_t step) {
   m.config_yaml = str("steps: 100\n# written at step ", step, "\n");
   m.optimizer_type = "sgd";
   return m;
-}
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-void write_text(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << s;
-}
-
-std::string ckpt(const fs::path& run, std::int64_t step) {
-  return (run / "checkpoints" / checkpoint_file_name(step)).string();
-}
-
-// The message of the gppf::Error that `f` throws, "" if none.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.reason();
-  }
-  return "";
 }
 
 class Crash : public ::testing::Test {

@@ -15,9 +15,12 @@
 #include "src/core/error.hpp"
 #include "src/dist/mpi.hpp"
 #include "src/train/checkpoint.hpp"
+#include "tests/common/files.hpp"
 
 namespace gppf::train {
 namespace {
+
+using test::error_of;
 
 namespace fs = std::filesystem;
 
@@ -126,17 +129,6 @@ std::vector<std::string> files_in(const fs::path& dir) {
   for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
   std::sort(out.begin(), out.end());
   return out;
-}
-
-// The error of `f`, "" when it does not throw.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.reason();
-  }
-  return "";
 }
 
 TEST(ShardedCheckpoint, EachRankWritesItsShareAndEveryRankReadsEverything) {
