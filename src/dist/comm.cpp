@@ -114,11 +114,7 @@ void Comm::wait(MPI_Request& request, const std::string& what) {
 
 void Comm::allreduce_sum(float* data, std::int64_t n, const std::string& what) {
   if (m_size == 1 || n == 0) return;
-  MPI_Request req;
-  GPPF_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data, to_int(n, what), MPI_FLOAT, MPI_SUM, m_comm, &req));
-  const std::int64_t bytes = n * static_cast<std::int64_t>(sizeof(float));
-  m_stats.allreduce_bytes += bytes;
-  m_stats.allreduce_wire_bytes += 2 * (m_size - 1) * bytes / m_size;
+  MPI_Request req = start_allreduce_sum(data, n, what);
   wait(req, what);
 }
 

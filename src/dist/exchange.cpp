@@ -38,6 +38,20 @@ void LegoExchange::begin_round(const PeerWork& mine) {
   }
 }
 
+std::vector<float> LegoExchange::alltoallv(const std::vector<float>& send, const std::vector<std::int64_t>& send_counts,
+                                           const std::vector<std::int64_t>& recv_counts, std::vector<std::int64_t>& at,
+                                           const std::string& what) {
+  at.assign(recv_counts.size(), 0);
+  std::int64_t total = 0;
+  for (std::size_t m = 0; m < recv_counts.size(); ++m) {
+    at[m] = total;
+    total += recv_counts[m];
+  }
+  std::vector<float> recv(static_cast<std::size_t>(total));
+  m_block.alltoallv(send.data(), send_counts, recv.data(), recv_counts, what);
+  return recv;
+}
+
 bool LegoExchange::anyone_working() const {
   for (const auto& p : m_peers)
     if (p.task >= 0) return true;

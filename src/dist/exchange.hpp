@@ -41,6 +41,12 @@ class LegoExchange {
   // The block member holding routed lego `lego` (the same index in every layer).
   int owner(int lego) const { return m_layout.lego_owner[static_cast<std::size_t>(lego)]; }
   Comm& comm() { return m_block; }
+  // One all-to-all over the block: `send` holds the parts for the members in member order (`send_counts`
+  // floats each); returns what arrived (`recv_counts` floats from each member) and sets `at[m]` to the
+  // offset of member m's part in it.
+  std::vector<float> alltoallv(const std::vector<float>& send, const std::vector<std::int64_t>& send_counts,
+                               const std::vector<std::int64_t>& recv_counts, std::vector<std::int64_t>& at,
+                               const std::string& what);
 
  private:
   Comm& m_block;

@@ -304,17 +304,14 @@ Tensor LegoLayer::forward_exchange(const RunState& rs, const Tensor& x) {
     if (ex.peer(q).task >= 0 && needs(ex, q, me))
       rc[static_cast<std::size_t>(q)] = shape_numel(ex.layer_input(q, m_index));
   }
-  std::int64_t total = 0;
-  for (auto c : rc) total += c;
-  std::vector<float> recv(static_cast<std::size_t>(total));
-  ex.comm().alltoallv(send.data(), sc, recv.data(), rc, m_name + " forward dispatch");
+  std::vector<std::int64_t> at;
+  const std::vector<float> recv = ex.alltoallv(send, sc, rc, at, m_name + " forward dispatch");
 
   // Run every lego call of the round here, member by member (the same order on every replica, which
   // synchronised BN relies on).
   m_calls.clear();
   Tensor acc;
   std::vector<Tensor> partial(static_cast<std::size_t>(P));
-  std::int64_t offset = 0;
   for (int p = 0; p < P; ++p) {
     const dist::PeerWork& peer = ex.peer(p);
     if (peer.task < 0) continue;
@@ -326,8 +323,7 @@ Tensor LegoLayer::forward_exchange(const RunState& rs, const Tensor& x) {
       sum = &acc;
     } else {
       if (rc[static_cast<std::size_t>(p)] == 0) continue;
-      xin = from_floats(recv.data() + offset, ex.layer_input(p, m_index));
-      offset += rc[static_cast<std::size_t>(p)];
+      xin = from_floats(recv.data() + at[static_cast<std::size_t>(p)], ex.layer_input(p, m_index));
       sum = &partial[static_cast<std::size_t>(p)];
     }
     RunState prs = rs;
@@ -360,17 +356,12 @@ Tensor LegoLayer::forward_exchange(const RunState& rs, const Tensor& x) {
     }
     if (sc[static_cast<std::size_t>(p)] > 0) rc2[static_cast<std::size_t>(p)] = shape_numel(output_shape(x.shape()));
   }
-  total = 0;
-  for (auto c : rc2) total += c;
-  std::vector<float> recv2(static_cast<std::size_t>(total));
-  ex.comm().alltoallv(send2.data(), sc2, recv2.data(), rc2, m_name + " forward combine");
+  const std::vector<float> recv2 = ex.alltoallv(send2, sc2, rc2, at, m_name + " forward combine");
   if (!mine) return Tensor();
-  offset = 0;
-  for (int q = 0; q < P; ++q) {
-    if (rc2[static_cast<std::size_t>(q)] == 0) continue;
-    kernels::axpby(1.0f, from_floats(recv2.data() + offset, acc.shape()), 1.0f, acc, rs.stream);
-    offset += rc2[static_cast<std::size_t>(q)];
-  }
+  for (int q = 0; q < P; ++q)
+    if (rc2[static_cast<std::size_t>(q)] > 0)
+      kernels::axpby(1.0f, from_floats(recv2.data() + at[static_cast<std::size_t>(q)], acc.shape()), 1.0f, acc,
+                     rs.stream);
   Tensor y = Tensor::empty(acc.shape(), acc.dtype(), acc.device());
   kernels::relu_fwd(acc, y, rs.stream);
   if (ex.peer(me).training && ex.peer(me).backward) {
@@ -405,13 +396,8 @@ Tensor LegoLayer::backward_exchange(const RunState& rs, const Tensor& dy) {
     if (pq.task >= 0 && pq.backward && needs(ex, q, me))
       rc[static_cast<std::size_t>(q)] = shape_numel(output_shape(ex.layer_input(q, m_index)));
   }
-  std::int64_t total = 0;
-  for (auto c : rc) total += c;
-  std::vector<float> recv(static_cast<std::size_t>(total));
-  ex.comm().alltoallv(send.data(), sc, recv.data(), rc, m_name + " backward dispatch");
-  std::vector<std::int64_t> roff(static_cast<std::size_t>(P), 0);
-  for (int p = 1; p < P; ++p)
-    roff[static_cast<std::size_t>(p)] = roff[static_cast<std::size_t>(p - 1)] + rc[static_cast<std::size_t>(p - 1)];
+  std::vector<std::int64_t> roff;
+  const std::vector<float> recv = ex.alltoallv(send, sc, rc, roff, m_name + " backward dispatch");
 
   // Every call of the forward, in the same order: gate gradient, then the lego's backward.
   std::vector<Tensor> dxs(static_cast<std::size_t>(P)), das(static_cast<std::size_t>(P));
@@ -459,19 +445,15 @@ Tensor LegoLayer::backward_exchange(const RunState& rs, const Tensor& dy) {
     }
     if (sc[pi] > 0) rc2[pi] = dx.numel() + static_cast<std::int64_t>(m_route.legos.size());
   }
-  total = 0;
-  for (auto c : rc2) total += c;
-  std::vector<float> recv2(static_cast<std::size_t>(total));
-  ex.comm().alltoallv(send2.data(), sc2, recv2.data(), rc2, m_name + " backward combine");
+  std::vector<std::int64_t> at;
+  const std::vector<float> recv2 = ex.alltoallv(send2, sc2, rc2, at, m_name + " backward combine");
   if (!mine) return Tensor();
   std::vector<float>& dgate = dgates[static_cast<std::size_t>(me)];
-  std::int64_t offset = 0;
   for (int q = 0; q < P; ++q) {
     if (rc2[static_cast<std::size_t>(q)] == 0) continue;
-    kernels::axpby(1.0f, from_floats(recv2.data() + offset, dx.shape()), 1.0f, dx, rs.stream);
-    const float* g = recv2.data() + offset + dx.numel();
-    for (std::size_t j = 0; j < dgate.size(); ++j) dgate[j] += g[j];
-    offset += rc2[static_cast<std::size_t>(q)];
+    const float* part = recv2.data() + at[static_cast<std::size_t>(q)];
+    kernels::axpby(1.0f, from_floats(part, dx.shape()), 1.0f, dx, rs.stream);
+    for (std::size_t j = 0; j < dgate.size(); ++j) dgate[j] += part[dx.numel() + static_cast<std::int64_t>(j)];
   }
   accumulate_router_grad(rs.task, dgate);
   m_y = Tensor();

@@ -79,11 +79,10 @@ std::string fixed(double v, int prec) {
 
 // MPI bandwidth of this host's ranks: all-to-all (per-peer message sizes) and all-reduce.
 json measure_mpi() {
-  int initialised = 0, world = 1, rank = 0;
+  int initialised = 0, world = 1;
   MPI_Initialized(&initialised);
   if (!initialised) return json();
   MPI_Comm_size(MPI_COMM_WORLD, &world);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   if (world < 2) return json();
   json out = json::array();
   for (const std::size_t per_peer : {std::size_t{64} << 10, std::size_t{1} << 20, std::size_t{4} << 20}) {
@@ -116,7 +115,6 @@ json measure_mpi() {
                    {"seconds", t},
                    {"bus_gbs", 2.0 * (world - 1) / world * static_cast<double>(bytes) / t / 1e9}});
   }
-  (void)rank;
   return out;
 }
 

@@ -281,9 +281,9 @@ io::Batch Distributed::slice(const io::Batch& batch) const {
   return b;
 }
 
-int Distributed::agree_max(int value, const std::string& what) {
-  m_world.allreduce_max(&value, 1, what);
-  return value;
+std::vector<int> Distributed::agree_max(std::vector<int> values, const std::string& what) {
+  m_world.allreduce_max(values.data(), static_cast<std::int64_t>(values.size()), what);
+  return values;
 }
 
 std::vector<std::string> Distributed::gather(const std::string& mine, const std::string& what) {
@@ -322,8 +322,6 @@ TrafficEstimate estimate_traffic(const dist::Layout& L, Network& net, double byt
   auto node_of = [&](int world_rank) { return world_rank / std::max(1, L.ranks_per_node); };
   auto layers = net.backbone().lego_layers();
   const std::int64_t after_warmup = std::numeric_limits<std::int64_t>::max();
-  std::vector<std::string> names;
-  for (const auto& s : net.tasks()) names.push_back(s.config.name);
   // Routed legos in use this step (by any task), per layer name.
   std::map<std::string, std::set<int>> used;
   for (std::size_t t = 0; t < net.tasks().size(); ++t) {
@@ -373,7 +371,6 @@ TrafficEstimate estimate_traffic(const dist::Layout& L, Network& net, double byt
       (is_lego ? e.lego_payload_bytes : e.shared_payload_bytes) += n * bytes;
     }
   }
-  (void)names;
   return e;
 }
 

@@ -70,7 +70,9 @@ class Distributed {
   io::Batch slice(const io::Batch& batch) const;
 
   // World-wide helpers (every rank calls them at the same point).
-  int agree_max(int value, const std::string& what);
+  // Element-wise maximum over the ranks, in one collective.
+  std::vector<int> agree_max(std::vector<int> values, const std::string& what);
+  int agree_max(int value, const std::string& what) { return agree_max(std::vector<int>{value}, what)[0]; }
   std::vector<std::string> gather(const std::string& mine, const std::string& what);
   void barrier(const std::string& what) { m_world.barrier(what); }
   dist::Comm& world_comm() { return m_world; }

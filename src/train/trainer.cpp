@@ -525,8 +525,9 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
     int timer_due = root && config.checkpoint_minutes > 0 && seconds_since(t_saved) >= 60.0 * config.checkpoint_minutes;
     int pending = signals.pending();
     if (D) {
-      timer_due = D->agree_max(timer_due, "the checkpoint timer");
-      pending = D->agree_max(pending, "the stop signals");
+      const std::vector<int> agreed = D->agree_max({timer_due, pending}, "the checkpoint timer and stop signals");
+      timer_due = agreed[0];
+      pending = agreed[1];
     }
     publish_async(false);
     if (!last && ((config.checkpoint_every > 0 && (step + 1) % config.checkpoint_every == 0) || timer_due)) {
