@@ -44,6 +44,16 @@ const std::vector<ConvShape>& shapes() {
       {"b32_7x7x512_3x3", 32, 7, 7, 512, 512, 3, 1, 1, 1},
       // A small per-task lego convolution: call overhead shows here.
       {"b2_14x14x64_3x3", 2, 14, 14, 64, 64, 3, 1, 1, 1},
+      // gppf-mini's narrow legos (4-16 channels) and stem: where oneDNN's kernels fall to 8-40 GFLOP/s.
+      {"mini_b16_64x64x32-8_1x1", 16, 64, 64, 32, 8, 1, 1, 0, 1},
+      {"mini_b64_28x28x32-8_1x1", 64, 28, 28, 32, 8, 1, 1, 0, 1},
+      {"mini_b64_28x28x4-32_1x1", 64, 28, 28, 4, 32, 1, 1, 0, 1},
+      {"mini_b64_28x28x16-4_1x1", 64, 28, 28, 16, 4, 1, 1, 0, 1},
+      {"mini_b16_32x32x64-16_1x1", 16, 32, 32, 64, 16, 1, 1, 0, 1},
+      {"mini_b64_14x14x8-64_1x1", 64, 14, 14, 8, 64, 1, 1, 0, 1},
+      {"mini_b64_28x28x4_3x3", 64, 28, 28, 4, 4, 3, 1, 1, 1},
+      {"mini_b64_28x28x1-16_3x3", 64, 28, 28, 1, 16, 3, 1, 1, 1},
+      {"mini_b16_64x64x32-64_1x1_s2", 16, 64, 64, 32, 64, 1, 2, 0, 1},
   };
   return v;
 }

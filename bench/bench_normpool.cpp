@@ -22,7 +22,9 @@ using gppf::Shape;
 using gppf::Tensor;
 namespace k = gppf::kernels;
 
-const std::vector<Shape> kShapes = {{32, 56, 56, 64}, {32, 28, 28, 128}, {32, 14, 14, 256}};
+// ResNet-50 stages, then gppf-mini's narrow lego activations (4 and 32 channels).
+const std::vector<Shape> kShapes = {
+    {32, 56, 56, 64}, {32, 28, 28, 128}, {32, 14, 14, 256}, {64, 28, 28, 4}, {64, 28, 28, 32}};
 
 Shape shape_of(const benchmark::State& state) { return kShapes[static_cast<std::size_t>(state.range(0))]; }
 
@@ -56,7 +58,7 @@ void BM_Memcpy(benchmark::State& state) {
   }
   set_bytes(state, 2, n);
 }
-BENCHMARK(BM_Memcpy)->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Memcpy)->DenseRange(0, 4)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 struct BnState {
   Tensor x, y, dy, dx, gamma, beta, rm, rv, sm, si, dg, db;
@@ -103,8 +105,8 @@ void BM_BatchNormFwdInfer(benchmark::State& state) {
   set_bytes(state, 2, b.x.numel());
 }
 
-BENCHMARK(BM_BatchNormFwdTrain)->ArgsProduct({{0, 1, 2}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_BatchNormBwd)->ArgsProduct({{0, 1, 2}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_BatchNormFwdTrain)->ArgsProduct({{0, 1, 2, 3, 4}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_BatchNormBwd)->ArgsProduct({{0, 1, 2, 3, 4}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_BatchNormFwdInfer)->ArgsProduct({{0, 1}, {1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 k::Pool2dParams pool_params(int which) {

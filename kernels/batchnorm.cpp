@@ -53,6 +53,21 @@ void batchnorm_fwd_train(const BatchNormParams& p, const Tensor& x, const Tensor
     host::batchnorm_fwd_train(p, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd);
 }
 
+void batchnorm_stats(const BatchNormParams& p, const Tensor& x, Tensor& running_mean, Tensor& running_var,
+                     Tensor& save_mean, Tensor& save_invstd) {
+  constexpr const char* op = "batchnorm_stats";
+  check_params(op, p);
+  const std::int64_t c = check_activation(op, x);
+  GPPF_CHECK(x.device().is_host(), op, ": host only, got ", x.desc());
+  GPPF_CHECK(c > 0 && x.numel() / c >= 2, op, ": x ", x.desc(),
+             " needs at least 2 values per channel to estimate batch statistics");
+  check_channel_vector(op, "running_mean", running_mean, x);
+  check_channel_vector(op, "running_var", running_var, x);
+  check_channel_vector(op, "save_mean", save_mean, x);
+  check_channel_vector(op, "save_invstd", save_invstd, x);
+  host::batchnorm_stats(p, x, running_mean, running_var, save_mean, save_invstd);
+}
+
 void batchnorm_fwd_infer(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                          const Tensor& running_mean, const Tensor& running_var, Tensor& y, const Stream& s) {
   constexpr const char* op = "batchnorm_fwd_infer";

@@ -28,8 +28,15 @@ void batchnorm_bwd(const BatchNormParams& p, const Tensor& x, const Tensor& y, c
                    const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta,
                    GradMode param_mode, const Stream& s = Stream::host());
 
+// Host only: the statistics half of batchnorm_fwd_train (save_mean/save_invstd written, running
+// statistics updated, no output), for callers that fuse the affine map into a pass of their own.
+void batchnorm_stats(const BatchNormParams& p, const Tensor& x, Tensor& running_mean, Tensor& running_var,
+                     Tensor& save_mean, Tensor& save_invstd);
+
 // Backends: arguments already checked by the entry points above.
 namespace host {
+void batchnorm_stats(const BatchNormParams& p, const Tensor& x, Tensor& running_mean, Tensor& running_var,
+                     Tensor& save_mean, Tensor& save_invstd);
 void batchnorm_fwd_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                          Tensor& running_mean, Tensor& running_var, Tensor& y, Tensor& save_mean, Tensor& save_invstd);
 void batchnorm_fwd_infer(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,

@@ -38,7 +38,7 @@ struct BatchNormApplyFunctor {
   const float* mean;
   const float* scale;
   const float* beta;
-  std::int64_t channels;
+  std::int64_t channels;  // the coefficients' period: C, or a multiple of C with tiled coefficients
   GPPF_HD GPPF_INLINE void at(std::int64_t i, std::int64_t c) const {
     float v = (normpool::load(x[i]) - mean[c]) * scale[c] + beta[c];
     if constexpr (kRelu) v = v > 0.0f ? v : 0.0f;
@@ -60,7 +60,7 @@ struct BatchNormBwdDataFunctor {
   const float* a;
   const float* b;
   const float* k;
-  std::int64_t channels;
+  std::int64_t channels;  // as in BatchNormApplyFunctor
   GPPF_HD GPPF_INLINE void at(std::int64_t i, std::int64_t c) const {
     float g = normpool::load(dy[i]);
     if constexpr (kRelu) g = normpool::load(y[i]) > 0.0f ? g : 0.0f;

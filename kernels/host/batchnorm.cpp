@@ -1,6 +1,6 @@
 // Host batch norm: two passes over the data in training (per-channel sums, then the affine map), two
 // in backward (per-channel sums of g and g * (x - mean), then dx). Rows are split across OpenMP
-// threads; each thread sums blocks of rows in f32 (vectorised over channels) and folds every block
+// threads; each thread sums blocks of rows in f32 (vectorised along the row) and folds every block
 // into f64 partials, so long reductions stay exact to f32 rounding.
 #include "kernels/batchnorm.hpp"
 
@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <vector>
 
 #include "kernels/functors/batchnorm.hpp"
@@ -19,132 +20,169 @@ constexpr std::int64_t kRowBlock = 64;
 
 int threads_for(std::int64_t elements) { return elements >= kParallelThreshold ? omp_get_max_threads() : 1; }
 
-// Sums two per-channel quantities over all rows: row(r, a, b) adds row r into the f32 partials a, b.
-// Returns the f64 totals in sum_a, sum_b (each `channels` long).
+// The data are walked as rows of `width` elements, a multiple of the channel count: with 4 or 8
+// channels a loop over one pixel's channels is too short to vectorise (4-channel batch norm ran at a
+// quarter of the 32-channel rate per byte), so narrow tensors take several pixels per row and every
+// per-channel coefficient is tiled to the row width.
+std::int64_t row_width(std::int64_t channels) {
+  if (channels >= 64) return channels;
+  const std::int64_t w = std::lcm(channels, std::int64_t{64});
+  return w <= 512 ? w : channels;
+}
+
+std::vector<float> tiled(const float* per_channel, std::int64_t channels, std::int64_t width) {
+  std::vector<float> t(static_cast<std::size_t>(width));
+  for (std::int64_t j = 0; j < width; ++j) t[static_cast<std::size_t>(j)] = per_channel[j % channels];
+  return t;
+}
+
+// Sums two per-channel quantities over all elements: row(base, len, a, b) adds elements
+// [base, base + len) into the f32 partials a, b (indexed by position in the row, len <= width).
+// Returns the f64 totals per channel in sum_a, sum_b.
 template <class RowFn>
-void reduce_rows(std::int64_t rows, std::int64_t channels, const RowFn& row, std::vector<double>& sum_a,
-                 std::vector<double>& sum_b) {
-  const auto nc = static_cast<std::size_t>(channels);
-  const int nt = threads_for(rows * channels);
-  std::vector<double> parts(static_cast<std::size_t>(nt) * 2 * nc, 0.0);
+void reduce_rows(std::int64_t numel, std::int64_t channels, std::int64_t width, const RowFn& row,
+                 std::vector<double>& sum_a, std::vector<double>& sum_b) {
+  const auto nw = static_cast<std::size_t>(width);
+  const std::int64_t rows = (numel + width - 1) / width;
+  const int nt = threads_for(numel);
+  std::vector<double> parts(static_cast<std::size_t>(nt) * 2 * nw, 0.0);
 #pragma omp parallel num_threads(nt)
   {
     const int t = omp_get_thread_num(), nthr = omp_get_num_threads();
     const std::int64_t r0 = rows * t / nthr, r1 = rows * (t + 1) / nthr;
-    std::vector<float> a(nc), b(nc);
-    double* da = parts.data() + static_cast<std::size_t>(t) * 2 * nc;
-    double* db = da + nc;
+    std::vector<float> a(nw), b(nw);
+    double* da = parts.data() + static_cast<std::size_t>(t) * 2 * nw;
+    double* db = da + nw;
     for (std::int64_t start = r0; start < r1; start += kRowBlock) {
       std::fill(a.begin(), a.end(), 0.0f);
       std::fill(b.begin(), b.end(), 0.0f);
       const std::int64_t end = std::min(start + kRowBlock, r1);
-      for (std::int64_t r = start; r < end; ++r) row(r, a.data(), b.data());
-      for (std::size_t c = 0; c < nc; ++c) {
-        da[c] += a[c];
-        db[c] += b[c];
+      for (std::int64_t r = start; r < end; ++r) row(r * width, std::min(width, numel - r * width), a.data(), b.data());
+      for (std::size_t j = 0; j < nw; ++j) {
+        da[j] += a[j];
+        db[j] += b[j];
       }
     }
   }
-  sum_a.assign(nc, 0.0);
-  sum_b.assign(nc, 0.0);
+  sum_a.assign(static_cast<std::size_t>(channels), 0.0);
+  sum_b.assign(static_cast<std::size_t>(channels), 0.0);
   for (int t = 0; t < nt; ++t)
-    for (std::size_t c = 0; c < nc; ++c) {
-      sum_a[c] += parts[static_cast<std::size_t>(t) * 2 * nc + c];
-      sum_b[c] += parts[static_cast<std::size_t>(t) * 2 * nc + nc + c];
+    for (std::size_t j = 0; j < nw; ++j) {
+      const std::size_t c = j % static_cast<std::size_t>(channels);
+      sum_a[c] += parts[static_cast<std::size_t>(t) * 2 * nw + j];
+      sum_b[c] += parts[static_cast<std::size_t>(t) * 2 * nw + nw + j];
     }
 }
 
-// Runs f.at(i, c) over every element, rows split across threads.
+// Runs f.at(i, j) over every element i, j = i's position in its row (coefficients tiled to width).
 template <class F>
-void for_each_row(std::int64_t rows, std::int64_t channels, const F& f) {
-  const int nt = threads_for(rows * channels);
+void for_each_row(std::int64_t numel, std::int64_t width, const F& f) {
+  const std::int64_t rows = (numel + width - 1) / width;
+  const int nt = threads_for(numel);
 #pragma omp parallel for schedule(static) num_threads(nt)
   for (std::int64_t r = 0; r < rows; ++r) {
-    const std::int64_t base = r * channels;
-    for (std::int64_t c = 0; c < channels; ++c) f.at(base + c, c);
+    const std::int64_t base = r * width, len = std::min(width, numel - base);
+    for (std::int64_t j = 0; j < len; ++j) f.at(base + j, j);
+  }
+}
+
+// Batch statistics of x: save_mean/save_invstd written, running statistics updated.
+template <class T>
+void train_stats(const BatchNormParams& p, const Tensor& x, Tensor& running_mean, Tensor& running_var,
+                 Tensor& save_mean, Tensor& save_invstd) {
+  const std::int64_t channels = x.dim(-1), numel = x.numel(), rows = numel / channels, width = row_width(channels);
+  const auto nc = static_cast<std::size_t>(channels);
+  const T* xs = static_cast<const T*>(x.data());
+  // Shifting by the first pixel keeps the one-pass variance free of cancellation when |mean| >> std.
+  std::vector<float> shift(nc);
+  for (std::size_t c = 0; c < nc; ++c) shift[c] = normpool::load(xs[c]);
+  const std::vector<float> shift_w = tiled(shift.data(), channels, width);
+  std::vector<double> sum, sumsq;
+  reduce_rows(
+      numel, channels, width,
+      [&](std::int64_t base, std::int64_t len, float* a, float* b) {
+        const T* xr = xs + base;
+        const float* sh = shift_w.data();
+        for (std::int64_t j = 0; j < len; ++j) {
+          const float d = normpool::load(xr[j]) - sh[j];
+          a[j] += d;
+          b[j] += d * d;
+        }
+      },
+      sum, sumsq);
+  float* rm = running_mean.data_as<float>();
+  float* rv = running_var.data_as<float>();
+  float* sm = save_mean.data_as<float>();
+  float* si = save_invstd.data_as<float>();
+  const double m = p.momentum, n = static_cast<double>(rows);
+  for (std::size_t c = 0; c < nc; ++c) {
+    const double mean_d = sum[c] / n;
+    const double var = std::max(sumsq[c] / n - mean_d * mean_d, 0.0);
+    const double mean = shift[c] + mean_d;
+    sm[c] = static_cast<float>(mean);
+    si[c] = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(p.eps)));
+    rm[c] = static_cast<float>((1.0 - m) * rm[c] + m * mean);
+    rv[c] = static_cast<float>((1.0 - m) * rv[c] + m * var * n / (n - 1.0));
   }
 }
 
 template <class T, bool kRelu>
 void fwd_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                Tensor& running_var, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
-  const std::int64_t channels = x.dim(-1), rows = x.numel() / channels;
+  train_stats<T>(p, x, running_mean, running_var, save_mean, save_invstd);
+  const std::int64_t channels = x.dim(-1), width = row_width(channels);
   const auto nc = static_cast<std::size_t>(channels);
-  const T* xs = static_cast<const T*>(x.data());
-  // Shifting by the first row keeps the one-pass variance free of cancellation when |mean| >> std.
-  std::vector<float> shift(nc);
-  for (std::size_t c = 0; c < nc; ++c) shift[c] = normpool::load(xs[c]);
-  std::vector<double> sum, sumsq;
-  reduce_rows(
-      rows, channels,
-      [&](std::int64_t r, float* a, float* b) {
-        const T* xr = xs + r * channels;
-        for (std::int64_t c = 0; c < channels; ++c) {
-          const float d = normpool::load(xr[c]) - shift[static_cast<std::size_t>(c)];
-          a[c] += d;
-          b[c] += d * d;
-        }
-      },
-      sum, sumsq);
   const float* g = gamma.data_as<float>();
-  float* rm = running_mean.data_as<float>();
-  float* rv = running_var.data_as<float>();
-  float* sm = save_mean.data_as<float>();
-  float* si = save_invstd.data_as<float>();
+  const float* si = save_invstd.data_as<float>();
   std::vector<float> scale(nc);
-  const double m = p.momentum, n = static_cast<double>(rows);
-  for (std::size_t c = 0; c < nc; ++c) {
-    const double mean_d = sum[c] / n;
-    const double var = std::max(sumsq[c] / n - mean_d * mean_d, 0.0);
-    const double mean = shift[c] + mean_d;
-    const double invstd = 1.0 / std::sqrt(var + static_cast<double>(p.eps));
-    sm[c] = static_cast<float>(mean);
-    si[c] = static_cast<float>(invstd);
-    scale[c] = static_cast<float>(g[c] * invstd);
-    rm[c] = static_cast<float>((1.0 - m) * rm[c] + m * mean);
-    rv[c] = static_cast<float>((1.0 - m) * rv[c] + m * var * n / (n - 1.0));
-  }
-  const BatchNormApplyFunctor<T, kRelu> f{xs,           static_cast<T*>(y.data()), sm,
-                                          scale.data(), beta.data_as<float>(),     channels};
-  for_each_row(rows, channels, f);
+  for (std::size_t c = 0; c < nc; ++c) scale[c] = g[c] * si[c];
+  const std::vector<float> mean_w = tiled(save_mean.data_as<float>(), channels, width),
+                           scale_w = tiled(scale.data(), channels, width),
+                           beta_w = tiled(beta.data_as<float>(), channels, width);
+  const BatchNormApplyFunctor<T, kRelu> f{
+      static_cast<const T*>(x.data()), static_cast<T*>(y.data()), mean_w.data(), scale_w.data(), beta_w.data(), width};
+  for_each_row(x.numel(), width, f);
 }
 
 template <class T, bool kRelu>
 void fwd_infer(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                const Tensor& running_mean, const Tensor& running_var, Tensor& y) {
-  const std::int64_t channels = x.dim(-1), rows = x.numel() / channels;
+  const std::int64_t channels = x.dim(-1), width = row_width(channels);
   const auto nc = static_cast<std::size_t>(channels);
   const float* g = gamma.data_as<float>();
   const float* rv = running_var.data_as<float>();
   std::vector<float> scale(nc);
   for (std::size_t c = 0; c < nc; ++c)
     scale[c] = static_cast<float>(g[c] / std::sqrt(static_cast<double>(rv[c]) + static_cast<double>(p.eps)));
-  const BatchNormApplyFunctor<T, kRelu> f{static_cast<const T*>(x.data()), static_cast<T*>(y.data()),
-                                          running_mean.data_as<float>(),   scale.data(),
-                                          beta.data_as<float>(),           channels};
-  for_each_row(rows, channels, f);
+  const std::vector<float> mean_w = tiled(running_mean.data_as<float>(), channels, width),
+                           scale_w = tiled(scale.data(), channels, width),
+                           beta_w = tiled(beta.data_as<float>(), channels, width);
+  const BatchNormApplyFunctor<T, kRelu> f{
+      static_cast<const T*>(x.data()), static_cast<T*>(y.data()), mean_w.data(), scale_w.data(), beta_w.data(), width};
+  for_each_row(x.numel(), width, f);
 }
 
 template <class T, bool kRelu>
 void bwd(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
          const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta, GradMode param_mode) {
-  const std::int64_t channels = x.dim(-1), rows = x.numel() / channels;
+  const std::int64_t channels = x.dim(-1), numel = x.numel(), rows = numel / channels, width = row_width(channels);
   const auto nc = static_cast<std::size_t>(channels);
   const T* xs = static_cast<const T*>(x.data());
   const T* ys = kRelu ? static_cast<const T*>(y.data()) : nullptr;
   const T* dys = static_cast<const T*>(dy.data());
   const float* mean = save_mean.data_as<float>();
   const float* invstd = save_invstd.data_as<float>();
+  const std::vector<float> mean_w = tiled(mean, channels, width);
   std::vector<double> sg, sgx;
   reduce_rows(
-      rows, channels,
-      [&](std::int64_t r, float* a, float* b) {
-        const std::int64_t base = r * channels;
-        for (std::int64_t c = 0; c < channels; ++c) {
-          float gv = normpool::load(dys[base + c]);
-          if constexpr (kRelu) gv = normpool::load(ys[base + c]) > 0.0f ? gv : 0.0f;
-          a[c] += gv;
-          b[c] += gv * (normpool::load(xs[base + c]) - mean[c]);
+      numel, channels, width,
+      [&](std::int64_t base, std::int64_t len, float* a, float* b) {
+        const float* mw = mean_w.data();
+        for (std::int64_t j = 0; j < len; ++j) {
+          float gv = normpool::load(dys[base + j]);
+          if constexpr (kRelu) gv = normpool::load(ys[base + j]) > 0.0f ? gv : 0.0f;
+          a[j] += gv;
+          b[j] += gv * (normpool::load(xs[base + j]) - mw[j]);
         }
       },
       sg, sgx);
@@ -163,9 +201,11 @@ void bwd(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma
     cb[c] = static_cast<float>(sg[c] / n);
     ck[c] = static_cast<float>(sgx[c] * is * is / n);
   }
-  const BatchNormBwdDataFunctor<T, kRelu> f{xs,        ys,        dys,     static_cast<T*>(dx.data()), mean, ca.data(),
-                                            cb.data(), ck.data(), channels};
-  for_each_row(rows, channels, f);
+  const std::vector<float> a_w = tiled(ca.data(), channels, width), b_w = tiled(cb.data(), channels, width),
+                           k_w = tiled(ck.data(), channels, width);
+  const BatchNormBwdDataFunctor<T, kRelu> f{
+      xs, ys, dys, static_cast<T*>(dx.data()), mean_w.data(), a_w.data(), b_w.data(), k_w.data(), width};
+  for_each_row(numel, width, f);
 }
 
 // Calls f.operator()<T, kRelu>() for the activation dtype and the ReLU flag.
@@ -191,6 +231,14 @@ void batchnorm_fwd_train(const BatchNormParams& p, const Tensor& x, const Tensor
   dispatch(x.dtype(), p.relu, [&]<class T, bool kRelu>() {
     fwd_train<T, kRelu>(p, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd);
   });
+}
+
+void batchnorm_stats(const BatchNormParams& p, const Tensor& x, Tensor& running_mean, Tensor& running_var,
+                     Tensor& save_mean, Tensor& save_invstd) {
+  if (x.dtype() == DType::BF16)
+    train_stats<bf16>(p, x, running_mean, running_var, save_mean, save_invstd);
+  else
+    train_stats<float>(p, x, running_mean, running_var, save_mean, save_invstd);
 }
 
 void batchnorm_fwd_infer(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,

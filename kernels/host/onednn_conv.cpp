@@ -193,6 +193,37 @@ void conv2d_fwd(const Conv2dParams& p, const Conv2dGeometry& g, const float* x, 
 
 void conv2d_bwd_data(const Conv2dParams& p, const Conv2dGeometry& g, const float* dy, const float* w, float* dx,
                      GradMode mode) {
+  if (g.r == 1 && g.s == 1 && p.pad_h == 0 && p.pad_w == 0 && (p.stride_h > 1 || p.stride_w > 1)) {
+    // A strided 1x1 (a projection shortcut) sends gradient to every stride-th pixel only. oneDNN ran
+    // these at a quarter of the stride-1 rate (docs/PERFORMANCE.md): solve the stride-1 problem on
+    // the pixels that get a gradient, then spread it out (zeros in between when overwriting).
+    Conv2dParams p1 = p;
+    p1.stride_h = p1.stride_w = 1;
+    Conv2dGeometry g1 = g;
+    g1.h = g.p;
+    g1.w = g.q;
+    thread_local std::vector<float> dense;
+    dense.resize(static_cast<std::size_t>(g.n * g.p * g.q * g.c));
+    conv2d_bwd_data(p1, g1, dy, w, dense.data(), GradMode::Overwrite);
+    const bool acc = mode == GradMode::Accumulate;
+    const float* src = dense.data();
+#pragma omp parallel for schedule(static)
+    for (std::int64_t row = 0; row < g.n * g.h; ++row) {
+      const std::int64_t n = row / g.h, h = row % g.h;
+      float* out = dx + row * g.w * g.c;
+      const bool hit_h = h % p.stride_h == 0 && h / p.stride_h < g.p;
+      for (std::int64_t x = 0; x < g.w; ++x) {
+        float* o = out + x * g.c;
+        if (hit_h && x % p.stride_w == 0 && x / p.stride_w < g.q) {
+          const float* in = src + ((n * g.p + h / p.stride_h) * g.q + x / p.stride_w) * g.c;
+          for (std::int64_t c = 0; c < g.c; ++c) o[c] = acc ? o[c] + in[c] : in[c];
+        } else if (!acc) {
+          std::fill(o, o + g.c, 0.0f);
+        }
+      }
+    }
+    return;
+  }
   Plan& plan = plan_for(Pass::BwdData, false, p, g);
   std::lock_guard<std::mutex> lock(plan.mutex);
   memory w_mem = point(plan.w_user_mem, w);

@@ -25,6 +25,8 @@ class Conv2d final : public Module {
   // The shape of the input saved by the last training forward (until backward consumes it).
   const Shape& input_shape() const { return m_x.shape(); }
   void fill_bias(float value) { m_bias.value.fill_(value); }
+  Parameter& weight() { return m_weight; }
+  const kernels::Conv2dParams& params() const { return m_params; }
   // Multiply-adds of one forward pass for an input of this shape (FLOPs = 2x).
   std::int64_t macs(const Shape& x) const;
   Shape output_shape(const Shape& x) const;
@@ -52,6 +54,12 @@ class BatchNorm final : public Module {
   void collect_buffers(std::vector<NamedTensor>& out) override;
   // The shape of the input saved by the last training forward (until backward consumes it).
   const Shape& input_shape() const { return m_x.shape(); }
+  Parameter& gamma() { return m_gamma; }
+  Parameter& beta() { return m_beta; }
+  Tensor& running_mean(int task) { return m_running_mean.at(static_cast<std::size_t>(task)); }
+  Tensor& running_var(int task) { return m_running_var.at(static_cast<std::size_t>(task)); }
+  int num_tasks() const { return static_cast<int>(m_running_mean.size()); }
+  const kernels::BatchNormParams& params() const { return m_params; }
   struct Saved {
     Tensor x, y, mean, invstd;
     double count = 0;

@@ -6,6 +6,7 @@
 
 #include "kernels/elementwise.hpp"
 #include "src/dist/exchange.hpp"
+#include "src/nn/merged_legos.hpp"
 
 namespace gppf::nn {
 namespace {
@@ -118,6 +119,8 @@ LegoLayer::LegoLayer(const std::string& name, const LegoLayerSpec& spec, int num
   }
 }
 
+LegoLayer::~LegoLayer() = default;
+
 Route LegoLayer::route(int task, std::int64_t step, bool training) const {
   GPPF_CHECK(task >= 0 && task < static_cast<int>(m_router.size()), m_name, ": task ", task, " has no router");
   const Tensor& logits = m_router[static_cast<std::size_t>(task)].value;
@@ -198,6 +201,17 @@ Tensor LegoLayer::forward(const RunState& rs, const Tensor& x, std::int64_t step
   GPPF_CHECK(x.ndim() == 4 && x.dim(3) == m_spec.in_channels, m_name, ": input expected [N,H,W,", m_spec.in_channels,
              "], got ", x.desc());
   Route r = route(rs.task, step, rs.training);
+  if (m_merge && r.legos.size() >= 2 && x.device().is_host() && x.dtype() == DType::F32 && !rs.bn_sync) {
+    std::vector<Bottleneck*> legos;
+    for (int i : r.legos) legos.push_back(m_legos[static_cast<std::size_t>(i)].get());
+    if (!m_merged) m_merged = std::make_unique<MergedLegos>();
+    Tensor y = m_merged->forward(rs, x, std::move(legos), r.gates, m_proj.get(), m_proj_bn.get());
+    if (rs.training) {
+      m_route = std::move(r);
+      m_x_shape = x.shape();
+    }
+    return y;
+  }
   Tensor acc = shortcut_forward(rs, x);
   std::vector<Tensor> outputs;
   for (std::size_t j = 0; j < r.legos.size(); ++j) {
@@ -218,6 +232,12 @@ Tensor LegoLayer::forward(const RunState& rs, const Tensor& x, std::int64_t step
 
 Tensor LegoLayer::backward(const RunState& rs, const Tensor& dy) {
   if (rs.exchange) return backward_exchange(rs, dy);
+  if (m_merged && m_merged->saved()) {
+    std::vector<float> dgate;
+    Tensor dx = m_merged->backward(rs, dy, dgate);
+    accumulate_router_grad(rs.task, dgate);
+    return dx;
+  }
   GPPF_CHECK(m_y.defined(), m_name, ": backward without a training forward");
   Tensor da = Tensor::empty(m_y.shape(), dy.dtype(), dy.device());
   kernels::relu_bwd(m_y, dy, da, kernels::GradMode::Overwrite, rs.stream);

@@ -30,6 +30,8 @@ class Bottleneck final : public Module {
   };
   Saved take_saved();
   void restore_saved(Saved s);
+  Conv2d& conv(int i) { return i == 1 ? m_conv1 : i == 2 ? m_conv2 : m_conv3; }
+  BatchNorm& bn(int i) { return i == 1 ? m_bn1 : i == 2 ? m_bn2 : m_bn3; }
 
  private:
   Conv2d m_conv1, m_conv2, m_conv3;
@@ -60,10 +62,13 @@ struct Route {
   std::vector<int> routed;   // for each entry of legos: its index among the router logits, or -1 if shared
 };
 
+class MergedLegos;
+
 class LegoLayer final : public Module {
  public:
   LegoLayer(const std::string& name, const LegoLayerSpec& spec, int num_tasks, const RoutingOptions& routing,
             std::mt19937_64& rng);
+  ~LegoLayer() override;
 
   // `step` drives the warm-up schedule and seeds the routing noise (deterministic per task and step).
   Route route(int task, std::int64_t step, bool training) const;
@@ -86,6 +91,9 @@ class LegoLayer final : public Module {
   Shape output_shape(const Shape& x) const;
   // Position among the backbone's lego layers (for the expert-parallel exchange's shape tables).
   void set_index(int index) { m_index = index; }
+  // Whether a task's active legos run as one wide block (src/nn/merged_legos.hpp; on by default) or
+  // one by one (tests compare the two).
+  void set_merge(bool on) { m_merge = on; }
 
  private:
   // Expert parallelism (RunState::exchange): this member's task (if any) and the requests of the other
@@ -108,6 +116,8 @@ class LegoLayer final : public Module {
   std::unique_ptr<Conv2d> m_proj;                    // projection shortcut when shape changes
   std::unique_ptr<BatchNorm> m_proj_bn;
   std::vector<Parameter> m_router;  // per task: logits [num_legos], on the host
+  bool m_merge = true;
+  std::unique_ptr<MergedLegos> m_merged;  // saved state of the last merged training forward
   // saved by forward for backward
   Route m_route;
   std::vector<Tensor> m_outputs;

@@ -32,6 +32,11 @@ double sgemm_gflops() {
   return 2.0 * n * n * n / (best * 1e6);
 }
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
 }  // namespace
 
 StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps) {
@@ -44,28 +49,38 @@ StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps) {
   Network net(config, specs);
   auto optimizer = optim::Optimizer::create(config.optimizer, net.parameters());
 
+  const double sgemm_before = sgemm_gflops();
   StepBench r;
   r.steps = steps;
   r.threads = omp_get_max_threads();
-  std::vector<double> task_ms(specs.size(), 0.0);
-  double total_ms = 0, opt_ms = 0;
+  // Medians over the timed steps: on a shared machine a neighbour's burst moves a mean by 20 %.
+  std::vector<std::vector<double>> task_ms(specs.size());
+  std::vector<double> step_ms, opt_ms;
   std::vector<int> all(specs.size());
   for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+  // Batches are read before timing and the loaders stopped: on a 2-core host their worker threads
+  // would otherwise compete with the step's OpenMP threads, and every parallel region waits for its
+  // slowest thread. This measures the step; the loader has its own benchmark (bench_loader).
+  constexpr int kBatches = 4;
+  std::vector<std::vector<io::Batch>> batches(specs.size());
+  for (std::size_t i = 0; i < specs.size(); ++i)
+    for (int b = 0; b < kBatches; ++b) batches[i].push_back(loaders[i]->next());
+  loaders.clear();
   for (int s = 0; s < warmup_steps + steps; ++s) {
     const bool timed = s >= warmup_steps;
     const auto t_step = Clock::now();
     for (std::size_t i = 0; i < specs.size(); ++i) {
-      io::Batch batch = loaders[i]->next();
+      const io::Batch& batch = batches[i][static_cast<std::size_t>(s % kBatches)];
       const auto t0 = Clock::now();
       net.train_step(static_cast<int>(i), batch, s);
-      if (timed) task_ms[i] += ms_since(t0);
+      if (timed) task_ms[i].push_back(ms_since(t0));
     }
     net.apply_balance(all);
     const auto t0 = Clock::now();
     optimizer->step(config.optimizer.lr);
     if (timed) {
-      opt_ms += ms_since(t0);
-      total_ms += ms_since(t_step);
+      opt_ms.push_back(ms_since(t0));
+      step_ms.push_back(ms_since(t_step));
     }
   }
   double total_gflop = 0;
@@ -73,17 +88,18 @@ StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps) {
     TaskBench t;
     t.name = specs[i].config.name;
     t.batch = specs[i].config.batch_size;
-    t.ms = task_ms[i] / steps;
+    t.ms = median(task_ms[i]);
     t.samples_per_s = t.batch / (t.ms / 1e3);
     t.gflop = 6.0 * static_cast<double>(net.path_macs(static_cast<int>(i))) * t.batch / 1e9;
     t.gflops = t.gflop / (t.ms / 1e3);
     total_gflop += t.gflop;
     r.tasks.push_back(t);
   }
-  r.step_ms = total_ms / steps;
-  r.optimizer_ms = opt_ms / steps;
+  r.step_ms = median(step_ms);
+  r.optimizer_ms = median(opt_ms);
   r.gflops = total_gflop / (r.step_ms / 1e3);
-  r.sgemm_gflops = sgemm_gflops();
+  // The machine's rate is the best seen, before and after the steps (a slow sample is the neighbours).
+  r.sgemm_gflops = std::max(sgemm_before, sgemm_gflops());
   return r;
 }
 

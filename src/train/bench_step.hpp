@@ -11,7 +11,7 @@ namespace gppf::train {
 struct TaskBench {
   std::string name;
   int batch = 0;
-  double ms = 0;             // mean time of the task's forward+loss+backward per step
+  double ms = 0;             // median time of the task's forward+loss+backward per step
   double samples_per_s = 0;  // batch / ms
   double gflop = 0;          // per step: 6 x forward multiply-adds x batch (backward = 2 x forward)
   double gflops = 0;
@@ -19,10 +19,10 @@ struct TaskBench {
 
 struct StepBench {
   std::vector<TaskBench> tasks;
-  double step_ms = 0;       // mean wall time of a whole SIMT step (all tasks + optimizer + data waits)
-  double optimizer_ms = 0;  // mean time of the optimizer step
+  double step_ms = 0;       // median wall time of a whole SIMT step (all tasks + optimizer), batches preloaded
+  double optimizer_ms = 0;  // median time of the optimizer step
   double gflops = 0;        // all tasks' FLOPs / step time
-  double sgemm_gflops = 0;  // OpenBLAS SGEMM 1024^3 on the same threads, same run
+  double sgemm_gflops = 0;  // OpenBLAS SGEMM 1024^3 on the same threads, best before/after the steps
   int steps = 0, threads = 0;
   std::string to_table() const;
   std::string to_json() const;

@@ -1,6 +1,6 @@
 #pragma once
 // The convolution shapes every conv test runs: odd sizes, strides 1-2, pads 0-2, dilations 1-2,
-// groups 1, 2 and depthwise, 1x1 fast paths, with and without bias.
+// groups 1, 2 and depthwise, 1x1 fast paths (narrow and wide), with and without bias.
 #include <ostream>
 #include <string>
 #include <vector>
@@ -31,6 +31,10 @@ inline std::vector<ConvCase> conv_cases() {
       {"pointwise_bias", {2, 5, 7, 6}, 8, 1, 1, P{}, true},
       {"pointwise_g2", {2, 5, 7, 6}, 4, 1, 1, P{1, 1, 0, 0, 1, 1, 2}, false},
       {"pointwise_s2", {2, 7, 5, 3}, 5, 1, 1, P{2, 2, 0, 0, 1, 1, 1}, true},
+      // A merged lego's grouped conv3 (4 inputs per group), a head's 11-class read-out, a wide 1x1.
+      {"pointwise_narrow_in_g2", {3, 9, 11, 8}, 64, 1, 1, P{1, 1, 0, 0, 1, 1, 2}, false},
+      {"pointwise_narrow_out_bias", {4, 16, 16, 32}, 11, 1, 1, P{}, true},
+      {"pointwise_wide_bias", {2, 5, 7, 24}, 20, 1, 1, P{}, true},
       {"asym_r2s3", {2, 8, 7, 7}, 3, 2, 3, P{1, 2, 2, 0, 2, 1, 1}, true},
       {"k7s2p3_stem", {1, 13, 11, 3}, 8, 7, 7, P{2, 2, 3, 3, 1, 1, 1}, false},
       // Enough im2col rows for several chunks in the GEMM fallback.

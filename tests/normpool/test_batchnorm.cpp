@@ -140,7 +140,10 @@ void check_host_against_ref(const Shape& shape, const BatchNormParams& p, std::u
 
 TEST(BatchNormHost, MatchesReference) {
   std::uint64_t seed = 100;
-  for (const Shape& shape : {Shape{3, 5, 7, 5}, Shape{17, 3}, Shape{2, 9, 11, 70}, Shape{1, 3, 1, 2}})
+  // Narrow channel counts run several pixels per row (4, 8, 16: rows of 64, 5: rows of 320 with a
+  // partial last row; 11: one pixel per row); 70 runs one pixel per row.
+  for (const Shape& shape : {Shape{3, 5, 7, 5}, Shape{17, 3}, Shape{2, 9, 11, 70}, Shape{1, 3, 1, 2}, Shape{5, 7, 9, 4},
+                             Shape{3, 6, 5, 8}, Shape{2, 5, 5, 16}, Shape{2, 4, 3, 11}})
     for (bool relu : {false, true})
       for (float eps : {1e-5f, 1e-3f}) {
         BatchNormParams p;
