@@ -8,6 +8,8 @@
 namespace gppf::nn {
 namespace {
 
+constexpr std::int64_t kBlock = 64;  // pixels summed in f32 before the f64 partials
+
 // Concatenates host f32 tensors along their first dimension.
 Tensor cat_first(const std::vector<const Tensor*>& parts) {
   Shape shape = parts.front()->shape();
@@ -41,9 +43,8 @@ const float* add_grad(Parameter& p, const float* src) {
 
 }  // namespace
 
-void MergedLegos::run_stage(const RunState& rs, int i, const Tensor& in, Stage& st) {
-  std::vector<const Tensor*> ws, gs, bs;
-  std::vector<Tensor*> rms, rvs;
+void MergedLegos::gather(const RunState& rs, int i, Stage& st, Tensor& rm, Tensor& rv) {
+  std::vector<const Tensor*> ws, gs, bs, rms, rvs;
   for (Bottleneck* l : m_legos) {
     ws.push_back(&l->conv(i).weight().value);
     gs.push_back(&l->bn(i).gamma().value);
@@ -58,37 +59,141 @@ void MergedLegos::run_stage(const RunState& rs, int i, const Tensor& in, Stage& 
   st.bn = m_legos.front()->bn(i).params();
   st.gamma = cat_first(gs);
   st.beta = cat_first(bs);
-  Tensor rm = cat_first(std::vector<const Tensor*>(rms.begin(), rms.end()));
-  Tensor rv = cat_first(std::vector<const Tensor*>(rvs.begin(), rvs.end()));
+  rm = cat_first(rms);
+  rv = cat_first(rvs);
+}
+
+void MergedLegos::scatter_running(const RunState& rs, int i, const Tensor& rm, const Tensor& rv) {
+  std::vector<Tensor*> rms, rvs;
+  for (Bottleneck* l : m_legos) {
+    rms.push_back(&l->bn(i).running_mean(rs.task));
+    rvs.push_back(&l->bn(i).running_var(rs.task));
+  }
+  split_first(rm, rms);
+  split_first(rv, rvs);
+}
+
+void MergedLegos::run_stage(const RunState& rs, int i, const Tensor& in, Stage& st) {
+  Tensor rm, rv;
+  gather(rs, i, st, rm, rv);
   st.z = Tensor::empty(kernels::conv2d_output_shape(st.conv, in.shape(), st.weight.shape()), DType::F32);
   kernels::conv2d_fwd(st.conv, in, st.weight, Tensor(), st.z, rs.stream);
-  const bool last = i == 3;
-  if (!last) st.out = Tensor::empty(st.z.shape(), DType::F32);
-  const std::int64_t C = st.z.dim(-1);
+  st.out = Tensor::empty(st.z.shape(), DType::F32);
   if (!rs.training) {
-    if (!last) {
-      kernels::batchnorm_fwd_infer(st.bn, st.z, st.gamma, st.beta, rm, rv, st.out, rs.stream);
-      return;
-    }
-    // The last stage's map is applied in forward's combining pass, from the running statistics.
-    st.save_mean = rm;
-    st.save_invstd = Tensor::empty({C}, DType::F32);
-    for (std::int64_t c = 0; c < C; ++c)
-      st.save_invstd.data_as<float>()[c] =
-          static_cast<float>(1.0 / std::sqrt(static_cast<double>(rv.data_as<float>()[c]) + st.bn.eps));
+    kernels::batchnorm_fwd_infer(st.bn, st.z, st.gamma, st.beta, rm, rv, st.out, rs.stream);
     return;
   }
   kernels::BatchNormParams p = st.bn;
   if (rs.bn_momentum >= 0) p.momentum = rs.bn_momentum;
+  const std::int64_t C = st.z.dim(-1);
   st.save_mean = Tensor::empty({C}, DType::F32);
   st.save_invstd = Tensor::empty({C}, DType::F32);
-  if (last)
-    kernels::batchnorm_stats(p, st.z, rm, rv, st.save_mean, st.save_invstd);
-  else
-    kernels::batchnorm_fwd_train(p, st.z, st.gamma, st.beta, rm, rv, st.out, st.save_mean, st.save_invstd, rs.stream);
-  split_first(rm, rms);
-  split_first(rv, rvs);
+  kernels::batchnorm_fwd_train(p, st.z, st.gamma, st.beta, rm, rv, st.out, st.save_mean, st.save_invstd, rs.stream);
+  scatter_running(rs, i, rm, rv);
   st.in = in;
+}
+
+void MergedLegos::moments(const RunState& rs, const Tensor& a) {
+  const std::int64_t K = a.dim(-1), pixels = a.numel() / K;
+  const float* ap = a.data_as<float>();
+  const int nt = omp_get_max_threads();
+  // The channel means (f32 over blocks of pixels, f64 across blocks and threads, added in thread
+  // order), the centred a (kept for backward), and its Gram matrix as a 1x1 filter gradient.
+  std::vector<double> parts(static_cast<std::size_t>(nt * K), 0.0);
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), nthr = omp_get_num_threads();
+    double* part = parts.data() + t * K;
+    std::vector<float> acc(static_cast<std::size_t>(K));
+    for (std::int64_t start = pixels * t / nthr, end = pixels * (t + 1) / nthr; start < end; start += kBlock) {
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (std::int64_t p = start; p < std::min(start + kBlock, end); ++p)
+        for (std::int64_t k = 0; k < K; ++k) acc[static_cast<std::size_t>(k)] += ap[p * K + k];
+      for (std::int64_t k = 0; k < K; ++k) part[k] += acc[static_cast<std::size_t>(k)];
+    }
+  }
+  m_abar.assign(static_cast<std::size_t>(K), 0.0);
+  for (int t = 0; t < nt; ++t)
+    for (std::int64_t k = 0; k < K; ++k)
+      m_abar[static_cast<std::size_t>(k)] += parts[static_cast<std::size_t>(t * K + k)];
+  for (double& v : m_abar) v /= static_cast<double>(pixels);
+  m_ac = Tensor::empty(a.shape(), DType::F32);
+  const std::vector<float> mean(m_abar.begin(), m_abar.end());
+  const float* mp = mean.data();
+  float* cp = m_ac.data_as<float>();
+#pragma omp parallel for schedule(static)
+  for (std::int64_t p = 0; p < pixels; ++p)
+    for (std::int64_t k = 0; k < K; ++k) cp[p * K + k] = ap[p * K + k] - mp[k];
+  Tensor gram = Tensor::empty({K, 1, 1, K}, DType::F32);
+  kernels::conv2d_bwd_filter(kernels::Conv2dParams{}, m_ac, m_ac, gram, nullptr, kernels::GradMode::Overwrite,
+                             rs.stream);
+  // Each lego's w x w block of the diagonal.
+  const std::int64_t m = static_cast<std::int64_t>(m_legos.size()), w = K / m;
+  m_cg.resize(static_cast<std::size_t>(m * w * w));
+  for (std::int64_t j = 0; j < m; ++j)
+    for (std::int64_t i = 0; i < w; ++i)
+      for (std::int64_t i2 = 0; i2 < w; ++i2)
+        m_cg[static_cast<std::size_t>((j * w + i) * w + i2)] = gram.data_as<float>()[(j * w + i) * K + j * w + i2];
+}
+
+Tensor MergedLegos::fold_last(const RunState& rs, const Tensor& a, std::int64_t C) {
+  Stage& st = m_stages[2];
+  Tensor rm, rv;
+  gather(rs, 3, st, rm, rv);
+  st.conv.groups = 1;
+  const std::int64_t K = a.dim(-1), m = static_cast<std::int64_t>(m_legos.size()), w = K / m;
+  const std::int64_t pixels = a.numel() / K;
+  const float* W3 = st.weight.data_as<float>();  // [m*C][w]: lego j's rows j*C .. j*C + C - 1
+  st.save_mean = Tensor::empty({m * C}, DType::F32);
+  st.save_invstd = Tensor::empty({m * C}, DType::F32);
+  float *mu = st.save_mean.data_as<float>(), *is = st.save_invstd.data_as<float>();
+  float *rmp = rm.data_as<float>(), *rvp = rv.data_as<float>();
+  if (rs.training) {
+    // z_q = W3_q . a_j, so mean(z_q) = W3_q . mean(a_j) and var(z_q) = W3_q Cov(a_j) W3_q^T.
+    moments(rs, a);
+    const double n = static_cast<double>(pixels), mom = rs.bn_momentum >= 0 ? rs.bn_momentum : st.bn.momentum;
+    for (std::int64_t q = 0; q < m * C; ++q) {
+      const std::int64_t j = q / C;
+      const float* wq = W3 + q * w;
+      const double* cg = m_cg.data() + j * w * w;
+      double mean = 0, var = 0;
+      for (std::int64_t i = 0; i < w; ++i) {
+        mean += wq[i] * m_abar[static_cast<std::size_t>(j * w + i)];
+        double row = 0;
+        for (std::int64_t i2 = 0; i2 < w; ++i2) row += cg[i * w + i2] * wq[i2];
+        var += wq[i] * row;
+      }
+      var = std::max(var / n, 0.0);
+      mu[q] = static_cast<float>(mean);
+      is[q] = static_cast<float>(1.0 / std::sqrt(var + st.bn.eps));
+      rmp[q] = static_cast<float>((1.0 - mom) * rmp[q] + mom * mean);
+      rvp[q] = static_cast<float>((1.0 - mom) * rvp[q] + mom * var * n / (n - 1.0));
+    }
+    scatter_running(rs, 3, rm, rv);
+  } else {
+    for (std::int64_t q = 0; q < m * C; ++q) {
+      mu[q] = rmp[q];
+      is[q] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(rvp[q]) + st.bn.eps));
+    }
+  }
+  // The gated sum of the legos' normalised outputs is one 1x1 convolution of a: weights
+  // gate_j*gamma_q*invstd_q*W3_q in columns j*w .. j*w + w - 1, bias sum_j gate_j*(beta_q - gamma_q*invstd_q*mean_q).
+  m_weff = Tensor::empty({C, 1, 1, K}, DType::F32);
+  Tensor bias = Tensor::zeros({C}, DType::F32);
+  const float *gm = st.gamma.data_as<float>(), *bt = st.beta.data_as<float>();
+  float *we = m_weff.data_as<float>(), *bp = bias.data_as<float>();
+  for (std::int64_t j = 0; j < m; ++j) {
+    const float g = m_gates[static_cast<std::size_t>(j)];
+    for (std::int64_t c = 0; c < C; ++c) {
+      const std::int64_t q = j * C + c;
+      const float scale = g * gm[q] * is[q];
+      for (std::int64_t i = 0; i < w; ++i) we[c * K + j * w + i] = scale * W3[q * w + i];
+      bp[c] += g * (bt[q] - gm[q] * is[q] * mu[q]);
+    }
+  }
+  Tensor u = Tensor::empty({a.dim(0), a.dim(1), a.dim(2), C}, DType::F32);
+  kernels::conv2d_fwd(st.conv, a, m_weff, bias, u, rs.stream);
+  return u;
 }
 
 Tensor MergedLegos::forward(const RunState& rs, const Tensor& x, std::vector<Bottleneck*> legos,
@@ -102,13 +207,13 @@ Tensor MergedLegos::forward(const RunState& rs, const Tensor& x, std::vector<Bot
   m_proj_bn = proj_bn;
   run_stage(rs, 1, x, m_stages[0]);
   run_stage(rs, 2, m_stages[0].out, m_stages[1]);
-  Stage& st = m_stages[2];
-  run_stage(rs, 3, m_stages[1].out, st);
+  const std::int64_t C = m_legos.front()->conv(3).weight().value.dim(0);
+  // u = sum_j gate_j * lego_j(x) + its constant, written once (C wide).
+  Tensor y = fold_last(rs, m_stages[1].out, C);
   // The shortcut s is x, or the projection's normalised output smul*zp + sadd (its statistics only are
   // computed here; the map is applied in the pass below).
   Tensor s = x;
-  const std::int64_t C = st.z.dim(-1) / static_cast<std::int64_t>(m_legos.size());
-  std::vector<float> smul(static_cast<std::size_t>(C), 1.0f), add(static_cast<std::size_t>(C), 0.0f);
+  std::vector<float> smul(static_cast<std::size_t>(C), 1.0f), sadd(static_cast<std::size_t>(C), 0.0f);
   if (proj) {
     s = m_zp = proj->forward(rs, x);
     m_pmean = Tensor::empty({C}, DType::F32);
@@ -118,41 +223,18 @@ Tensor MergedLegos::forward(const RunState& rs, const Tensor& x, std::vector<Bot
     for (std::int64_t c = 0; c < C; ++c) {
       const auto cc = static_cast<std::size_t>(c);
       smul[cc] = gp[c] * m_pinvstd.data_as<float>()[c];
-      add[cc] = bp[c] - smul[cc] * m_pmean.data_as<float>()[c];
+      sadd[cc] = bp[c] - smul[cc] * m_pmean.data_as<float>()[c];
     }
   }
-  // z: [N, P, Q, m*C], lego j's pre-BN output in channels [j*C, (j+1)*C). Its normalised output is
-  // gamma*invstd*(z - mean) + beta; with the gate folded in, each lego adds mul[q]*z[q] and a constant.
-  const std::int64_t pixels = s.numel() / C;
-  const auto m = static_cast<std::int64_t>(m_legos.size());
-  GPPF_CHECK(s.dim(-1) == C && st.z.numel() == pixels * m * C, "merged legos: outputs ", st.z.desc(),
-             " do not match the shortcut ", s.desc());
-  std::vector<float> mul(static_cast<std::size_t>(m * C));
-  const float *gm = st.gamma.data_as<float>(), *bt = st.beta.data_as<float>(), *mu = st.save_mean.data_as<float>(),
-              *is = st.save_invstd.data_as<float>();
-  for (std::int64_t j = 0; j < m; ++j)
-    for (std::int64_t c = 0; c < C; ++c) {
-      const std::int64_t q = j * C + c;
-      const float g = m_gates[static_cast<std::size_t>(j)];
-      mul[static_cast<std::size_t>(q)] = g * gm[q] * is[q];
-      add[static_cast<std::size_t>(c)] += g * (bt[q] - gm[q] * is[q] * mu[q]);
-    }
-  Shape yshape = s.shape();
-  Tensor y = Tensor::empty(yshape, DType::F32);
-  const float *sp = s.data_as<float>(), *zp = st.z.data_as<float>(), *mp = mul.data(), *ap = add.data(),
-              *smp = smul.data();
+  check_shape("merged legos", "shortcut", s, y.shape());
+  const std::int64_t pixels = y.numel() / C;
+  const float *sp = s.data_as<float>(), *smp = smul.data(), *sap = sadd.data();
   float* yp = y.data_as<float>();
 #pragma omp parallel for schedule(static)
   for (std::int64_t p = 0; p < pixels; ++p) {
     float* yr = yp + p * C;
     const float* sr = sp + p * C;
-    for (std::int64_t c = 0; c < C; ++c) yr[c] = smp[c] * sr[c] + ap[c];
-    for (std::int64_t j = 0; j < m; ++j) {
-      const float* zr = zp + (p * m + j) * C;
-      const float* mr = mp + j * C;
-      for (std::int64_t c = 0; c < C; ++c) yr[c] += mr[c] * zr[c];
-    }
-    for (std::int64_t c = 0; c < C; ++c) yr[c] = std::max(yr[c], 0.0f);
+    for (std::int64_t c = 0; c < C; ++c) yr[c] = std::max(yr[c] + smp[c] * sr[c] + sap[c], 0.0f);
   }
   if (rs.training) {
     m_y = y;
@@ -160,7 +242,7 @@ Tensor MergedLegos::forward(const RunState& rs, const Tensor& x, std::vector<Bot
   } else {
     for (Stage& stage : m_stages) stage = Stage{};
     m_legos.clear();
-    m_zp = m_pmean = m_pinvstd = Tensor();
+    m_zp = m_pmean = m_pinvstd = m_weff = m_ac = Tensor();
   }
   return y;
 }
@@ -178,8 +260,8 @@ void MergedLegos::batch_stats(const RunState& rs, BatchNorm& bn, const Tensor& z
   kernels::batchnorm_stats(p, z, bn.running_mean(rs.task), bn.running_var(rs.task), mean, invstd);
 }
 
-void MergedLegos::scatter_grads(int i, const Tensor& dw, const float* dgamma, const float* dbeta) {
-  const float* pw = dw.data_as<float>();
+void MergedLegos::scatter_grads(int i, const float* dw, const float* dgamma, const float* dbeta) {
+  const float* pw = dw;
   for (Bottleneck* l : m_legos) {
     pw = add_grad(l->conv(i).weight(), pw);
     dgamma = add_grad(l->bn(i).gamma(), dgamma);
@@ -192,7 +274,7 @@ void MergedLegos::backward_conv(const RunState& rs, int i, Stage& st, const Tens
   if (din) kernels::conv2d_bwd_data(st.conv, dz, st.weight, *din, din_mode, rs.stream);
   Tensor dw = Tensor::empty(st.weight.shape(), DType::F32);
   kernels::conv2d_bwd_filter(st.conv, st.in, dz, dw, nullptr, kernels::GradMode::Overwrite, rs.stream);
-  scatter_grads(i, dw, dgamma, dbeta);
+  scatter_grads(i, dw.data_as<float>(), dgamma, dbeta);
   st = Stage{};
 }
 
@@ -205,32 +287,31 @@ void MergedLegos::backward_stage(const RunState& rs, int i, Stage& st, const Ten
   backward_conv(rs, i, st, dz, din, din_mode, dgamma.data_as<float>(), dbeta.data_as<float>());
 }
 
-Tensor MergedLegos::backward_last(const Tensor& dy, std::vector<float>& dgate, Tensor& da, Tensor& dzp,
-                                  std::vector<float>& dgamma, std::vector<float>& dbeta) {
+Tensor MergedLegos::backward_last(const RunState& rs, const Tensor& dy, std::vector<float>& dgate, Tensor& da,
+                                  Tensor& dzp) {
   Stage& st = m_stages[2];
-  const std::int64_t C = m_y.dim(-1), pixels = m_y.numel() / C;
+  const Tensor& a = m_stages[1].out;
+  const std::int64_t C = m_y.dim(-1), pixels = m_y.numel() / C, K = a.dim(-1);
   const auto m = static_cast<std::int64_t>(m_legos.size());
-  const auto mc = static_cast<std::size_t>(m * C), nc = static_cast<std::size_t>(C);
+  const std::int64_t w = K / m;
+  const auto nc = static_cast<std::size_t>(C);
   const bool proj = m_proj != nullptr;
-  const float *yp = m_y.data_as<float>(), *dyp = dy.data_as<float>(), *zp = st.z.data_as<float>(),
-              *mu = st.save_mean.data_as<float>();
+  const float *yp = m_y.data_as<float>(), *dyp = dy.data_as<float>();
   const float* xp = proj ? m_zp.data_as<float>() : nullptr;
   const float* pmu = proj ? m_pmean.data_as<float>() : nullptr;
   da = Tensor::empty(m_y.shape(), DType::F32);
   float* dap = da.data_as<float>();
-  // Pass 1: da = dy through the ReLU; per channel A[c] = sum da, B[q] = sum da * (z[q] - mean[q]), and
-  // with a projection P[c] = sum da * (zp[c] - pmean[c]) (f32 over blocks of pixels, f64 across blocks
-  // and threads, threads added in order: deterministic).
-  constexpr std::int64_t kBlock = 64;
+  // Pass 1: da = dy through the ReLU; A[c] = sum da and, with a projection, P[c] = sum da * (zp - pmean)
+  // (f32 over blocks of pixels, f64 across blocks and threads, threads added in order: deterministic).
   const int nt = omp_get_max_threads();
-  const std::size_t per = 2 * nc + mc;
+  const std::size_t per = 2 * nc;
   std::vector<double> parts(static_cast<std::size_t>(nt) * per, 0.0);
 #pragma omp parallel num_threads(nt)
   {
     const int t = omp_get_thread_num(), nthr = omp_get_num_threads();
     double* part = parts.data() + static_cast<std::size_t>(t) * per;
     std::vector<float> acc(per);
-    float *a = acc.data(), *pp = a + nc, *b = pp + nc;
+    float *sa = acc.data(), *sp = sa + nc;
     const std::int64_t p0 = pixels * t / nthr, p1 = pixels * (t + 1) / nthr;
     for (std::int64_t start = p0; start < p1; start += kBlock) {
       std::fill(acc.begin(), acc.end(), 0.0f);
@@ -238,16 +319,10 @@ Tensor MergedLegos::backward_last(const Tensor& dy, std::vector<float>& dgate, T
         float* dar = dap + p * C;
         for (std::int64_t c = 0; c < C; ++c) {
           dar[c] = yp[p * C + c] > 0.0f ? dyp[p * C + c] : 0.0f;
-          a[c] += dar[c];
+          sa[c] += dar[c];
         }
         if (proj)
-          for (std::int64_t c = 0; c < C; ++c) pp[c] += dar[c] * (xp[p * C + c] - pmu[c]);
-        for (std::int64_t j = 0; j < m; ++j) {
-          const float* zr = zp + (p * m + j) * C;
-          float* br = b + j * C;
-          const float* mr = mu + j * C;
-          for (std::int64_t c = 0; c < C; ++c) br[c] += dar[c] * (zr[c] - mr[c]);
-        }
+          for (std::int64_t c = 0; c < C; ++c) sp[c] += dar[c] * (xp[p * C + c] - pmu[c]);
       }
       for (std::size_t i = 0; i < per; ++i) part[i] += acc[i];
     }
@@ -255,87 +330,128 @@ Tensor MergedLegos::backward_last(const Tensor& dy, std::vector<float>& dgate, T
   std::vector<double> sums(per, 0.0);
   for (int t = 0; t < nt; ++t)
     for (std::size_t i = 0; i < per; ++i) sums[i] += parts[static_cast<std::size_t>(t) * per + i];
-  const double *A = sums.data(), *P = A + nc, *B = P + nc;
+  const double *A = sums.data(), *P = A + nc;
+  // ac = a - mean(a) (narrow), and Mc[c][k] = sum da[c] * ac[k]: then with z_q = W3_q . a_j,
+  // B_q = sum da * (z_q - mean_q) = W3_q . Mc[c][j*w ..], exactly, without z.
+  const Tensor& ac = m_ac;
+  Tensor mc = Tensor::empty({C, 1, 1, K}, DType::F32);
+  kernels::conv2d_bwd_filter(st.conv, ac, da, mc, nullptr, kernels::GradMode::Overwrite, rs.stream);
+  const float* M = mc.data_as<float>();
+  const float* W3 = st.weight.data_as<float>();
   // The BN backward of lego j sees dO = gate_j * da: its sums are gate_j * A and gate_j * B, and
-  // dz = gamma*invstd*gate_j * (da - A/n - (z - mean) * invstd^2 * B/n). The gate's gradient is
-  // sum(da * o_j) = sum_c gamma*invstd*B + beta*A. The projection's BN sees da itself (gate 1).
+  // dz = K1*da - K0 - K2*(z - mean) with K1 = gamma*invstd*gate_j, K0 = K1*A/n, K2 = K1*invstd^2*B/n.
+  // The gate's gradient is sum(da * o_j) = sum_c gamma*invstd*B + beta*A.
   const double n = static_cast<double>(pixels);
-  auto coefficients = [n](double gamma, double invstd, double gate, double a, double b, float& k1, float& k0,
-                          float& k2) {
-    const double scale = gamma * invstd * gate;
-    k1 = static_cast<float>(scale);
-    k0 = static_cast<float>(scale * a / n);
-    k2 = static_cast<float>(scale * invstd * invstd * b / n);
-  };
   const float *gm = st.gamma.data_as<float>(), *bt = st.beta.data_as<float>(), *is = st.save_invstd.data_as<float>();
-  std::vector<float> k1(mc), k0(mc), k2(mc);
-  dgamma.resize(mc);
-  dbeta.resize(mc);
+  const auto mc_size = static_cast<std::size_t>(m * C);
+  std::vector<double> K0(mc_size), K2(mc_size);
+  std::vector<float> dgamma(mc_size), dbeta(mc_size), dw3(static_cast<std::size_t>(m * C * w));
   dgate.assign(static_cast<std::size_t>(m), 0.0f);
   for (std::int64_t j = 0; j < m; ++j) {
     const double g = m_gates[static_cast<std::size_t>(j)];
     double dg = 0;
     for (std::int64_t c = 0; c < C; ++c) {
-      const auto q = static_cast<std::size_t>(j * C + c);
-      dg += static_cast<double>(gm[q]) * is[q] * B[q] + bt[q] * A[c];
-      dgamma[q] = static_cast<float>(g * B[q] * is[q]);
-      dbeta[q] = static_cast<float>(g * A[c]);
-      coefficients(gm[q], is[q], g, A[c], B[q], k1[q], k0[q], k2[q]);
+      const std::int64_t q = j * C + c;
+      const auto qq = static_cast<std::size_t>(q);
+      const float* wq = W3 + q * w;
+      const float* mr = M + c * K + j * w;
+      double B = 0;
+      for (std::int64_t i = 0; i < w; ++i) B += static_cast<double>(wq[i]) * mr[i];
+      const double iv = is[q], k1 = gm[q] * iv * g;
+      dg += gm[q] * iv * B + bt[q] * A[c];
+      dgamma[qq] = static_cast<float>(g * B * iv);
+      dbeta[qq] = static_cast<float>(g * A[c]);
+      K0[qq] = k1 * A[c] / n;
+      K2[qq] = k1 * iv * iv * B / n;
+      // dW3_q = sum dz_q * a = K1 * Mc[c] - K2 * (W3_q Cg_j): the K0 term cancels against the mean in Mc.
+      const double* cg = m_cg.data() + j * w * w;
+      for (std::int64_t i = 0; i < w; ++i) {
+        double wc = 0;
+        for (std::int64_t i2 = 0; i2 < w; ++i2) wc += wq[i2] * cg[i2 * w + i];
+        dw3[static_cast<std::size_t>(q * w + i)] = static_cast<float>(k1 * mr[i] - K2[qq] * wc);
+      }
     }
     dgate[static_cast<std::size_t>(j)] = static_cast<float>(dg);
   }
-  std::vector<float> pk1(nc), pk0(nc), pk2(nc);
+  scatter_grads(3, dw3.data(), dgamma.data(), dbeta.data());
+  // Input gradient of the last stage: da through the folded weights, plus the batch statistics'
+  // part: d_a[j*w + i] = (da . Weff)[j*w + i] - sum_c K0_q W3_qi - sum_i' G_j[i][i'] * ac[j*w + i'],
+  // with G_j = sum_c K2_q W3_q^T W3_q.
+  Tensor d2 = Tensor::empty(a.shape(), DType::F32);
+  kernels::conv2d_bwd_data(st.conv, da, m_weff, d2, kernels::GradMode::Overwrite, rs.stream);
+  std::vector<float> G(static_cast<std::size_t>(m * w * w)), h(static_cast<std::size_t>(K));
+  for (std::int64_t j = 0; j < m; ++j)
+    for (std::int64_t i = 0; i < w; ++i) {
+      double hv = 0;
+      for (std::int64_t c = 0; c < C; ++c) hv -= K0[static_cast<std::size_t>(j * C + c)] * W3[(j * C + c) * w + i];
+      h[static_cast<std::size_t>(j * w + i)] = static_cast<float>(hv);
+      for (std::int64_t i2 = 0; i2 < w; ++i2) {
+        double gv = 0;
+        for (std::int64_t c = 0; c < C; ++c) {
+          const std::int64_t q = j * C + c;
+          gv += K2[static_cast<std::size_t>(q)] * W3[q * w + i] * W3[q * w + i2];
+        }
+        G[static_cast<std::size_t>((j * w + i) * w + i2)] = static_cast<float>(gv);
+      }
+    }
+  {
+    float* dp = d2.data_as<float>();
+    const float *cp = ac.data_as<float>(), *gp = G.data(), *hp = h.data();
+#pragma omp parallel for schedule(static)
+    for (std::int64_t p = 0; p < pixels; ++p)
+      for (std::int64_t j = 0; j < m; ++j) {
+        float* dr = dp + p * K + j * w;
+        const float* cr = cp + p * K + j * w;
+        for (std::int64_t i = 0; i < w; ++i) {
+          const float* gr = gp + (j * w + i) * w;
+          float v = hp[j * w + i];
+          for (std::int64_t i2 = 0; i2 < w; ++i2) v -= gr[i2] * cr[i2];
+          dr[i] += v;
+        }
+      }
+  }
   if (proj) {
+    // The projection's BN sees da itself (gate 1).
     const float *gp = m_proj_bn->gamma().value.data_as<float>(), *pis = m_pinvstd.data_as<float>();
-    std::vector<float> dgp(nc), dbp(nc);
+    std::vector<float> dgp(nc), dbp(nc), q1(nc), q0(nc), q2(nc);
     for (std::int64_t c = 0; c < C; ++c) {
       const auto cc = static_cast<std::size_t>(c);
+      const double k1 = static_cast<double>(gp[c]) * pis[c];
       dgp[cc] = static_cast<float>(P[c] * pis[c]);
       dbp[cc] = static_cast<float>(A[c]);
-      coefficients(gp[c], pis[c], 1.0, A[c], P[c], pk1[cc], pk0[cc], pk2[cc]);
+      q1[cc] = static_cast<float>(k1);
+      q0[cc] = static_cast<float>(k1 * A[c] / n);
+      q2[cc] = static_cast<float>(k1 * pis[c] * pis[c] * P[c] / n);
     }
     add_grad(m_proj_bn->gamma(), dgp.data());
     add_grad(m_proj_bn->beta(), dbp.data());
     dzp = Tensor::empty(m_zp.shape(), DType::F32);
-  }
-  // Pass 2: the gradients of the last convolution's output and of the projection's.
-  Tensor dz = Tensor::empty(st.z.shape(), DType::F32);
-  float* dzo = dz.data_as<float>();
-  float* dzpp = proj ? dzp.data_as<float>() : nullptr;
-  const float *k1p = k1.data(), *k0p = k0.data(), *k2p = k2.data(), *q1 = pk1.data(), *q0 = pk0.data(),
-              *q2 = pk2.data();
+    float* dzpp = dzp.data_as<float>();
+    const float *q1p = q1.data(), *q0p = q0.data(), *q2p = q2.data();
 #pragma omp parallel for schedule(static)
-  for (std::int64_t p = 0; p < pixels; ++p) {
-    const float* dar = dap + p * C;
-    for (std::int64_t j = 0; j < m; ++j) {
-      const std::int64_t row = (p * m + j) * C, o = j * C;
+    for (std::int64_t p = 0; p < pixels; ++p)
       for (std::int64_t c = 0; c < C; ++c)
-        dzo[row + c] = k1p[o + c] * dar[c] - k0p[o + c] - k2p[o + c] * (zp[row + c] - mu[o + c]);
-    }
-    if (proj)
-      for (std::int64_t c = 0; c < C; ++c) dzpp[p * C + c] = q1[c] * dar[c] - q0[c] - q2[c] * (xp[p * C + c] - pmu[c]);
+        dzpp[p * C + c] = q1p[c] * dap[p * C + c] - q0p[c] - q2p[c] * (xp[p * C + c] - pmu[c]);
   }
-  return dz;
+  st = Stage{};
+  return d2;
 }
 
 Tensor MergedLegos::backward(const RunState& rs, const Tensor& dy, std::vector<float>& dgate) {
   GPPF_CHECK(m_y.defined(), "merged legos: backward without a training forward");
   check_shape("merged legos backward", "dy", dy, m_y.shape());
   Tensor da, dzp;
-  std::vector<float> dgamma3, dbeta3;
-  const Tensor dz3 = backward_last(dy, dgate, da, dzp, dgamma3, dbeta3);
+  const Tensor d2 = backward_last(rs, dy, dgate, da, dzp);
   // The input gradient starts as the shortcut's: da itself, or through the projection.
   Tensor dx = da;
   if (m_proj) {
     dx = Tensor::empty(m_x_shape, DType::F32);
     m_proj->backward(rs, dzp, &dx, kernels::GradMode::Overwrite);
   }
-  Tensor d2 = Tensor::empty(m_stages[1].out.shape(), DType::F32);
-  backward_conv(rs, 3, m_stages[2], dz3, &d2, kernels::GradMode::Overwrite, dgamma3.data(), dbeta3.data());
   Tensor d1 = Tensor::empty(m_stages[0].out.shape(), DType::F32);
   backward_stage(rs, 2, m_stages[1], d2, &d1, kernels::GradMode::Overwrite);
   backward_stage(rs, 1, m_stages[0], d1, &dx, kernels::GradMode::Accumulate);
-  m_y = m_zp = m_pmean = m_pinvstd = Tensor();
+  m_y = m_zp = m_pmean = m_pinvstd = m_weff = m_ac = Tensor();
   m_legos.clear();
   return dx;
 }
