@@ -1,15 +1,15 @@
 #pragma once
 // A task's active legos of one layer run as one wide block (DESIGN.md, "Where the speed must come
-// from"): their first 1x1 convolutions share the input and concatenate into one, the 3x3s and the last
-// 1x1s become grouped convolutions, and each batch norm runs once over the concatenated channels
-// (batch norm is per channel, so this is exact). The last 1x1s are never run as such: lego j's
+// from"): their first 1x1 convolutions share the input and concatenate into one, the 3x3s become a
+// grouped convolution, and each batch norm runs once over the concatenated channels (batch norm is
+// per channel, so this is exact). The last 1x1s are never run as such: lego j's
 // z_j = W3_j a_j is linear in its narrow input a_j, so the last batch norm's statistics follow from a's
 // mean and w x w covariance, and the gated sum of the normalised outputs is one ungrouped 1x1
 // convolution of a (C wide, not k*C) with folded weights; backward gets the statistics' terms from
 // a's covariance and da^T (a - mean) in the same way. The shortcut (and the projection's BN) and the
 // ReLU join in one pass.
 // gppf-mini's legos are 4-16 channels wide; run one by one, their memory-bound kernels read the same
-// input k times and its step ran 1.4x slower (docs/PERFORMANCE.md).
+// input k times and the wide outputs several times, and its step ran 1.45x slower (docs/PERFORMANCE.md).
 // Host f32, one process; the expert-parallel exchange runs legos one by one.
 #include <vector>
 
@@ -53,10 +53,9 @@ class MergedLegos {
   static void batch_stats(const RunState& rs, BatchNorm& bn, const Tensor& z, Tensor& mean, Tensor& invstd);
   // Parameter gradients of stage i (concatenated) into the legos' parameters.
   void scatter_grads(int i, const float* dw, const float* dgamma, const float* dbeta);
+  // Stages 1 and 2 backward: BN (+ReLU), then the convolution's input (when din) and filter gradients.
   void backward_stage(const RunState& rs, int i, Stage& st, const Tensor& dout, Tensor* din,
                       kernels::GradMode din_mode);
-  void backward_conv(const RunState& rs, int i, Stage& st, const Tensor& dz, Tensor* din, kernels::GradMode din_mode,
-                     const float* dgamma, const float* dbeta);
 
   std::vector<Bottleneck*> m_legos;
   std::vector<float> m_gates;

@@ -194,9 +194,10 @@ TEST(LegoLayer, UnusedLegosAreUntouched) {
 // lego by lego: outputs, input gradient, every parameter's gradient and touched flag, and the per-task
 // running statistics, in training (several steps, gradients accumulated over two tasks) and in
 // inference; with identity and projection shortcuts and an always-on shared lego.
-void check_merged_matches_one_by_one(int stride, int cin, int cout, int shared) {
+void check_merged_matches_one_by_one(int stride, int cin, int cout, int shared, int width = 3) {
   auto spec = small_spec(stride, cin, cout);
   spec.num_shared = shared;
+  spec.lego_width = width;
   std::mt19937_64 rng_a(21), rng_b(21);
   RoutingOptions ro;
   ro.init_std = 1.0f;
@@ -242,6 +243,11 @@ void check_merged_matches_one_by_one(int stride, int cin, int cout, int shared) 
 TEST(LegoLayer, MergedMatchesOneByOneIdentity) { check_merged_matches_one_by_one(1, 4, 4, 0); }
 TEST(LegoLayer, MergedMatchesOneByOneProjection) { check_merged_matches_one_by_one(2, 3, 6, 0); }
 TEST(LegoLayer, MergedMatchesOneByOneWithSharedLego) { check_merged_matches_one_by_one(1, 5, 8, 1); }
+// 2 legos of width 4 and 8: the folded stage's compile-time row widths 8 and 16 (gppf-mini's).
+TEST(LegoLayer, MergedMatchesOneByOneMiniWidths) {
+  check_merged_matches_one_by_one(1, 6, 12, 0, 4);
+  check_merged_matches_one_by_one(2, 12, 16, 0, 8);
+}
 
 TEST(LegoLayer, BalanceRegulariserGradient) {
   std::mt19937_64 rng(5);
