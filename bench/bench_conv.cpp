@@ -55,6 +55,9 @@ const std::vector<ConvShape>& shapes() {
       {"mini_b64_28x28x4_3x3", 64, 28, 28, 4, 4, 3, 1, 1, 1},
       {"mini_b64_28x28x1-16_3x3", 64, 28, 28, 1, 16, 3, 1, 1, 1},
       {"mini_b16_64x64x32-64_1x1_s2", 16, 64, 64, 32, 64, 1, 2, 0, 1},
+      // The heads' read-outs: segmentation classes at 64x64, a detection size/offset map at 32x32.
+      {"readout_b16_64x64x32-11_1x1", 16, 64, 64, 32, 11, 1, 1, 0, 1},
+      {"readout_b16_32x32x32-2_1x1", 16, 32, 32, 32, 2, 1, 1, 0, 1},
   };
   return v;
 }

@@ -65,6 +65,13 @@ void gemm_conv2d_bwd_filter(const Conv2dParams& p, const Conv2dGeometry& g, cons
                             float* dbias, GradMode mode);
 // True when the host entry points use oneDNN.
 bool conv2d_uses_onednn();
+// 1x1, stride 1, groups 1, at most 16 outputs from 32 or 64 inputs (the heads' read-outs): the
+// host entry points run these gradients with kernels of their own on both builds
+// (kernels/host/pointwise_few_outputs.cpp).
+bool pointwise_few_outputs(const Conv2dParams& p, const Conv2dGeometry& g);
+void pointwise_few_outputs_bwd_data(const Conv2dGeometry& g, const float* dy, const float* w, float* dx, GradMode mode);
+void pointwise_few_outputs_bwd_filter(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* dbias,
+                                      GradMode mode);
 }  // namespace host
 
 #ifdef GPPF_HAVE_ONEDNN

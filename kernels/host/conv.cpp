@@ -192,32 +192,37 @@ void gemm_conv2d_bwd_filter(const Conv2dParams& p, const Conv2dGeometry& g, cons
 
 #ifdef GPPF_HAVE_ONEDNN
 bool conv2d_uses_onednn() { return true; }
-void conv2d_fwd(const Conv2dParams& p, const Conv2dGeometry& g, const float* x, const float* w, const float* bias,
-                float* y) {
-  onednn::conv2d_fwd(p, g, x, w, bias, y);
-}
-void conv2d_bwd_data(const Conv2dParams& p, const Conv2dGeometry& g, const float* dy, const float* w, float* dx,
-                     GradMode mode) {
-  onednn::conv2d_bwd_data(p, g, dy, w, dx, mode);
-}
-void conv2d_bwd_filter(const Conv2dParams& p, const Conv2dGeometry& g, const float* x, const float* dy, float* dw,
-                       float* dbias, GradMode mode) {
-  onednn::conv2d_bwd_filter(p, g, x, dy, dw, dbias, mode);
-}
 #else
 bool conv2d_uses_onednn() { return false; }
+#endif
+
 void conv2d_fwd(const Conv2dParams& p, const Conv2dGeometry& g, const float* x, const float* w, const float* bias,
                 float* y) {
+#ifdef GPPF_HAVE_ONEDNN
+  onednn::conv2d_fwd(p, g, x, w, bias, y);
+#else
   gemm_conv2d_fwd(p, g, x, w, bias, y);
+#endif
 }
+
 void conv2d_bwd_data(const Conv2dParams& p, const Conv2dGeometry& g, const float* dy, const float* w, float* dx,
                      GradMode mode) {
+  if (pointwise_few_outputs(p, g)) return pointwise_few_outputs_bwd_data(g, dy, w, dx, mode);
+#ifdef GPPF_HAVE_ONEDNN
+  onednn::conv2d_bwd_data(p, g, dy, w, dx, mode);
+#else
   gemm_conv2d_bwd_data(p, g, dy, w, dx, mode);
+#endif
 }
+
 void conv2d_bwd_filter(const Conv2dParams& p, const Conv2dGeometry& g, const float* x, const float* dy, float* dw,
                        float* dbias, GradMode mode) {
+  if (pointwise_few_outputs(p, g)) return pointwise_few_outputs_bwd_filter(g, x, dy, dw, dbias, mode);
+#ifdef GPPF_HAVE_ONEDNN
+  onednn::conv2d_bwd_filter(p, g, x, dy, dw, dbias, mode);
+#else
   gemm_conv2d_bwd_filter(p, g, x, dy, dw, dbias, mode);
-}
 #endif
+}
 
 }  // namespace gppf::kernels::host

@@ -34,6 +34,10 @@ inline std::vector<ConvCase> conv_cases() {
       // A merged lego's grouped conv3 (4 inputs per group), a head's 11-class read-out, a wide 1x1.
       {"pointwise_narrow_in_g2", {3, 9, 11, 8}, 64, 1, 1, P{1, 1, 0, 0, 1, 1, 2}, false},
       {"pointwise_narrow_out_bias", {4, 16, 16, 32}, 11, 1, 1, P{}, true},
+      // The host's own read-out gradients (<= 16 outputs from 32 or 64 inputs): pixel counts that
+      // leave a tail of 1-3 after groups of 4.
+      {"pointwise_few_out_tail", {3, 7, 9, 32}, 2, 1, 1, P{}, true},
+      {"pointwise_few_out_c64", {2, 5, 7, 64}, 3, 1, 1, P{}, false},
       {"pointwise_wide_bias", {2, 5, 7, 24}, 20, 1, 1, P{}, true},
       {"asym_r2s3", {2, 8, 7, 7}, 3, 2, 3, P{1, 2, 2, 0, 2, 1, 1}, true},
       {"k7s2p3_stem", {1, 13, 11, 3}, 8, 7, 7, P{2, 2, 3, 3, 1, 1, 1}, false},
