@@ -30,23 +30,29 @@ void check_params(const char* op, const BatchNormParams& p) {
   GPPF_CHECK(p.momentum >= 0.0f && p.momentum <= 1.0f, op, ": momentum must be in [0, 1], got ", p.momentum);
 }
 
+// The checks every training-statistics entry point shares; returns the channel count.
+void check_train_stats(const char* op, const BatchNormParams& p, const Tensor& x, const Tensor& running_mean,
+                       const Tensor& running_var, const Tensor& save_mean, const Tensor& save_invstd) {
+  check_params(op, p);
+  const std::int64_t c = check_activation(op, x);
+  GPPF_CHECK(c > 0 && x.numel() / c >= 2, op, ": x ", x.desc(),
+             " needs at least 2 values per channel to estimate batch statistics");
+  check_channel_vector(op, "running_mean", running_mean, x);
+  check_channel_vector(op, "running_var", running_var, x);
+  check_channel_vector(op, "save_mean", save_mean, x);
+  check_channel_vector(op, "save_invstd", save_invstd, x);
+}
+
 }  // namespace
 
 void batchnorm_fwd_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                          Tensor& running_mean, Tensor& running_var, Tensor& y, Tensor& save_mean, Tensor& save_invstd,
                          const Stream& s) {
   constexpr const char* op = "batchnorm_fwd_train";
-  check_params(op, p);
-  const std::int64_t c = check_activation(op, x);
-  GPPF_CHECK(c > 0 && x.numel() / c >= 2, op, ": x ", x.desc(),
-             " needs at least 2 values per channel to estimate batch statistics");
+  check_train_stats(op, p, x, running_mean, running_var, save_mean, save_invstd);
   check_like(op, "y", y, x);
   check_channel_vector(op, "gamma", gamma, x);
   check_channel_vector(op, "beta", beta, x);
-  check_channel_vector(op, "running_mean", running_mean, x);
-  check_channel_vector(op, "running_var", running_var, x);
-  check_channel_vector(op, "save_mean", save_mean, x);
-  check_channel_vector(op, "save_invstd", save_invstd, x);
   if (x.device().is_cuda())
     cuda::batchnorm_fwd_train(p, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd, s);
   else
@@ -56,15 +62,8 @@ void batchnorm_fwd_train(const BatchNormParams& p, const Tensor& x, const Tensor
 void batchnorm_stats(const BatchNormParams& p, const Tensor& x, Tensor& running_mean, Tensor& running_var,
                      Tensor& save_mean, Tensor& save_invstd) {
   constexpr const char* op = "batchnorm_stats";
-  check_params(op, p);
-  const std::int64_t c = check_activation(op, x);
+  check_train_stats(op, p, x, running_mean, running_var, save_mean, save_invstd);
   GPPF_CHECK(x.device().is_host(), op, ": host only, got ", x.desc());
-  GPPF_CHECK(c > 0 && x.numel() / c >= 2, op, ": x ", x.desc(),
-             " needs at least 2 values per channel to estimate batch statistics");
-  check_channel_vector(op, "running_mean", running_mean, x);
-  check_channel_vector(op, "running_var", running_var, x);
-  check_channel_vector(op, "save_mean", save_mean, x);
-  check_channel_vector(op, "save_invstd", save_invstd, x);
   host::batchnorm_stats(p, x, running_mean, running_var, save_mean, save_invstd);
 }
 

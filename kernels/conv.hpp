@@ -65,6 +65,8 @@ void gemm_conv2d_bwd_filter(const Conv2dParams& p, const Conv2dGeometry& g, cons
                             float* dbias, GradMode mode);
 // True when the host entry points use oneDNN.
 bool conv2d_uses_onednn();
+// dbias[k] (=|+=) the sum over rows of dy[rows, k], in f64, deterministic for a thread count.
+void bias_grad(const float* dy, std::int64_t rows, std::int64_t k, float* dbias, bool accumulate);
 // 1x1, stride 1, groups 1, at most 16 outputs from 32 or 64 inputs (the heads' read-outs): the
 // host entry points run these gradients with kernels of their own on both builds
 // (kernels/host/pointwise_few_outputs.cpp).

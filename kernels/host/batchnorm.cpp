@@ -126,40 +126,39 @@ void train_stats(const BatchNormParams& p, const Tensor& x, Tensor& running_mean
   }
 }
 
+// y = (x - mean) * scale + beta per channel (then the ReLU), the coefficients tiled to the row width.
 template <class T, bool kRelu>
-void fwd_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
-               Tensor& running_var, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
-  train_stats<T>(p, x, running_mean, running_var, save_mean, save_invstd);
+void apply(const Tensor& x, Tensor& y, const float* mean, const float* scale, const float* beta) {
   const std::int64_t channels = x.dim(-1), width = row_width(channels);
-  const auto nc = static_cast<std::size_t>(channels);
-  const float* g = gamma.data_as<float>();
-  const float* si = save_invstd.data_as<float>();
-  std::vector<float> scale(nc);
-  for (std::size_t c = 0; c < nc; ++c) scale[c] = g[c] * si[c];
-  const std::vector<float> mean_w = tiled(save_mean.data_as<float>(), channels, width),
-                           scale_w = tiled(scale.data(), channels, width),
-                           beta_w = tiled(beta.data_as<float>(), channels, width);
+  const std::vector<float> mean_w = tiled(mean, channels, width), scale_w = tiled(scale, channels, width),
+                           beta_w = tiled(beta, channels, width);
   const BatchNormApplyFunctor<T, kRelu> f{
       static_cast<const T*>(x.data()), static_cast<T*>(y.data()), mean_w.data(), scale_w.data(), beta_w.data(), width};
   for_each_row(x.numel(), width, f);
 }
 
 template <class T, bool kRelu>
+void fwd_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+               Tensor& running_var, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
+  train_stats<T>(p, x, running_mean, running_var, save_mean, save_invstd);
+  const auto nc = static_cast<std::size_t>(x.dim(-1));
+  const float* g = gamma.data_as<float>();
+  const float* si = save_invstd.data_as<float>();
+  std::vector<float> scale(nc);
+  for (std::size_t c = 0; c < nc; ++c) scale[c] = g[c] * si[c];
+  apply<T, kRelu>(x, y, save_mean.data_as<float>(), scale.data(), beta.data_as<float>());
+}
+
+template <class T, bool kRelu>
 void fwd_infer(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                const Tensor& running_mean, const Tensor& running_var, Tensor& y) {
-  const std::int64_t channels = x.dim(-1), width = row_width(channels);
-  const auto nc = static_cast<std::size_t>(channels);
+  const auto nc = static_cast<std::size_t>(x.dim(-1));
   const float* g = gamma.data_as<float>();
   const float* rv = running_var.data_as<float>();
   std::vector<float> scale(nc);
   for (std::size_t c = 0; c < nc; ++c)
     scale[c] = static_cast<float>(g[c] / std::sqrt(static_cast<double>(rv[c]) + static_cast<double>(p.eps)));
-  const std::vector<float> mean_w = tiled(running_mean.data_as<float>(), channels, width),
-                           scale_w = tiled(scale.data(), channels, width),
-                           beta_w = tiled(beta.data_as<float>(), channels, width);
-  const BatchNormApplyFunctor<T, kRelu> f{
-      static_cast<const T*>(x.data()), static_cast<T*>(y.data()), mean_w.data(), scale_w.data(), beta_w.data(), width};
-  for_each_row(x.numel(), width, f);
+  apply<T, kRelu>(x, y, running_mean.data_as<float>(), scale.data(), beta.data_as<float>());
 }
 
 template <class T, bool kRelu>

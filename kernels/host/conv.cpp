@@ -89,6 +89,8 @@ void col2im(const Conv2dParams& p, const Conv2dGeometry& g, const float* col, st
   }
 }
 
+}  // namespace
+
 // dbias[k] (=|+=) sum over rows of dy[rows, K], in f64; per-thread partials are added in thread
 // order, so the bits do not depend on scheduling.
 void bias_grad(const float* dy, std::int64_t rows, std::int64_t k, float* dbias, bool accumulate) {
@@ -110,8 +112,6 @@ void bias_grad(const float* dy, std::int64_t rows, std::int64_t k, float* dbias,
     dbias[j] = static_cast<float>(total);
   }
 }
-
-}  // namespace
 
 void gemm_conv2d_fwd(const Conv2dParams& p, const Conv2dGeometry& g, const float* x, const float* w, const float* bias,
                      float* y) {

@@ -46,20 +46,21 @@ void bwd_data(const Conv2dGeometry& g, const float* dy, const float* w, float* d
 
 template <std::int64_t C>
 void bwd_filter(const Conv2dGeometry& g, const float* x, const float* dy, float* dw, float* dbias, GradMode mode) {
-  const std::int64_t pixels = g.n * g.h * g.w, K = g.k, nacc = K * C + K;
+  const std::int64_t pixels = g.n * g.h * g.w, K = g.k, nw = K * C;
+  const bool acc = mode == GradMode::Accumulate;
+  if (dbias) bias_grad(dy, pixels, K, dbias, acc);
   const int nt = omp_get_max_threads();
-  std::vector<double> parts(static_cast<std::size_t>(nt * nacc), 0.0);
+  std::vector<double> parts(static_cast<std::size_t>(nt * nw), 0.0);
 #pragma omp parallel num_threads(nt)
   {
     const int t = omp_get_thread_num(), nthr = omp_get_num_threads();
-    double* part = parts.data() + t * nacc;
+    double* part = parts.data() + t * nw;
     const std::int64_t p0 = pixels * t / nthr, p1 = pixels * (t + 1) / nthr;
     for (std::int64_t start = p0; start < p1; start += kPixelBlock) {
       const std::int64_t end = std::min(start + kPixelBlock, p1);
       // One output at a time over the block (its x rows stay in L1), in kLanes chains.
       for (std::int64_t o = 0; o < K; ++o) {
         float r[kLanes][C] = {};
-        float rb = 0.0f;
         std::int64_t p = start;
         for (; p + kLanes <= end; p += kLanes)
           for (std::int64_t l = 0; l < kLanes; ++l) {
@@ -70,19 +71,15 @@ void bwd_filter(const Conv2dGeometry& g, const float* x, const float* dy, float*
           const float d = dy[p * K + o];
           for (std::int64_t c = 0; c < C; ++c) r[0][c] += d * x[p * C + c];
         }
-        for (std::int64_t q = start; q < end; ++q) rb += dy[q * K + o];
         double* row = part + o * C;
         for (std::int64_t c = 0; c < C; ++c) row[c] += (r[0][c] + r[1][c]) + (r[2][c] + r[3][c]);
-        part[K * C + o] += rb;
       }
     }
   }
-  const bool acc = mode == GradMode::Accumulate;
-  for (std::int64_t j = 0; j < nacc; ++j) {
+  for (std::int64_t j = 0; j < nw; ++j) {
     double v = 0;
-    for (int t = 0; t < nt; ++t) v += parts[static_cast<std::size_t>(t * nacc + j)];
-    float* out = j < K * C ? dw + j : dbias ? dbias + (j - K * C) : nullptr;
-    if (out) *out = static_cast<float>(acc ? *out + v : v);
+    for (int t = 0; t < nt; ++t) v += parts[static_cast<std::size_t>(t * nw + j)];
+    dw[j] = static_cast<float>(acc ? dw[j] + v : v);
   }
 }
 

@@ -206,10 +206,7 @@ Tensor LegoLayer::forward(const RunState& rs, const Tensor& x, std::int64_t step
     for (int i : r.legos) legos.push_back(m_legos[static_cast<std::size_t>(i)].get());
     if (!m_merged) m_merged = std::make_unique<MergedLegos>();
     Tensor y = m_merged->forward(rs, x, std::move(legos), r.gates, m_proj.get(), m_proj_bn.get());
-    if (rs.training) {
-      m_route = std::move(r);
-      m_x_shape = x.shape();
-    }
+    if (rs.training) m_route = std::move(r);
     return y;
   }
   Tensor acc = shortcut_forward(rs, x);

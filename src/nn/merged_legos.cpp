@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/elementwise.hpp"
+
 namespace gppf::nn {
 namespace {
 
@@ -40,6 +42,14 @@ const float* add_grad(Parameter& p, const float* src) {
     for (std::int64_t i = 0; i < n; ++i) g[i] += src[i];
   return src + n;
 }
+
+// A batch norm's parameters with the pass's momentum (RunState::bn_momentum, BN recalibration).
+kernels::BatchNormParams with_momentum(const RunState& rs, kernels::BatchNormParams p) {
+  if (rs.bn_momentum >= 0) p.momentum = rs.bn_momentum;
+  return p;
+}
+
+float invstd_of(double var, float eps) { return static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps))); }
 
 // d[p][k] += h[k] - sum_k2 ac[p][k2] * G[k2][k]. K is 8-32 here: a compile-time K lets the compiler
 // keep a pixel's row in vector registers (with a run-time K of 8 the loop ran scalar, at 12 GB/s).
@@ -116,12 +126,11 @@ void MergedLegos::run_stage(const RunState& rs, int i, const Tensor& in, Stage& 
     kernels::batchnorm_fwd_infer(st.bn, st.z, st.gamma, st.beta, rm, rv, st.out, rs.stream);
     return;
   }
-  kernels::BatchNormParams p = st.bn;
-  if (rs.bn_momentum >= 0) p.momentum = rs.bn_momentum;
   const std::int64_t C = st.z.dim(-1);
   st.save_mean = Tensor::empty({C}, DType::F32);
   st.save_invstd = Tensor::empty({C}, DType::F32);
-  kernels::batchnorm_fwd_train(p, st.z, st.gamma, st.beta, rm, rv, st.out, st.save_mean, st.save_invstd, rs.stream);
+  kernels::batchnorm_fwd_train(with_momentum(rs, st.bn), st.z, st.gamma, st.beta, rm, rv, st.out, st.save_mean,
+                               st.save_invstd, rs.stream);
   scatter_running(rs, i, rm, rv);
   st.in = in;
 }
@@ -129,26 +138,10 @@ void MergedLegos::run_stage(const RunState& rs, int i, const Tensor& in, Stage& 
 void MergedLegos::moments(const RunState& rs, const Tensor& a) {
   const std::int64_t K = a.dim(-1), pixels = a.numel() / K;
   const float* ap = a.data_as<float>();
-  const int nt = omp_get_max_threads();
-  // The channel means (f32 over blocks of pixels, f64 across blocks and threads, added in thread
-  // order), the centred a (kept for backward), and its Gram matrix as a 1x1 filter gradient.
-  std::vector<double> parts(static_cast<std::size_t>(nt * K), 0.0);
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num(), nthr = omp_get_num_threads();
-    double* part = parts.data() + t * K;
-    std::vector<float> acc(static_cast<std::size_t>(K));
-    for (std::int64_t start = pixels * t / nthr, end = pixels * (t + 1) / nthr; start < end; start += kBlock) {
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (std::int64_t p = start; p < std::min(start + kBlock, end); ++p)
-        for (std::int64_t k = 0; k < K; ++k) acc[static_cast<std::size_t>(k)] += ap[p * K + k];
-      for (std::int64_t k = 0; k < K; ++k) part[k] += acc[static_cast<std::size_t>(k)];
-    }
-  }
-  m_abar.assign(static_cast<std::size_t>(K), 0.0);
-  for (int t = 0; t < nt; ++t)
-    for (std::int64_t k = 0; k < K; ++k)
-      m_abar[static_cast<std::size_t>(k)] += parts[static_cast<std::size_t>(t * K + k)];
+  // The channel means, the centred a (kept for backward), and its Gram matrix as a 1x1 filter gradient.
+  Tensor sums = Tensor::empty({K}, DType::F32);
+  kernels::reduce_rows(a, sums, kernels::GradMode::Overwrite, rs.stream);
+  m_abar.assign(sums.data_as<float>(), sums.data_as<float>() + K);
   for (double& v : m_abar) v /= static_cast<double>(pixels);
   m_ac = Tensor::empty(a.shape(), DType::F32);
   const std::vector<float> mean(m_abar.begin(), m_abar.end());
@@ -184,7 +177,7 @@ Tensor MergedLegos::fold_last(const RunState& rs, const Tensor& a, std::int64_t 
   if (rs.training) {
     // z_q = W3_q . a_j, so mean(z_q) = W3_q . mean(a_j) and var(z_q) = W3_q Cov(a_j) W3_q^T.
     moments(rs, a);
-    const double n = static_cast<double>(pixels), mom = rs.bn_momentum >= 0 ? rs.bn_momentum : st.bn.momentum;
+    const double n = static_cast<double>(pixels), mom = with_momentum(rs, st.bn).momentum;
     for (std::int64_t q = 0; q < m * C; ++q) {
       const std::int64_t j = q / C;
       const float* wq = W3 + q * w;
@@ -198,7 +191,7 @@ Tensor MergedLegos::fold_last(const RunState& rs, const Tensor& a, std::int64_t 
       }
       var = std::max(var / n, 0.0);
       mu[q] = static_cast<float>(mean);
-      is[q] = static_cast<float>(1.0 / std::sqrt(var + st.bn.eps));
+      is[q] = invstd_of(var, st.bn.eps);
       rmp[q] = static_cast<float>((1.0 - mom) * rmp[q] + mom * mean);
       rvp[q] = static_cast<float>((1.0 - mom) * rvp[q] + mom * var * n / (n - 1.0));
     }
@@ -206,7 +199,7 @@ Tensor MergedLegos::fold_last(const RunState& rs, const Tensor& a, std::int64_t 
   } else {
     for (std::int64_t q = 0; q < m * C; ++q) {
       mu[q] = rmp[q];
-      is[q] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(rvp[q]) + st.bn.eps));
+      is[q] = invstd_of(rvp[q], st.bn.eps);
     }
   }
   // The gated sum of the legos' normalised outputs is one 1x1 convolution of a: weights
@@ -284,13 +277,11 @@ void MergedLegos::batch_stats(const RunState& rs, BatchNorm& bn, const Tensor& z
   if (!rs.training) {
     const float* rv = bn.running_var(rs.task).data_as<float>();
     mean.copy_from(bn.running_mean(rs.task));
-    for (std::int64_t c = 0; c < z.dim(-1); ++c)
-      invstd.data_as<float>()[c] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(rv[c]) + bn.params().eps));
+    for (std::int64_t c = 0; c < z.dim(-1); ++c) invstd.data_as<float>()[c] = invstd_of(rv[c], bn.params().eps);
     return;
   }
-  kernels::BatchNormParams p = bn.params();
-  if (rs.bn_momentum >= 0) p.momentum = rs.bn_momentum;
-  kernels::batchnorm_stats(p, z, bn.running_mean(rs.task), bn.running_var(rs.task), mean, invstd);
+  kernels::batchnorm_stats(with_momentum(rs, bn.params()), z, bn.running_mean(rs.task), bn.running_var(rs.task), mean,
+                           invstd);
 }
 
 void MergedLegos::scatter_grads(int i, const float* dw, const float* dgamma, const float* dbeta) {
