@@ -62,6 +62,9 @@ struct CanvasOptions {
   std::string overlap = "none";
   int channels = 0;           // 0: 1 on a blank canvas, 3 on backgrounds
   int alpha_threshold = 128;  // object pixels with alpha (or gray value) >= this enter the mask
+  // Non-empty: every object gets this one class (class-agnostic scenes: localisation without the
+  // source's categories); objects and placements are the same as without it.
+  std::string single_class;
   // Scenes per split; 0: as many as the source split has samples.
   std::int64_t train = 0, val = 0, test = 0;
 };

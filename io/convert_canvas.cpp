@@ -147,7 +147,7 @@ Manifest convert_canvas(const CanvasOptions& cv, const ConvertOptions& opt) {
 
   Manifest h;
   h.task = TaskType::Detection;
-  h.classes = sm.classes;
+  h.classes = cv.single_class.empty() ? sm.classes : std::vector<std::string>{cv.single_class};
   h.encoding = "raw";
   h.height = h.width = cv.size;
   h.channels = out_c;
@@ -155,7 +155,8 @@ Manifest convert_canvas(const CanvasOptions& cv, const ConvertOptions& opt) {
   h.block = 256;
   h.source = str("canvas:", cv.src, " size=", cv.size, " objects=", cv.min_objects, "-", cv.max_objects,
                  " scale=", cv.scale_min, "-", cv.scale_max, " overlap=", cv.overlap, " seed=", opt.seed,
-                 cv.backgrounds.empty() ? std::string() : " backgrounds=" + cv.backgrounds);
+                 cv.backgrounds.empty() ? std::string() : " backgrounds=" + cv.backgrounds,
+                 cv.single_class.empty() ? std::string() : " single_class=" + cv.single_class);
   DatasetWriter writer(opt.out, {h, opt.shard_samples, std::int64_t(128) << 20, 4, opt.force});
   const float thr = (cv.alpha_threshold - 0.5f) / 255.0f;  // alpha * 255 >= threshold, robust to rounding
   const int side = cv.size;
@@ -268,8 +269,9 @@ Manifest convert_canvas(const CanvasOptions& cv, const ConvertOptions& opt) {
             }
           }
         area.push_back(pixels);
-        cls.push_back(os.label);
-        extents.push_back({float(px0 + ex1), float(py0 + ey1), float(px0 + ex2 + 1), float(py0 + ey2 + 1), os.label});
+        const std::int32_t label = cv.single_class.empty() ? os.label : 0;
+        cls.push_back(label);
+        extents.push_back({float(px0 + ex1), float(py0 + ey1), float(px0 + ex2 + 1), float(py0 + ey2 + 1), label});
       }
       Sample s;
       s.image.resize(npx * out_c);

@@ -76,6 +76,8 @@ void register_convert(CLI::App& app) {
                   "canvas: alpha (or gray) value from which a pasted "
                   "pixel belongs to the object's mask")
       ->capture_default_str();
+  cmd->add_option("--single-class", o->canvas.single_class,
+                  "canvas: one class of this name for every object (class-agnostic scenes)");
   cmd->add_option("--train-count", o->canvas.train, "canvas: train scenes (0: as many as source samples)");
   cmd->add_option("--val-count", o->canvas.val, "canvas: val scenes");
   cmd->add_option("--test-count", o->canvas.test, "canvas: test scenes");

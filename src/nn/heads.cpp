@@ -244,20 +244,9 @@ std::int64_t DetectionHead::macs(const std::vector<Shape>& features) const {
 
 // ---- segmentation -------------------------------------------------------------------
 
-namespace {
-// Three context levels (strides 8, 16 and 32 on gppf-mini) widen the receptive field from about 15
-// pixels to more than a digit (22-42 pixels on the canvases): the class of a stroke pixel needs the whole
-// digit. Measured in docs/ARCHITECTURE.md.
-constexpr int kSegContextLevels = 3;
-NeckSpec with_context(NeckSpec n) {
-  n.context_levels = kSegContextLevels;
-  return n;
-}
-}  // namespace
-
 SegmentationHead::SegmentationHead(const std::string& name, const std::vector<int>& stage_channels,
                                    const NeckSpec& neck, int num_classes, int num_tasks, std::mt19937_64& rng)
-    : m_neck(name + ".neck", stage_channels, with_context(neck), num_tasks, rng),
+    : m_neck(name + ".neck", stage_channels, neck, num_tasks, rng),
       m_classifier(name + ".classifier", {neck.channels, num_classes, 1, 1, 0, 1, true}, rng) {
   if (neck.first_stage > 0)
     m_skip = std::make_unique<Conv2d>(name + ".skip", ConvSpec{stage_channels[0], num_classes, 1, 1, 0, 1, true}, rng);

@@ -267,8 +267,9 @@ TaskConfig read_task(const Reader& r, const YAML::Node& n, std::size_t index) {
   r.get(n, path, "name", t.name);
   GPPF_CHECK(!t.name.empty(), r.where(), ": key '", path, ".name' is required");
   const std::string tp = "tasks." + t.name;
-  r.allow_keys(
-      n, tp, {"name", "type", "dataset", "batch_size", "loss_weight", "sampling_weight", "augment", "max_detections"});
+  r.allow_keys(n, tp,
+               {"name", "type", "dataset", "batch_size", "loss_weight", "sampling_weight", "augment", "max_detections",
+                "context_levels"});
   std::string type;
   r.get(n, tp, "type", type);
   GPPF_CHECK(!type.empty(), r.where(), ": key '", tp, ".type' is required (classification, detection, segmentation)");
@@ -287,6 +288,15 @@ TaskConfig read_task(const Reader& r, const YAML::Node& n, std::size_t index) {
   GPPF_CHECK(t.sampling_weight > 0 && t.sampling_weight <= 1, r.where(), ": key '", tp,
              ".sampling_weight' must be in (0, 1]");
   r.get(n, tp, "max_detections", t.max_detections);
+  r.get(n, tp, "context_levels", t.context_levels);
+  if (t.type == io::TaskType::Classification) {
+    GPPF_CHECK(t.context_levels == -1, r.where(), ": key '", tp,
+               ".context_levels' applies to detection and segmentation tasks only");
+  } else {
+    if (t.context_levels == -1) t.context_levels = t.type == io::TaskType::Segmentation ? 3 : 0;
+    GPPF_CHECK(t.context_levels >= 0 && t.context_levels <= 6, r.where(), ": key '", tp,
+               ".context_levels' must be in [0, 6], got ", t.context_levels);
+  }
   const YAML::Node a = child(n, "augment");
   const std::string ap = tp + ".augment";
   r.expect_map(a, ap);

@@ -26,6 +26,9 @@ struct TaskConfig {
   io::AugmentConfig augment;  // enabled when any key of `augment:` is given
   // Detection: top detections kept per image, and the heat-map Gaussian radius factor.
   int max_detections = 20;
+  // Detection and segmentation: stride-2 context levels of the task's FPN neck below the last stage
+  // (nn::NeckSpec::context_levels); -1 in a config means the type's default, 0 and 3 respectively.
+  int context_levels = -1;
 };
 
 // How the ranks of an MPI job split the work (docs/SCALING.md). world = replicas x task_groups; the

@@ -111,15 +111,17 @@ Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
   for (std::size_t t = 0; t < tasks.size(); ++t) {
     const TaskSpec& s = tasks[t];
     const std::string name = "head." + s.config.name;
+    nn::NeckSpec neck = config.neck;
+    neck.context_levels = std::max(0, s.config.context_levels);
     switch (s.config.type) {
       case io::TaskType::Classification:
         m_heads->cls[t] = std::make_unique<nn::ClassificationHead>(name, channels.back(), s.num_classes, rng);
         break;
       case io::TaskType::Detection:
-        m_heads->det[t] = std::make_unique<nn::DetectionHead>(name, channels, config.neck, s.num_classes, n, rng);
+        m_heads->det[t] = std::make_unique<nn::DetectionHead>(name, channels, neck, s.num_classes, n, rng);
         break;
       case io::TaskType::Segmentation:
-        m_heads->seg[t] = std::make_unique<nn::SegmentationHead>(name, channels, config.neck, s.num_classes, n, rng);
+        m_heads->seg[t] = std::make_unique<nn::SegmentationHead>(name, channels, neck, s.num_classes, n, rng);
         break;
     }
   }

@@ -300,6 +300,25 @@ TEST(ConvertCanvas, BoxesAndMasksMatchThePastedPixels) {
   opt.out = dir / "det2";
   io::convert_canvas(cv, opt);
   EXPECT_EQ(read_split(io::Dataset::open(opt.out), "test")[3].image, read_split(ds, "test")[3].image);
+  // one class for every object: the same scenes, boxes and object pixels, every label 0
+  io::CanvasOptions one = cv;
+  one.single_class = "object";
+  opt.out = dir / "det-one";
+  io::convert_canvas(one, opt);
+  const io::Dataset ds_one = io::Dataset::open(opt.out);
+  EXPECT_EQ(ds_one.manifest().classes, std::vector<std::string>{"object"});
+  const auto scenes_one = read_split(ds_one, "train");
+  ASSERT_EQ(scenes_one.size(), scenes.size());
+  for (std::size_t i = 0; i < scenes.size(); ++i) {
+    EXPECT_EQ(scenes_one[i].image, scenes[i].image);
+    ASSERT_EQ(scenes_one[i].boxes.size(), scenes[i].boxes.size());
+    for (std::size_t b = 0; b < scenes[i].boxes.size(); ++b) {
+      io::Box expect = scenes[i].boxes[b];
+      expect.cls = 0;
+      EXPECT_EQ(scenes_one[i].boxes[b], expect);
+    }
+    for (int p = 0; p < 1600; ++p) ASSERT_EQ(scenes_one[i].mask[p], scenes[i].mask[p] ? 1 : 0) << p;
+  }
   // overlap allowed: boxes come from the visible pixels only
   cv.overlap = "allow";
   cv.min_objects = cv.max_objects = 6;

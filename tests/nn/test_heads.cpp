@@ -90,6 +90,7 @@ void check_segmentation_gradients(int out_size) {
   NeckSpec neck;
   neck.first_stage = 1;
   neck.channels = 4;
+  neck.context_levels = 3;
   SegmentationHead head("seg", {3, 4, 5}, neck, 3, 2, rng);
   RunState rs;
   rs.task = 1;
@@ -145,6 +146,7 @@ TEST(SegmentationHead, MacsCountContextAndSkip) {
   NeckSpec neck;
   neck.first_stage = 1;
   neck.channels = 4;
+  neck.context_levels = 3;
   SegmentationHead head("seg", {3, 4, 5}, neck, 3, 1, rng);
   const std::vector<Shape> f = {{1, 16, 16, 3}, {1, 8, 8, 4}, {1, 4, 4, 5}};
   // laterals 8*8*4*4 + 4*4*5*4; context 2*2*9*5*4 + 1*1*9*4*4 + 1*1*9*4*4 (4x4 -> 2x2 -> 1x1 -> 1x1);

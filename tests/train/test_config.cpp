@@ -37,6 +37,11 @@ TEST(Config, ParsesAndAppliesOverrides) {
   EXPECT_FALSE(c.tasks[0].augment.enabled);
   EXPECT_EQ(c.backbone.routing.warmup, nn::RoutingOptions::Warmup::Soft);
   EXPECT_EQ(c.backbone.stages.size(), 3u);
+  // dense heads' context levels: the type's default, or the task's key
+  EXPECT_EQ(c.tasks[0].context_levels, -1);
+  EXPECT_EQ(c.tasks[1].context_levels, 0);
+  EXPECT_EQ(parse_config(kBase, {"tasks.det.type=segmentation"}, "cfg.yaml").tasks[1].context_levels, 3);
+  EXPECT_EQ(parse_config(kBase, {"tasks.det.context_levels=2"}, "cfg.yaml").tasks[1].context_levels, 2);
 }
 
 TEST(Config, ErrorsNameTheKey) {
@@ -51,6 +56,10 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_NE(error_of(kBase, {"tasks.nope.batch_size=3"}).find("no entry named 'nope'"), std::string::npos);
   EXPECT_NE(error_of(kBase, {"model.backbone=resnet"}).find("'model.backbone'"), std::string::npos);
   EXPECT_NE(error_of(kBase, {"tasks.det.type=pose"}).find("'tasks.det.type'"), std::string::npos);
+  EXPECT_NE(error_of(kBase, {"tasks.det.context_levels=9"}).find("'tasks.det.context_levels' must be in [0, 6]"),
+            std::string::npos);
+  EXPECT_NE(error_of(kBase, {"tasks.mnist.context_levels=1"}).find("'tasks.mnist.context_levels' applies to"),
+            std::string::npos);
   EXPECT_NE(error_of("tasks: []\n").find("'tasks' must be a non-empty list"), std::string::npos);
   EXPECT_EQ(error_of(kBase), "");
   // Every message names the file.

@@ -186,6 +186,24 @@ TEST_F(Simt, DescribeListsLayersTasksAndParameterCounts) {
   EXPECT_GT(net.path_macs(1), net.path_macs(0));
 }
 
+TEST_F(Simt, ContextLevelsFollowTheTaskKey) {
+  auto context_convs = [](Network& net, const std::string& head) {
+    int n = 0;
+    for (auto* p : net.parameters()) n += p->name.rfind(head + ".neck.context", 0) == 0 && p->value.ndim() == 4;
+    return n;
+  };
+  TrainConfig c = tiny_config(1);
+  Network plain(c, specs_of(c));
+  EXPECT_EQ(context_convs(plain, "head.det"), 0);
+  EXPECT_EQ(context_convs(plain, "head.seg"), 3);
+  c.tasks[1].context_levels = 2;
+  c.tasks[2].context_levels = 1;
+  Network wide(c, specs_of(c));
+  EXPECT_EQ(context_convs(wide, "head.det"), 2);
+  EXPECT_EQ(context_convs(wide, "head.seg"), 1);
+  EXPECT_GT(wide.path_macs(1), plain.path_macs(1));
+}
+
 TEST_F(Simt, ANonFiniteLossStopsTheRunNamingTaskAndStep) {
   TrainConfig c = tiny_config(20);
   c.optimizer.lr = 1e30f;  // the first update overflows the weights
