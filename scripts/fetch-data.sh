@@ -8,7 +8,7 @@
 # Usage: scripts/fetch-data.sh [--for CONFIG.yaml] [--only NAME[,NAME...]] [--force] [--list]
 #   --for CONFIG  fetch the data sets the config names (any "data/NAME" in it); default mnist, fashion-mnist
 #   --only NAMES  fetch exactly these: mnist, fashion-mnist, mnist-det, tuxpaint, backgrounds,
-#                 tuxpaint-det, emoji (configs/README.md says which config needs which)
+#                 tuxpaint-det, tuxpaint-obj, emoji (configs/README.md says which config needs which)
 #   --force       re-convert even when the data set exists
 # Environment: GPPF_DATA (default data/), GPPF_BIN (default build/bin/gppf).
 set -euo pipefail
@@ -51,7 +51,7 @@ EMOJI_NPM=emoji-datasource-google@16.0.0
 EMOJI_TGZ=emoji-datasource-google-16.0.0.tgz
 EMOJI_SHA512=ZRexfzs7MVoLnmzZmNsO4TKhnAJp5D++Vm6PpUpH/jEQQlemp3l88CjZ+DoZ2faM9R4QxZkOPJCoT8DlPhfQ3A==
 
-ALL_NAMES="mnist fashion-mnist mnist-det tuxpaint backgrounds tuxpaint-det emoji"
+ALL_NAMES="mnist fashion-mnist mnist-det tuxpaint backgrounds tuxpaint-det tuxpaint-obj emoji"
 
 say() { echo "fetch-data: $*"; }
 die() { echo "fetch-data: error: $*" >&2; exit 1; }
@@ -86,7 +86,10 @@ for name in "${wanted[@]}"; do
 done
 # Canvas data sets are composed from others: fetch those first.
 add_first() { [[ " ${wanted[*]} " == *" $1 "* ]] || wanted=("$1" "${wanted[@]}"); }
-if [[ " ${wanted[*]} " == *" tuxpaint-det "* ]]; then add_first backgrounds; add_first tuxpaint; fi
+if [[ " ${wanted[*]} " == *" tuxpaint-det "* || " ${wanted[*]} " == *" tuxpaint-obj "* ]]; then
+  add_first backgrounds
+  add_first tuxpaint
+fi
 if [[ " ${wanted[*]} " == *" mnist-det "* ]]; then add_first mnist; fi
 
 mkdir -p "$DL"
@@ -198,6 +201,15 @@ fetch_tuxpaint_det() {
     --train-count 10000 --val-count 1000 --test-count 1000 --seed 5
 }
 
+fetch_tuxpaint_obj() {
+  have_dataset tuxpaint-obj && { say "tuxpaint-obj: present"; return; }
+  # The same scenes as tuxpaint-det, every cut-out of one class "object": localisation of unseen
+  # objects on photos, without naming their category (which 665 training cut-outs hardly teach).
+  convert tuxpaint-obj --format canvas --src "$DATA/tuxpaint" --backgrounds "$DATA/backgrounds" --size 128 \
+    --min-objects 1 --max-objects 3 --scale-min 0.5 --scale-max 1.0 --overlap 0.3 \
+    --train-count 10000 --val-count 1000 --test-count 1000 --seed 5 --single-class object
+}
+
 fetch_emoji() {
   have_dataset emoji && { say "emoji: present"; return; }
   local raw="$CACHE/emoji" got
@@ -219,6 +231,7 @@ for name in "${wanted[@]}"; do
     tuxpaint) fetch_tuxpaint ;;
     backgrounds) fetch_backgrounds ;;
     tuxpaint-det) fetch_tuxpaint_det ;;
+    tuxpaint-obj) fetch_tuxpaint_obj ;;
     emoji) fetch_emoji ;;
   esac
 done

@@ -14,7 +14,7 @@ namespace gppf::cli {
 
 void register_finetune(CLI::App& app) {
   struct Options {
-    std::string checkpoint, config, out;
+    std::string checkpoint, config, out, resume;
     std::vector<std::string> overrides;
     bool from_scratch = false;
   };
@@ -27,6 +27,9 @@ void register_finetune(CLI::App& app) {
       ->check(CLI::ExistingFile);
   cmd->add_option("--set", opts->overrides, "override a config key: key=value (repeatable; tasks.NAME.key=value)");
   cmd->add_option("--out", opts->out, "run directory (probe/, metrics.jsonl, summary.json, checkpoints/)")->required();
+  cmd->add_option("--resume", opts->resume,
+                  "auto: continue an interrupted run in --out (a finished probe is not run again)")
+      ->check(CLI::IsMember({"auto"}));
   cmd->add_flag("--from-scratch", opts->from_scratch,
                 "train the same network from random initialisation for probe_steps + steps (the baseline)");
   cmd->callback([opts] {
@@ -38,8 +41,9 @@ void register_finetune(CLI::App& app) {
     fo.checkpoint = path;
     fo.run_dir = opts->out;
     fo.from_scratch = opts->from_scratch;
+    fo.resume = opts->resume;
     if (train::run_finetune(config, fo).interrupted()) {
-      log::info("finetune stopped by a signal; it has no resume: rerun the same command to start it again");
+      log::info("finetune stopped by a signal after a checkpoint; the same command with --resume auto continues it");
       std::fflush(stdout);
       std::exit(train::kExitRequeue);
     }

@@ -11,9 +11,14 @@
 
 namespace gppf::train {
 namespace {
-
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+
+// The newest intact checkpoint of run_dir when it is at `steps` (that run finished), else "".
+std::string finished_checkpoint(const std::string& run_dir, std::int64_t steps) {
+  const std::string path = find_resume_checkpoint(run_dir);
+  return !path.empty() && read_checkpoint_meta(path).step == steps ? path : std::string();
+}
 
 // The fine-tune config with phase-specific keys replaced (the text keeps the checkpoint's model).
 TrainConfig phase_config(const TrainConfig& config, const std::vector<std::string>& overrides) {
@@ -130,6 +135,8 @@ FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& op
   auto notify = [&](const char* phase, Network& net) {
     if (options.on_prepared) options.on_prepared(phase, net);
   };
+  GPPF_CHECK(options.resume.empty() || options.resume == "auto", "finetune: --resume takes 'auto', got '",
+             options.resume, "' (each phase resumes from its own checkpoints in ", options.run_dir, ")");
   FinetuneResult result;
   fs::create_directories(run_dir);
 
@@ -140,6 +147,7 @@ FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& op
     const TrainConfig c = phase_config(config, {str("steps=", config.steps + f.probe_steps)});
     TrainOptions t;
     t.run_dir = options.run_dir;
+    t.resume = options.resume;
     t.prepare = [&](Network& net) { notify("scratch", net); };
     result.summary = run_training(c, t);
     if (!result.summary.interrupted) write_transfer_json(run_dir / "transfer.json", config, options, nullptr, {});
@@ -156,6 +164,7 @@ FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& op
   log::info("finetune: probe of ", f.probe_steps, " steps at lr ", f.probe_lr, " -> ", probe_dir.string());
   TrainOptions po;
   po.run_dir = probe_dir.string();
+  po.resume = options.resume;
   po.prepare = [&](Network& net) {
     load_pretrained_backbone(net, options.checkpoint);
     for (auto* p : backbone_parameters(net)) {
@@ -164,8 +173,14 @@ FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& op
     }
     notify("probe", net);
   };
-  result.probe = run_training(probe, po);
-  if (result.probe.interrupted) return result;
+  const std::string probe_done = options.resume.empty() ? std::string() : finished_checkpoint(po.run_dir, probe.steps);
+  if (probe_done.empty()) {
+    result.probe = run_training(probe, po);
+    if (result.probe.interrupted) return result;
+  } else {
+    log::info("finetune --resume auto: the probe finished before (", probe_done, "); not run again");
+    result.probe.steps = probe.steps;
+  }
   const std::string probe_checkpoint = resolve_checkpoint(probe_dir.string());
 
   // 2.-3. Top-k of the probe's logits, routers frozen; fine-tune the paths (or only the heads).
@@ -173,6 +188,7 @@ FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& op
       config, {"model.routing.warmup=none", "model.routing.warmup_steps=0", "model.routing.balance_weight=0"});
   TrainOptions fo;
   fo.run_dir = options.run_dir;
+  fo.resume = options.resume;
   std::vector<std::vector<std::vector<int>>> legos;
   fo.prepare = [&](Network& net) {
     ReadOptions ro;

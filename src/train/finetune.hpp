@@ -22,6 +22,10 @@ struct FinetuneOptions {
   std::string checkpoint;  // the pre-trained checkpoint file
   std::string run_dir;
   bool from_scratch = false;
+  // "auto": continue an interrupted run in run_dir: a probe that reached its last step is not run
+  // again, an unfinished phase resumes from its newest checkpoint (TrainOptions::resume), bitwise as
+  // if it had not stopped. "": start both phases from step 0.
+  std::string resume;
   // Called with "probe", "finetune" or "scratch" on each phase's network once it is prepared (weights
   // loaded, parameters frozen), right before its optimizer is created: tests look at it there.
   std::function<void(const std::string& phase, Network& net)> on_prepared;

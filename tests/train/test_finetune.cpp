@@ -283,5 +283,39 @@ TEST_F(Finetune, FromScratchStartsFromOtherWeightsAndTrainsTheSameSteps) {
   EXPECT_TRUE(r.legos.empty());
 }
 
+// An interruption in the fine-tune phase (its later checkpoints and summary gone): --resume auto does
+// not run the finished probe again and ends with the same weights, bit for bit, as the straight run.
+TEST_F(Finetune, ResumeAutoSkipsAFinishedProbeAndContinuesBitwise) {
+  const TrainConfig c = finetune_config("", {"steps=12", "checkpoint_every=4", "keep_checkpoints=5"});
+  FinetuneOptions o;
+  o.checkpoint = s_checkpoint;
+  o.run_dir = (s_dir / "resume").string();
+  const FinetuneResult straight = run_finetune(c, o);
+  ASSERT_FALSE(straight.interrupted());
+  const Values full = checkpoint_values(resolve_checkpoint(o.run_dir));
+  int removed = 0;
+  for (const auto& path : list_checkpoints(o.run_dir))
+    if (read_checkpoint_meta(path).step > 4) removed += fs::remove(path);
+  ASSERT_EQ(removed, 2);
+  const std::string kept = list_checkpoints(o.run_dir).front();
+  const auto kept_time = fs::last_write_time(kept);
+  fs::remove(fs::path(o.run_dir) / "summary.json");
+  std::vector<std::string> phases;
+  o.on_prepared = [&](const std::string& phase, Network&) { phases.push_back(phase); };
+  o.resume = "auto";
+  const FinetuneResult resumed = run_finetune(c, o);
+  EXPECT_EQ(phases, std::vector<std::string>{"finetune"});
+  EXPECT_EQ(resumed.summary.steps, 12);
+  EXPECT_EQ(resumed.legos, straight.legos);
+  EXPECT_TRUE(fs::exists(fs::path(o.run_dir) / "summary.json"));
+  EXPECT_EQ(fs::last_write_time(kept), kept_time);  // resumed after step 4: that checkpoint is not rewritten
+  const Values again = checkpoint_values(resolve_checkpoint(o.run_dir));
+  ASSERT_EQ(again.size(), full.size());
+  for (const auto& [name, v] : full) EXPECT_EQ(again.at(name), v) << name;
+  // Only "auto": a path would not say which phase it belongs to.
+  o.resume = "step-4.h5";
+  EXPECT_THROW(run_finetune(c, o), Error);
+}
+
 }  // namespace
 }  // namespace gppf::train
