@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # clang-format over the C++ sources: `scripts/format.sh` rewrites every tracked and new source file,
-# `scripts/format.sh FILE...` only those (others may be mid-edit by someone else), and
+# `scripts/format.sh FILE...` only those (others may be mid-edit by someone else; arguments that are
+# not .hpp/.cpp/.cu/.cuh are skipped), and
 # `scripts/format.sh --check [FILE...]` fails on a diff.
 set -euo pipefail
 here=$(pwd)
@@ -13,6 +14,8 @@ fi
 if [ $# -gt 0 ]; then
   files=()
   for f in "$@"; do
+    # Only C++/CUDA sources: clang-format would rewrite a Markdown or YAML file as if it were C++.
+    case "$f" in *.hpp | *.cpp | *.cu | *.cuh) ;; *) continue ;; esac
     case "$f" in /*) files+=("$f") ;; *) files+=("$here/$f") ;; esac
   done
 else

@@ -226,7 +226,8 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
               " steps");
   for (std::size_t i = 0; i < specs.size() && root; ++i)
     log::info("  task ", specs[i].config.name, ": ", io::task_name(specs[i].config.type), ", ",
-              specs[i].manifest.classes.size(), " classes, ", specs[i].height, "x", specs[i].width, "x",
+              specs[i].manifest.classes.size(), specs[i].manifest.classes.size() == 1 ? " class, " : " classes, ",
+              specs[i].height, "x", specs[i].width, "x",
               specs[i].channels, ", batch ", specs[i].config.batch_size, ", backbone ",
               fmt(2.0 * static_cast<double>(net.backbone_macs(static_cast<int>(i))) / 1e6, 1), " MFLOP/sample forward");
 
