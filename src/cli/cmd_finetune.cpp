@@ -5,20 +5,40 @@
 #include <vector>
 
 #include "src/cli/commands.hpp"
+#include "src/core/error.hpp"
 #include "src/core/log.hpp"
+#include "src/dist/mpi.hpp"
 #include "src/train/checkpoint.hpp"
 #include "src/train/config.hpp"
 #include "src/train/finetune.hpp"
 
 namespace gppf::cli {
+namespace {
+
+struct FinetuneArgs {
+  std::string checkpoint, config, out, resume;
+  std::vector<std::string> overrides;
+  bool from_scratch = false;
+};
+
+// Returns true when a signal stopped the run after a checkpoint.
+bool run(const FinetuneArgs& a) {
+  const std::string path = train::resolve_checkpoint(a.checkpoint);
+  const train::CheckpointMeta meta = train::read_checkpoint_meta(path);
+  const train::TrainConfig config =
+      train::load_finetune_config(a.config, a.overrides, meta.config_yaml, path + ":/config");
+  train::FinetuneOptions fo;
+  fo.checkpoint = path;
+  fo.run_dir = a.out;
+  fo.from_scratch = a.from_scratch;
+  fo.resume = a.resume;
+  return train::run_finetune(config, fo).interrupted();
+}
+
+}  // namespace
 
 void register_finetune(CLI::App& app) {
-  struct Options {
-    std::string checkpoint, config, out, resume;
-    std::vector<std::string> overrides;
-    bool from_scratch = false;
-  };
-  auto opts = std::make_shared<Options>();
+  auto opts = std::make_shared<FinetuneArgs>();
   auto* cmd = app.add_subcommand("finetune", "transfer a pre-trained network to a new task (docs/FINETUNE.md)");
   cmd->add_option("--checkpoint", opts->checkpoint, "pre-trained checkpoint file or run directory (its latest)")
       ->required();
@@ -33,18 +53,19 @@ void register_finetune(CLI::App& app) {
   cmd->add_flag("--from-scratch", opts->from_scratch,
                 "train the same network from random initialisation for probe_steps + steps (the baseline)");
   cmd->callback([opts] {
-    const std::string path = train::resolve_checkpoint(opts->checkpoint);
-    const train::CheckpointMeta meta = train::read_checkpoint_meta(path);
-    const train::TrainConfig config =
-        train::load_finetune_config(opts->config, opts->overrides, meta.config_yaml, path + ":/config");
-    train::FinetuneOptions fo;
-    fo.checkpoint = path;
-    fo.run_dir = opts->out;
-    fo.from_scratch = opts->from_scratch;
-    fo.resume = opts->resume;
-    if (train::run_finetune(config, fo).interrupted()) {
+    // Under mpirun or srun both phases run distributed as `gppf train` does (docs/SCALING.md).
+    std::unique_ptr<dist::MpiEnvironment> mpi = dist::start_mpi_for_launch();
+    bool interrupted = false;
+    try {
+      interrupted = run(*opts);
+    } catch (const std::exception& e) {
+      if (mpi && mpi->size() > 1) dist::abort_all(str("rank ", mpi->rank(), ": ", e.what()));
+      throw;
+    }
+    if (interrupted) {
       log::info("finetune stopped by a signal after a checkpoint; the same command with --resume auto continues it");
       std::fflush(stdout);
+      mpi.reset();
       std::exit(train::kExitRequeue);
     }
   });

@@ -29,6 +29,16 @@ MpiEnvironment::MpiEnvironment(int* argc, char*** argv) {
   MPI_Comm_free(&node);
 }
 
+int world_rank_or_zero() {
+  int initialised = 0, finalised = 0;
+  MPI_Initialized(&initialised);
+  MPI_Finalized(&finalised);
+  if (!initialised || finalised) return 0;
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
 bool launched_by_mpi() {
   for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS"})
     if (const char* s = std::getenv(v); s && *s) return true;

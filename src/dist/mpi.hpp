@@ -54,6 +54,9 @@ bool launched_by_mpi();
 // without `--mpi=pmix`) or MPI disagrees with the launcher about rank or size.
 std::unique_ptr<MpiEnvironment> start_mpi_for_launch();
 
+// This process's rank in MPI_COMM_WORLD, 0 when MPI is not initialised (a plain run).
+int world_rank_or_zero();
+
 // Prints "gppf: error: <why>" and aborts every rank of the job (MPI_Abort), so that no rank waits for
 // this one in a collective.
 [[noreturn]] void abort_all(const std::string& why);

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "src/core/log.hpp"
+#include "src/dist/mpi.hpp"
 #include "src/train/checkpoint.hpp"
 #include "src/train/network.hpp"
 
@@ -148,9 +149,11 @@ FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& op
     TrainOptions t;
     t.run_dir = options.run_dir;
     t.resume = options.resume;
+    t.single_process = options.single_process;
     t.prepare = [&](Network& net) { notify("scratch", net); };
     result.summary = run_training(c, t);
-    if (!result.summary.interrupted) write_transfer_json(run_dir / "transfer.json", config, options, nullptr, {});
+    if (!result.summary.interrupted && (options.single_process || dist::world_rank_or_zero() == 0))
+      write_transfer_json(run_dir / "transfer.json", config, options, nullptr, {});
     return result;
   }
 
@@ -165,6 +168,7 @@ FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& op
   TrainOptions po;
   po.run_dir = probe_dir.string();
   po.resume = options.resume;
+  po.single_process = options.single_process;
   po.prepare = [&](Network& net) {
     load_pretrained_backbone(net, options.checkpoint);
     for (auto* p : backbone_parameters(net)) {
@@ -189,6 +193,7 @@ FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& op
   TrainOptions fo;
   fo.run_dir = options.run_dir;
   fo.resume = options.resume;
+  fo.single_process = options.single_process;
   std::vector<std::vector<std::vector<int>>> legos;
   fo.prepare = [&](Network& net) {
     ReadOptions ro;
@@ -201,9 +206,10 @@ FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& op
     for (std::size_t t = 0; t < legos.size(); ++t) {
       std::string line = str("finetune: the probe chose for task '", config.tasks[t].name, "':");
       for (std::size_t l = 0; l < layers.size(); ++l) line += str(" ", layers[l]->name(), " ", legos_text(legos[t][l]));
-      log::info(line);
+      if ((options.single_process || dist::world_rank_or_zero() == 0)) log::info(line);
     }
-    write_transfer_json(run_dir / "transfer.json", config, options, &net, legos);
+    if ((options.single_process || dist::world_rank_or_zero() == 0))
+      write_transfer_json(run_dir / "transfer.json", config, options, &net, legos);
     notify("finetune", net);
   };
   log::info("finetune: ", config.steps, " steps of ", f.freeze_backbone ? "the heads" : "the chosen paths and heads",

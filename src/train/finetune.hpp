@@ -26,6 +26,8 @@ struct FinetuneOptions {
   // again, an unfinished phase resumes from its newest checkpoint (TrainOptions::resume), bitwise as
   // if it had not stopped. "": start both phases from step 0.
   std::string resume;
+  // Both phases in this process alone even under MPI (TrainOptions::single_process; tests' references).
+  bool single_process = false;
   // Called with "probe", "finetune" or "scratch" on each phase's network once it is prepared (weights
   // loaded, parameters frozen), right before its optimizer is created: tests look at it there.
   std::function<void(const std::string& phase, Network& net)> on_prepared;

@@ -9,10 +9,13 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <limits>
+#include <nlohmann/json.hpp>
 
 #include "src/dist/layout.hpp"
 #include "src/train/checkpoint.hpp"
+#include "src/train/finetune.hpp"
 #include "src/train/network.hpp"
 #include "src/train/trainer.hpp"
 #include "tests/common/checkpoint_compare.hpp"
@@ -246,6 +249,67 @@ TEST_F(Distributed, ReshardsBetweenOneProcessAndEveryLayout) {
     std::printf("world %d -> 1: max relative error %.2e over %d tensors\n", world_size(), worst, n);
   }
   MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// `gppf finetune` of the reference run's network to a new segmentation task: the probe and the
+// fine-tune phase, distributed on every layout one task allows, reach the parameters of one process
+// and choose the same legos.
+TEST_F(Distributed, FinetuneMatchesOneProcess) {
+  const std::string ref = reference();
+  const std::string pretrained = ref + "/checkpoints/step-00000004.h5";
+  auto finetune_config = [&](const std::vector<std::string>& layout) {
+    const std::string yaml = str(R"(
+steps: 4
+log_every: 2
+threads: 1
+bn_calibration_batches: 1
+optimizer: {type: sgd, lr: 0.05, momentum: 0.9, weight_decay: 1.0e-4}
+schedule: {type: constant}
+finetune: {probe_steps: 2, probe_lr: 0.2}
+tasks:
+  - {name: newseg, type: segmentation, dataset: )",
+                                 s_dir, R"(/squares, batch_size: 4}
+)");
+    return parse_finetune_config(yaml, layout, "finetune.yaml", read_checkpoint_meta(pretrained).config_yaml,
+                                 pretrained);
+  };
+  FinetuneOptions o;
+  o.checkpoint = pretrained;
+  const std::string one = s_dir + "/finetune-one";
+  if (world_rank() == 0) {
+    o.run_dir = one;
+    o.single_process = true;
+    run_finetune(finetune_config({}), o);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  o.single_process = false;
+  std::vector<std::vector<std::string>> layouts = {{}};
+  if (world_size() == 2) layouts = {{"distributed.replicas=2"}, {"distributed.task_groups=2"}};
+  if (world_size() == 4)
+    layouts = {{"distributed.replicas=4"}, {"distributed.task_groups=2", "distributed.replicas=2"}};
+  int index = 0;
+  for (const auto& layout : layouts) {
+    o.run_dir = str(s_dir, "/finetune-", index++);
+    const FinetuneResult r = run_finetune(finetune_config(layout), o);
+    EXPECT_EQ(r.summary.steps, 4);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (world_rank() == 0) {
+      const auto [worst, n] =
+          max_relative_error(o.run_dir + "/checkpoints/step-00000004.h5", one + "/checkpoints/step-00000004.h5");
+      std::printf("finetune, world %d, layout %d: max relative error %.2e over %d tensors\n", world_size(), index - 1,
+                  worst, n);
+      EXPECT_GT(n, 50);
+      std::ifstream a(o.run_dir + "/transfer.json"), b(one + "/transfer.json");
+      const nlohmann::json ja = nlohmann::json::parse(a), jb = nlohmann::json::parse(b);
+      int layers = 0;
+      for (const auto& [layer, v] : jb.at("tasks").at("newseg").at("layers").items()) {
+        EXPECT_EQ(ja.at("tasks").at("newseg").at("layers").at(layer).at("legos"), v.at("legos")) << layer;
+        ++layers;
+      }
+      EXPECT_EQ(layers, 2);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
 }
 
 }  // namespace
