@@ -390,7 +390,7 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
   try {
     optim::Schedule check(c.schedule);
   } catch (const Error& e) {
-    GPPF_THROW(where, ": schedule: ", e.reason());
+    GPPF_THROW(where, ": ", e.reason());  // the schedule names itself
   }
   read_model(r, child(root, "model"), c.backbone, c.neck);
   read_finetune(r, child(root, "finetune"), c.finetune);
