@@ -138,6 +138,7 @@ FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& op
   };
   GPPF_CHECK(options.resume.empty() || options.resume == "auto", "finetune: --resume takes 'auto', got '",
              options.resume, "' (each phase resumes from its own checkpoints in ", options.run_dir, ")");
+  const bool root = options.single_process || dist::world_rank_or_zero() == 0;  // writes transfer.json, logs
   FinetuneResult result;
   fs::create_directories(run_dir);
 
@@ -152,7 +153,7 @@ FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& op
     t.single_process = options.single_process;
     t.prepare = [&](Network& net) { notify("scratch", net); };
     result.summary = run_training(c, t);
-    if (!result.summary.interrupted && (options.single_process || dist::world_rank_or_zero() == 0))
+    if (!result.summary.interrupted && root)
       write_transfer_json(run_dir / "transfer.json", config, options, nullptr, {});
     return result;
   }
@@ -182,7 +183,7 @@ FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& op
     result.probe = run_training(probe, po);
     if (result.probe.interrupted) return result;
   } else {
-    log::info("finetune --resume auto: the probe finished before (", probe_done, "); not run again");
+    if (root) log::info("finetune --resume auto: the probe finished before (", probe_done, "); not run again");
     result.probe.steps = probe.steps;
   }
   const std::string probe_checkpoint = resolve_checkpoint(probe_dir.string());
@@ -206,10 +207,9 @@ FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& op
     for (std::size_t t = 0; t < legos.size(); ++t) {
       std::string line = str("finetune: the probe chose for task '", config.tasks[t].name, "':");
       for (std::size_t l = 0; l < layers.size(); ++l) line += str(" ", layers[l]->name(), " ", legos_text(legos[t][l]));
-      if ((options.single_process || dist::world_rank_or_zero() == 0)) log::info(line);
+      if (root) log::info(line);
     }
-    if ((options.single_process || dist::world_rank_or_zero() == 0))
-      write_transfer_json(run_dir / "transfer.json", config, options, &net, legos);
+    if (root) write_transfer_json(run_dir / "transfer.json", config, options, &net, legos);
     notify("finetune", net);
   };
   log::info("finetune: ", config.steps, " steps of ", f.freeze_backbone ? "the heads" : "the chosen paths and heads",
