@@ -221,15 +221,15 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
   std::int64_t num_params = 0;
   for (auto* p : net.parameters()) num_params += p->value.numel();
   if (root)
-    log::info("gppf train: ", specs.size(), " tasks, ", config.backbone.name, " with ", config.backbone.num_legos,
-              " legos per layer (top-", config.backbone.top_k, "), ", num_params, " parameters, ", config.steps,
-              " steps");
+    log::info("gppf train: ", specs.size(), specs.size() == 1 ? " task, " : " tasks, ", config.backbone.name, " with ",
+              config.backbone.num_legos, " legos per layer (top-", config.backbone.top_k, "), ", num_params,
+              " parameters, ", config.steps, " steps");
   for (std::size_t i = 0; i < specs.size() && root; ++i)
     log::info("  task ", specs[i].config.name, ": ", io::task_name(specs[i].config.type), ", ",
               specs[i].manifest.classes.size(), specs[i].manifest.classes.size() == 1 ? " class, " : " classes, ",
-              specs[i].height, "x", specs[i].width, "x",
-              specs[i].channels, ", batch ", specs[i].config.batch_size, ", backbone ",
-              fmt(2.0 * static_cast<double>(net.backbone_macs(static_cast<int>(i))) / 1e6, 1), " MFLOP/sample forward");
+              specs[i].height, "x", specs[i].width, "x", specs[i].channels, ", batch ", specs[i].config.batch_size,
+              ", backbone ", fmt(2.0 * static_cast<double>(net.backbone_macs(static_cast<int>(i))) / 1e6, 1),
+              " MFLOP/sample forward");
 
   std::vector<std::mt19937_64> sampling;
   for (std::size_t i = 0; i < specs.size(); ++i) sampling.emplace_back(config.seed * 7919ull + i);
