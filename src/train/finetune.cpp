@@ -165,7 +165,6 @@ FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& op
                             "model.routing.warmup=soft", str("model.routing.warmup_steps=", f.probe_steps),
                             "model.routing.balance_weight=0", "eval_every=0", "checkpoint_every=0",
                             "checkpoint_minutes=0", "keep_checkpoints=1"});
-  log::info("finetune: probe of ", f.probe_steps, " steps at lr ", f.probe_lr, " -> ", probe_dir.string());
   TrainOptions po;
   po.run_dir = probe_dir.string();
   po.resume = options.resume;
@@ -180,6 +179,7 @@ FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& op
   };
   const std::string probe_done = options.resume.empty() ? std::string() : finished_checkpoint(po.run_dir, probe.steps);
   if (probe_done.empty()) {
+    log::info("finetune: probe of ", f.probe_steps, " steps at lr ", f.probe_lr, " -> ", probe_dir.string());
     result.probe = run_training(probe, po);
     if (result.probe.interrupted) return result;
   } else {

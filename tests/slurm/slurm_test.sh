@@ -65,7 +65,7 @@ cleanup() {
     sleep 0.2
   done
   if [ $rc -ne 0 ]; then
-    for f in "$tmp"/job.out "$tmp"/log/slurmctld.log "$tmp"/log/slurmd.log; do
+    for f in "$tmp"/job.out "$tmp"/ft.out "$tmp"/log/slurmctld.log "$tmp"/log/slurmd.log; do
       [ -f "$f" ] && { echo "---- $f (last 40 lines)"; tail -40 "$f"; }
     done
   fi
@@ -179,8 +179,9 @@ EOF
 
 # ---- submit, warn, requeue, resume ----
 run=$tmp/run
+out=$tmp/job.out
 job=$(cd "$tmp" && GPPF_BIN=$gppf GPPF_CONFIG=$tmp/tiny.yaml GPPF_RUN_DIR=$run \
-  sbatch --parsable --output="$tmp/job.out" "$src/jobs/gppf-cpu.sbatch")
+  sbatch --parsable --output="$out" "$src/jobs/gppf-cpu.sbatch")
 echo "slurm_test: submitted job $job"
 job_field() { scontrol show job "$job" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -1; }
 wait_for() {  # seconds description command...
@@ -202,7 +203,7 @@ pending_or_running() { case "$(job_field JobState)" in PENDING | RUNNING) return
 # delay): the test releases it at once.
 checkpointed_and_requeued() {  # restarts-expected previous-step
   wait_for 60 "requeue number $1" restarts "$1"
-  [ "$(grep -c "gppf exited with status 75" "$tmp/job.out")" -eq "$1" ] ||
+  [ "$(grep -c "gppf exited with status 75" "$out")" -eq "$1" ] ||
     fail "gppf did not exit with 75 on signal $1"
   local ckpt step
   ckpt=$(cat "$run/checkpoints/latest" 2>/dev/null) || fail "no checkpoints/latest after signal $1"
@@ -251,5 +252,41 @@ done
 grep -q "\"steps\": *$steps" "$run/summary.json" || fail "summary.json: $(cat "$run/summary.json")"
 [ "$(job_field Restarts)" -eq 2 ] || fail "expected exactly two restarts, got $(job_field Restarts)"
 [ "$(job_field ExitCode)" = 0:0 ] || fail "exit code $(job_field ExitCode)"
-echo "slurm_test: PASS: checkpoints at step $k1 (USR1) and $k2 (TERM), two requeues and resumes," \
+echo "slurm_test: train: checkpoints at step $k1 (USR1) and $k2 (TERM), two requeues and resumes," \
   "$steps steps in $((SECONDS - t0)) s"
+
+# ---- the same template running gppf finetune from that run: TERM in the fine-tune phase ----
+t1=$SECONDS
+cat >"$tmp/ft.yaml" <<YAML
+steps: $steps
+log_every: 250
+threads: 1
+eval_every: 0
+bn_calibration_batches: 1
+optimizer: {type: sgd, lr: 0.05, momentum: 0.9}
+finetune: {probe_steps: 200, probe_lr: 0.05}
+tasks:
+  - {name: bars2, type: classification, dataset: $tmp/bars, batch_size: 16}
+YAML
+run=$tmp/ft
+out=$tmp/ft.out
+job=$(cd "$tmp" && GPPF_BIN=$gppf GPPF_CONFIG=$tmp/ft.yaml GPPF_RUN_DIR=$run GPPF_FINETUNE_FROM=$tmp/run \
+  sbatch --parsable --output="$out" "$src/jobs/gppf-cpu.sbatch") || fail "sbatch of the finetune job failed"
+echo "slurm_test: submitted finetune job $job"
+tuning() { [ -f "$run/probe/summary.json" ] && steps_logged; }
+wait_for 60 "the fine-tune phase's first steps" tuning
+scancel --signal=TERM "$job"
+k3=$(checkpointed_and_requeued 1 0)
+until finished; do
+  failed && fail "finetune job ended $(job_field JobState) with exit code $(job_field ExitCode)"
+  [ $SECONDS -lt $((t1 + 150)) ] || fail "timed out waiting for the resumed finetune job to finish"
+  sleep 0.2
+done
+grep -q "the probe finished before" "$out" || fail "the requeued finetune ran its probe again"
+grep -q "resumed from $run/checkpoints/$(printf 'step-%08d.h5' "$k3") at step $k3\$" "$out" ||
+  fail "the finetune did not resume from step $k3: $(grep -i resum "$out" || echo 'no resume line')"
+grep -q "\"steps\": *$steps" "$run/summary.json" 2>/dev/null || fail "finetune summary.json missing or short"
+[ -f "$run/transfer.json" ] || fail "finetune wrote no transfer.json"
+[ "$(job_field ExitCode)" = 0:0 ] || fail "finetune exit code $(job_field ExitCode)"
+echo "slurm_test: PASS: train checkpointed at $k1 (USR1) and $k2 (TERM); finetune at $k3 (TERM) kept its" \
+  "probe; every requeue resumed; $((SECONDS - t0)) s"
