@@ -97,6 +97,10 @@ void Stem::backward(const RunState& rs, const Tensor& dy_in) {
     kernels::maxpool2d_bwd(m_pool, m_pool_in, m_pool_out, dy_in, dy, rs.stream);
   }
   Tensor dc = m_bn.backward(rs, dy);
+  if (!m_weight.trainable) {  // frozen (gppf finetune): no filter gradient, as in Conv2d
+    m_x = m_w_used = m_pool_in = m_pool_out = Tensor();
+    return;
+  }
   const auto mode = m_weight.take_grad_mode();
   if (m_x.dim(3) == 3) {
     kernels::conv2d_bwd_filter(m_params, m_x, dc, m_weight.grad, nullptr, mode, rs.stream);

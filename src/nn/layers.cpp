@@ -43,10 +43,14 @@ Tensor Conv2d::forward(const RunState& rs, const Tensor& x) {
 void Conv2d::backward(const RunState& rs, const Tensor& dy, Tensor* dx, kernels::GradMode dx_mode) {
   GPPF_CHECK(m_x.defined(), m_weight.name, ": backward without a training forward");
   if (dx) kernels::conv2d_bwd_data(m_params, dy, m_weight.value, *dx, dx_mode, rs.stream);
-  const auto mode = m_weight.take_grad_mode();
-  if (m_bias.value.defined()) m_bias.take_grad_mode();
-  kernels::conv2d_bwd_filter(m_params, m_x, dy, m_weight.grad, m_bias.value.defined() ? &m_bias.grad : nullptr, mode,
-                             rs.stream);
+  // A frozen convolution (gppf finetune's probe, freeze_backbone) gets no gradient: the filter
+  // gradient would cost as much as the input gradient and nothing would read it.
+  if (m_weight.trainable || (m_bias.value.defined() && m_bias.trainable)) {
+    const auto mode = m_weight.take_grad_mode();
+    if (m_bias.value.defined()) m_bias.take_grad_mode();
+    kernels::conv2d_bwd_filter(m_params, m_x, dy, m_weight.grad, m_bias.value.defined() ? &m_bias.grad : nullptr, mode,
+                               rs.stream);
+  }
   m_x = Tensor();
 }
 

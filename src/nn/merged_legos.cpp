@@ -33,6 +33,13 @@ void split_first(const Tensor& cat, const std::vector<Tensor*>& parts) {
 }
 
 // Writes or adds (Parameter::take_grad_mode) a slice of a concatenated gradient; returns the slice's end.
+// Whether stage i's convolution of any of the legos trains (gppf finetune freezes them).
+bool any_trainable(const std::vector<Bottleneck*>& legos, int i) {
+  for (Bottleneck* l : legos)
+    if (l->conv(i).weight().trainable) return true;
+  return false;
+}
+
 const float* add_grad(Parameter& p, const float* src) {
   const std::int64_t n = p.grad.numel();
   float* g = p.grad.data_as<float>();
@@ -287,7 +294,7 @@ void MergedLegos::batch_stats(const RunState& rs, BatchNorm& bn, const Tensor& z
 void MergedLegos::scatter_grads(int i, const float* dw, const float* dgamma, const float* dbeta) {
   const float* pw = dw;
   for (Bottleneck* l : m_legos) {
-    pw = add_grad(l->conv(i).weight(), pw);
+    if (pw) pw = add_grad(l->conv(i).weight(), pw);
     dgamma = add_grad(l->bn(i).gamma(), dgamma);
     dbeta = add_grad(l->bn(i).beta(), dbeta);
   }
@@ -300,9 +307,14 @@ void MergedLegos::backward_stage(const RunState& rs, int i, Stage& st, const Ten
   kernels::batchnorm_bwd(st.bn, st.z, st.out, dout, st.gamma, st.save_mean, st.save_invstd, dz, dgamma, dbeta,
                          kernels::GradMode::Overwrite, rs.stream);
   if (din) kernels::conv2d_bwd_data(st.conv, dz, st.weight, *din, din_mode, rs.stream);
-  Tensor dw = Tensor::empty(st.weight.shape(), DType::F32);
-  kernels::conv2d_bwd_filter(st.conv, st.in, dz, dw, nullptr, kernels::GradMode::Overwrite, rs.stream);
-  scatter_grads(i, dw.data_as<float>(), dgamma.data_as<float>(), dbeta.data_as<float>());
+  // Frozen legos (gppf finetune) get no filter gradient, as in Conv2d.
+  const bool trainable = any_trainable(m_legos, i);
+  Tensor dw;
+  if (trainable) {
+    dw = Tensor::empty(st.weight.shape(), DType::F32);
+    kernels::conv2d_bwd_filter(st.conv, st.in, dz, dw, nullptr, kernels::GradMode::Overwrite, rs.stream);
+  }
+  scatter_grads(i, trainable ? dw.data_as<float>() : nullptr, dgamma.data_as<float>(), dbeta.data_as<float>());
   st = Stage{};
 }
 
@@ -392,7 +404,7 @@ Tensor MergedLegos::backward_last(const RunState& rs, const Tensor& dy, std::vec
     }
     dgate[static_cast<std::size_t>(j)] = static_cast<float>(dg);
   }
-  scatter_grads(3, dw3.data(), dgamma.data(), dbeta.data());
+  scatter_grads(3, any_trainable(m_legos, 3) ? dw3.data() : nullptr, dgamma.data(), dbeta.data());
   // Input gradient of the last stage: da through the folded weights, plus the batch statistics'
   // part: d_a[j*w + i] = (da . Weff)[j*w + i] - sum_c K0_q W3_qi - sum_i' G_j[i][i'] * ac[j*w + i'],
   // with G_j = sum_c K2_q W3_q^T W3_q.

@@ -52,6 +52,7 @@ class MergedLegos {
   // Training: batch statistics of z for bn (running statistics updated); inference: the running ones.
   static void batch_stats(const RunState& rs, BatchNorm& bn, const Tensor& z, Tensor& mean, Tensor& invstd);
   // Parameter gradients of stage i (concatenated) into the legos' parameters.
+  // dw null: the stage's weights get no gradient (frozen legos).
   void scatter_grads(int i, const float* dw, const float* dgamma, const float* dbeta);
   // Stages 1 and 2 backward: BN (+ReLU), then the convolution's input (when din) and filter gradients.
   void backward_stage(const RunState& rs, int i, Stage& st, const Tensor& dout, Tensor* din,

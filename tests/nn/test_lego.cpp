@@ -249,6 +249,44 @@ TEST(LegoLayer, MergedMatchesOneByOneMiniWidths) {
   check_merged_matches_one_by_one(2, 12, 16, 0, 8);
 }
 
+// gppf finetune freezes the backbone: frozen convolutions (the 4-D weights) get no gradient and stay
+// untouched, on the merged and the lego-by-lego path, while the input gradient, BN and router
+// gradients are those of the trainable layer.
+TEST(LegoLayer, FrozenConvolutionsGetNoGradient) {
+  for (const bool merge : {true, false}) {
+    SCOPED_TRACE(merge ? "merged" : "one by one");
+    std::mt19937_64 rng_a(8), rng_b(8);
+    RoutingOptions ro;
+    ro.init_std = 1.0f;
+    LegoLayer frozen("l", small_spec(2, 3, 6), 1, ro, rng_a), free("l", small_spec(2, 3, 6), 1, ro, rng_b);
+    frozen.set_merge(merge);
+    free.set_merge(merge);
+    std::vector<Parameter*> pf, pt;
+    frozen.collect_parameters(pf);
+    free.collect_parameters(pt);
+    for (Parameter* p : pf) p->trainable = p->value.ndim() != 4;
+    RunState rs;
+    const Tensor x = test::random_tensor({3, 6, 5, 3}, 31);
+    const Tensor y = frozen.forward(rs, x, 0);
+    EXPECT_EQ(test::max_rel_error(y, free.forward(rs, x, 0)), 0.0);
+    const Tensor dy = test::random_tensor(y.shape(), 32);
+    EXPECT_LT(test::max_rel_error(frozen.backward(rs, dy), free.backward(rs, dy)), 1e-6);
+    int convs = 0;
+    for (std::size_t i = 0; i < pf.size(); ++i) {
+      if (pf[i]->value.ndim() == 4) {
+        EXPECT_FALSE(pf[i]->touched) << pf[i]->name;
+        convs += pt[i]->touched;
+      } else {
+        ASSERT_EQ(pf[i]->touched, pt[i]->touched) << pf[i]->name;
+        if (pf[i]->touched) {
+          EXPECT_LT(test::max_rel_error(pf[i]->grad, pt[i]->grad), 1e-5) << pf[i]->name;
+        }
+      }
+    }
+    EXPECT_GE(convs, 7);  // two legos' three convolutions and the projection
+  }
+}
+
 TEST(LegoLayer, BalanceRegulariserGradient) {
   std::mt19937_64 rng(5);
   RoutingOptions ro;
