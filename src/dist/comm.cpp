@@ -18,12 +18,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-
 int to_int(std::int64_t v, const std::string& what) {
   GPPF_CHECK(v >= 0 && v <= INT_MAX, what, ": ", v, " elements exceed MPI's int counts");
   return static_cast<int>(v);
@@ -45,7 +39,7 @@ Comm::Comm(MPI_Comm comm, std::string name, double watchdog_seconds)
   GPPF_MPI_CHECK(MPI_Comm_rank(comm, &m_rank));
   GPPF_MPI_CHECK(MPI_Comm_size(comm, &m_size));
   // The world ranks of the members, for watchdog messages.
-  int me = world_rank();
+  int me = world_rank_or_zero();
   m_members.assign(static_cast<std::size_t>(m_size), 0);
   GPPF_MPI_CHECK(MPI_Allgather(&me, 1, MPI_INT, m_members.data(), 1, MPI_INT, comm));
 }
@@ -102,7 +96,7 @@ void Comm::wait(MPI_Request& request, const std::string& what) {
       std::fprintf(stderr,
                    "gppf: error: rank %d: watchdog: %s on communicator '%s' (world ranks %s) did not finish within "
                    "%.0f s; a rank of it died or is stuck. Stopping the job.\n",
-                   world_rank(), what.c_str(), m_name.c_str(), join_ranks(m_members).c_str(), m_watchdog);
+                   world_rank_or_zero(), what.c_str(), m_name.c_str(), join_ranks(m_members).c_str(), m_watchdog);
       std::fflush(stderr);
       MPI_Abort(MPI_COMM_WORLD, 3);
       std::_Exit(3);

@@ -32,7 +32,6 @@ void split_first(const Tensor& cat, const std::vector<Tensor*>& parts) {
   }
 }
 
-// Writes or adds (Parameter::take_grad_mode) a slice of a concatenated gradient; returns the slice's end.
 // Whether stage i's convolution of any of the legos trains (gppf finetune freezes them).
 bool any_trainable(const std::vector<Bottleneck*>& legos, int i) {
   for (Bottleneck* l : legos)
@@ -40,6 +39,7 @@ bool any_trainable(const std::vector<Bottleneck*>& legos, int i) {
   return false;
 }
 
+// Writes or adds (Parameter::take_grad_mode) a slice of a concatenated gradient; returns the slice's end.
 const float* add_grad(Parameter& p, const float* src) {
   const std::int64_t n = p.grad.numel();
   float* g = p.grad.data_as<float>();

@@ -158,14 +158,16 @@ idx t10k 32
 
 # Long enough (7 s here at 0.75 ms a step) that both signals land mid-run on a faster machine too.
 steps=10000
-cat >"$tmp/tiny.yaml" <<EOF
-steps: $steps
+# The run keys of both jobs (the training job's and the finetune job's config).
+run_keys="steps: $steps
 log_every: 250
 threads: 1
 eval_every: 0
 bn_calibration_batches: 1
+optimizer: {type: sgd, lr: 0.05, momentum: 0.9}"
+cat >"$tmp/tiny.yaml" <<EOF
+$run_keys
 checkpoint_every: 0
-optimizer: {type: sgd, lr: 0.05, momentum: 0.9}
 model:
   backbone: gppf-mini
   stem_channels: 4
@@ -258,12 +260,7 @@ echo "slurm_test: train: checkpoints at step $k1 (USR1) and $k2 (TERM), two requ
 # ---- the same template running gppf finetune from that run: TERM in the fine-tune phase ----
 t1=$SECONDS
 cat >"$tmp/ft.yaml" <<YAML
-steps: $steps
-log_every: 250
-threads: 1
-eval_every: 0
-bn_calibration_batches: 1
-optimizer: {type: sgd, lr: 0.05, momentum: 0.9}
+$run_keys
 finetune: {probe_steps: 200, probe_lr: 0.05}
 tasks:
   - {name: bars2, type: classification, dataset: $tmp/bars, batch_size: 16}
