@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU: build with CUDA, run the tests that need a GPU (ctest -L cuda) and
-# the rest, run the GPU benchmarks (build/bin/bench_cuda_*, plus bench/*.py yardsticks when PyTorch
-# is there), and print a short table. Full logs go under $OUT when it is set.
+# On a machine with an NVIDIA GPU: build with CUDA, run the tests that need a GPU (ctest -L cuda; the
+# host tests too with GPPF_DEVICE_ALL=1), the GPU kernel benchmarks (build/bin/bench_cuda_*), whole
+# training steps (`gppf bench step` on gppf-mini and gppf-r50, random data), the bench/*.py PyTorch
+# yardsticks when PyTorch is there, and print a short table. Full logs go under $OUT when it is set.
 # Nothing is installed: the device machine has the toolkit, cuDNN, NCCL, MPI and serial HDF5 but no
 # oneDNN (DESIGN.md), so the build takes GPPF_ONEDNN=AUTO.
 set -uo pipefail
@@ -31,8 +32,11 @@ summary() { grep -E "tests passed|tests failed" "$1" | tail -1; }
 status=0
 (cd "$build" && ctest -L cuda --output-on-failure --timeout 300) >"$out/tests-cuda.log" 2>&1 || status=1
 row "ctest -L cuda" "$(summary "$out/tests-cuda.log")"
-(cd "$build" && ctest -LE cuda --output-on-failure --timeout 300 -j 8) >"$out/tests-rest.log" 2>&1 || status=1
-row "ctest (all other labels)" "$(summary "$out/tests-rest.log")"
+# The host tests run in CI on every change; here only on request (device time is short).
+if [ "${GPPF_DEVICE_ALL:-0}" = 1 ]; then
+  (cd "$build" && ctest -LE cuda --output-on-failure --timeout 300 -j 8) >"$out/tests-rest.log" 2>&1 || status=1
+  row "ctest (all other labels)" "$(summary "$out/tests-rest.log")"
+fi
 skipped=$(grep -c "(Skipped)" "$out/tests-cuda.log")
 row "cuda tests skipped" "$skipped"
 
@@ -47,6 +51,22 @@ for b in "$build"/bin/bench_cuda_*; do
     status=1
   fi
 done
+# Whole training steps on the GPU, random data of the tasks' shapes (no data set on that machine).
+bench_step() {  # name, then gppf bench step arguments
+  local name=$1; shift
+  if timeout 300 "$build/bin/gppf" bench step "$@" >"$out/$name.txt" 2>&1; then
+    row "$name" "$(grep -E '^SIMT step' "$out/$name.txt" | sed 's/ (optimizer[^)]*)//')"
+  else
+    row "$name" "FAILED ($name.txt)"
+    status=1
+  fi
+}
+bench_step gppf-mini-step --config configs/mini.yaml --set device=cuda --set threads=0 --synthetic 64x64x1:10 \
+  --steps 20 --warmup 3
+bench_step gppf-r50-step --config configs/r50-bench.yaml --synthetic 224x224x3:1000 --steps 20 --warmup 5
+r50=$(awk '$1 == "imagenet-shaped" {print $4}' "$out/gppf-r50-step.txt" 2>/dev/null)
+row "gppf-r50 train img/s (tf32, b256)" "${r50:-none}"
+
 if python3 -c "import torch" 2>/dev/null; then
   for py in bench/*.py; do
     [ -f "$py" ] || continue
@@ -54,6 +74,10 @@ if python3 -c "import torch" 2>/dev/null; then
     if timeout 300 python3 "$py" >"$out/$name.txt" 2>&1; then row "$name (PyTorch yardstick)" "ok ($name.txt)";
     else row "$name (PyTorch yardstick)" "FAILED ($name.txt)"; fi
   done
+fi
+
+if [ -f "$out/torch_resnet50.txt" ]; then
+  row "torch resnet50 img/s bf16 / tf32" "$(awk '$1 ~ /^torch_resnet50\// {printf "%s ", $4}' "$out/torch_resnet50.txt")"
 fi
 
 echo

@@ -13,7 +13,7 @@ namespace gppf::cli {
 
 void register_bench(CLI::App& app) {
   struct Options {
-    std::string what, config;
+    std::string what, config, synthetic;
     std::vector<std::string> overrides;
     int steps = 20, warmup = 3;
     double step_ms = 64.5;
@@ -27,6 +27,8 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--set", opts->overrides, "override a config key: key=value (repeatable)");
   cmd->add_option("--steps", opts->steps, "timed steps")->capture_default_str();
   cmd->add_option("--warmup", opts->warmup, "untimed steps first")->capture_default_str();
+  cmd->add_option("--synthetic", opts->synthetic,
+                  "step: random data of shape HxWxC[:CLASSES] for every task instead of its data set (224x224x3:1000)");
   cmd->add_flag("--json", opts->json, "print JSON instead of a table");
   cmd->add_option("--step-ms", opts->step_ms, "comm: GPU compute time of one step, for the scaling model")
       ->capture_default_str();
@@ -44,7 +46,10 @@ void register_bench(CLI::App& app) {
       if (!mpi || mpi->rank() == 0) std::fputs(text.c_str(), stdout);
       return;
     }
-    const auto result = train::bench_step(train::load_config(opts->config, opts->overrides), opts->warmup, opts->steps);
+    train::SyntheticData synthetic;
+    if (!opts->synthetic.empty()) synthetic = train::parse_synthetic(opts->synthetic);
+    const auto result = train::bench_step(train::load_config(opts->config, opts->overrides), opts->warmup, opts->steps,
+                                          opts->synthetic.empty() ? nullptr : &synthetic);
     std::fputs((opts->json ? result.to_json() + "\n" : result.to_table()).c_str(), stdout);
   });
 }

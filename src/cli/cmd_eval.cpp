@@ -17,7 +17,7 @@ namespace gppf::cli {
 
 void register_eval(CLI::App& app) {
   struct Options {
-    std::string checkpoint, task, split = "test";
+    std::string checkpoint, task, split = "test", device;
     bool json = false;
   };
   auto opts = std::make_shared<Options>();
@@ -26,11 +26,14 @@ void register_eval(CLI::App& app) {
       ->required();
   cmd->add_option("--task", opts->task, "evaluate only this task");
   cmd->add_option("--split", opts->split, "data set split")->capture_default_str();
+  cmd->add_option("--device", opts->device, "host or cuda[:N] (default: the device the checkpoint trained on)");
   cmd->add_flag("--json", opts->json, "print the metrics as JSON (task -> metric -> value) instead of a table");
   cmd->callback([opts] {
     const std::string path = train::resolve_checkpoint(opts->checkpoint);
     const train::CheckpointMeta meta = train::read_checkpoint_meta(path);
-    const train::TrainConfig config = train::parse_config(meta.config_yaml, {}, path + ":/config");
+    std::vector<std::string> overrides;
+    if (!opts->device.empty()) overrides.push_back("device=" + opts->device);
+    const train::TrainConfig config = train::parse_config(meta.config_yaml, overrides, path + ":/config");
     if (config.threads > 0) omp_set_num_threads(config.threads);
     const auto [datasets, specs] = train::open_tasks(config);
     train::Network net(config, specs);

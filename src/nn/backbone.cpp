@@ -68,8 +68,9 @@ std::int64_t Stem::macs(const Shape& x) const {
 Tensor Stem::forward(const RunState& rs, const Tensor& x) {
   GPPF_CHECK(x.ndim() == 4 && (x.dim(3) == 1 || x.dim(3) == 3), "stem: input expected [N,H,W,1] or [N,H,W,3], got ",
              x.desc());
-  Tensor w = x.dim(3) == 3 ? m_weight.value : sum_input_channels(m_weight.value);
-  if (!x.device().is_host() || !w.device().is_host()) w = w.to(x.device(), rs.stream);
+  const Tensor& v = m_weight.value;
+  Tensor w = x.dim(3) == 3 ? v : sum_input_channels(v.device().is_host() ? v : v.to(Device::host(), rs.stream));
+  if (w.device() != x.device()) w = w.to(x.device(), rs.stream);
   Shape w_shape = m_weight.value.shape();
   w_shape[3] = x.dim(3);
   Tensor c = Tensor::empty(kernels::conv2d_output_shape(m_params, x.shape(), w_shape), x.dtype(), x.device());

@@ -29,6 +29,19 @@ std::vector<float> softmax(const std::vector<float>& z) {
 
 float read_scalar(const Tensor& t) { return t.to_float_vector().at(0); }
 
+// Adds `delta` to a router's gradient, the first writer of a step overwriting. Routers are a few
+// floats: on a GPU they go through the host (one small copy each way, after the lego backward).
+void add_router_grad(Parameter& router, const std::vector<double>& delta) {
+  const bool overwrite = router.take_grad_mode() == kernels::GradMode::Overwrite;
+  std::vector<float> g = overwrite ? std::vector<float>(delta.size(), 0.0f) : router.grad.to_float_vector();
+  for (std::size_t i = 0; i < delta.size(); ++i) g[i] += static_cast<float>(delta[i]);
+  if (router.grad.device().is_host()) {
+    std::copy(g.begin(), g.end(), router.grad.data_as<float>());
+  } else {
+    router.grad.copy_from(Tensor::from_vector(router.grad.shape(), g));
+  }
+}
+
 }  // namespace
 
 Bottleneck::Bottleneck(const std::string& name, int in_channels, int width, int out_channels, int stride, int num_tasks,
@@ -123,8 +136,7 @@ LegoLayer::~LegoLayer() = default;
 
 Route LegoLayer::route(int task, std::int64_t step, bool training) const {
   GPPF_CHECK(task >= 0 && task < static_cast<int>(m_router.size()), m_name, ": task ", task, " has no router");
-  const Tensor& logits = m_router[static_cast<std::size_t>(task)].value;
-  std::vector<float> z(logits.data_as<float>(), logits.data_as<float>() + m_spec.num_legos);
+  std::vector<float> z = m_router[static_cast<std::size_t>(task)].value.to_float_vector();
   Route r;
   for (int i = 0; i < m_spec.num_shared; ++i) {
     r.legos.push_back(i);
@@ -261,11 +273,11 @@ void LegoLayer::accumulate_router_grad(int task, const std::vector<float>& dgate
   double inner = 0;
   for (std::size_t j = 0; j < m_route.legos.size(); ++j)
     if (m_route.routed[j] >= 0) inner += static_cast<double>(m_route.gates[j]) * dgate[j];
-  Parameter& router = m_router[static_cast<std::size_t>(task)];
-  if (router.take_grad_mode() == kernels::GradMode::Overwrite) router.grad.fill_(0.0f);
-  float* dz = router.grad.data_as<float>();
+  std::vector<double> dz(static_cast<std::size_t>(m_spec.num_legos), 0.0);
   for (std::size_t j = 0; j < m_route.legos.size(); ++j)
-    if (m_route.routed[j] >= 0) dz[m_route.routed[j]] += static_cast<float>(m_route.gates[j] * (dgate[j] - inner));
+    if (m_route.routed[j] >= 0)
+      dz[static_cast<std::size_t>(m_route.routed[j])] += static_cast<float>(m_route.gates[j] * (dgate[j] - inner));
+  add_router_grad(m_router[static_cast<std::size_t>(task)], dz);
 }
 
 // ---- expert parallelism ------------------------------------------------------------------------
@@ -486,20 +498,18 @@ float LegoLayer::apply_balance(const std::vector<int>& tasks) {
   std::vector<std::vector<float>> p;
   std::vector<double> P(L, 0.0);
   for (int t : tasks) {
-    const Tensor& z = m_router[static_cast<std::size_t>(t)].value;
-    p.push_back(softmax(std::vector<float>(z.data_as<float>(), z.data_as<float>() + L)));
+    p.push_back(softmax(m_router[static_cast<std::size_t>(t)].value.to_float_vector()));
     for (std::size_t i = 0; i < L; ++i) P[i] += p.back()[i] / T;
   }
   const double w = m_routing.balance_weight * static_cast<double>(L);
   double loss = 0;
   for (double v : P) loss += w * v * v;
   for (std::size_t n = 0; n < tasks.size(); ++n) {
-    Parameter& router = m_router[static_cast<std::size_t>(tasks[n])];
-    if (router.take_grad_mode() == kernels::GradMode::Overwrite) router.grad.fill_(0.0f);
     double inner = 0;
     for (std::size_t i = 0; i < L; ++i) inner += p[n][i] * (2 * w * P[i] / T);
-    for (std::size_t i = 0; i < L; ++i)
-      router.grad.data_as<float>()[i] += static_cast<float>(p[n][i] * (2 * w * P[i] / T - inner));
+    std::vector<double> dz(L);
+    for (std::size_t i = 0; i < L; ++i) dz[i] = static_cast<float>(p[n][i] * (2 * w * P[i] / T - inner));
+    add_router_grad(m_router[static_cast<std::size_t>(tasks[n])], dz);
   }
   return static_cast<float>(loss);
 }

@@ -146,7 +146,9 @@ std::unique_ptr<Network> r50_network(const TrainConfig& base, int tasks, int bat
 std::string bench_comm(const TrainConfig& config, const CommBenchOptions& o) {
   json report;
   TaskData data = open_tasks(config);
-  Network net(config, data.specs);
+  TrainConfig on_host = config;  // the exchange and all-reduce measured here move host buffers
+  on_host.device = "host";
+  Network net(on_host, data.specs);
   const int per_node = o.gpus_per_node;
 
   // 1. Bytes per step of this config's network, for several layouts (f32 activations, the host path).

@@ -8,7 +8,9 @@
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <random>
 
+#include "src/core/cuda_runtime.hpp"
 #include "src/optim/optimizer.hpp"
 #include "src/train/network.hpp"
 #include "src/train/trainer.hpp"
@@ -39,18 +41,82 @@ double median(std::vector<double> v) {
 
 }  // namespace
 
-StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps) {
+SyntheticData parse_synthetic(const std::string& text) {
+  SyntheticData d;
+  int used = 0, used_classes = 0;
+  const int n =
+      std::sscanf(text.c_str(), "%dx%dx%d%n:%d%n", &d.height, &d.width, &d.channels, &used, &d.classes, &used_classes);
+  const bool whole =
+      (n == 3 && used == static_cast<int>(text.size())) || (n == 4 && used_classes == static_cast<int>(text.size()));
+  GPPF_CHECK(whole && d.height > 0 && d.width > 0 && (d.channels == 1 || d.channels == 3) && d.classes >= 1,
+             "bench step: --synthetic '", text, "' is not HxWxC[:CLASSES] with C 1 or 3 (e.g. 224x224x3:1000)");
+  return d;
+}
+
+namespace {
+
+// Tasks of the config's types and batches on random data of one shape: the step's cost without a
+// data set (ImageNet-sized benchmarks on a machine that holds none).
+std::vector<TaskSpec> synthetic_specs(const TrainConfig& config, const SyntheticData& d) {
+  std::vector<TaskSpec> specs;
+  for (const TaskConfig& t : config.tasks) {
+    io::Manifest m;
+    m.task = t.type == io::TaskType::Classification ? t.type : io::TaskType::Detection;
+    for (int c = 0; c < d.classes; ++c) m.classes.push_back(str("class", c));
+    m.height = d.height;
+    m.width = d.width;
+    m.channels = d.channels;
+    m.has_boxes = m.has_masks = t.type != io::TaskType::Classification;
+    specs.push_back(resolve_task(t, m));
+  }
+  return specs;
+}
+
+io::Batch synthetic_batch(const TaskSpec& s, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> pixel(0.0f, 1.0f);
+  std::uniform_int_distribution<int> cls(0, static_cast<int>(s.manifest.classes.size()) - 1);
+  const std::int64_t n = s.config.batch_size;
+  io::Batch b;
+  std::vector<float> px(static_cast<std::size_t>(n * s.height * s.width * s.channels));
+  for (auto& v : px) v = pixel(rng);
+  b.images = Tensor::from_vector({n, s.height, s.width, s.channels}, px);
+  b.labels = Tensor::empty({n}, DType::I32);
+  b.masks = Tensor::zeros({n, s.height, s.width}, DType::I32);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const int c = cls(rng);
+    b.labels.data_as<std::int32_t>()[i] = c;
+    b.ids.push_back(i);
+    // One box over the middle of the image, its pixels the class in the mask.
+    const int y1 = s.height / 4, x1 = s.width / 4, y2 = 3 * s.height / 4, x2 = 3 * s.width / 4;
+    b.boxes.push_back(
+        {io::Box{static_cast<float>(x1), static_cast<float>(y1), static_cast<float>(x2), static_cast<float>(y2), c}});
+    std::int32_t* mask = b.masks.data_as<std::int32_t>() + i * s.height * s.width;
+    for (int y = y1; y < y2; ++y)
+      for (int x = x1; x < x2; ++x) mask[y * s.width + x] = c + 1;
+  }
+  return b;
+}
+
+}  // namespace
+
+StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps, const SyntheticData* synthetic) {
   GPPF_CHECK(steps >= 1 && warmup_steps >= 0, "bench step: --steps must be >= 1 and --warmup >= 0");
   if (config.threads > 0) omp_set_num_threads(config.threads);
-  const auto [datasets, specs] = open_tasks(config);
+  TaskData data = synthetic ? TaskData{{}, synthetic_specs(config, *synthetic)} : open_tasks(config);
+  const std::vector<TaskSpec>& specs = data.specs;
   std::vector<std::unique_ptr<io::Loader>> loaders;
-  for (std::size_t i = 0; i < specs.size(); ++i)
-    loaders.push_back(std::make_unique<io::Loader>(datasets[i], train_loader_config(config, specs[i], i)));
+  if (!synthetic)
+    for (std::size_t i = 0; i < specs.size(); ++i)
+      loaders.push_back(std::make_unique<io::Loader>(data.datasets[i], train_loader_config(config, specs[i], i)));
   Network net(config, specs);
   auto optimizer = optim::Optimizer::create(config.optimizer, net.parameters());
 
-  const double sgemm_before = sgemm_gflops();
+  // The host's yardstick; a GPU run names its device instead.
+  const bool host = net.device().is_host();
+  const double sgemm_before = host ? sgemm_gflops() : 0.0;
   StepBench r;
+  r.device = host ? std::string("host") : cuda::device_name(net.device().index);
   r.steps = steps;
   r.threads = omp_get_max_threads();
   // Medians over the timed steps: on a shared machine a neighbour's burst moves a mean by 20 %.
@@ -64,8 +130,14 @@ StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps) {
   constexpr int kBatches = 4;
   std::vector<std::vector<io::Batch>> batches(specs.size());
   for (std::size_t i = 0; i < specs.size(); ++i)
-    for (int b = 0; b < kBatches; ++b) batches[i].push_back(loaders[i]->next());
+    for (int b = 0; b < kBatches; ++b)
+      batches[i].push_back(synthetic ? synthetic_batch(specs[i], config.seed + 97 * i + static_cast<std::uint64_t>(b))
+                                     : loaders[i]->next());
   loaders.clear();
+  // On a GPU the batches wait there: the step is timed, not the host-to-device copy of its input.
+  for (auto& task_batches : batches)
+    for (auto& b : task_batches) b = net.on_device(b);
+  if (net.device().is_cuda()) cuda::synchronize(net.stream());
   for (int s = 0; s < warmup_steps + steps; ++s) {
     const bool timed = s >= warmup_steps;
     const auto t_step = Clock::now();
@@ -77,7 +149,8 @@ StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps) {
     }
     net.apply_balance(all);
     const auto t0 = Clock::now();
-    optimizer->step(config.optimizer.lr);
+    optimizer->step(config.optimizer.lr, net.stream());
+    if (net.device().is_cuda()) cuda::synchronize(net.stream());  // the update's kernels are part of the step
     if (timed) {
       opt_ms.push_back(ms_since(t0));
       step_ms.push_back(ms_since(t_step));
@@ -99,7 +172,7 @@ StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps) {
   r.optimizer_ms = median(opt_ms);
   r.gflops = total_gflop / (r.step_ms / 1e3);
   // The machine's rate is the best seen, before and after the steps (a slow sample is the neighbours).
-  r.sgemm_gflops = std::max(sgemm_before, sgemm_gflops());
+  r.sgemm_gflops = host ? std::max(sgemm_before, sgemm_gflops()) : 0.0;
   return r;
 }
 
@@ -114,16 +187,21 @@ std::string StepBench::to_table() const {
                   t.samples_per_s, t.gflop, t.gflops);
     out += line;
   }
-  std::snprintf(line, sizeof line,
-                "SIMT step %.2f ms (optimizer %.2f ms): %.1f GFLOP/s = %.0f %% of SGEMM (%.1f GFLOP/s), %d "
-                "threads, %d steps\n",
-                step_ms, optimizer_ms, gflops, 100.0 * gflops / sgemm_gflops, sgemm_gflops, threads, steps);
+  if (sgemm_gflops > 0)
+    std::snprintf(line, sizeof line,
+                  "SIMT step %.2f ms (optimizer %.2f ms): %.1f GFLOP/s = %.0f %% of SGEMM (%.1f GFLOP/s), %d "
+                  "threads, %d steps\n",
+                  step_ms, optimizer_ms, gflops, 100.0 * gflops / sgemm_gflops, sgemm_gflops, threads, steps);
+  else
+    std::snprintf(line, sizeof line, "SIMT step %.2f ms (optimizer %.2f ms): %.1f GFLOP/s on %s, %d steps\n", step_ms,
+                  optimizer_ms, gflops, device.c_str(), steps);
   out += line;
   return out;
 }
 
 std::string StepBench::to_json() const {
-  nlohmann::json j = {{"step_ms", step_ms},
+  nlohmann::json j = {{"device", device},
+                      {"step_ms", step_ms},
                       {"optimizer_ms", optimizer_ms},
                       {"gflops", gflops},
                       {"sgemm_gflops", sgemm_gflops},

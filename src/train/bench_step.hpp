@@ -22,12 +22,20 @@ struct StepBench {
   double step_ms = 0;       // median wall time of a whole SIMT step (all tasks + optimizer), batches preloaded
   double optimizer_ms = 0;  // median time of the optimizer step
   double gflops = 0;        // all tasks' FLOPs / step time
-  double sgemm_gflops = 0;  // OpenBLAS SGEMM 1024^3 on the same threads, best before/after the steps
+  double sgemm_gflops = 0;  // OpenBLAS SGEMM 1024^3 on the same threads, best before/after (0 on a GPU)
   int steps = 0, threads = 0;
+  std::string device;  // "host" or the GPU's name
   std::string to_table() const;
   std::string to_json() const;
 };
 
-StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps);
+// `--synthetic HxWxC[:CLASSES]`: every task of the config on random images of that shape (CLASSES
+// classes, default 1000; detection and segmentation get one centred box), no data set opened.
+struct SyntheticData {
+  int height = 0, width = 0, channels = 3, classes = 1000;
+};
+SyntheticData parse_synthetic(const std::string& text);
+
+StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps, const SyntheticData* synthetic = nullptr);
 
 }  // namespace gppf::train

@@ -342,6 +342,7 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
                {"seed",
                 "steps",
                 "device",
+                "tf32",
                 "threads",
                 "log_every",
                 "eval_every",
@@ -365,7 +366,12 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
   r.get(root, "", "steps", c.steps);
   GPPF_CHECK(c.steps >= 1, where, ": key 'steps' must be >= 1, got ", c.steps);
   r.get(root, "", "device", c.device);
-  (void)Device::parse(c.device);
+  try {
+    (void)Device::parse(c.device);
+  } catch (const Error& e) {
+    GPPF_THROW(where, ": key 'device': ", e.reason());
+  }
+  r.get(root, "", "tf32", c.tf32);
   r.get(root, "", "threads", c.threads);
   r.get(root, "", "log_every", c.log_every);
   r.get(root, "", "eval_every", c.eval_every);

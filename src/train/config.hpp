@@ -58,6 +58,9 @@ struct TrainConfig {
   std::uint64_t seed = 1;
   std::int64_t steps = 1000;
   std::string device = "host";
+  // CUDA: fp32 convolutions and GEMMs on TF32 tensor cores (10-bit mantissa products, fp32
+  // accumulation), as PyTorch's cudnn.allow_tf32. Off: fp32 results match the host to ~1e-5.
+  bool tf32 = false;
   int threads = 0;  // OpenMP threads; 0: the runtime's default
   std::int64_t log_every = 50;
   std::int64_t eval_every = 0;    // 0: only at the end

@@ -29,7 +29,9 @@ std::string cell(const std::string& s, std::size_t w) {
 
 std::string describe_network(const TrainConfig& config) {
   const std::vector<TaskSpec> specs = open_tasks(config).specs;
-  Network net(config, specs);
+  TrainConfig on_host = config;  // shapes and counts only: a CUDA config is described on any machine
+  on_host.device = "host";
+  Network net(on_host, specs);
   nn::Backbone& backbone = net.backbone();
   const nn::BackboneSpec& b = config.backbone;
   const int active = b.num_shared + b.top_k;

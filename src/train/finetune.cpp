@@ -120,9 +120,10 @@ void load_pretrained_backbone(Network& net, const std::string& checkpoint) {
       const float* v = s.data_as<float>();
       for (std::size_t k = 0; k < mean.size(); ++k) mean[k] += v[k];
     }
-    float* dst = tensor->data_as<float>();
+    std::vector<float> avg(mean.size());
     for (std::size_t k = 0; k < mean.size(); ++k)
-      dst[k] = static_cast<float>(mean[k] / static_cast<double>(src.size()));
+      avg[k] = static_cast<float>(mean[k] / static_cast<double>(src.size()));
+    tensor->copy_from(Tensor::from_vector(tensor->shape(), avg), net.stream());
   }
   log::info("finetune: loaded ", params.size(), " backbone parameters from ", checkpoint, " (step ", meta.step,
             ", tasks pre-trained: ", pretrained_tasks, "); new tasks' BN statistics start as their mean");
@@ -173,7 +174,7 @@ FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& op
     load_pretrained_backbone(net, options.checkpoint);
     for (auto* p : backbone_parameters(net)) {
       p->trainable = is_router(p->name);
-      if (is_router(p->name)) p->value.fill_(0.0f);
+      if (is_router(p->name)) p->value.zero_(net.stream());
     }
     notify("probe", net);
   };

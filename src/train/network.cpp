@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <limits>
 
+#include "kernels/common.hpp"
 #include "kernels/loss.hpp"
+#include "src/core/cuda_runtime.hpp"
 #include "src/dist/exchange.hpp"
 #include "src/train/centernet.hpp"
 
@@ -99,8 +101,15 @@ struct Network::Heads {
 
 Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
     : m_tasks(tasks), m_heads(std::make_unique<Heads>()), m_config(config) {
-  GPPF_CHECK(Device::parse(config.device).is_host(), config.config_path, ": key 'device': training on ", config.device,
-             " is not built yet (the CUDA kernels are; the training loop runs on the host for now)");
+  m_device = Device::parse(config.device);
+  if (m_device.is_cuda()) {
+    GPPF_CHECK(cuda::built_with_cuda(), config.config_path, ": key 'device': ", config.device,
+               " needs a build with CUDA (GPPF_CUDA=ON)");
+    GPPF_CHECK(m_device.index < cuda::device_count(), config.config_path, ": key 'device': ", config.device,
+               " asked for, ", cuda::device_count(), " CUDA devices visible");
+    cuda::set_device(m_device.index);
+    kernels::set_allow_tf32(config.tf32);
+  }
   const int n = static_cast<int>(tasks.size());
   m_backbone = std::make_unique<nn::Backbone>(config.backbone, n, config.seed);
   const auto channels = m_backbone->stage_channels();
@@ -125,6 +134,29 @@ Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
         break;
     }
   }
+  // Built and initialised on the host (same seeds, same values on every device), then moved.
+  if (m_device.is_cuda()) {
+    for (nn::Parameter* p : parameters()) {
+      p->value = p->value.to(m_device);
+      p->grad = p->grad.defined() ? p->grad.to(m_device) : Tensor::zeros(p->value.shape(), DType::F32, m_device);
+    }
+    for (auto& b : buffers()) *b.second = b.second->to(m_device);
+    cuda::synchronize(stream());
+  }
+}
+
+Stream Network::stream() const { return m_device.is_cuda() ? Stream{m_device, nullptr} : Stream::host(); }
+
+io::Batch Network::on_device(const io::Batch& batch) const {
+  if (m_device.is_host()) return batch;
+  io::Batch b = batch;
+  auto move = [&](Tensor& t) {
+    if (t.defined() && t.device() != m_device) t = t.to(m_device, stream());
+  };
+  move(b.images);
+  move(b.labels);
+  move(b.masks);
+  return b;
 }
 
 Network::~Network() = default;
@@ -180,6 +212,8 @@ nn::RunState Network::begin(int task, bool training, bool backward, float bn_mom
   nn::RunState rs;
   rs.task = task;
   rs.training = training;
+  rs.device = m_device;
+  rs.stream = stream();
   if (training && backward && m_dist.replicas > 1) rs.bn_sync = m_dist.bn_sync;
   if (m_dist.exchange && m_dist.exchange->size() > 1) {
     dist::PeerWork w;
@@ -207,25 +241,29 @@ bool Network::serve_round(std::int64_t step) {
   return true;
 }
 
-TaskLoss Network::train_step(int task, const io::Batch& batch, std::int64_t step) {
+TaskLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t step) {
   const auto t = static_cast<std::size_t>(task);
   const TaskSpec& spec = m_tasks[t];
+  const io::Batch batch = on_device(host_batch);
   // Replicas each hold 1/R of the micro-batch: the loss of a slice counts 1/R, and the all-reduce sums.
   const float w = spec.config.loss_weight / static_cast<float>(m_dist.replicas);
   nn::RunState rs = begin(task, true, true, -1.0f, step, batch.images.shape());
   std::vector<Tensor> features = m_backbone->forward(rs, batch.images, step);
   std::vector<Tensor> dfeat;
-  TaskLoss result;
-  Tensor loss = Tensor::empty({1}, DType::F32);  // classification and segmentation
+  // The losses stay where they were computed until the backward pass is queued: on a GPU, reading
+  // them first would make the host wait for the forward before it could launch the backward.
+  auto loss_slot = [&] { return Tensor::empty({1}, DType::F32, m_device); };
+  std::vector<std::pair<std::string, Tensor>> losses;  // name, weighted loss
+  float part_scale_size = 1.0f;
   switch (spec.config.type) {
     case io::TaskType::Classification: {
+      Tensor loss = loss_slot();
       Tensor logits = m_heads->cls[t]->forward(rs, features);
       Tensor dlogits = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
       kernels::CrossEntropyParams p;
       p.scale = w;
       kernels::softmax_cross_entropy(p, logits, batch.labels, loss, kernels::GradMode::Overwrite, &dlogits, rs.stream);
-      result.total = scalar(loss);
-      result.parts["ce"] = w > 0 ? result.total / w : 0.0f;
+      losses.emplace_back("ce", loss);
       dfeat = m_heads->cls[t]->backward(rs, dlogits);
       break;
     }
@@ -234,12 +272,14 @@ TaskLoss Network::train_step(int task, const io::Batch& batch, std::int64_t step
       const int oh = static_cast<int>(out.heatmap.dim(1)), ow = static_cast<int>(out.heatmap.dim(2));
       const int stride = spec.height / oh;
       CenterNetTargets tg = encode_centernet(batch.boxes, oh, ow, stride, spec.num_classes);
-      nn::DetectionOutputs grads{Tensor::empty(out.heatmap.shape(), DType::F32),
-                                 Tensor::empty(out.size.shape(), DType::F32),
-                                 Tensor::empty(out.offset.shape(), DType::F32)};
+      if (m_device.is_cuda()) {
+        for (Tensor* x : {&tg.heatmap, &tg.size, &tg.offset, &tg.weight}) *x = x->to(m_device, rs.stream);
+      }
+      nn::DetectionOutputs grads{Tensor::empty(out.heatmap.shape(), DType::F32, m_device),
+                                 Tensor::empty(out.size.shape(), DType::F32, m_device),
+                                 Tensor::empty(out.offset.shape(), DType::F32, m_device)};
       // CenterNet's weights: 1 for the heat map, 0.1 for sizes, 1 for offsets (L1 averaged over centre cells).
-      Tensor lh = Tensor::empty({1}, DType::F32), ls = Tensor::empty({1}, DType::F32),
-             lo = Tensor::empty({1}, DType::F32);
+      Tensor lh = loss_slot(), ls = loss_slot(), lo = loss_slot();
       kernels::FocalParams fp;
       fp.scale = w;
       kernels::centernet_focal_loss(fp, out.heatmap, tg.heatmap, lh, kernels::GradMode::Overwrite, &grads.heatmap,
@@ -250,34 +290,46 @@ TaskLoss Network::train_step(int task, const io::Batch& batch, std::int64_t step
       rp.scale = w;
       kernels::l1_loss(rp, out.offset, tg.offset, tg.weight, lo, kernels::GradMode::Overwrite, &grads.offset,
                        rs.stream);
-      const float h = scalar(lh), sz = scalar(ls), of = scalar(lo);
-      result.total = h + sz + of;
-      const float inv = w > 0 ? 1.0f / w : 0.0f;
-      result.parts["heatmap"] = h * inv;
-      result.parts["size"] = sz * inv * 10.0f;
-      result.parts["offset"] = of * inv;
+      losses = {{"heatmap", lh}, {"size", ls}, {"offset", lo}};
+      part_scale_size = 10.0f;
       dfeat = m_heads->det[t]->backward(rs, grads);
       break;
     }
     case io::TaskType::Segmentation: {
+      Tensor loss = loss_slot();
       Tensor logits = m_heads->seg[t]->forward(rs, features, spec.height, spec.width);
       Tensor dlogits = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
       kernels::CrossEntropyParams p;
       p.scale = w;
       p.ignore_index = 255;
       kernels::softmax_cross_entropy(p, logits, batch.masks, loss, kernels::GradMode::Overwrite, &dlogits, rs.stream);
-      result.total = scalar(loss);
-      result.parts["ce"] = w > 0 ? result.total / w : 0.0f;
+      losses.emplace_back("ce", loss);
       dfeat = m_heads->seg[t]->backward(rs, dlogits);
       break;
     }
   }
   if (rs.grads_final) (*rs.grads_final)(static_cast<int>(m_backbone->lego_layers().size()));
   m_backbone->backward(rs, dfeat);
+  // Labels outside [0, C) found on the GPU are recorded there; on the host the loss throws at once.
+  if (m_device.is_cuda() && spec.config.type != io::TaskType::Detection) {
+    try {
+      kernels::check_label_errors(rs.stream);
+    } catch (const Error& e) {
+      GPPF_THROW("task '", spec.config.name, "' (", spec.config.dataset, ") at step ", step, ": ", e.reason());
+    }
+  }
+  TaskLoss result;
+  const float inv = w > 0 ? 1.0f / w : 0.0f;
+  for (const auto& [name, loss] : losses) {
+    const float v = scalar(loss);
+    result.total += v;
+    result.parts[name] = v * inv * (name == "size" ? part_scale_size : 1.0f);
+  }
   return result;
 }
 
-void Network::calibrate(int task, const io::Batch& batch, int index) {
+void Network::calibrate(int task, const io::Batch& host_batch, int index) {
+  const io::Batch batch = on_device(host_batch);
   const std::int64_t after_warmup = std::numeric_limits<std::int64_t>::max();
   nn::RunState rs = begin(task, true, false, 1.0f / static_cast<float>(index + 1), after_warmup, batch.images.shape());
   rs.bn_momentum = 1.0f / static_cast<float>(index + 1);
@@ -290,17 +342,22 @@ void Network::calibrate(int task, const io::Batch& batch, int index) {
   }
 }
 
-void Network::evaluate(int task, const io::Batch& batch, TaskEvaluator& eval) {
+void Network::evaluate(int task, const io::Batch& host_batch, TaskEvaluator& eval) {
+  const io::Batch& batch = host_batch;  // labels and masks are read on the host
+  const Tensor images = m_device.is_cuda() ? host_batch.images.to(m_device, stream()) : host_batch.images;
   const auto t = static_cast<std::size_t>(task);
   const TaskSpec& spec = m_tasks[t];
-  nn::RunState rs = begin(task, false, false, -1.0f, 0, batch.images.shape());
-  std::vector<Tensor> features = m_backbone->forward(rs, batch.images, 0);
+  nn::RunState rs = begin(task, false, false, -1.0f, 0, images.shape());
+  std::vector<Tensor> features = m_backbone->forward(rs, images, 0);
   switch (spec.config.type) {
     case io::TaskType::Classification:
       eval.add_classification(m_heads->cls[t]->forward(rs, features), batch.labels);
       break;
     case io::TaskType::Detection: {
       nn::DetectionOutputs out = m_heads->det[t]->forward(rs, features);
+      if (m_device.is_cuda()) {
+        for (Tensor* x : {&out.heatmap, &out.size, &out.offset}) *x = x->to(Device::host(), rs.stream);
+      }
       const int oh = static_cast<int>(out.heatmap.dim(1)), ow = static_cast<int>(out.heatmap.dim(2));
       const int c = spec.num_classes;
       std::vector<std::vector<Detection>> dets;

@@ -97,6 +97,12 @@ class Network {
   std::vector<nn::NamedTensor> buffers();
   nn::Backbone& backbone();
   const std::vector<TaskSpec>& tasks() const { return m_tasks; }
+  // Where the parameters live and the passes run (the config's `device`), and the stream they use.
+  Device device() const { return m_device; }
+  Stream stream() const;
+  // The batch's tensors on the network's device (the boxes stay on the host); the passes call it,
+  // so a batch already there is not copied again.
+  io::Batch on_device(const io::Batch& batch) const;
   // Multiply-adds of one sample's forward pass through task's path (backbone, at the routed k).
   std::int64_t backbone_macs(int task) const;
   // The same for the whole path: backbone and the task's head.
@@ -109,6 +115,7 @@ class Network {
   std::unique_ptr<Heads> m_heads;
   TrainConfig m_config;
   NetworkDist m_dist;
+  Device m_device;
   std::function<void(int)> m_grads_final;
   // Starts a round on the exchange and returns the RunState of this rank's part.
   nn::RunState begin(int task, bool training, bool backward, float bn_momentum, std::int64_t step, const Shape& input);

@@ -82,7 +82,7 @@ io::LoaderConfig eval_loader_config(const TrainConfig& c, const TaskSpec& t, con
   l.shuffle = false;
   l.drop_last = false;
   l.repeat = false;
-  l.pinned = false;
+  l.pinned = Device::parse(c.device).is_cuda();
   return l;
 }
 
@@ -152,7 +152,7 @@ io::LoaderConfig train_loader_config(const TrainConfig& c, const TaskSpec& t, st
   l.workers = c.loader_workers;
   l.seed = c.seed * 1000003ull + index;
   l.augment = t.config.augment;
-  l.pinned = false;
+  l.pinned = Device::parse(c.device).is_cuda();  // page-locked: the copy to the GPU runs at full speed
   return l;
 }
 
@@ -203,6 +203,9 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
   if (options.prepare) options.prepare(net);
   // More than one rank: the layout, its communicators and the lockstep (docs/SCALING.md).
   const std::unique_ptr<Distributed> D = options.single_process ? nullptr : Distributed::create(config, net);
+  GPPF_CHECK(!D || net.device().is_host(), config.config_path, ": key 'device': ", config.device,
+             " trains in one process for now; multi-rank runs (gradient all-reduce, expert-parallel exchange, "
+             "synchronised BN) are host-only");
   const bool root = !D || D->root();
   auto runs = [&](std::size_t task) { return !D || D->runs(static_cast<int>(task)); };
   auto reports = [&](std::size_t task) { return !D || D->reports(static_cast<int>(task)); };
@@ -223,7 +226,7 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
   if (root)
     log::info("gppf train: ", specs.size(), specs.size() == 1 ? " task, " : " tasks, ", config.backbone.name, " with ",
               config.backbone.num_legos, " legos per layer (top-", config.backbone.top_k, "), ", num_params,
-              " parameters, ", config.steps, " steps");
+              " parameters, ", config.steps, " steps on ", net.device().str());
   for (std::size_t i = 0; i < specs.size() && root; ++i)
     log::info("  task ", specs[i].config.name, ": ", io::task_name(specs[i].config.type), ", ",
               specs[i].manifest.classes.size(), specs[i].manifest.classes.size() == 1 ? " class, " : " classes, ",
@@ -470,7 +473,7 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
       D->run_train_rounds(net, step, active, train_task);
       D->finish_step();
     }
-    optimizer->step(lr);
+    optimizer->step(lr, net.stream());
 
     const bool last = step + 1 == config.steps;
     if ((step + 1) % config.log_every == 0 || last) {

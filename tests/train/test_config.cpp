@@ -24,6 +24,16 @@ std::string error_of(const std::string& yaml, const std::vector<std::string>& ov
   return "";
 }
 
+TEST(Config, DeviceAndTf32) {
+  const auto c = parse_config(kBase, {"device=cuda:1", "tf32=true"}, "cfg.yaml");
+  EXPECT_EQ(c.device, "cuda:1");
+  EXPECT_TRUE(c.tf32);
+  EXPECT_FALSE(parse_config(kBase, {}, "cfg.yaml").tf32);
+  const std::string e = error_of(kBase, {"device=gpu0"});
+  EXPECT_NE(e.find("cfg.yaml: key 'device': device 'gpu0' is not host, cuda or cuda:N"), std::string::npos) << e;
+  EXPECT_NE(error_of(kBase, {"tf32=maybe"}).find("tf32"), std::string::npos);
+}
+
 TEST(Config, ParsesAndAppliesOverrides) {
   const auto c =
       parse_config(kBase, {"optimizer.lr=0.05", "tasks.det.batch_size=4", "model.routing.warmup=soft"}, "cfg.yaml");

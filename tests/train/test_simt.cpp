@@ -10,6 +10,7 @@
 
 #include "io/dataset.hpp"
 #include "io/loader.hpp"
+#include "src/train/bench_step.hpp"
 #include "src/train/describe.hpp"
 #include "src/train/network.hpp"
 #include "src/train/trainer.hpp"
@@ -114,6 +115,31 @@ TEST_F(Simt, OneStepAccumulatesThePerTaskGradients) {
     ++checked;
   }
   EXPECT_GT(checked, 10);
+}
+
+TEST_F(Simt, BenchStepOnSyntheticDataOpensNoDataSet) {
+  const TrainConfig c = parse_config(
+      tiny_config(1).yaml,
+      {"tasks.bars.dataset=/nonexistent/a", "tasks.det.dataset=/nonexistent/b", "tasks.seg.dataset=/nonexistent/c"},
+      "synthetic.yaml");
+  const SyntheticData d = parse_synthetic("24x20x3:5");
+  EXPECT_EQ(d.height, 24);
+  EXPECT_EQ(d.width, 20);
+  EXPECT_EQ(d.classes, 5);
+  EXPECT_EQ(parse_synthetic("224x224x3").classes, 1000);
+  const StepBench r = bench_step(c, 0, 1, &d);
+  EXPECT_EQ(r.device, "host");
+  EXPECT_GT(r.sgemm_gflops, 0.0);
+  ASSERT_EQ(r.tasks.size(), 3u);
+  for (const auto& t : r.tasks) EXPECT_GT(t.gflop, 0.0) << t.name;
+  for (const char* bad : {"224x224", "224x224x2", "0x4x1", "8x8x1:0", "8x8x1:3x", "axbxc"}) {
+    try {
+      (void)parse_synthetic(bad);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--synthetic"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST_F(Simt, LegosNoTaskUsedAreUntouched) {
