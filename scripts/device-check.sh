@@ -63,9 +63,13 @@ bench_step() {  # name, then gppf bench step arguments
 }
 bench_step gppf-mini-step --config configs/mini.yaml --set device=cuda --set threads=0 --synthetic 64x64x1:10 \
   --steps 20 --warmup 3
-bench_step gppf-r50-step --config configs/r50-bench.yaml --synthetic 224x224x3:1000 --steps 20 --warmup 5
-r50=$(awk '$1 == "imagenet-shaped" {print $4}' "$out/gppf-r50-step.txt" 2>/dev/null)
-row "gppf-r50 train img/s (tf32, b256)" "${r50:-none}"
+bench_step gppf-r50-step-bf16 --config configs/r50-bench.yaml --synthetic 224x224x3:1000 --steps 20 --warmup 5
+bench_step gppf-r50-step-tf32 --config configs/r50-bench.yaml --set precision=fp32 --synthetic 224x224x3:1000 \
+  --steps 20 --warmup 5
+for p in bf16 tf32; do
+  r50=$(awk '$1 == "imagenet-shaped" {print $4}' "$out/gppf-r50-step-$p.txt" 2>/dev/null)
+  row "gppf-r50 train img/s ($p, b256)" "${r50:-none}"
+done
 
 if python3 -c "import torch" 2>/dev/null; then
   for py in bench/*.py; do

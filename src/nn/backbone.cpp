@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "kernels/cast.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/pool.hpp"
 
@@ -69,8 +70,10 @@ Tensor Stem::forward(const RunState& rs, const Tensor& x) {
   GPPF_CHECK(x.ndim() == 4 && (x.dim(3) == 1 || x.dim(3) == 3), "stem: input expected [N,H,W,1] or [N,H,W,3], got ",
              x.desc());
   const Tensor& v = m_weight.value;
-  Tensor w = x.dim(3) == 3 ? v : sum_input_channels(v.device().is_host() ? v : v.to(Device::host(), rs.stream));
+  Tensor w = x.dim(3) == 3 ? m_weight.operand(x.dtype())
+                           : sum_input_channels(v.device().is_host() ? v : v.to(Device::host(), rs.stream));
   if (w.device() != x.device()) w = w.to(x.device(), rs.stream);
+  if (w.dtype() != x.dtype()) w = kernels::cast(w, x.dtype(), rs.stream);
   Shape w_shape = m_weight.value.shape();
   w_shape[3] = x.dim(3);
   Tensor c = Tensor::empty(kernels::conv2d_output_shape(m_params, x.shape(), w_shape), x.dtype(), x.device());
@@ -103,16 +106,20 @@ void Stem::backward(const RunState& rs, const Tensor& dy_in) {
     return;
   }
   const auto mode = m_weight.take_grad_mode();
-  if (m_x.dim(3) == 3) {
+  if (m_x.dim(3) == 3 && m_x.dtype() == DType::F32) {
     kernels::conv2d_bwd_filter(m_params, m_x, dc, m_weight.grad, nullptr, mode, rs.stream);
+  } else if (m_x.dim(3) == 3) {  // bf16: cuDNN writes the filter gradient in the activations' dtype
+    Tensor dw = Tensor::empty(m_weight.value.shape(), m_x.dtype(), m_x.device());
+    kernels::conv2d_bwd_filter(m_params, m_x, dc, dw, nullptr, kernels::GradMode::Overwrite, rs.stream);
+    add_low_precision_grad(m_weight, dw, mode, rs.stream);
   } else {
     // d/dW_c of conv(x, sum_c W_c) is the same for every c.
-    Tensor dw1 = Tensor::empty(m_w_used.shape(), DType::F32, m_w_used.device());
+    Tensor dw1 = Tensor::empty(m_w_used.shape(), m_x.dtype(), m_w_used.device());
     kernels::conv2d_bwd_filter(m_params, m_x, dc, dw1, nullptr, kernels::GradMode::Overwrite, rs.stream);
-    const Tensor h = dw1.device().is_host() ? dw1 : dw1.to(Device::host(), rs.stream);
+    const std::vector<float> h = dw1.to_float_vector();
     Tensor expanded = Tensor::empty(m_weight.grad.shape(), DType::F32);
-    for (std::int64_t i = 0; i < h.numel(); ++i)
-      for (int c = 0; c < 3; ++c) expanded.data_as<float>()[3 * i + c] = h.data_as<float>()[i];
+    for (std::size_t i = 0; i < h.size(); ++i)
+      for (std::size_t c = 0; c < 3; ++c) expanded.data_as<float>()[3 * i + c] = h[i];
     const Tensor e = m_weight.grad.device().is_host() ? expanded : expanded.to(m_weight.grad.device(), rs.stream);
     kernels::axpby(1.0f, e, mode == kernels::GradMode::Overwrite ? 0.0f : 1.0f, m_weight.grad, rs.stream);
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/elementwise.hpp"
 #include "kernels/linear.hpp"
 #include "src/dist/comm.hpp"
 
@@ -35,21 +36,29 @@ std::int64_t Conv2d::macs(const Shape& x) const {
 
 Tensor Conv2d::forward(const RunState& rs, const Tensor& x) {
   Tensor y = Tensor::empty(output_shape(x.shape()), x.dtype(), x.device());
-  kernels::conv2d_fwd(m_params, x, m_weight.value, m_bias.value, y, rs.stream);
+  kernels::conv2d_fwd(m_params, x, m_weight.operand(x.dtype()), m_bias.value, y, rs.stream);
   if (rs.training) m_x = x;
   return y;
 }
 
 void Conv2d::backward(const RunState& rs, const Tensor& dy, Tensor* dx, kernels::GradMode dx_mode) {
   GPPF_CHECK(m_x.defined(), m_weight.name, ": backward without a training forward");
-  if (dx) kernels::conv2d_bwd_data(m_params, dy, m_weight.value, *dx, dx_mode, rs.stream);
+  if (dx) kernels::conv2d_bwd_data(m_params, dy, m_weight.operand(dy.dtype()), *dx, dx_mode, rs.stream);
   // A frozen convolution (gppf finetune's probe, freeze_backbone) gets no gradient: the filter
   // gradient would cost as much as the input gradient and nothing would read it.
   if (m_weight.trainable || (m_bias.value.defined() && m_bias.trainable)) {
     const auto mode = m_weight.take_grad_mode();
     if (m_bias.value.defined()) m_bias.take_grad_mode();
-    kernels::conv2d_bwd_filter(m_params, m_x, dy, m_weight.grad, m_bias.value.defined() ? &m_bias.grad : nullptr, mode,
-                               rs.stream);
+    if (dy.dtype() == DType::BF16) {
+      // cuDNN writes the filter gradient in the activations' dtype: through a bf16 buffer into f32.
+      Tensor dw = Tensor::empty(m_weight.value.shape(), DType::BF16, dy.device());
+      kernels::conv2d_bwd_filter(m_params, m_x, dy, dw, nullptr, kernels::GradMode::Overwrite, rs.stream);
+      add_low_precision_grad(m_weight, dw, mode, rs.stream);
+      if (m_bias.value.defined()) kernels::reduce_rows(dy, m_bias.grad, mode, rs.stream);
+    } else {
+      kernels::conv2d_bwd_filter(m_params, m_x, dy, m_weight.grad, m_bias.value.defined() ? &m_bias.grad : nullptr,
+                                 mode, rs.stream);
+    }
   }
   m_x = Tensor();
 }
@@ -233,14 +242,14 @@ Linear::Linear(std::string name, int in_features, int out_features, std::mt19937
 
 Tensor Linear::forward(const RunState& rs, const Tensor& x) {
   Tensor y = Tensor::empty({x.dim(0), m_weight.value.dim(0)}, x.dtype(), x.device());
-  kernels::linear_fwd(x, m_weight.value, m_bias.value, y, rs.stream);
+  kernels::linear_fwd(x, m_weight.operand(x.dtype()), m_bias.value, y, rs.stream);
   if (rs.training) m_x = x;
   return y;
 }
 
 void Linear::backward(const RunState& rs, const Tensor& dy, Tensor* dx, kernels::GradMode dx_mode) {
   GPPF_CHECK(m_x.defined(), m_weight.name, ": backward without a training forward");
-  if (dx) kernels::linear_bwd_data(dy, m_weight.value, *dx, dx_mode, rs.stream);
+  if (dx) kernels::linear_bwd_data(dy, m_weight.operand(dy.dtype()), *dx, dx_mode, rs.stream);
   const auto mode = m_weight.take_grad_mode();
   m_bias.take_grad_mode();
   kernels::linear_bwd_weight(m_x, dy, m_weight.grad, &m_bias.grad, mode, rs.stream);

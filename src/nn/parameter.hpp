@@ -5,6 +5,7 @@
 #include <string>
 
 #include "kernels/common.hpp"
+#include "src/core/error.hpp"
 #include "src/core/tensor.hpp"
 
 namespace gppf::nn {
@@ -16,7 +17,16 @@ struct Parameter {
   bool touched = false;
   bool decay = true;  // parameter groups: BN affine parameters and biases are created with decay = false
   bool trainable = true;
+  // bf16 training (precision: bf16): the weight as the passes multiply with it, cast from `value`
+  // before every pass; undefined otherwise. Gradients stay f32 in `grad`.
+  Tensor working{};
 
+  // The tensor a pass with activations of dtype `act` multiplies with.
+  const Tensor& operand(DType act) const {
+    if (act != DType::BF16) return value;
+    GPPF_CHECK(working.defined(), name, ": bf16 activations but no bf16 working copy (set by precision: bf16)");
+    return working;
+  }
   // The mode for the next gradient write: Overwrite for the first one in a step, then Accumulate.
   kernels::GradMode take_grad_mode() {
     if (touched) return kernels::GradMode::Accumulate;

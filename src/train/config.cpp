@@ -343,6 +343,7 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
                 "steps",
                 "device",
                 "tf32",
+                "precision",
                 "threads",
                 "log_every",
                 "eval_every",
@@ -372,6 +373,11 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
     GPPF_THROW(where, ": key 'device': ", e.reason());
   }
   r.get(root, "", "tf32", c.tf32);
+  r.get(root, "", "precision", c.precision);
+  GPPF_CHECK(c.precision == "fp32" || c.precision == "bf16", where, ": key 'precision': '", c.precision,
+             "' is not fp32 or bf16");
+  GPPF_CHECK(c.precision == "fp32" || Device::parse(c.device).is_cuda(), where,
+             ": key 'precision': bf16 trains on CUDA only (device is ", c.device, ")");
   r.get(root, "", "threads", c.threads);
   r.get(root, "", "log_every", c.log_every);
   r.get(root, "", "eval_every", c.eval_every);

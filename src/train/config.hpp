@@ -61,6 +61,9 @@ struct TrainConfig {
   // CUDA: fp32 convolutions and GEMMs on TF32 tensor cores (10-bit mantissa products, fp32
   // accumulation), as PyTorch's cudnn.allow_tf32. Off: fp32 results match the host to ~1e-5.
   bool tf32 = false;
+  // Activations: "fp32", or "bf16" (CUDA only): bf16 activations and working copies of the conv and
+  // linear weights, f32 master weights, gradients, BN statistics, losses and optimizer state.
+  std::string precision = "fp32";
   int threads = 0;  // OpenMP threads; 0: the runtime's default
   std::int64_t log_every = 50;
   std::int64_t eval_every = 0;    // 0: only at the end

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "kernels/cast.hpp"
 #include "kernels/common.hpp"
 #include "kernels/loss.hpp"
 #include "src/core/cuda_runtime.hpp"
@@ -141,6 +142,11 @@ Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
       p->grad = p->grad.defined() ? p->grad.to(m_device) : Tensor::zeros(p->value.shape(), DType::F32, m_device);
     }
     for (auto& b : buffers()) *b.second = b.second->to(m_device);
+    if (config.precision == "bf16") {
+      m_act = DType::BF16;
+      for (nn::Parameter* p : parameters())
+        if (p->name.ends_with(".weight")) p->working = Tensor::empty(p->value.shape(), DType::BF16, m_device);
+    }
     cuda::synchronize(stream());
   }
 }
@@ -156,7 +162,14 @@ io::Batch Network::on_device(const io::Batch& batch) const {
   move(b.images);
   move(b.labels);
   move(b.masks);
+  if (b.images.dtype() != m_act) b.images = kernels::cast(b.images, m_act, stream());
   return b;
+}
+
+void Network::refresh_working_copies() {
+  if (m_act == DType::F32) return;
+  for (nn::Parameter* p : parameters())
+    if (p->working.defined()) kernels::cast(p->value, p->working, stream());
 }
 
 Network::~Network() = default;
@@ -209,6 +222,7 @@ float scalar(const Tensor& t) { return t.to_float_vector().at(0); }
 
 nn::RunState Network::begin(int task, bool training, bool backward, float bn_momentum, std::int64_t step,
                             const Shape& input) {
+  refresh_working_copies();
   nn::RunState rs;
   rs.task = task;
   rs.training = training;
@@ -275,9 +289,9 @@ TaskLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t
       if (m_device.is_cuda()) {
         for (Tensor* x : {&tg.heatmap, &tg.size, &tg.offset, &tg.weight}) *x = x->to(m_device, rs.stream);
       }
-      nn::DetectionOutputs grads{Tensor::empty(out.heatmap.shape(), DType::F32, m_device),
-                                 Tensor::empty(out.size.shape(), DType::F32, m_device),
-                                 Tensor::empty(out.offset.shape(), DType::F32, m_device)};
+      nn::DetectionOutputs grads{Tensor::empty(out.heatmap.shape(), m_act, m_device),
+                                 Tensor::empty(out.size.shape(), m_act, m_device),
+                                 Tensor::empty(out.offset.shape(), m_act, m_device)};
       // CenterNet's weights: 1 for the heat map, 0.1 for sizes, 1 for offsets (L1 averaged over centre cells).
       Tensor lh = loss_slot(), ls = loss_slot(), lo = loss_slot();
       kernels::FocalParams fp;
@@ -344,7 +358,9 @@ void Network::calibrate(int task, const io::Batch& host_batch, int index) {
 
 void Network::evaluate(int task, const io::Batch& host_batch, TaskEvaluator& eval) {
   const io::Batch& batch = host_batch;  // labels and masks are read on the host
-  const Tensor images = m_device.is_cuda() ? host_batch.images.to(m_device, stream()) : host_batch.images;
+  io::Batch images_only;
+  images_only.images = host_batch.images;
+  const Tensor images = on_device(images_only).images;
   const auto t = static_cast<std::size_t>(task);
   const TaskSpec& spec = m_tasks[t];
   nn::RunState rs = begin(task, false, false, -1.0f, 0, images.shape());
@@ -356,7 +372,8 @@ void Network::evaluate(int task, const io::Batch& host_batch, TaskEvaluator& eva
     case io::TaskType::Detection: {
       nn::DetectionOutputs out = m_heads->det[t]->forward(rs, features);
       if (m_device.is_cuda()) {
-        for (Tensor* x : {&out.heatmap, &out.size, &out.offset}) *x = x->to(Device::host(), rs.stream);
+        for (Tensor* x : {&out.heatmap, &out.size, &out.offset})
+          *x = (x->dtype() == DType::F32 ? *x : kernels::cast(*x, DType::F32, rs.stream)).to(Device::host(), rs.stream);
       }
       const int oh = static_cast<int>(out.heatmap.dim(1)), ow = static_cast<int>(out.heatmap.dim(2));
       const int c = spec.num_classes;
@@ -368,9 +385,12 @@ void Network::evaluate(int task, const io::Batch& host_batch, TaskEvaluator& eva
       eval.add_detection(dets, batch.boxes);
       break;
     }
-    case io::TaskType::Segmentation:
-      eval.add_segmentation(m_heads->seg[t]->forward(rs, features, spec.height, spec.width), batch.masks);
+    case io::TaskType::Segmentation: {
+      Tensor logits = m_heads->seg[t]->forward(rs, features, spec.height, spec.width);
+      if (logits.dtype() != DType::F32) logits = kernels::cast(logits, DType::F32, rs.stream);
+      eval.add_segmentation(logits, batch.masks);
       break;
+    }
   }
 }
 

@@ -103,6 +103,8 @@ class Network {
   // The batch's tensors on the network's device (the boxes stay on the host); the passes call it,
   // so a batch already there is not copied again.
   io::Batch on_device(const io::Batch& batch) const;
+  // The dtype of the activations (f32, or bf16 with precision: bf16).
+  DType activation_dtype() const { return m_act; }
   // Multiply-adds of one sample's forward pass through task's path (backbone, at the routed k).
   std::int64_t backbone_macs(int task) const;
   // The same for the whole path: backbone and the task's head.
@@ -116,7 +118,11 @@ class Network {
   TrainConfig m_config;
   NetworkDist m_dist;
   Device m_device;
+  DType m_act = DType::F32;  // activations (config precision)
   std::function<void(int)> m_grads_final;
+  // bf16: casts every weight's master value into its working copy (before each pass; cheap next to
+  // the pass, and always current after optimizer steps, checkpoint loads and fine-tune set-up).
+  void refresh_working_copies();
   // Starts a round on the exchange and returns the RunState of this rank's part.
   nn::RunState begin(int task, bool training, bool backward, float bn_momentum, std::int64_t step, const Shape& input);
 };

@@ -39,10 +39,12 @@ class TrainCuda : public ::testing::Test {
 
   // Routing warm-up on (soft: every lego runs with softmax gates), so the router gradient path and
   // the per-lego path are both exercised; balance on.
-  static TrainConfig config(const std::string& device, int steps = 1) {
+  static TrainConfig config(const std::string& device, int steps = 1, const std::string& precision = "fp32") {
     const std::string yaml = str(R"(
 steps: )",
                                  steps, R"(
+precision: )",
+                                 precision, R"(
 device: )",
                                  device, R"(
 log_every: 2
@@ -142,6 +144,60 @@ TEST_F(TrainCuda, StepsGradientsUpdateAndEvaluationMatchTheHost) {
     const auto a = evaluate_task(host, t, data.datasets[static_cast<std::size_t>(t)], hc, "test", 0);
     const auto b = evaluate_task(dev, t, data.datasets[static_cast<std::size_t>(t)], dc, "test", 0);
     for (const auto& [k, v] : a) EXPECT_NEAR(b.at(k), v, 0.05) << "task " << t << " " << k;
+  }
+}
+
+double cosine(const Tensor& a, const Tensor& b) {
+  const auto x = a.to_float_vector(), y = b.to_float_vector();
+  double xy = 0, xx = 0, yy = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    xy += static_cast<double>(x[i]) * y[i];
+    xx += static_cast<double>(x[i]) * x[i];
+    yy += static_cast<double>(y[i]) * y[i];
+  }
+  return xx == 0 && yy == 0 ? 1.0 : xy / std::sqrt(std::max(1e-300, xx * yy));
+}
+
+// bf16 activations against the f32 host: the same step to bf16's precision (~3 significant digits),
+// f32 master weights updated from f32 gradients, the first-layer gradient included.
+TEST_F(TrainCuda, Bf16StepFollowsTheF32Host) {
+  GPPF_REQUIRE_GPU();
+  const TrainConfig hc = config("host"), dc = config("cuda", 1, "bf16");
+  const TaskData data = open_tasks(hc);
+  Network host(hc, data.specs), dev(dc, data.specs);
+  ASSERT_EQ(dev.activation_dtype(), DType::BF16);
+  auto hp = host.parameters(), dp = dev.parameters();
+  int working = 0;
+  for (auto* p : dp) {
+    EXPECT_EQ(p->value.dtype(), DType::F32) << p->name;
+    working += p->working.defined() ? 1 : 0;
+  }
+  EXPECT_GT(working, 10);
+  std::vector<io::Batch> batches;
+  for (const auto& t : hc.tasks) batches.push_back(first_batch(t));
+  for (int t = 0; t < 3; ++t) {
+    const TaskLoss a = host.train_step(t, batches[static_cast<std::size_t>(t)], 0);
+    const TaskLoss b = dev.train_step(t, batches[static_cast<std::size_t>(t)], 0);
+    EXPECT_NEAR(b.total, a.total, 3e-2 * std::max(1.0f, std::abs(a.total))) << "task " << t;
+  }
+  int checked = 0;
+  for (std::size_t i = 0; i < hp.size(); ++i) {
+    ASSERT_EQ(dp[i]->touched, hp[i]->touched) << dp[i]->name;
+    if (!hp[i]->touched || dp[i]->name.find(".router.") != std::string::npos) continue;
+    EXPECT_EQ(dp[i]->grad.dtype(), DType::F32);
+    EXPECT_GT(cosine(dp[i]->grad, hp[i]->grad), 0.98) << dp[i]->name;
+    ++checked;
+  }
+  EXPECT_GT(checked, 20);
+  auto ho = optim::Optimizer::create(hc.optimizer, hp);
+  auto dopt = optim::Optimizer::create(dc.optimizer, dp);
+  ho->step(0.05f);
+  dopt->step(0.05f, dev.stream());
+  for (std::size_t i = 0; i < hp.size(); ++i) EXPECT_LT(scaled_error(dp[i]->value, hp[i]->value), 2e-2) << dp[i]->name;
+  for (int t = 0; t < 3; ++t) {
+    const auto a = evaluate_task(host, t, data.datasets[static_cast<std::size_t>(t)], hc, "test", 0);
+    const auto b = evaluate_task(dev, t, data.datasets[static_cast<std::size_t>(t)], dc, "test", 0);
+    for (const auto& [k, v] : a) EXPECT_NEAR(b.at(k), v, 0.1) << "task " << t << " " << k;
   }
 }
 

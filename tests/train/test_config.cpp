@@ -32,6 +32,11 @@ TEST(Config, DeviceAndTf32) {
   const std::string e = error_of(kBase, {"device=gpu0"});
   EXPECT_NE(e.find("cfg.yaml: key 'device': device 'gpu0' is not host, cuda or cuda:N"), std::string::npos) << e;
   EXPECT_NE(error_of(kBase, {"tf32=maybe"}).find("tf32"), std::string::npos);
+  EXPECT_EQ(parse_config(kBase, {"device=cuda", "precision=bf16"}, "cfg.yaml").precision, "bf16");
+  EXPECT_NE(error_of(kBase, {"precision=bf16"}).find("cfg.yaml: key 'precision': bf16 trains on CUDA only"),
+            std::string::npos);
+  EXPECT_NE(error_of(kBase, {"device=cuda", "precision=fp16"}).find("key 'precision': 'fp16' is not fp32 or bf16"),
+            std::string::npos);
 }
 
 TEST(Config, ParsesAndAppliesOverrides) {
