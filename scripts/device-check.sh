@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: build with CUDA, run the tests that need a GPU (ctest -L cuda; the
-# host tests too with GPPF_DEVICE_ALL=1), the GPU kernel benchmarks (build/bin/bench_cuda_*), whole
-# training steps (`gppf bench step` on gppf-mini and gppf-r50, random data), the bench/*.py PyTorch
-# yardsticks when PyTorch is there, and print a short table. Full logs go under $OUT when it is set.
+# host tests too with GPPF_DEVICE_ALL=1), whole training steps (`gppf bench step` on gppf-mini and on
+# gppf-r50 in bf16 and TF32, random data) and bench/torch_resnet50.py (PyTorch's ResNet-50, when PyTorch
+# is there); the kernel benchmarks (bench_cuda_*, torch_conv.py) with GPPF_DEVICE_KERNELS=1. Prints a
+# short table; full logs go under $OUT when it is set.
 # Nothing is installed: the device machine has the toolkit, cuDNN, NCCL, MPI and serial HDF5 but no
 # oneDNN (DESIGN.md), so the build takes GPPF_ONEDNN=AUTO.
 set -uo pipefail
@@ -40,17 +41,6 @@ fi
 skipped=$(grep -c "(Skipped)" "$out/tests-cuda.log")
 row "cuda tests skipped" "$skipped"
 
-for b in "$build"/bin/bench_cuda_*; do
-  [ -x "$b" ] || continue
-  name=$(basename "$b")
-  if "$b" --benchmark_min_time=0.2 --benchmark_out="$out/$name.json" --benchmark_out_format=json \
-       >"$out/$name.txt" 2>&1; then
-    row "$name" "ok ($(grep -c '^BM_' "$out/$name.txt") rows, $name.txt)"
-  else
-    row "$name" "FAILED ($name.txt)"
-    status=1
-  fi
-done
 # Whole training steps on the GPU, random data of the tasks' shapes (no data set on that machine).
 bench_step() {  # name, then gppf bench step arguments
   local name=$1; shift
@@ -71,10 +61,26 @@ for p in bf16 tf32; do
   row "gppf-r50 train img/s ($p, b256)" "${r50:-none}"
 done
 
+# Kernel benchmarks (bench_cuda_*, torch_conv.py) take minutes: only with GPPF_DEVICE_KERNELS=1.
+kernels=${GPPF_DEVICE_KERNELS:-0}
+if [ "$kernels" = 1 ]; then
+  for b in "$build"/bin/bench_cuda_*; do
+    [ -x "$b" ] || continue
+    name=$(basename "$b")
+    if "$b" --benchmark_min_time=0.2 --benchmark_out="$out/$name.json" --benchmark_out_format=json \
+         >"$out/$name.txt" 2>&1; then
+      row "$name" "ok ($(grep -c '^BM_' "$out/$name.txt") rows, $name.txt)"
+    else
+      row "$name" "FAILED ($name.txt)"
+      status=1
+    fi
+  done
+fi
 if python3 -c "import torch" 2>/dev/null; then
   for py in bench/*.py; do
     [ -f "$py" ] || continue
     name=$(basename "$py" .py)
+    [ "$name" = torch_resnet50 ] || [ "$kernels" = 1 ] || continue
     if timeout 300 python3 "$py" >"$out/$name.txt" 2>&1; then row "$name (PyTorch yardstick)" "ok ($name.txt)";
     else row "$name (PyTorch yardstick)" "FAILED ($name.txt)"; fi
   done
