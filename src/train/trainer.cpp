@@ -14,6 +14,7 @@
 #include <random>
 #include <sstream>
 
+#include "src/core/cuda_runtime.hpp"
 #include "src/core/log.hpp"
 #include "src/optim/optimizer.hpp"
 #include "src/optim/schedule.hpp"
@@ -226,7 +227,11 @@ TrainSummary run_training(const TrainConfig& config, const TrainOptions& options
   if (root)
     log::info("gppf train: ", specs.size(), specs.size() == 1 ? " task, " : " tasks, ", config.backbone.name, " with ",
               config.backbone.num_legos, " legos per layer (top-", config.backbone.top_k, "), ", num_params,
-              " parameters, ", config.steps, " steps on ", net.device().str());
+              " parameters, ", config.steps, " steps on ",
+              net.device().is_host()
+                  ? std::string("the host")
+                  : str(net.device().str(), " (", cuda::device_name(net.device().index), ", ", config.precision,
+                        config.precision == "fp32" && config.tf32 ? ", tf32" : "", ")"));
   for (std::size_t i = 0; i < specs.size() && root; ++i)
     log::info("  task ", specs[i].config.name, ": ", io::task_name(specs[i].config.type), ", ",
               specs[i].manifest.classes.size(), specs[i].manifest.classes.size() == 1 ? " class, " : " classes, ",
