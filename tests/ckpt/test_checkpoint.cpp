@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "src/core/cuda_runtime.hpp"
 #include "src/optim/optimizer.hpp"
 #include "src/train/checkpoint.hpp"
 #include "src/train/network.hpp"
@@ -370,6 +371,15 @@ TEST_F(Checkpoint, EvalReproducesTheSummaryExactly) {
   EXPECT_EQ(t.status, 0) << t.output;
   EXPECT_NE(t.output.find("top1"), std::string::npos) << t.output;
   EXPECT_NE(run_gppf("eval --checkpoint " + ckpt(run, 12) + " --task nope").status, 0);
+  // --device overrides the checkpoint's: host reproduces it; a GPU where none is gives one line.
+  const CommandResult h = run_gppf("eval --checkpoint " + run.string() + " --json --device host", false);
+  ASSERT_EQ(h.status, 0) << h.output;
+  EXPECT_EQ(json::parse(h.output), got);
+  if (!cuda::available()) {
+    const CommandResult g = run_gppf("eval --checkpoint " + run.string() + " --device cuda:3");
+    EXPECT_EQ(g.status, 1);
+    EXPECT_NE(g.output.find("key 'device': cuda:3"), std::string::npos) << g.output;
+  }
   // A damaged checkpoint: non-zero, one line naming it.
   const fs::path bad = s_dir / "eval-truncated.h5";
   fs::copy_file(ckpt(run, 12), bad, fs::copy_options::overwrite_existing);
