@@ -5,6 +5,9 @@
 #include <utility>
 
 #include "io/dataset.hpp"
+#include "io/loader.hpp"
+#include "src/core/error.hpp"
+#include "src/train/config.hpp"
 
 namespace gppf::test {
 
@@ -67,6 +70,26 @@ inline void write_squares(const std::string& dir, int n_train, int n_test, std::
       w.add(split, s, "squares");
     }
   w.finish();
+}
+
+// The `tasks:` section the training tests share: classification of dir/bars, detection and
+// segmentation of dir/squares.
+inline std::string tiny_tasks_yaml(const std::string& dir) {
+  return str("tasks:\n  - {name: bars, type: classification, dataset: ", dir,
+             "/bars, batch_size: 16}\n  - {name: det, type: detection, dataset: ", dir,
+             "/squares, batch_size: 8}\n  - {name: seg, type: segmentation, dataset: ", dir,
+             "/squares, batch_size: 8}\n");
+}
+
+// The first batch of a task's training split, in file order: the same batch for every network a
+// test compares.
+inline io::Batch first_batch(const train::TaskConfig& t) {
+  io::LoaderConfig lc;
+  lc.batch_size = t.batch_size;
+  lc.workers = 1;
+  lc.pinned = false;
+  io::Loader loader(io::Dataset::open(t.dataset), lc);
+  return loader.next();
 }
 
 }  // namespace gppf::test

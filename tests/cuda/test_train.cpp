@@ -60,14 +60,8 @@ model:
   top_k: 2
   routing: {warmup: soft, warmup_steps: 1, balance_weight: 0.01}
   neck: {first_stage: 0, channels: 8}
-tasks:
-  - {name: bars, type: classification, dataset: )",
-                                 (s_dir / "bars").string(), R"(, batch_size: 16}
-  - {name: det, type: detection, dataset: )",
-                                 (s_dir / "squares").string(), R"(, batch_size: 8}
-  - {name: seg, type: segmentation, dataset: )",
-                                 (s_dir / "squares").string(), R"(, batch_size: 8}
-)");
+)",
+                                 test::tiny_tasks_yaml(s_dir.string()));
     return parse_config(yaml, {}, "tiny-" + device + ".yaml");
   }
 
@@ -75,14 +69,7 @@ tasks:
 };
 fs::path TrainCuda::s_dir;
 
-io::Batch first_batch(const TaskConfig& t) {
-  io::LoaderConfig lc;
-  lc.batch_size = t.batch_size;
-  lc.workers = 1;
-  lc.pinned = false;
-  io::Loader loader(io::Dataset::open(t.dataset), lc);
-  return loader.next();
-}
+using test::first_batch;
 
 // Largest |a - b| over max(|b|) of the tensor, so that near-zero entries do not dominate.
 double scaled_error(const Tensor& a, const Tensor& b) {

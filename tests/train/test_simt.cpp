@@ -50,14 +50,8 @@ model:
   top_k: 1
   routing: {warmup: none}
   neck: {first_stage: 0, channels: 8}
-tasks:
-  - {name: bars, type: classification, dataset: )",
-                                 (s_dir / "bars").string(), R"(, batch_size: 16}
-  - {name: det, type: detection, dataset: )",
-                                 (s_dir / "squares").string(), R"(, batch_size: 8}
-  - {name: seg, type: segmentation, dataset: )",
-                                 (s_dir / "squares").string(), R"(, batch_size: 8}
-)");
+)",
+                                 test::tiny_tasks_yaml(s_dir.string()));
     return parse_config(yaml, {}, "tiny.yaml");
   }
 
@@ -71,14 +65,7 @@ std::vector<TaskSpec> specs_of(const TrainConfig& c) {
   return specs;
 }
 
-io::Batch first_batch(const TaskConfig& t) {
-  io::LoaderConfig lc;
-  lc.batch_size = t.batch_size;
-  lc.workers = 1;
-  lc.pinned = false;
-  io::Loader loader(io::Dataset::open(t.dataset), lc);
-  return loader.next();
-}
+using test::first_batch;
 
 TEST_F(Simt, OneStepAccumulatesThePerTaskGradients) {
   const TrainConfig c = tiny_config(1);
