@@ -180,10 +180,15 @@ tasks:
 EOF
 
 # ---- submit, warn, requeue, resume ----
+# Submits jobs/gppf-cpu.sbatch with config $1 into $run, output to $out; more VAR=value follow.
+submit() {
+  local config=$1; shift
+  job=$(cd "$tmp" && env GPPF_BIN="$gppf" GPPF_CONFIG="$config" GPPF_RUN_DIR="$run" "$@" \
+    sbatch --parsable --output="$out" "$src/jobs/gppf-cpu.sbatch") || fail "sbatch of $config failed"
+}
 run=$tmp/run
 out=$tmp/job.out
-job=$(cd "$tmp" && GPPF_BIN=$gppf GPPF_CONFIG=$tmp/tiny.yaml GPPF_RUN_DIR=$run \
-  sbatch --parsable --output="$out" "$src/jobs/gppf-cpu.sbatch")
+submit "$tmp/tiny.yaml"
 echo "slurm_test: submitted job $job"
 job_field() { scontrol show job "$job" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -1; }
 wait_for() {  # seconds description command...
@@ -267,8 +272,7 @@ tasks:
 YAML
 run=$tmp/ft
 out=$tmp/ft.out
-job=$(cd "$tmp" && GPPF_BIN=$gppf GPPF_CONFIG=$tmp/ft.yaml GPPF_RUN_DIR=$run GPPF_FINETUNE_FROM=$tmp/run \
-  sbatch --parsable --output="$out" "$src/jobs/gppf-cpu.sbatch") || fail "sbatch of the finetune job failed"
+submit "$tmp/ft.yaml" GPPF_FINETUNE_FROM="$tmp/run"
 echo "slurm_test: submitted finetune job $job"
 tuning() { [ -f "$run/probe/summary.json" ] && steps_logged; }
 wait_for 60 "the fine-tune phase's first steps" tuning
