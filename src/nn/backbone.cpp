@@ -106,12 +106,8 @@ void Stem::backward(const RunState& rs, const Tensor& dy_in) {
     return;
   }
   const auto mode = m_weight.take_grad_mode();
-  if (m_x.dim(3) == 3 && m_x.dtype() == DType::F32) {
-    kernels::conv2d_bwd_filter(m_params, m_x, dc, m_weight.grad, nullptr, mode, rs.stream);
-  } else if (m_x.dim(3) == 3) {  // bf16: cuDNN writes the filter gradient in the activations' dtype
-    Tensor dw = Tensor::empty(m_weight.value.shape(), m_x.dtype(), m_x.device());
-    kernels::conv2d_bwd_filter(m_params, m_x, dc, dw, nullptr, kernels::GradMode::Overwrite, rs.stream);
-    add_low_precision_grad(m_weight, dw, mode, rs.stream);
+  if (m_x.dim(3) == 3) {
+    conv2d_filter_grad(m_params, m_x, dc, m_weight, nullptr, mode, rs.stream);
   } else {
     // d/dW_c of conv(x, sum_c W_c) is the same for every c.
     Tensor dw1 = Tensor::empty(m_w_used.shape(), m_x.dtype(), m_w_used.device());

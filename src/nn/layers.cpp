@@ -3,11 +3,28 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cast.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/linear.hpp"
 #include "src/dist/comm.hpp"
 
 namespace gppf::nn {
+
+void conv2d_filter_grad(const kernels::Conv2dParams& p, const Tensor& x, const Tensor& dy, Parameter& weight,
+                        Parameter* bias, kernels::GradMode mode, const Stream& stream) {
+  if (x.dtype() == DType::F32) {
+    kernels::conv2d_bwd_filter(p, x, dy, weight.grad, bias ? &bias->grad : nullptr, mode, stream);
+    return;
+  }
+  Tensor dw = Tensor::empty(weight.value.shape(), x.dtype(), x.device());
+  kernels::conv2d_bwd_filter(p, x, dy, dw, nullptr, kernels::GradMode::Overwrite, stream);
+  if (mode == kernels::GradMode::Overwrite) {
+    kernels::cast(dw, weight.grad, stream);
+  } else {
+    kernels::axpby(1.0f, kernels::cast(dw, DType::F32, stream), 1.0f, weight.grad, stream);
+  }
+  if (bias) kernels::reduce_rows(dy, bias->grad, mode, stream);
+}
 
 Conv2d::Conv2d(std::string name, const ConvSpec& spec, std::mt19937_64& rng) : m_spec(spec) {
   GPPF_CHECK(spec.in_channels > 0 && spec.out_channels > 0 && spec.groups > 0 && spec.in_channels % spec.groups == 0 &&
@@ -49,16 +66,7 @@ void Conv2d::backward(const RunState& rs, const Tensor& dy, Tensor* dx, kernels:
   if (m_weight.trainable || (m_bias.value.defined() && m_bias.trainable)) {
     const auto mode = m_weight.take_grad_mode();
     if (m_bias.value.defined()) m_bias.take_grad_mode();
-    if (dy.dtype() == DType::BF16) {
-      // cuDNN writes the filter gradient in the activations' dtype: through a bf16 buffer into f32.
-      Tensor dw = Tensor::empty(m_weight.value.shape(), DType::BF16, dy.device());
-      kernels::conv2d_bwd_filter(m_params, m_x, dy, dw, nullptr, kernels::GradMode::Overwrite, rs.stream);
-      add_low_precision_grad(m_weight, dw, mode, rs.stream);
-      if (m_bias.value.defined()) kernels::reduce_rows(dy, m_bias.grad, mode, rs.stream);
-    } else {
-      kernels::conv2d_bwd_filter(m_params, m_x, dy, m_weight.grad, m_bias.value.defined() ? &m_bias.grad : nullptr,
-                                 mode, rs.stream);
-    }
+    conv2d_filter_grad(m_params, m_x, dy, m_weight, m_bias.value.defined() ? &m_bias : nullptr, mode, rs.stream);
   }
   m_x = Tensor();
 }

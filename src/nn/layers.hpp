@@ -8,6 +8,12 @@
 
 namespace gppf::nn {
 
+// The filter (and bias, when non-null) gradient of a convolution of x into the parameters' f32 grad,
+// written or added per `mode`. bf16 activations: cuDNN writes the filter gradient in their dtype, so
+// it goes through a bf16 buffer and is widened.
+void conv2d_filter_grad(const kernels::Conv2dParams& p, const Tensor& x, const Tensor& dy, Parameter& weight,
+                        Parameter* bias, kernels::GradMode mode, const Stream& stream);
+
 struct ConvSpec {
   int in_channels = 0, out_channels = 0;
   int kernel = 1, stride = 1, padding = 0, groups = 1;

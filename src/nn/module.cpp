@@ -2,9 +2,6 @@
 
 #include <cmath>
 
-#include "kernels/cast.hpp"
-#include "kernels/elementwise.hpp"
-
 namespace gppf::nn {
 
 Tensor he_normal(const Shape& shape, std::int64_t fan_in, std::mt19937_64& rng, float gain) {
@@ -28,15 +25,6 @@ Parameter make_parameter(std::string name, Tensor value, bool decay) {
   p.value = std::move(value);
   p.decay = decay;
   return p;
-}
-
-void add_low_precision_grad(Parameter& p, const Tensor& g, kernels::GradMode mode, const Stream& stream) {
-  if (mode == kernels::GradMode::Overwrite) {
-    kernels::cast(g, p.grad, stream);
-    return;
-  }
-  const Tensor wide = kernels::cast(g, DType::F32, stream);
-  kernels::axpby(1.0f, wide, 1.0f, p.grad, stream);
 }
 
 }  // namespace gppf::nn

@@ -57,8 +57,4 @@ Tensor constant(const Shape& shape, float value);
 // A new f32 Parameter with its gradient buffer.
 Parameter make_parameter(std::string name, Tensor value, bool decay);
 
-// Writes (mode Overwrite) or adds (Accumulate) a gradient computed in bf16 into p.grad (f32): a
-// cuDNN filter gradient takes its inputs' dtype.
-void add_low_precision_grad(Parameter& p, const Tensor& g, kernels::GradMode mode, const Stream& stream);
-
 }  // namespace gppf::nn

@@ -153,16 +153,21 @@ Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
 
 Stream Network::stream() const { return m_device.is_cuda() ? Stream{m_device, nullptr} : Stream::host(); }
 
+Tensor Network::to_device(const Tensor& t) const {
+  return t.defined() && t.device() != m_device ? t.to(m_device, stream()) : t;
+}
+
+Tensor Network::input_on_device(const Tensor& images) const {
+  const Tensor x = to_device(images);
+  return x.dtype() == m_act ? x : kernels::cast(x, m_act, stream());
+}
+
 io::Batch Network::on_device(const io::Batch& batch) const {
   if (m_device.is_host()) return batch;
   io::Batch b = batch;
-  auto move = [&](Tensor& t) {
-    if (t.defined() && t.device() != m_device) t = t.to(m_device, stream());
-  };
-  move(b.images);
-  move(b.labels);
-  move(b.masks);
-  if (b.images.dtype() != m_act) b.images = kernels::cast(b.images, m_act, stream());
+  b.images = input_on_device(b.images);
+  b.labels = to_device(b.labels);
+  b.masks = to_device(b.masks);
   return b;
 }
 
@@ -286,9 +291,7 @@ TaskLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t
       const int oh = static_cast<int>(out.heatmap.dim(1)), ow = static_cast<int>(out.heatmap.dim(2));
       const int stride = spec.height / oh;
       CenterNetTargets tg = encode_centernet(batch.boxes, oh, ow, stride, spec.num_classes);
-      if (m_device.is_cuda()) {
-        for (Tensor* x : {&tg.heatmap, &tg.size, &tg.offset, &tg.weight}) *x = x->to(m_device, rs.stream);
-      }
+      for (Tensor* x : {&tg.heatmap, &tg.size, &tg.offset, &tg.weight}) *x = to_device(*x);
       nn::DetectionOutputs grads{Tensor::empty(out.heatmap.shape(), m_act, m_device),
                                  Tensor::empty(out.size.shape(), m_act, m_device),
                                  Tensor::empty(out.offset.shape(), m_act, m_device)};
@@ -356,11 +359,8 @@ void Network::calibrate(int task, const io::Batch& host_batch, int index) {
   }
 }
 
-void Network::evaluate(int task, const io::Batch& host_batch, TaskEvaluator& eval) {
-  const io::Batch& batch = host_batch;  // labels and masks are read on the host
-  io::Batch images_only;
-  images_only.images = host_batch.images;
-  const Tensor images = on_device(images_only).images;
+void Network::evaluate(int task, const io::Batch& batch, TaskEvaluator& eval) {
+  const Tensor images = input_on_device(batch.images);  // labels and masks are read on the host
   const auto t = static_cast<std::size_t>(task);
   const TaskSpec& spec = m_tasks[t];
   nn::RunState rs = begin(task, false, false, -1.0f, 0, images.shape());

@@ -120,6 +120,10 @@ class Network {
   Device m_device;
   DType m_act = DType::F32;  // activations (config precision)
   std::function<void(int)> m_grads_final;
+  // A tensor on the network's device (itself when it is there), and the input images there in the
+  // activations' dtype.
+  Tensor to_device(const Tensor& t) const;
+  Tensor input_on_device(const Tensor& images) const;
   // bf16: casts every weight's master value into its working copy (before each pass; cheap next to
   // the pass, and always current after optimizer steps, checkpoint loads and fine-tune set-up).
   void refresh_working_copies();
