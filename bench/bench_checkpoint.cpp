@@ -12,7 +12,7 @@
 #include <filesystem>
 #include <memory>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "src/train/checkpoint.hpp"
 
 namespace fs = std::filesystem;

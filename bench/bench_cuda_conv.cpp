@@ -10,7 +10,7 @@
 
 #include "kernels/cast.hpp"
 #include "kernels/conv.hpp"
-#include "src/core/cuda_runtime.hpp"
+#include "core/cuda_runtime.hpp"
 
 namespace {
 

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <vector>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf::io {
 namespace {

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf::io {
 

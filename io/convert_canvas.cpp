@@ -13,8 +13,8 @@
 #include "io/convert.hpp"
 #include "io/image_codec.hpp"
 #include "io/random.hpp"
-#include "src/core/error.hpp"
-#include "src/core/log.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
 
 namespace fs = std::filesystem;
 

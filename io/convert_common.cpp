@@ -18,7 +18,7 @@ std::string derive_split(std::uint64_t seed, std::int64_t index, double val_frac
 #include <fstream>
 
 #include "io/file_util.hpp"
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf::io {
 

@@ -6,8 +6,8 @@
 #include <filesystem>
 
 #include "io/convert.hpp"
-#include "src/core/error.hpp"
-#include "src/core/log.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
 
 namespace fs = std::filesystem;
 

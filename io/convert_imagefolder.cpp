@@ -7,8 +7,8 @@
 #include "io/convert.hpp"
 #include "io/file_util.hpp"
 #include "io/image_codec.hpp"
-#include "src/core/error.hpp"
-#include "src/core/log.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
 
 namespace fs = std::filesystem;
 

@@ -11,8 +11,8 @@
 
 #include "io/checksum.hpp"
 #include "io/image_codec.hpp"
-#include "src/core/error.hpp"
-#include "src/core/log.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;

@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf::io::h5 {
 namespace {

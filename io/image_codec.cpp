@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf::io {
 

@@ -11,9 +11,9 @@
 
 #include "io/image_codec.hpp"
 #include "io/random.hpp"
-#include "src/core/cuda_runtime.hpp"
-#include "src/core/error.hpp"
-#include "src/core/log.hpp"
+#include "core/cuda_runtime.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
 
 namespace gppf::io {
 

@@ -16,7 +16,7 @@
 
 #include "io/augment.hpp"
 #include "io/dataset.hpp"
-#include "src/core/tensor.hpp"
+#include "core/tensor.hpp"
 
 namespace gppf::io {
 

@@ -5,7 +5,7 @@
 
 #include "io/checksum.hpp"
 #include "io/image_codec.hpp"
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace fs = std::filesystem;
 

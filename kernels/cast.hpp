@@ -3,7 +3,7 @@
 // Also the worked example of the kernel pattern: a functor in kernels/functors/, a host entry in
 // kernels/host/, a CUDA entry in kernels/cuda/, dispatch on the device in one place.
 #include "kernels/functors/cast.hpp"
-#include "src/core/tensor.hpp"
+#include "core/tensor.hpp"
 
 namespace gppf::kernels {
 

@@ -10,7 +10,7 @@
 //   dtype).
 // - Gradients of parameters are written or accumulated, per GradMode: SIMT sums the gradients of
 //   every task's path into one buffer before the optimizer step.
-#include "src/core/tensor.hpp"
+#include "core/tensor.hpp"
 
 namespace gppf::kernels {
 

@@ -10,7 +10,7 @@
 #include <span>
 
 #include "kernels/functors/optim.hpp"
-#include "src/core/tensor.hpp"
+#include "core/tensor.hpp"
 
 namespace gppf::kernels {
 

@@ -5,7 +5,7 @@
 // (DESIGN.md, "portable kernels").
 #include <cstdint>
 
-#include "src/core/hd.hpp"
+#include "core/hd.hpp"
 
 namespace gppf::kernels {
 

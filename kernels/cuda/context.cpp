@@ -5,7 +5,7 @@
 #include <mutex>
 #include <utility>
 
-#include "src/core/cuda_runtime.hpp"
+#include "core/cuda_runtime.hpp"
 
 namespace gppf::kernels::cuda {
 namespace {

@@ -4,7 +4,7 @@
 // handles on every op.
 #include <cstddef>
 
-#include "kernels/cuda/check.hpp"
+#include "core/cuda/check.hpp"
 
 namespace gppf::kernels::cuda {
 

@@ -17,7 +17,7 @@
 #include "kernels/cast.hpp"
 #include "kernels/cuda/context.hpp"
 #include "kernels/cuda/conv_bias.hpp"
-#include "src/core/log.hpp"
+#include "core/log.hpp"
 
 namespace gppf::kernels::cuda {
 namespace {

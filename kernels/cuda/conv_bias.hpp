@@ -3,7 +3,7 @@
 // bias in the activations' dtype, ours take f32 or bf16 either way.
 #include <cstdint>
 
-#include "kernels/cuda/check.hpp"
+#include "core/cuda/check.hpp"
 #include "kernels/functors/cast.hpp"
 
 namespace gppf::kernels::cuda {

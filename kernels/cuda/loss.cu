@@ -8,11 +8,11 @@
 #include <mutex>
 
 #include "kernels/cast.hpp"
-#include "kernels/cuda/check.hpp"
+#include "core/cuda/check.hpp"
 #include "kernels/cuda/context.hpp"
 #include "kernels/functors/loss.hpp"
 #include "kernels/loss.hpp"
-#include "src/core/cuda_runtime.hpp"
+#include "core/cuda_runtime.hpp"
 
 namespace gppf::kernels::cuda {
 namespace {

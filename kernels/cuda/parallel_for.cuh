@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "kernels/cuda/check.hpp"
+#include "core/cuda/check.hpp"
 #include "kernels/parallel_for.hpp"
 
 namespace gppf::kernels {

@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "kernels/parallel_for.hpp"
-#include "src/core/dtype.hpp"
+#include "core/dtype.hpp"
 
 namespace gppf::kernels {
 

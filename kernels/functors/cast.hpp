@@ -3,7 +3,7 @@
 #include <cstdint>
 
 #include "kernels/parallel_for.hpp"
-#include "src/core/half.hpp"
+#include "core/half.hpp"
 
 namespace gppf::kernels {
 

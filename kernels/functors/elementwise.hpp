@@ -4,8 +4,8 @@
 #include <cstdint>
 
 #include "kernels/parallel_for.hpp"
-#include "src/core/dtype.hpp"
-#include "src/core/tensor.hpp"
+#include "core/dtype.hpp"
+#include "core/tensor.hpp"
 
 namespace gppf::kernels {
 

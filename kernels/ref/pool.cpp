@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf::kernels::ref {
 namespace {

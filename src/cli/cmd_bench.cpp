@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "src/cli/commands.hpp"
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "src/dist/mpi.hpp"
 #include "src/train/bench_comm.hpp"
 #include "src/train/bench_step.hpp"

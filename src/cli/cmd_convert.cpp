@@ -5,7 +5,7 @@
 #include "io/convert.hpp"
 #include "io/convert_emoji.hpp"
 #include "src/cli/commands.hpp"
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf::cli {
 namespace {

@@ -6,8 +6,8 @@
 #include <string>
 
 #include "src/cli/commands.hpp"
-#include "src/core/error.hpp"
-#include "src/core/log.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
 #include "src/train/checkpoint.hpp"
 #include "src/train/config.hpp"
 #include "src/train/network.hpp"

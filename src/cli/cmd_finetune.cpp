@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "src/cli/commands.hpp"
-#include "src/core/error.hpp"
-#include "src/core/log.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
 #include "src/dist/mpi.hpp"
 #include "src/train/checkpoint.hpp"
 #include "src/train/config.hpp"

@@ -9,7 +9,7 @@
 
 #include "io/verify.hpp"
 #include "src/cli/commands.hpp"
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "src/nn/backbone.hpp"
 #include "src/train/checkpoint.hpp"
 #include "src/train/config.hpp"

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "src/cli/commands.hpp"
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "src/dist/mpi.hpp"
 #include "src/train/config.hpp"
 #include "src/train/trainer.hpp"

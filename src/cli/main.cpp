@@ -4,9 +4,9 @@
 
 #include "gppf/build_info.hpp"
 #include "src/cli/commands.hpp"
-#include "src/core/cuda_runtime.hpp"
-#include "src/core/error.hpp"
-#include "src/core/log.hpp"
+#include "core/cuda_runtime.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
 
 namespace {
 

@@ -9,8 +9,8 @@
 #include <cstdlib>
 #include <thread>
 
-#include "src/core/error.hpp"
-#include "src/core/log.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
 #include "src/dist/mpi.hpp"
 
 namespace gppf::dist {

@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf::dist {
 

@@ -7,7 +7,7 @@
 #include <functional>
 #include <vector>
 
-#include "src/core/tensor.hpp"
+#include "core/tensor.hpp"
 #include "src/dist/comm.hpp"
 #include "src/dist/layout.hpp"
 

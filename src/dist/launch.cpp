@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <numeric>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf::dist {
 namespace {

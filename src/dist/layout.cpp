@@ -4,7 +4,7 @@
 #include <numeric>
 #include <sstream>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf::dist {
 

@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "src/core/log.hpp"
+#include "core/log.hpp"
 #include "src/dist/launch.hpp"
 
 namespace gppf::dist {

@@ -5,7 +5,7 @@
 #include <memory>
 #include <string>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 #define GPPF_MPI_CHECK(call)                                             \
   do {                                                                   \

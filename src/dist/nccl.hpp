@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "src/core/device.hpp"
+#include "core/device.hpp"
 
 namespace gppf::dist {
 

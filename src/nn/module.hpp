@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "src/core/tensor.hpp"
+#include "core/tensor.hpp"
 #include "src/nn/parameter.hpp"
 
 namespace gppf::dist {

@@ -5,8 +5,8 @@
 #include <string>
 
 #include "kernels/common.hpp"
-#include "src/core/error.hpp"
-#include "src/core/tensor.hpp"
+#include "core/error.hpp"
+#include "core/tensor.hpp"
 
 namespace gppf::nn {
 

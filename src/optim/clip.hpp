@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <vector>
 
-#include "src/core/tensor.hpp"
+#include "core/tensor.hpp"
 #include "src/nn/parameter.hpp"
 
 namespace gppf::optim {

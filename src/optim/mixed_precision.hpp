@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "src/core/tensor.hpp"
+#include "core/tensor.hpp"
 #include "src/nn/parameter.hpp"
 
 namespace gppf::optim {

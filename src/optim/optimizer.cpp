@@ -4,7 +4,7 @@
 #include <set>
 
 #include "kernels/optim.hpp"
-#include "src/core/log.hpp"
+#include "core/log.hpp"
 
 namespace gppf::optim {
 

@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "src/core/tensor.hpp"
+#include "core/tensor.hpp"
 #include "src/nn/parameter.hpp"
 #include "src/optim/clip.hpp"
 #include "src/optim/mixed_precision.hpp"

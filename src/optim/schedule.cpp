@@ -4,7 +4,7 @@
 #include <cmath>
 #include <numbers>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf::optim {
 

@@ -8,7 +8,7 @@
 #include <map>
 #include <set>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "src/report/chart.hpp"
 #include "src/report/html.hpp"
 

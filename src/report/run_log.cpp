@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf::report {
 namespace {

@@ -6,8 +6,8 @@
 #include <filesystem>
 #include <set>
 
-#include "src/core/cuda_runtime.hpp"
-#include "src/core/error.hpp"
+#include "core/cuda_runtime.hpp"
+#include "core/error.hpp"
 
 namespace gppf::train {
 namespace {

@@ -21,7 +21,7 @@
 #include <utility>
 #include <vector>
 
-#include "src/core/tensor.hpp"
+#include "core/tensor.hpp"
 #include "src/nn/parameter.hpp"
 #include "src/train/checkpoint.hpp"
 

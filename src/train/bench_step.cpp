@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "src/core/cuda_runtime.hpp"
+#include "core/cuda_runtime.hpp"
 #include "src/optim/optimizer.hpp"
 #include "src/train/network.hpp"
 #include "src/train/trainer.hpp"

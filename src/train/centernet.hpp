@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "io/dataset.hpp"
-#include "src/core/tensor.hpp"
+#include "core/tensor.hpp"
 #include "src/train/metrics.hpp"
 
 namespace gppf::train {

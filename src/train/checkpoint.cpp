@@ -17,8 +17,8 @@
 #include "gppf/build_info.hpp"
 #include "io/checksum.hpp"
 #include "io/h5.hpp"
-#include "src/core/error.hpp"
-#include "src/core/log.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
 #include "src/dist/mpi.hpp"
 
 namespace gppf::train {

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "io/loader.hpp"
-#include "src/core/tensor.hpp"
+#include "core/tensor.hpp"
 #include "src/nn/module.hpp"
 #include "src/nn/parameter.hpp"
 

@@ -8,7 +8,7 @@
 #include <regex>
 #include <set>
 
-#include "src/core/log.hpp"
+#include "core/log.hpp"
 #include "src/dist/mpi.hpp"
 #include "src/train/network.hpp"
 

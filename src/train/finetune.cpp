@@ -5,7 +5,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "src/core/log.hpp"
+#include "core/log.hpp"
 #include "src/dist/mpi.hpp"
 #include "src/train/checkpoint.hpp"
 #include "src/train/network.hpp"

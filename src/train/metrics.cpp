@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <numeric>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf::train {
 

@@ -6,7 +6,7 @@
 #include "kernels/cast.hpp"
 #include "kernels/common.hpp"
 #include "kernels/loss.hpp"
-#include "src/core/cuda_runtime.hpp"
+#include "core/cuda_runtime.hpp"
 #include "src/dist/exchange.hpp"
 #include "src/train/centernet.hpp"
 

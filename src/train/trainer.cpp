@@ -14,8 +14,8 @@
 #include <random>
 #include <sstream>
 
-#include "src/core/cuda_runtime.hpp"
-#include "src/core/log.hpp"
+#include "core/cuda_runtime.hpp"
+#include "core/log.hpp"
 #include "src/optim/optimizer.hpp"
 #include "src/optim/schedule.hpp"
 #include "src/train/async_checkpoint.hpp"

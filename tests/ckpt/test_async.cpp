@@ -17,7 +17,7 @@
 
 #include "io/checksum.hpp"
 #include "io/h5.hpp"
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "src/train/async_checkpoint.hpp"
 #include "src/train/checkpoint.hpp"
 

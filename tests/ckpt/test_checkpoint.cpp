@@ -17,7 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "src/core/cuda_runtime.hpp"
+#include "core/cuda_runtime.hpp"
 #include "src/optim/optimizer.hpp"
 #include "src/train/checkpoint.hpp"
 #include "src/train/network.hpp"

@@ -14,7 +14,7 @@
 #include <fstream>
 #include <thread>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "src/train/checkpoint.hpp"
 #include "tests/common/files.hpp"
 

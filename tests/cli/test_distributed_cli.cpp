@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "tests/common/checkpoint_compare.hpp"
 #include "tests/common/datasets.hpp"
 

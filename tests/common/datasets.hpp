@@ -6,7 +6,7 @@
 
 #include "io/dataset.hpp"
 #include "io/loader.hpp"
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "src/train/config.hpp"
 
 namespace gppf::test {

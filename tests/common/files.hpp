@@ -6,7 +6,7 @@
 #include <iterator>
 #include <string>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "src/train/checkpoint.hpp"
 
 namespace gppf::test {

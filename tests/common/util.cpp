@@ -4,7 +4,7 @@
 #include <cmath>
 #include <random>
 
-#include "src/core/cuda_runtime.hpp"
+#include "core/cuda_runtime.hpp"
 
 namespace gppf::test {
 

@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "src/core/tensor.hpp"
+#include "core/tensor.hpp"
 
 namespace gppf::test {
 

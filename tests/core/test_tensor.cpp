@@ -3,7 +3,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "src/core/tensor.hpp"
+#include "core/tensor.hpp"
 
 namespace gppf {
 namespace {

@@ -10,7 +10,7 @@
 #include "kernels/elementwise.hpp"
 #include "kernels/linear.hpp"
 #include "kernels/resample.hpp"
-#include "src/core/cuda_runtime.hpp"
+#include "core/cuda_runtime.hpp"
 #include "tests/common/util.hpp"
 
 namespace gppf {

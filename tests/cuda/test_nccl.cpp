@@ -4,8 +4,8 @@
 #include <gtest/gtest.h>
 
 #include "gppf/build_info.hpp"
-#include "src/core/cuda_runtime.hpp"
-#include "src/core/tensor.hpp"
+#include "core/cuda_runtime.hpp"
+#include "core/tensor.hpp"
 #include "src/dist/nccl.hpp"
 #include "tests/common/util.hpp"
 

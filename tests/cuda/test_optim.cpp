@@ -7,7 +7,7 @@
 
 #include "kernels/cast.hpp"
 #include "kernels/optim.hpp"
-#include "src/core/cuda_runtime.hpp"
+#include "core/cuda_runtime.hpp"
 #include "src/optim/optimizer.hpp"
 #include "tests/common/util.hpp"
 

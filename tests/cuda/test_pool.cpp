@@ -6,7 +6,7 @@
 
 #include "kernels/cast.hpp"
 #include "kernels/pool.hpp"
-#include "src/core/cuda_runtime.hpp"
+#include "core/cuda_runtime.hpp"
 #include "tests/common/util.hpp"
 
 namespace gppf {

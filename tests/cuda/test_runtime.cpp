@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
-#include "src/core/cuda_runtime.hpp"
-#include "src/core/tensor.hpp"
+#include "core/cuda_runtime.hpp"
+#include "core/tensor.hpp"
 #include "tests/common/util.hpp"
 
 namespace gppf {

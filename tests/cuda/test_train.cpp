@@ -12,7 +12,7 @@
 #include "io/dataset.hpp"
 #include "io/loader.hpp"
 #include "kernels/common.hpp"
-#include "src/core/cuda_runtime.hpp"
+#include "core/cuda_runtime.hpp"
 #include "src/optim/optimizer.hpp"
 #include "src/train/bench_step.hpp"
 #include "src/train/checkpoint.hpp"

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "io/dataset.hpp"
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf::test {
 

@@ -9,7 +9,7 @@
 #include "io/h5.hpp"
 #include "io/image_codec.hpp"
 #include "io/verify.hpp"
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "tests/data/fixtures.hpp"
 
 namespace fs = std::filesystem;

@@ -6,7 +6,7 @@
 
 #include <map>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "src/dist/launch.hpp"
 
 namespace gppf::dist {

@@ -12,7 +12,7 @@
 #include <memory>
 #include <set>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "src/dist/mpi.hpp"
 #include "src/train/checkpoint.hpp"
 #include "tests/common/files.hpp"

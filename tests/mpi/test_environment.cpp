@@ -3,7 +3,7 @@
 
 #include <vector>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "src/dist/mpi.hpp"
 
 namespace {

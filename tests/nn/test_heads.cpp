@@ -7,7 +7,7 @@
 #include <string>
 #include <tuple>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "src/nn/heads.hpp"
 #include "tests/common/gradcheck.hpp"
 #include "tests/common/util.hpp"

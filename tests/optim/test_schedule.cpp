@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "src/optim/schedule.hpp"
 
 namespace gppf {

@@ -11,7 +11,7 @@
 #include <sstream>
 #include <string>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "src/report/chart.hpp"
 #include "src/report/html.hpp"
 #include "src/report/report.hpp"

@@ -1,7 +1,7 @@
 // mAP and mIoU on cases computed by hand.
 #include <gtest/gtest.h>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 #include "src/train/metrics.hpp"
 
 namespace gppf::train {

@@ -1,6 +1,6 @@
-#include "src/core/dtype.hpp"
+#include "core/dtype.hpp"
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf {
 

@@ -1,6 +1,6 @@
 #include "src/dist/nccl.hpp"
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf::dist {
 namespace {

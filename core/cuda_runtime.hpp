@@ -1,11 +1,11 @@
 #pragma once
 // The CUDA runtime as the rest of the trainer sees it: no CUDA headers here. Implemented in
-// kernels/cuda/runtime.cpp; a build without CUDA links kernels/stub/runtime.cpp, whose functions
+// core/cuda/runtime.cpp; a build without CUDA links core/stub/runtime.cpp, whose functions
 // say that CUDA is not built in (cuda_available() is simply false there).
 #include <cstddef>
 #include <string>
 
-#include "src/core/device.hpp"
+#include "core/device.hpp"
 
 namespace gppf::cuda {
 

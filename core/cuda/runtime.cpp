@@ -2,8 +2,8 @@
 #include <mutex>
 #include <vector>
 
-#include "kernels/cuda/check.hpp"
-#include "src/core/cuda_runtime.hpp"
+#include "core/cuda/check.hpp"
+#include "core/cuda_runtime.hpp"
 
 namespace gppf::cuda {
 namespace {

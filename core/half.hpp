@@ -3,7 +3,7 @@
 // without cuda_bf16.h. Rounding is round-to-nearest-even, as __float2bfloat16_rn / __float2half_rn.
 #include <cstdint>
 
-#include "src/core/hd.hpp"
+#include "core/hd.hpp"
 
 namespace gppf {
 

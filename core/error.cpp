@@ -1,4 +1,4 @@
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 #include <atomic>
 #include <cstring>

@@ -1,6 +1,6 @@
-#include "src/core/device.hpp"
+#include "core/device.hpp"
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf {
 

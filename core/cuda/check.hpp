@@ -5,8 +5,8 @@
 #include <cudnn.h>
 #include <nccl.h>
 
-#include "src/core/device.hpp"
-#include "src/core/error.hpp"
+#include "core/device.hpp"
+#include "core/error.hpp"
 
 #define GPPF_CUDA_CHECK(call)                                                                \
   do {                                                                                       \

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "src/core/half.hpp"
+#include "core/half.hpp"
 
 namespace gppf {
 

@@ -1,4 +1,4 @@
-#include "src/core/tensor.hpp"
+#include "core/tensor.hpp"
 
 #include <malloc.h>
 #include <sys/mman.h>
@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "src/core/cuda_runtime.hpp"
+#include "core/cuda_runtime.hpp"
 
 namespace gppf {
 

@@ -2,7 +2,7 @@
 // One logger: levels, an optional rank-0 filter, lines prefixed with time and rank.
 #include <string>
 
-#include "src/core/error.hpp"
+#include "core/error.hpp"
 
 namespace gppf::log {
 

@@ -5,8 +5,8 @@
 
 #include <cstring>
 
-#include "kernels/cuda/check.hpp"
-#include "src/core/error.hpp"
+#include "core/cuda/check.hpp"
+#include "core/error.hpp"
 #include "src/dist/comm.hpp"
 
 namespace gppf::dist {

@@ -1,8 +1,8 @@
 // Linked when the CUDA backend is not built: every entry point says so, available() is false.
 #include <cstring>
 
-#include "src/core/cuda_runtime.hpp"
-#include "src/core/error.hpp"
+#include "core/cuda_runtime.hpp"
+#include "core/error.hpp"
 
 namespace gppf::cuda {
 namespace {

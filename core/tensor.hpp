@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "src/core/device.hpp"
-#include "src/core/dtype.hpp"
-#include "src/core/error.hpp"
+#include "core/device.hpp"
+#include "core/dtype.hpp"
+#include "core/error.hpp"
 
 namespace gppf {
 
