@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "core/cuda_runtime.hpp"
 #include "kernels/cast.hpp"
 #include "kernels/conv.hpp"
-#include "core/cuda_runtime.hpp"
 
 namespace {
 

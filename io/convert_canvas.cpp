@@ -9,12 +9,12 @@
 #include <fstream>
 #include <map>
 
+#include "core/error.hpp"
+#include "core/log.hpp"
 #include "io/augment.hpp"
 #include "io/convert.hpp"
 #include "io/image_codec.hpp"
 #include "io/random.hpp"
-#include "core/error.hpp"
-#include "core/log.hpp"
 
 namespace fs = std::filesystem;
 

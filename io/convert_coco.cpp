@@ -9,12 +9,12 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "core/error.hpp"
+#include "core/log.hpp"
 #include "io/coco_mask.hpp"
 #include "io/convert.hpp"
 #include "io/file_util.hpp"
 #include "io/image_codec.hpp"
-#include "core/error.hpp"
-#include "core/log.hpp"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;

@@ -17,8 +17,8 @@ std::string derive_split(std::uint64_t seed, std::int64_t index, double val_frac
 #include <filesystem>
 #include <fstream>
 
-#include "io/file_util.hpp"
 #include "core/error.hpp"
+#include "io/file_util.hpp"
 
 namespace gppf::io {
 

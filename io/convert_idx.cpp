@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "io/convert.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "io/convert.hpp"
 
 namespace fs = std::filesystem;
 

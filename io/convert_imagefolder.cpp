@@ -4,11 +4,11 @@
 #include <map>
 #include <set>
 
+#include "core/error.hpp"
+#include "core/log.hpp"
 #include "io/convert.hpp"
 #include "io/file_util.hpp"
 #include "io/image_codec.hpp"
-#include "core/error.hpp"
-#include "core/log.hpp"
 
 namespace fs = std::filesystem;
 

@@ -9,10 +9,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "io/checksum.hpp"
-#include "io/image_codec.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "io/checksum.hpp"
+#include "io/image_codec.hpp"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;

@@ -9,11 +9,11 @@
 #include <thread>
 #include <tuple>
 
-#include "io/image_codec.hpp"
-#include "io/random.hpp"
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "io/image_codec.hpp"
+#include "io/random.hpp"
 
 namespace gppf::io {
 

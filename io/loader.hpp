@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
+#include "core/tensor.hpp"
 #include "io/augment.hpp"
 #include "io/dataset.hpp"
-#include "core/tensor.hpp"
 
 namespace gppf::io {
 

@@ -3,9 +3,9 @@
 #include <filesystem>
 #include <sstream>
 
+#include "core/error.hpp"
 #include "io/checksum.hpp"
 #include "io/image_codec.hpp"
-#include "core/error.hpp"
 
 namespace fs = std::filesystem;
 

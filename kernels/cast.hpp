@@ -2,8 +2,8 @@
 // Element-type conversion between the floating types (f32, bf16, f16), on the tensor's device.
 // Also the worked example of the kernel pattern: a functor in kernels/functors/, a host entry in
 // kernels/host/, a CUDA entry in kernels/cuda/, dispatch on the device in one place.
-#include "kernels/functors/cast.hpp"
 #include "core/tensor.hpp"
+#include "kernels/functors/cast.hpp"
 
 namespace gppf::kernels {
 

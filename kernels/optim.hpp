@@ -9,8 +9,8 @@
 // reproducible run to run on a given backend.
 #include <span>
 
-#include "kernels/functors/optim.hpp"
 #include "core/tensor.hpp"
+#include "kernels/functors/optim.hpp"
 
 namespace gppf::kernels {
 

@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "core/log.hpp"
 #include "kernels/cast.hpp"
 #include "kernels/cuda/context.hpp"
 #include "kernels/cuda/conv_bias.hpp"
-#include "core/log.hpp"
 
 namespace gppf::kernels::cuda {
 namespace {

@@ -7,12 +7,12 @@
 #include <map>
 #include <mutex>
 
-#include "kernels/cast.hpp"
 #include "core/cuda/check.hpp"
+#include "core/cuda_runtime.hpp"
+#include "kernels/cast.hpp"
 #include "kernels/cuda/context.hpp"
 #include "kernels/functors/loss.hpp"
 #include "kernels/loss.hpp"
-#include "core/cuda_runtime.hpp"
 
 namespace gppf::kernels::cuda {
 namespace {

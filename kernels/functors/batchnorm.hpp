@@ -4,8 +4,8 @@
 // per-channel coefficients. T is float or gppf::bf16 (activations); coefficients are f32.
 #include <cstdint>
 
-#include "kernels/parallel_for.hpp"
 #include "core/dtype.hpp"
+#include "kernels/parallel_for.hpp"
 
 namespace gppf::kernels {
 

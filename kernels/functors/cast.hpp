@@ -2,8 +2,8 @@
 // Loads and stores of any floating storage type, and the cast kernel, for host and device.
 #include <cstdint>
 
-#include "kernels/parallel_for.hpp"
 #include "core/half.hpp"
+#include "kernels/parallel_for.hpp"
 
 namespace gppf::kernels {
 

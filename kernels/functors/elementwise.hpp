@@ -3,9 +3,9 @@
 // always f32; bf16 is a storage type, loaded and stored with round-to-nearest-even.
 #include <cstdint>
 
-#include "kernels/parallel_for.hpp"
 #include "core/dtype.hpp"
 #include "core/tensor.hpp"
+#include "kernels/parallel_for.hpp"
 
 namespace gppf::kernels {
 

@@ -3,8 +3,8 @@
 #include <string>
 #include <vector>
 
-#include "src/cli/commands.hpp"
 #include "core/error.hpp"
+#include "src/cli/commands.hpp"
 #include "src/dist/mpi.hpp"
 #include "src/train/bench_comm.hpp"
 #include "src/train/bench_step.hpp"

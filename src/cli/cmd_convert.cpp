@@ -2,10 +2,10 @@
 #include <sstream>
 #include <string>
 
+#include "core/error.hpp"
 #include "io/convert.hpp"
 #include "io/convert_emoji.hpp"
 #include "src/cli/commands.hpp"
-#include "core/error.hpp"
 
 namespace gppf::cli {
 namespace {

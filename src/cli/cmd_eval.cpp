@@ -5,9 +5,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "src/cli/commands.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "src/cli/commands.hpp"
 #include "src/train/checkpoint.hpp"
 #include "src/train/config.hpp"
 #include "src/train/network.hpp"

@@ -4,9 +4,9 @@
 #include <string>
 #include <vector>
 
-#include "src/cli/commands.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "src/cli/commands.hpp"
 #include "src/dist/mpi.hpp"
 #include "src/train/checkpoint.hpp"
 #include "src/train/config.hpp"

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "core/error.hpp"
 #include "io/verify.hpp"
 #include "src/cli/commands.hpp"
-#include "core/error.hpp"
 #include "src/nn/backbone.hpp"
 #include "src/train/checkpoint.hpp"
 #include "src/train/config.hpp"

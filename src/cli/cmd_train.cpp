@@ -4,8 +4,8 @@
 #include <string>
 #include <vector>
 
-#include "src/cli/commands.hpp"
 #include "core/error.hpp"
+#include "src/cli/commands.hpp"
 #include "src/dist/mpi.hpp"
 #include "src/train/config.hpp"
 #include "src/train/trainer.hpp"

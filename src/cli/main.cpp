@@ -2,11 +2,11 @@
 #include <cstdio>
 #include <string>
 
-#include "gppf/build_info.hpp"
-#include "src/cli/commands.hpp"
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "gppf/build_info.hpp"
+#include "src/cli/commands.hpp"
 
 namespace {
 

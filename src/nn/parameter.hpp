@@ -4,9 +4,9 @@
 // optimizer skips parameters nobody touched (a lego no task used gets no decay and no momentum step).
 #include <string>
 
-#include "kernels/common.hpp"
 #include "core/error.hpp"
 #include "core/tensor.hpp"
+#include "kernels/common.hpp"
 
 namespace gppf::nn {
 

@@ -3,8 +3,8 @@
 #include <cmath>
 #include <set>
 
-#include "kernels/optim.hpp"
 #include "core/log.hpp"
+#include "kernels/optim.hpp"
 
 namespace gppf::optim {
 

@@ -4,8 +4,8 @@
 // regressed at the centre cell only. Sizes are in output-grid cells (input pixels / stride).
 #include <vector>
 
-#include "io/dataset.hpp"
 #include "core/tensor.hpp"
+#include "io/dataset.hpp"
 #include "src/train/metrics.hpp"
 
 namespace gppf::train {

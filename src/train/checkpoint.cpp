@@ -14,11 +14,11 @@
 #include <set>
 #include <sstream>
 
+#include "core/error.hpp"
+#include "core/log.hpp"
 #include "gppf/build_info.hpp"
 #include "io/checksum.hpp"
 #include "io/h5.hpp"
-#include "core/error.hpp"
-#include "core/log.hpp"
 #include "src/dist/mpi.hpp"
 
 namespace gppf::train {

@@ -16,8 +16,8 @@
 #include <utility>
 #include <vector>
 
-#include "io/loader.hpp"
 #include "core/tensor.hpp"
+#include "io/loader.hpp"
 #include "src/nn/module.hpp"
 #include "src/nn/parameter.hpp"
 

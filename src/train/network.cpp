@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <limits>
 
+#include "core/cuda_runtime.hpp"
 #include "kernels/cast.hpp"
 #include "kernels/common.hpp"
 #include "kernels/loss.hpp"
-#include "core/cuda_runtime.hpp"
 #include "src/dist/exchange.hpp"
 #include "src/train/centernet.hpp"
 

@@ -15,9 +15,9 @@
 #include <memory>
 #include <thread>
 
+#include "core/error.hpp"
 #include "io/checksum.hpp"
 #include "io/h5.hpp"
-#include "core/error.hpp"
 #include "src/train/async_checkpoint.hpp"
 #include "src/train/checkpoint.hpp"
 

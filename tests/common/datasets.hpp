@@ -4,9 +4,9 @@
 #include <string>
 #include <utility>
 
+#include "core/error.hpp"
 #include "io/dataset.hpp"
 #include "io/loader.hpp"
-#include "core/error.hpp"
 #include "src/train/config.hpp"
 
 namespace gppf::test {

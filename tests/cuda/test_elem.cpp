@@ -5,12 +5,12 @@
 
 #include <cstring>
 
+#include "core/cuda_runtime.hpp"
 #include "kernels/cast.hpp"
 #include "kernels/concat.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/linear.hpp"
 #include "kernels/resample.hpp"
-#include "core/cuda_runtime.hpp"
 #include "tests/common/util.hpp"
 
 namespace gppf {

@@ -4,9 +4,9 @@
 
 #include <cstring>
 
+#include "core/cuda_runtime.hpp"
 #include "kernels/cast.hpp"
 #include "kernels/loss.hpp"
-#include "core/cuda_runtime.hpp"
 #include "tests/common/util.hpp"
 
 namespace gppf {

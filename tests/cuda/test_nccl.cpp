@@ -3,9 +3,9 @@
 // Several GPUs: docs/SCALING.md, "multi-GPU tests".
 #include <gtest/gtest.h>
 
-#include "gppf/build_info.hpp"
 #include "core/cuda_runtime.hpp"
 #include "core/tensor.hpp"
+#include "gppf/build_info.hpp"
 #include "src/dist/nccl.hpp"
 #include "tests/common/util.hpp"
 

@@ -5,9 +5,9 @@
 #include <cstring>
 #include <limits>
 
+#include "core/cuda_runtime.hpp"
 #include "kernels/cast.hpp"
 #include "kernels/optim.hpp"
-#include "core/cuda_runtime.hpp"
 #include "src/optim/optimizer.hpp"
 #include "tests/common/util.hpp"
 

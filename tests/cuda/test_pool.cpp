@@ -4,9 +4,9 @@
 
 #include <string>
 
+#include "core/cuda_runtime.hpp"
 #include "kernels/cast.hpp"
 #include "kernels/pool.hpp"
-#include "core/cuda_runtime.hpp"
 #include "tests/common/util.hpp"
 
 namespace gppf {

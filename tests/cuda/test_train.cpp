@@ -9,10 +9,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/cuda_runtime.hpp"
 #include "io/dataset.hpp"
 #include "io/loader.hpp"
 #include "kernels/common.hpp"
-#include "core/cuda_runtime.hpp"
 #include "src/optim/optimizer.hpp"
 #include "src/train/bench_step.hpp"
 #include "src/train/checkpoint.hpp"

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "io/dataset.hpp"
 #include "core/error.hpp"
+#include "io/dataset.hpp"
 
 namespace gppf::test {
 

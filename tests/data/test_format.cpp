@@ -3,13 +3,13 @@
 
 #include <filesystem>
 
+#include "core/error.hpp"
 #include "io/checksum.hpp"
 #include "io/convert.hpp"
 #include "io/dataset.hpp"
 #include "io/h5.hpp"
 #include "io/image_codec.hpp"
 #include "io/verify.hpp"
-#include "core/error.hpp"
 #include "tests/data/fixtures.hpp"
 
 namespace fs = std::filesystem;
