@@ -4,6 +4,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace gppf {
 
@@ -14,6 +15,11 @@ std::string str(const Args&... args) {
   (os << ... << args);
   return os.str();
 }
+
+// `s` with control characters (C0, DEL, and C1 as UTF-8) written as \n, \t, \xNN or \u00NN, so that
+// text from files (manifests, configs, checkpoints) cannot move the cursor or recolour a terminal, and
+// an error stays one line. Other bytes, UTF-8 included, pass through.
+std::string printable(std::string_view s);
 
 // Set once by the process-group set-up; -1 means "not part of an MPI job".
 void set_process_rank(int rank);

@@ -42,11 +42,13 @@ void write(Level lvl, bool all_ranks, const std::string& message) {
   localtime_r(&now, &tm);
   char stamp[32];
   std::strftime(stamp, sizeof stamp, "%H:%M:%S", &tm);
+  // Messages carry names from files (tasks, classes, paths): no raw control characters on a terminal.
+  const std::string text = printable(message);
   std::lock_guard<std::mutex> lock(g_mutex);
   if (rank >= 0)
-    std::fprintf(stderr, "%s [%s] [rank %d] %s\n", stamp, tag(lvl), rank, message.c_str());
+    std::fprintf(stderr, "%s [%s] [rank %d] %s\n", stamp, tag(lvl), rank, text.c_str());
   else
-    std::fprintf(stderr, "%s [%s] %s\n", stamp, tag(lvl), message.c_str());
+    std::fprintf(stderr, "%s [%s] %s\n", stamp, tag(lvl), text.c_str());
 }
 
 }  // namespace gppf::log

@@ -32,9 +32,17 @@ void register_eval(CLI::App& app) {
     const std::string path = train::resolve_checkpoint(opts->checkpoint);
     const train::CheckpointMeta meta = train::read_checkpoint_meta(path);
     std::vector<std::string> overrides;
-    if (!opts->device.empty()) overrides.push_back("device=" + opts->device);
-    // A bf16 GPU run evaluated on the host: its f32 master weights, in f32.
-    if (!opts->device.empty() && Device::parse(opts->device).is_host()) overrides.push_back("precision=fp32");
+    if (!opts->device.empty()) {
+      Device device;
+      try {
+        device = Device::parse(opts->device);
+      } catch (const Error& e) {
+        GPPF_THROW("eval: --device: ", e.reason());
+      }
+      overrides.push_back("device=" + device.str());
+      // A bf16 GPU run evaluated on the host: its f32 master weights, in f32.
+      if (device.is_host()) overrides.push_back("precision=fp32");
+    }
     const train::TrainConfig config = train::parse_config(meta.config_yaml, overrides, path + ":/config");
     if (config.threads > 0) omp_set_num_threads(config.threads);
     const auto [datasets, specs] = train::open_tasks(config);

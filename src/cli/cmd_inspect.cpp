@@ -22,7 +22,7 @@ namespace {
 const std::regex kLegoParam(R"(^(stage\d+\.block\d+)\.((lego|shared)\d+)\..*)");
 
 void inspect_checkpoint(const std::string& path) {
-  std::printf("checkpoint %s\n", path.c_str());
+  std::printf("checkpoint %s\n", printable(path).c_str());
   train::CheckpointMeta meta;
   try {
     meta = train::verify_checkpoint(path);
@@ -32,15 +32,15 @@ void inspect_checkpoint(const std::string& path) {
   }
   const train::TrainConfig config = train::parse_config(meta.config_yaml, {}, path + ":/config");
   std::printf("  format version %lld, written by gppf %s (git %s)\n", static_cast<long long>(meta.format_version),
-              meta.gppf_version.c_str(), meta.git_sha.c_str());
+              printable(meta.gppf_version).c_str(), printable(meta.git_sha).c_str());
   std::printf("  step: %lld of %lld\n", static_cast<long long>(meta.step), static_cast<long long>(config.steps));
   if (meta.world_size == 1)
     std::printf("  layout: 1 process (world size 1)\n");
   else
     std::printf("  layout: %d processes (world size %d: this file and %d shard files)\n", meta.world_size,
                 meta.world_size, meta.world_size - 1);
-  if (!meta.layout.empty()) std::printf("  layout detail: %s\n", meta.layout.c_str());
-  std::printf("  optimizer: %s\n", meta.optimizer_type.c_str());
+  if (!meta.layout.empty()) std::printf("  layout detail: %s\n", printable(meta.layout).c_str());
+  std::printf("  optimizer: %s\n", printable(meta.optimizer_type).c_str());
   std::printf("  model: %s, %d legos per layer (top-%d, %d shared)\n", config.backbone.name.c_str(),
               config.backbone.num_legos, config.backbone.top_k, config.backbone.num_shared);
 
@@ -97,13 +97,35 @@ void inspect_checkpoint(const std::string& path) {
       }
       routes += "\n";
     }
-    std::printf("  - %s: %s on %s (loader epoch %lld, batch %lld); %lld parameters active, head %lld\n", t.name.c_str(),
-                t.type.c_str(), t.dataset.c_str(), static_cast<long long>(t.loader.epoch),
-                static_cast<long long>(t.loader.batch), static_cast<long long>(active),
-                static_cast<long long>(heads[t.name]));
+    std::printf("  - %s: %s on %s (loader epoch %lld, batch %lld); %lld parameters active, head %lld\n",
+                printable(t.name).c_str(), printable(t.type).c_str(), printable(t.dataset).c_str(),
+                static_cast<long long>(t.loader.epoch), static_cast<long long>(t.loader.batch),
+                static_cast<long long>(active), static_cast<long long>(heads[t.name]));
     std::printf("%s", routes.c_str());
   }
   std::printf("  complete: yes\n");
+}
+
+// The manifest with its free-text fields (class names, source) made safe for a terminal.
+io::Manifest printable_manifest(io::Manifest m) {
+  for (auto& c : m.classes) c = printable(c);
+  m.source = printable(m.source);
+  for (auto& s : m.splits) s.name = printable(s.name);
+  return m;
+}
+
+void inspect_dataset(const std::string& dir, bool decode) {
+  io::VerifyReport r = io::verify_dataset(dir, {decode});
+  // A data set that holds nothing is as unusable as a damaged one: training would fail later.
+  const std::string manifest = dir + "/manifest.json";
+  if (r.manifest.splits.empty()) r.problems.push_back(str(manifest, ": lists no splits"));
+  for (const io::SplitInfo& s : r.manifest.splits)
+    if (s.count == 0) r.problems.push_back(str(manifest, ": split '", s.name, "' has no samples"));
+  std::printf("%s", io::describe(printable_manifest(r.manifest), printable(dir)).c_str());
+  std::printf("  checked: %lld samples, %zu problems\n", static_cast<long long>(r.samples_checked), r.problems.size());
+  for (std::size_t i = 0; i < r.problems.size() && i < 20; ++i)
+    std::fprintf(stderr, "  %s\n", printable(r.problems[i]).c_str());
+  GPPF_CHECK(r.ok(), "data set ", dir, " is damaged: ", r.problems.front());
 }
 
 }  // namespace
@@ -132,12 +154,7 @@ void register_inspect(CLI::App& app) {
       inspect_checkpoint(o->path);
       return;
     }
-    const io::VerifyReport r = io::verify_dataset(o->path, {o->decode});
-    std::printf("%s", io::describe(r.manifest, o->path).c_str());
-    std::printf("  checked: %lld samples, %zu problems\n", static_cast<long long>(r.samples_checked),
-                r.problems.size());
-    for (std::size_t i = 0; i < r.problems.size() && i < 20; ++i) std::fprintf(stderr, "  %s\n", r.problems[i].c_str());
-    GPPF_CHECK(r.ok(), "data set ", o->path, " is damaged: ", r.problems.front());
+    inspect_dataset(o->path, o->decode);
   });
 }
 

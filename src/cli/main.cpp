@@ -38,19 +38,20 @@ int main(int argc, char** argv) {
   gppf::cli::register_bench(app);
   gppf::cli::register_report(app);
 
-  const std::string sub = argc > 1 ? argv[1] : "";
+  // Errors quote file contents and arguments: printable() keeps them one line without terminal codes.
+  const std::string sub = gppf::printable(argc > 1 ? argv[1] : "");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const gppf::NotImplemented& e) {
-    std::fprintf(stderr, "gppf %s: not built yet: %s\n", sub.c_str(), e.reason().c_str());
+    std::fprintf(stderr, "gppf %s: not built yet: %s\n", sub.c_str(), gppf::printable(e.reason()).c_str());
     return 2;
   } catch (const gppf::Error& e) {
-    std::fprintf(stderr, "gppf %s: error: %s\n", sub.c_str(), e.what());
+    std::fprintf(stderr, "gppf %s: error: %s\n", sub.c_str(), gppf::printable(e.what()).c_str());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "gppf %s: error: %s\n", sub.c_str(), e.what());
+    std::fprintf(stderr, "gppf %s: error: %s\n", sub.c_str(), gppf::printable(e.what()).c_str());
     return 1;
   }
   return 0;

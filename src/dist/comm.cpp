@@ -3,10 +3,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <thread>
 
 #include "core/error.hpp"
@@ -21,6 +23,30 @@ using Clock = std::chrono::steady_clock;
 int to_int(std::int64_t v, const std::string& what) {
   GPPF_CHECK(v >= 0 && v <= INT_MAX, what, ": ", v, " elements exceed MPI's int counts");
   return static_cast<int>(v);
+}
+
+constexpr int kAskTag = 1, kAnswerTag = 2;
+
+// Every live communicator with a probe channel: a rank waiting on one communicator answers the
+// questions asked on any of them (it may have joined a collective there and be waiting elsewhere).
+std::mutex g_registry_mutex;
+std::vector<Comm*>& registry() {
+  static std::vector<Comm*> comms;
+  return comms;
+}
+void enrol(Comm* c) {
+  std::lock_guard<std::mutex> lock(g_registry_mutex);
+  registry().push_back(c);
+}
+void withdraw(Comm* c) {
+  std::lock_guard<std::mutex> lock(g_registry_mutex);
+  auto& r = registry();
+  r.erase(std::remove(r.begin(), r.end(), c), r.end());
+}
+
+Comm::WatchdogAction& watchdog_action() {
+  static Comm::WatchdogAction action;
+  return action;
 }
 
 std::string join_ranks(const std::vector<int>& r) {
@@ -42,25 +68,40 @@ Comm::Comm(MPI_Comm comm, std::string name, double watchdog_seconds)
   int me = world_rank_or_zero();
   m_members.assign(static_cast<std::size_t>(m_size), 0);
   GPPF_MPI_CHECK(MPI_Allgather(&me, 1, MPI_INT, m_members.data(), 1, MPI_INT, comm));
+  if (m_size > 1) {
+    GPPF_MPI_CHECK(MPI_Comm_dup(comm, &m_probe));
+    // Questions may go to a dead rank: an error there must not end the job before the message is out.
+    GPPF_MPI_CHECK(MPI_Comm_set_errhandler(m_probe, MPI_ERRORS_RETURN));
+    enrol(this);
+  }
 }
 
 Comm::~Comm() {
-  if (m_comm != MPI_COMM_NULL && m_comm != MPI_COMM_WORLD) {
-    int finalized = 0;
-    MPI_Finalized(&finalized);
-    if (!finalized) MPI_Comm_free(&m_comm);
-  }
+  if (m_probe != MPI_COMM_NULL) withdraw(this);
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized) return;
+  if (m_probe != MPI_COMM_NULL) MPI_Comm_free(&m_probe);
+  if (m_comm != MPI_COMM_NULL && m_comm != MPI_COMM_WORLD) MPI_Comm_free(&m_comm);
 }
 
 Comm::Comm(Comm&& o) noexcept
     : m_comm(o.m_comm),
+      m_probe(o.m_probe),
+      m_started(o.m_started),
+      m_pending(std::move(o.m_pending)),
       m_name(std::move(o.m_name)),
       m_watchdog(o.m_watchdog),
       m_rank(o.m_rank),
       m_size(o.m_size),
       m_members(std::move(o.m_members)),
       m_stats(o.m_stats) {
+  if (m_probe != MPI_COMM_NULL) {
+    withdraw(&o);
+    enrol(this);
+  }
   o.m_comm = MPI_COMM_NULL;
+  o.m_probe = MPI_COMM_NULL;
 }
 
 Comm& Comm::operator=(Comm&& o) noexcept {
@@ -77,7 +118,73 @@ Comm Comm::split(const Comm& parent, int color, int key, std::string name) {
   return Comm(c, std::move(name), parent.m_watchdog);
 }
 
-void Comm::wait(MPI_Request& request, const std::string& what) {
+void Comm::set_watchdog_action(WatchdogAction action) { watchdog_action() = std::move(action); }
+
+void Comm::answer_probes() {
+  std::lock_guard<std::mutex> lock(g_registry_mutex);
+  for (Comm* c : registry()) {
+    for (;;) {
+      int flag = 0;
+      MPI_Status st;
+      MPI_Iprobe(MPI_ANY_SOURCE, kAskTag, c->m_probe, &flag, &st);
+      if (!flag) break;
+      std::int64_t asked = 0;
+      MPI_Recv(&asked, 1, MPI_INT64_T, st.MPI_SOURCE, kAskTag, c->m_probe, MPI_STATUS_IGNORE);
+      // One small message to a rank that posted its receive first: an eager send that returns at once.
+      MPI_Send(&c->m_started, 1, MPI_INT64_T, st.MPI_SOURCE, kAnswerTag, c->m_probe);
+    }
+  }
+}
+
+// Asks every other member how many collectives it has started, and names those that have not
+// started collective `index` (no answer within the grace time: dead, stuck, or busy outside MPI).
+std::string Comm::watchdog_message(const std::string& what, std::int64_t index) {
+  const auto n = static_cast<std::size_t>(m_size);
+  std::vector<std::int64_t> answers(n, -1);
+  std::vector<MPI_Request> recvs(n, MPI_REQUEST_NULL);
+  for (std::size_t j = 0; j < n; ++j) {
+    if (static_cast<int>(j) == m_rank) continue;
+    MPI_Irecv(&answers[j], 1, MPI_INT64_T, static_cast<int>(j), kAnswerTag, m_probe, &recvs[j]);
+    static const std::int64_t kQuestion = 0;  // the tag is the question; outlives the send
+    MPI_Request ask;
+    MPI_Isend(&kQuestion, 1, MPI_INT64_T, static_cast<int>(j), kAskTag, m_probe, &ask);
+    MPI_Request_free(&ask);  // a dead rank never takes it; nobody waits for it
+  }
+  const double grace = std::clamp(m_watchdog * 0.1, 1.0, 10.0);
+  const auto t0 = Clock::now();
+  for (bool all = false; !all && std::chrono::duration<double>(Clock::now() - t0).count() < grace;) {
+    answer_probes();  // members that time out too ask at the same moment
+    all = true;
+    for (MPI_Request& r : recvs) {
+      int got = 1;
+      if (r != MPI_REQUEST_NULL) MPI_Test(&r, &got, MPI_STATUS_IGNORE);
+      all = all && got;
+    }
+    if (!all) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  std::vector<int> silent;
+  std::string behind;
+  for (std::size_t j = 0; j < n; ++j) {
+    if (static_cast<int>(j) == m_rank) continue;
+    if (recvs[j] != MPI_REQUEST_NULL) {
+      MPI_Cancel(&recvs[j]);
+      MPI_Request_free(&recvs[j]);
+      silent.push_back(m_members[j]);
+    } else if (answers[j] < index) {
+      behind += str(behind.empty() ? "" : ", ", "world rank ", m_members[j], " has started ", answers[j]);
+    }
+  }
+  std::string who;
+  if (!silent.empty())
+    who = str(silent.size() == 1 ? "world rank " : "world ranks ", join_ranks(silent),
+              " did not arrive and did not answer (dead, stuck, or busy outside MPI)");
+  if (!behind.empty()) who += str(who.empty() ? "" : "; ", "did not arrive: ", behind);
+  if (who.empty()) who = str("every member (world ranks ", join_ranks(m_members), ") has arrived; MPI itself hangs");
+  return str("rank ", world_rank_or_zero(), ": watchdog: ", what, " (collective ", index, ") on communicator '", m_name,
+             "' did not finish within ", m_watchdog, " s: ", who, ". Stopping the job.");
+}
+
+void Comm::wait(MPI_Request& request, const std::string& what, std::int64_t index) {
   const auto t0 = Clock::now();
   int done = 0;
   GPPF_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
@@ -89,14 +196,14 @@ void Comm::wait(MPI_Request& request, const std::string& what) {
       pause =
           std::min<std::chrono::microseconds>(std::chrono::microseconds(1000), pause + std::chrono::microseconds(20));
       std::this_thread::sleep_for(pause);
+      answer_probes();
     }
     GPPF_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
     const double waited = std::chrono::duration<double>(Clock::now() - t0).count();
     if (!done && waited > m_watchdog) {
-      std::fprintf(stderr,
-                   "gppf: error: rank %d: watchdog: %s on communicator '%s' (world ranks %s) did not finish within "
-                   "%.0f s; a rank of it died or is stuck. Stopping the job.\n",
-                   world_rank_or_zero(), what.c_str(), m_name.c_str(), join_ranks(m_members).c_str(), m_watchdog);
+      const std::string message = watchdog_message(what, index);
+      if (watchdog_action()) watchdog_action()(message);  // tests throw; one that returns still stops the job
+      std::fprintf(stderr, "gppf: error: %s\n", message.c_str());
       std::fflush(stderr);
       MPI_Abort(MPI_COMM_WORLD, 3);
       std::_Exit(3);
@@ -106,16 +213,28 @@ void Comm::wait(MPI_Request& request, const std::string& what) {
   ++m_stats.collectives;
 }
 
+void Comm::finish(MPI_Request& request, const std::string& what) {
+  std::int64_t index = m_started;
+  for (auto it = m_pending.begin(); it != m_pending.end(); ++it)
+    if (it->first == request) {
+      index = it->second;
+      m_pending.erase(it);
+      break;
+    }
+  wait(request, what, index);
+}
+
 void Comm::allreduce_sum(float* data, std::int64_t n, const std::string& what) {
   if (m_size == 1 || n == 0) return;
   MPI_Request req = start_allreduce_sum(data, n, what);
-  wait(req, what);
+  finish(req, what);
 }
 
 MPI_Request Comm::start_allreduce_sum(float* data, std::int64_t n, const std::string& what) {
   MPI_Request req = MPI_REQUEST_NULL;
   if (m_size == 1 || n == 0) return req;
   GPPF_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data, to_int(n, what), MPI_FLOAT, MPI_SUM, m_comm, &req));
+  m_pending.emplace_back(req, begin());
   const std::int64_t bytes = n * static_cast<std::int64_t>(sizeof(float));
   m_stats.allreduce_bytes += bytes;
   m_stats.allreduce_wire_bytes += 2 * (m_size - 1) * bytes / m_size;
@@ -126,14 +245,14 @@ void Comm::allreduce_sum(double* data, std::int64_t n, const std::string& what) 
   if (m_size == 1 || n == 0) return;
   MPI_Request req;
   GPPF_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data, to_int(n, what), MPI_DOUBLE, MPI_SUM, m_comm, &req));
-  wait(req, what);
+  wait(req, what, begin());
 }
 
 void Comm::allreduce_max(int* data, std::int64_t n, const std::string& what) {
   if (m_size == 1 || n == 0) return;
   MPI_Request req;
   GPPF_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data, to_int(n, what), MPI_INT, MPI_MAX, m_comm, &req));
-  wait(req, what);
+  wait(req, what, begin());
 }
 
 void Comm::alltoallv(const float* send, const std::vector<std::int64_t>& send_counts, float* recv,
@@ -160,7 +279,7 @@ void Comm::alltoallv(const float* send, const std::vector<std::int64_t>& send_co
   MPI_Request req;
   GPPF_MPI_CHECK(
       MPI_Ialltoallv(send, sc.data(), sd.data(), MPI_FLOAT, recv, rc.data(), rd.data(), MPI_FLOAT, m_comm, &req));
-  wait(req, what);
+  wait(req, what, begin());
 }
 
 std::vector<std::int64_t> Comm::allgather(const std::vector<std::int64_t>& mine, const std::string& what) {
@@ -169,7 +288,7 @@ std::vector<std::int64_t> Comm::allgather(const std::vector<std::int64_t>& mine,
   MPI_Request req;
   GPPF_MPI_CHECK(MPI_Iallgather(mine.data(), to_int(static_cast<std::int64_t>(mine.size()), what), MPI_INT64_T,
                                 all.data(), static_cast<int>(mine.size()), MPI_INT64_T, m_comm, &req));
-  wait(req, what);
+  wait(req, what, begin());
   return all;
 }
 
@@ -187,7 +306,7 @@ std::vector<std::string> Comm::allgather(const std::string& mine, const std::str
   MPI_Request req;
   GPPF_MPI_CHECK(MPI_Iallgatherv(mine.data(), static_cast<int>(mine.size()), MPI_CHAR, all.data(), counts.data(),
                                  displs.data(), MPI_CHAR, m_comm, &req));
-  wait(req, what);
+  wait(req, what, begin());
   std::vector<std::string> out;
   for (std::size_t i = 0; i < lengths.size(); ++i)
     out.push_back(all.substr(static_cast<std::size_t>(displs[i]), static_cast<std::size_t>(counts[i])));
@@ -198,7 +317,7 @@ void Comm::barrier(const std::string& what) {
   if (m_size == 1) return;
   MPI_Request req;
   GPPF_MPI_CHECK(MPI_Ibarrier(m_comm, &req));
-  wait(req, what);
+  wait(req, what, begin());
 }
 
 void maybe_inject_fault(int world_rank, std::int64_t step) {

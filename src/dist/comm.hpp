@@ -1,12 +1,15 @@
 #pragma once
 // A communicator with a watchdog and byte counters. Every collective is started non-blocking and
-// polled: one that has not finished after `watchdog_seconds` makes this rank print what it was waiting
-// for (the operation, the communicator, the ranks in it) and abort the whole job, so a dead or stuck
-// rank never leaves the others hanging until the allocation runs out.
+// polled: one that has not finished after `watchdog_seconds` makes this rank find the members that did
+// not arrive (it asks every member, on a side communicator, how many collectives it has started; ranks
+// waiting in a collective answer, dead or stuck ones cannot), print them and abort the whole job, so a
+// dead or stuck rank never leaves the others hanging until the allocation runs out.
 #include <mpi.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace gppf::dist {
@@ -55,15 +58,29 @@ class Comm {
   void barrier(const std::string& what);
   // Non-blocking sum: started now, completed by finish() (which polls under the watchdog).
   MPI_Request start_allreduce_sum(float* data, std::int64_t n, const std::string& what);
-  void finish(MPI_Request& request, const std::string& what) { wait(request, what); }
+  void finish(MPI_Request& request, const std::string& what);
 
   CommStats& stats() { return m_stats; }
   void set_watchdog(double seconds) { m_watchdog = seconds; }
 
+  // What a watchdog timeout does with its one-line message; the default prints it and aborts the job
+  // (MPI_Abort). Tests install one that throws. Process-wide; nullptr restores the default.
+  using WatchdogAction = std::function<void(const std::string& message)>;
+  static void set_watchdog_action(WatchdogAction action);
+
  private:
-  void wait(MPI_Request& request, const std::string& what);
+  // `index`: which collective of this communicator (1-based count of those started) is awaited.
+  void wait(MPI_Request& request, const std::string& what, std::int64_t index);
+  std::int64_t begin() { return ++m_started; }
+  std::string watchdog_message(const std::string& what, std::int64_t index);
+  // Answers the arrival questions of other ranks, for every communicator of this process.
+  static void answer_probes();
 
   MPI_Comm m_comm = MPI_COMM_NULL;
+  MPI_Comm m_probe = MPI_COMM_NULL;  // a duplicate for the watchdog's questions and answers
+  std::int64_t m_started = 0;        // collectives started on this communicator
+  // Non-blocking collectives started and not finished yet, with their index.
+  std::vector<std::pair<MPI_Request, std::int64_t>> m_pending;
   std::string m_name;
   double m_watchdog = 600;
   int m_rank = 0, m_size = 1;

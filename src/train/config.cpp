@@ -60,6 +60,24 @@ class Reader {
   std::string m_where;
 };
 
+// yaml-cpp keeps both entries of a repeated key and node[key] returns the first, so a second value
+// would be ignored without a word: refuse it, naming the key and its line.
+void reject_duplicate_keys(const YAML::Node& node, const std::string& path, const std::string& where) {
+  if (node.IsSequence()) {
+    for (std::size_t i = 0; i < node.size(); ++i) reject_duplicate_keys(node[i], str(path, "[", i, "]"), where);
+    return;
+  }
+  if (!node.IsMap()) return;
+  std::set<std::string> seen;
+  for (const auto& kv : node) {
+    const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : std::string();
+    const std::string full = path.empty() ? key : path + "." + key;
+    GPPF_CHECK(key.empty() || seen.insert(key).second, where, ":", kv.first.Mark().line + 1, ": key '", full,
+               "' is given twice");
+    reject_duplicate_keys(kv.second, full, where);
+  }
+}
+
 void set_path(YAML::Node node, const std::vector<std::string>& parts, std::size_t i, const YAML::Node& value,
               const std::string& full) {
   const std::string& part = parts[i];
@@ -93,6 +111,10 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
     GPPF_CHECK(!p.empty(), "--set ", assignment, ": empty component in the key");
     parts.push_back(p);
   }
+  // YAML reads "" as null, which every key takes as "keep the default": a typo'd or unset shell
+  // variable would silently drop the override.
+  GPPF_CHECK(eq + 1 < assignment.size(), "--set ", assignment, ": empty value for key '", key,
+             "' (drop the --set to keep the config's value)");
   YAML::Node value;
   try {
     value = YAML::Load(assignment.substr(eq + 1));
@@ -260,12 +282,17 @@ Difference first_difference(const ModelSection& a, const ModelSection& b) {
   return {};
 }
 
+constexpr const char* kTaskNameChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-";
+
 TaskConfig read_task(const Reader& r, const YAML::Node& n, std::size_t index) {
   const std::string path = str("tasks[", index, "]");
   GPPF_CHECK(n.IsMap(), r.where(), ": ", path, " must be a mapping");
   TaskConfig t;
   r.get(n, path, "name", t.name);
   GPPF_CHECK(!t.name.empty(), r.where(), ": key '", path, ".name' is required");
+  // The name becomes part of file and HDF5 group names (checkpoints, reports) and of --set paths.
+  GPPF_CHECK(t.name.find_first_not_of(kTaskNameChars) == std::string::npos, r.where(), ": key '", path, ".name': '",
+             t.name, "' may use only letters, digits, '_' and '-'");
   const std::string tp = "tasks." + t.name;
   r.allow_keys(n, tp,
                {"name", "type", "dataset", "batch_size", "loss_weight", "sampling_weight", "augment", "max_detections",
@@ -332,6 +359,7 @@ YAML::Node load_root(const std::string& yaml_text, const std::vector<std::string
   }
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   GPPF_CHECK(root.IsMap(), where, ": the top level must be a mapping");
+  reject_duplicate_keys(root, "", where);
   for (const auto& o : overrides) apply_override(root, o);
   return root;
 }
@@ -368,7 +396,7 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
   GPPF_CHECK(c.steps >= 1, where, ": key 'steps' must be >= 1, got ", c.steps);
   r.get(root, "", "device", c.device);
   try {
-    (void)Device::parse(c.device);
+    c.target_device = Device::parse(c.device);
   } catch (const Error& e) {
     GPPF_THROW(where, ": key 'device': ", e.reason());
   }
@@ -376,9 +404,10 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
   r.get(root, "", "precision", c.precision);
   GPPF_CHECK(c.precision == "fp32" || c.precision == "bf16", where, ": key 'precision': '", c.precision,
              "' is not fp32 or bf16");
-  GPPF_CHECK(c.precision == "fp32" || Device::parse(c.device).is_cuda(), where,
+  GPPF_CHECK(c.precision == "fp32" || c.target_device.is_cuda(), where,
              ": key 'precision': bf16 trains on CUDA only (device is ", c.device, ")");
   r.get(root, "", "threads", c.threads);
+  GPPF_CHECK(c.threads >= 0, where, ": key 'threads' must be >= 0 (0: the OpenMP default), got ", c.threads);
   r.get(root, "", "log_every", c.log_every);
   r.get(root, "", "eval_every", c.eval_every);
   r.get(root, "", "eval_batches", c.eval_batches);

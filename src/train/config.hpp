@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/device.hpp"
 #include "io/augment.hpp"
 #include "io/dataset.hpp"
 #include "src/nn/backbone.hpp"
@@ -57,7 +58,8 @@ struct TrainConfig {
   std::string yaml;
   std::uint64_t seed = 1;
   std::int64_t steps = 1000;
-  std::string device = "host";
+  std::string device = "host";  // as written in the config (messages, the stored YAML)
+  Device target_device;         // `device`, parsed once by the config reader
   // CUDA: fp32 convolutions and GEMMs on TF32 tensor cores (10-bit mantissa products, fp32
   // accumulation), as PyTorch's cudnn.allow_tf32. Off: fp32 results match the host to ~1e-5.
   bool tf32 = false;

@@ -2,10 +2,16 @@
 // reason otherwise, and never a made-up result from a subcommand that is not built.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
+
+#include "tests/common/datasets.hpp"
+#include "tests/common/files.hpp"
 
 namespace {
 
@@ -55,6 +61,61 @@ TEST(Cli, BadArgumentsFailWithAReason) {
   EXPECT_NE(r.output.find("--config"), std::string::npos) << r.output;
   r = run("convert --format tiff --out /tmp/x");
   EXPECT_NE(r.status, 0);
+}
+
+// A scratch folder per test, removed afterwards.
+struct Scratch {
+  std::filesystem::path dir;
+  explicit Scratch(const std::string& name)
+      : dir(std::filesystem::temp_directory_path() / ("gppf-cli-" + name + "-" + std::to_string(::getpid()))) {
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+  }
+  ~Scratch() { std::filesystem::remove_all(dir); }
+};
+
+// `gppf inspect` of a data set with nothing in it, or a split without samples, must not say "fine".
+TEST(Cli, InspectFailsOnAnEmptyDataSet) {
+  const Scratch s("empty");
+  const std::string ds = (s.dir / "bars").string(), manifest = ds + "/manifest.json";
+  gppf::test::write_bars(ds, 4, 4, 1);
+  ASSERT_EQ(run("inspect " + ds).status, 0);
+  const nlohmann::json good = nlohmann::json::parse(gppf::test::read_text(manifest));
+  nlohmann::json j = good;
+  j["splits"]["test"] = {{"count", 0}, {"shards", nlohmann::json::array()}};
+  gppf::test::write_text(manifest, j.dump());
+  CommandResult r = run("inspect " + ds);
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find(manifest + ": split 'test' has no samples"), std::string::npos) << r.output;
+  j = good;
+  j["splits"] = nlohmann::json::object();
+  gppf::test::write_text(manifest, j.dump());
+  r = run("inspect " + ds);
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find(manifest + ": lists no splits"), std::string::npos) << r.output;
+}
+
+// Class names and config values come from files: escape sequences in them reach the terminal escaped.
+TEST(Cli, ControlCharactersFromFilesAreEscaped) {
+  const Scratch s("ctl");
+  const std::string ds = (s.dir / "bars").string(), manifest = ds + "/manifest.json";
+  gppf::test::write_bars(ds, 4, 4, 1);
+  nlohmann::json j = nlohmann::json::parse(gppf::test::read_text(manifest));
+  j["classes"][0] = "left\x1b[2J\x1b]0;owned\x07";
+  j["source"] = "two\nlines";
+  gppf::test::write_text(manifest, j.dump());
+  CommandResult r = run("inspect " + ds);
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output.find('\x1b'), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("left\\x1b[2J\\x1b]0;owned\\x07"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("source: two\\nlines"), std::string::npos) << r.output;
+
+  const std::string cfg = (s.dir / "c.yaml").string();
+  gppf::test::write_text(cfg, "tasks:\n  - {name: a, type: \"\\e[31mred\\nline\", dataset: " + ds + "}\n");
+  r = run("inspect " + cfg);
+  EXPECT_NE(r.status, 0);
+  EXPECT_EQ(r.output.find('\x1b'), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("'\\x1b[31mred\\nline' is not classification"), std::string::npos) << r.output;
 }
 
 }  // namespace

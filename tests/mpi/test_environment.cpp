@@ -1,9 +1,11 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <string>
 #include <vector>
 
 #include "core/error.hpp"
+#include "src/dist/comm.hpp"
 #include "src/dist/mpi.hpp"
 
 namespace {
@@ -55,6 +57,39 @@ TEST(Mpi, ErrorsCarryTheRank) {
     else
       EXPECT_EQ(std::string(e.what()).rfind("boom", 0), 0u) << e.what();
   }
+}
+
+// The last rank stays away from a barrier: the others' watchdog names it, and only it.
+TEST(Mpi, TheWatchdogNamesOnlyTheRanksThatDidNotArrive) {
+  int rank = 0, size = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size < 2) GTEST_SKIP() << "needs 2 ranks";
+  MPI_Comm dup = MPI_COMM_NULL;
+  MPI_Comm_dup(MPI_COMM_WORLD, &dup);
+  gppf::dist::Comm comm(dup, "test", 0.5);
+  gppf::dist::Comm::set_watchdog_action([](const std::string& m) { GPPF_THROW(m); });
+  const int late = size - 1;
+  if (rank != late) {
+    std::string message;
+    try {
+      comm.barrier("the test barrier");
+    } catch (const gppf::Error& e) {
+      message = e.reason();
+    }
+    EXPECT_NE(message.find("watchdog: the test barrier (collective 1) on communicator 'test'"), std::string::npos)
+        << message;
+    EXPECT_NE(message.find(gppf::str("world rank ", late, " did not arrive and did not answer")), std::string::npos)
+        << message;
+    EXPECT_EQ(message.find("world rank 0 "), std::string::npos) << message;
+    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Barrier(MPI_COMM_WORLD);  // progresses the abandoned barrier while the late rank joins it
+  } else {
+    MPI_Barrier(MPI_COMM_WORLD);
+    comm.barrier("the late rank's barrier");
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+  gppf::dist::Comm::set_watchdog_action(nullptr);
 }
 
 }  // namespace

@@ -81,5 +81,49 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_EQ(error_of(kBase, {"steps=0"}).rfind("cfg.yaml", 0), 0u);
 }
 
+// A name is part of checkpoint and report paths: '/' in it made the final save fail after training.
+TEST(Config, TaskNamesAreSafeFileNames) {
+  for (const char* bad : {"a/b", "../up", "a b", "x.y", "tab\there"}) {
+    const std::string e = error_of(kBase, {str("tasks.mnist.name='", bad, "'")});
+    EXPECT_NE(e.find("cfg.yaml: key 'tasks[0].name': '"), std::string::npos) << bad << ": " << e;
+    EXPECT_NE(e.find("may use only letters, digits, '_' and '-'"), std::string::npos) << bad << ": " << e;
+  }
+  EXPECT_EQ(parse_config(kBase, {"tasks.mnist.name=Digits_2-a"}, "cfg.yaml").tasks[0].name, "Digits_2-a");
+  EXPECT_NE(error_of(kBase, {"tasks.mnist.name=det"}).find("task name 'det' appears twice"), std::string::npos);
+  EXPECT_NE(error_of(kBase, {"tasks.mnist.name=''"}).find("key 'tasks[0].name' is required"), std::string::npos);
+}
+
+TEST(Config, AnEmptySetValueIsAnError) {
+  const std::string e = error_of(kBase, {"steps="});
+  EXPECT_NE(e.find("--set steps=: empty value for key 'steps'"), std::string::npos) << e;
+  EXPECT_NE(error_of(kBase, {"tasks.det.batch_size="}).find("empty value for key 'tasks.det.batch_size'"),
+            std::string::npos);
+  EXPECT_EQ(parse_config(kBase, {"steps=7"}, "cfg.yaml").steps, 7);
+}
+
+TEST(Config, DuplicateKeysNameTheKeyAndLine) {
+  std::string e = error_of(std::string(kBase) + "steps: 5\n");
+  EXPECT_NE(e.find("cfg.yaml:8: key 'steps' is given twice"), std::string::npos) << e;
+  e = error_of("steps: 5\noptimizer:\n  lr: 0.1\n  type: sgd\n  lr: 0.2\n");
+  EXPECT_NE(e.find("cfg.yaml:5: key 'optimizer.lr' is given twice"), std::string::npos) << e;
+  e = error_of("tasks:\n  - {name: a, type: classification, dataset: d, batch_size: 2, batch_size: 3}\n");
+  EXPECT_NE(e.find("cfg.yaml:2: key 'tasks[0].batch_size' is given twice"), std::string::npos) << e;
+}
+
+TEST(Config, NegativeThreadsAreAnError) {
+  EXPECT_NE(error_of(kBase, {"threads=-2"}).find("cfg.yaml: key 'threads' must be >= 0"), std::string::npos);
+  EXPECT_EQ(parse_config(kBase, {"threads=3"}, "cfg.yaml").threads, 3);
+  EXPECT_EQ(parse_config(kBase, {}, "cfg.yaml").threads, 0);
+}
+
+TEST(Config, TheDeviceIsParsedOnce) {
+  EXPECT_EQ(parse_config(kBase, {}, "cfg.yaml").target_device, Device::host());
+  EXPECT_EQ(parse_config(kBase, {"device=cpu"}, "cfg.yaml").target_device, Device::host());
+  const auto c = parse_config(kBase, {"device=cuda:2"}, "cfg.yaml");
+  EXPECT_EQ(c.target_device, Device::cuda(2));
+  EXPECT_EQ(c.device, "cuda:2");
+  EXPECT_EQ(parse_config(kBase, {"device=cuda"}, "cfg.yaml").target_device, Device::cuda(0));
+}
+
 }  // namespace
 }  // namespace gppf::train
