@@ -7,8 +7,8 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "io/coco_mask.hpp"
 #include "io/convert.hpp"
@@ -115,8 +115,8 @@ void add_annotations(std::vector<const json*> list, const std::map<std::int64_t,
     for (double v : bb) GPPF_CHECK(std::isfinite(v), what, ": bbox with NaN or infinite values");
     double x1 = bb[0], y1 = bb[1], x2 = bb[0] + bb[2], y2 = bb[1] + bb[3];
     // COCO boxes may exceed the image by rounding; a pixel's worth is clipped, more is an error
-    GPPF_CHECK(x1 >= -1 && y1 >= -1 && x2 <= iw + 1 && y2 <= ih + 1 && bb[2] > 0 && bb[3] > 0, what, ": bbox [",
-               bb[0], ", ", bb[1], ", ", bb[2], ", ", bb[3], "] outside the ", iw, "x", ih, " image");
+    GPPF_CHECK(x1 >= -1 && y1 >= -1 && x2 <= iw + 1 && y2 <= ih + 1 && bb[2] > 0 && bb[3] > 0, what, ": bbox [", bb[0],
+               ", ", bb[1], ", ", bb[2], ", ", bb[3], "] outside the ", iw, "x", ih, " image");
     x1 = std::max(0.0, x1);
     y1 = std::max(0.0, y1);
     x2 = std::min<double>(iw, x2);

@@ -8,9 +8,9 @@
 //    in the ground truth or the prediction; `miou_fg`, the same over the foreground classes 1..C-1
 //    only (background is most pixels and easy, so it lifts `miou`); pixel accuracy. Label 255 is
 //    ignored.
+#include <cstdint>
 #include <map>
 #include <string>
-#include <cstdint>
 #include <vector>
 
 #include "io/dataset.hpp"

@@ -26,7 +26,8 @@ struct DetectionLoss {
                                                            x.begin() + static_cast<std::ptrdiff_t>(begin + n)));
     };
     const Tensor heat = slice(heat_shape, 0, nh), size = slice(reg_shape, nh, nr), off = slice(reg_shape, nh + nr, nr);
-    Tensor lh = Tensor::zeros({1}, DType::F32), ls = Tensor::zeros({1}, DType::F32), lo = Tensor::zeros({1}, DType::F32);
+    Tensor lh = Tensor::zeros({1}, DType::F32), ls = Tensor::zeros({1}, DType::F32),
+           lo = Tensor::zeros({1}, DType::F32);
     Tensor dh = Tensor::zeros(heat_shape, DType::F32), ds = Tensor::zeros(reg_shape, DType::F32),
            dof = Tensor::zeros(reg_shape, DType::F32);
     kernels::centernet_focal_loss({}, heat, targets.heatmap, lh, kernels::GradMode::Overwrite, &dh);
@@ -47,8 +48,8 @@ struct DetectionLoss {
 TEST(DetectionGrad, FocalPlusL1MatchesFiniteDifferences) {
   const int h = 8, w = 8, classes = 2, stride = 4;
   DetectionLoss loss;
-  loss.targets = encode_centernet({{{2, 3, 14, 12, 0}, {18, 16, 30, 31, 1}}, {{4, 20, 11, 27, 1}}}, h, w, stride,
-                                  classes);
+  loss.targets =
+      encode_centernet({{{2, 3, 14, 12, 0}, {18, 16, 30, 31, 1}}, {{4, 20, 11, 27, 1}}}, h, w, stride, classes);
   loss.heat_shape = {2, h, w, classes};
   loss.reg_shape = {2, h, w, 2};
   ASSERT_EQ(loss.targets.num_objects, 3);
