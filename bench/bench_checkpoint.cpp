@@ -7,12 +7,15 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <thread>
 
 #include "core/error.hpp"
+#include "src/train/async_checkpoint.hpp"
 #include "src/train/checkpoint.hpp"
 
 namespace fs = std::filesystem;
@@ -125,6 +128,33 @@ void BM_CheckpointRead(benchmark::State& state) {
   fs::remove_all(run);
 }
 
+// AsyncCheckpointer::begin(): the snapshot copy, what a training step loses to a checkpoint (the
+// write runs behind it); the counter `published_ms` is begin() to the published file. Was a printing
+// test in tests/ckpt/test_async.cpp.
+void BM_AsyncCheckpointBegin(benchmark::State& state) {
+  const int which = static_cast<int>(state.range(0));
+  ModelSet& m = model(which);
+  const fs::path run = bench_dir() / "async";
+  train::AsyncCheckpointer ckpt(1);
+  ckpt.reserve(m.view);  // buffers allocated once, as training does at start-up
+  std::int64_t step = 0;
+  double published = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ++step;
+    ckpt.begin(run.string(), step, 0, 1, meta_at(step), m.view);
+    state.PauseTiming();
+    while (!ckpt.ready()) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    (void)ckpt.finish();
+    published += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    state.ResumeTiming();
+  }
+  state.counters["published_ms"] = 1e3 * published / static_cast<double>(state.iterations());
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(m.bytes));
+  state.SetLabel(str(model_name(which), ", ", m.bytes >> 10, " KiB"));
+  fs::remove_all(run);
+}
+
 // The same bytes written in 4 MiB blocks: range(1) = 0 buffered + fsync (dd conv=fsync), 1 O_DIRECT
 // (dd oflag=direct). Reads: range(1) = 0 buffered from a cold cache, 1 O_DIRECT (dd iflag=direct).
 constexpr std::size_t kBlock = std::size_t(4) << 20;
@@ -187,6 +217,8 @@ void BM_RawRead(benchmark::State& state) {
 // Whole-file operations of up to a second each: a few iterations, wall time.
 BENCHMARK(BM_CheckpointWrite)->Arg(0)->Iterations(20)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_CheckpointWrite)->Arg(1)->Iterations(3)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_AsyncCheckpointBegin)->Arg(0)->Iterations(20)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_AsyncCheckpointBegin)->Arg(1)->Iterations(3)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_CheckpointRead)->Args({0, 1})->Iterations(20)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_CheckpointRead)->Args({1, 1})->Args({1, 0})->Iterations(3)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_RawWrite)->Args({1, 0})->Args({1, 1})->Iterations(3)->Unit(benchmark::kMillisecond)->UseRealTime();

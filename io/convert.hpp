@@ -12,16 +12,30 @@ struct ConvertOptions {
   std::string out;
   bool force = false;
   std::uint64_t seed = 0;
-  // Fractions of the samples that go to val and test when the source has no such split.
-  double val_fraction = 0.0;
+  // val: this fraction of the training source's samples, when the source has no val split (every
+  // format has val by default; 0: none). test: this fraction of a source without a test split; a
+  // source's own test split is kept as it is. Both chosen per sample by a seeded hash (carve_split).
+  double val_fraction = 0.1;
   double test_fraction = 0.0;
   std::int64_t shard_samples = 16384;
   bool skip_bad = false;  // skip (and count) bad source samples instead of failing
 };
 
-// The split of a sample (by its index in a source without splits): a seeded hash, so the answer does
-// not depend on the order in which samples are visited.
+// The split of a sample with the stable key `index`: "test" with probability test_fraction, else
+// "val" with probability val_fraction (of the rest), else "train". A seeded hash, so the answer does
+// not depend on the order in which samples are visited nor on the other samples.
 std::string derive_split(std::uint64_t seed, std::int64_t index, double val_fraction, double test_fraction);
+
+// The output split of one source sample. Samples of the source's own val and test splits keep them;
+// a training sample (source_split "train", or "" for a source without splits) goes to test when the
+// source has no test split and derive_split says so, to val when the source has no val split and
+// derive_split says so, else to train. `key` names the sample stably (its index in its source file,
+// its image id, a hash of its path), so val and train are disjoint by source sample.
+std::string carve_split(const ConvertOptions& opt, const std::string& source_split, std::uint64_t key,
+                        bool source_has_val, bool source_has_test);
+
+// 64-bit FNV-1a: a stable key for samples named by a path or a code.
+std::uint64_t fnv1a(const std::string& s);
 
 // MNIST-family IDX files (plain or gzipped) in `src`: train-images*/train-labels*, and
 // t10k-* or test-* for the test split.

@@ -27,11 +27,6 @@ struct Object {
   std::vector<float> alpha;   // h*w, 0..1
 };
 
-// All samples of one split of the source, decoded on demand.
-struct SourceSplit {
-  std::vector<Sample> samples;
-};
-
 Object make_object(const Sample& s, const Manifest& m, int out_c, const std::string& what) {
   Image im;
   if (m.raw()) {
@@ -116,6 +111,29 @@ std::vector<Image> load_backgrounds(const std::string& dir, int channels) {
   return out;
 }
 
+// The objects of each output split, read once (HDF5 blocks) and decoded per use: the source's
+// splits, with val carved from its train objects when it has none. An object is pasted only into
+// scenes of its own split, so no object instance appears in two splits.
+std::map<std::string, std::vector<Sample>> object_pools(const Dataset& src, const ConvertOptions& opt) {
+  const Manifest& sm = src.manifest();
+  const bool has_val = sm.find_split("val") != nullptr, has_test = sm.find_split("test") != nullptr;
+  std::map<std::string, std::vector<Sample>> pools;
+  for (const SplitInfo& split : sm.splits) {
+    std::uint64_t position = 0;  // the key: the object's place in its source split
+    for (const ShardInfo& sh : split.shards) {
+      ShardReader r(src.shard_path(sh), sm, sh.count);
+      std::vector<Sample> part;
+      std::vector<std::uint32_t> crc;
+      r.read(0, sh.count, part, crc);
+      for (std::size_t i = 0; i < part.size(); ++i) {
+        GPPF_CHECK(sample_crc(part[i]) == crc[i], "shard ", src.shard_path(sh), " sample ", i, ": CRC-32 mismatch");
+        pools[carve_split(opt, split.name, position++, has_val, has_test)].push_back(std::move(part[i]));
+      }
+    }
+  }
+  return pools;
+}
+
 }  // namespace
 
 Manifest convert_canvas(const CanvasOptions& cv, const ConvertOptions& opt) {
@@ -163,25 +181,14 @@ Manifest convert_canvas(const CanvasOptions& cv, const ConvertOptions& opt) {
   const std::size_t npx = static_cast<std::size_t>(side) * side;
   std::int64_t skipped = 0;
 
-  std::uint64_t split_no = 0;
-  for (const SplitInfo& split : sm.splits) {
-    ++split_no;
-    std::int64_t count = split.count;
-    if (split.name == "train" && cv.train > 0) count = cv.train;
-    if (split.name == "val" && cv.val > 0) count = cv.val;
-    if (split.name == "test" && cv.test > 0) count = cv.test;
-    // The split's objects, read once (HDF5 blocks), decoded per use.
-    std::vector<Sample> objects;
-    for (const ShardInfo& sh : split.shards) {
-      ShardReader r(src.shard_path(sh), sm, sh.count);
-      std::vector<Sample> part;
-      std::vector<std::uint32_t> crc;
-      r.read(0, sh.count, part, crc);
-      for (std::size_t i = 0; i < part.size(); ++i) {
-        GPPF_CHECK(sample_crc(part[i]) == crc[i], "shard ", src.shard_path(sh), " sample ", i, ": CRC-32 mismatch");
-        objects.push_back(std::move(part[i]));
-      }
-    }
+  const std::map<std::string, std::vector<Sample>> pools = object_pools(src, opt);
+  for (const auto& [name, objects] : pools) {
+    // the scene seed's split number; train and test keep the numbers they had before val existed
+    const std::uint64_t split_no = name == "train" ? 1 : name == "test" ? 2 : 3;
+    std::int64_t count = static_cast<std::int64_t>(objects.size());
+    if (name == "train" && cv.train > 0) count = cv.train;
+    if (name == "val" && cv.val > 0) count = cv.val;
+    if (name == "test" && cv.test > 0) count = cv.test;
     if (objects.empty()) continue;
     for (std::int64_t scene = 0; scene < count; ++scene) {
       Rng rng(hash_seed({opt.seed, split_no, static_cast<std::uint64_t>(scene), 0xca5ULL}));
@@ -201,7 +208,7 @@ Manifest convert_canvas(const CanvasOptions& cv, const ConvertOptions& opt) {
           cv.min_objects + static_cast<int>(rng.below(static_cast<std::uint64_t>(cv.max_objects - cv.min_objects + 1)));
       for (int j = 0; j < k; ++j) {
         const Sample& os = objects[rng.below(objects.size())];
-        const Object obj = scale_object(make_object(os, sm, out_c, str(cv.src, " ", split.name, " sample ", os.id)),
+        const Object obj = scale_object(make_object(os, sm, out_c, str(cv.src, " ", name, " sample ", os.id)),
                                         rng.uniform(cv.scale_min, cv.scale_max), out_c, side);
         // the object's own mask and its tight box within the object
         int bx1 = obj.w, by1 = obj.h, bx2 = -1, by2 = -1;
@@ -298,7 +305,7 @@ Manifest convert_canvas(const CanvasOptions& cv, const ConvertOptions& opt) {
         continue;
       }
       s.id = scene;
-      writer.add(split.name, std::move(s), str("canvas scene ", split.name, " ", scene));
+      writer.add(name, std::move(s), str("canvas scene ", name, " ", scene));
     }
   }
   if (skipped > 0) log::info("convert canvas: ", skipped, " scenes without a visible object were left out");

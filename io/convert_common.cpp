@@ -1,14 +1,34 @@
+#include "core/error.hpp"
 #include "io/convert.hpp"
 #include "io/random.hpp"
 
 namespace gppf::io {
 
 std::string derive_split(std::uint64_t seed, std::int64_t index, double val_fraction, double test_fraction) {
+  GPPF_CHECK(val_fraction >= 0 && val_fraction < 1 && test_fraction >= 0 && test_fraction < 1,
+             "convert: --val-fraction ", val_fraction, " and --test-fraction ", test_fraction, " must be in [0, 1)");
   Rng rng(hash_seed({seed, static_cast<std::uint64_t>(index), 0x5a17ULL}));
   const double u = rng.uniform();
   if (u < test_fraction) return "test";
-  if (u < test_fraction + val_fraction) return "val";
+  // val is a fraction of what test left, so that adding a test split does not shrink val's share
+  if ((u - test_fraction) / (1 - test_fraction) < val_fraction) return "val";
   return "train";
+}
+
+std::string carve_split(const ConvertOptions& opt, const std::string& source_split, std::uint64_t key,
+                        bool source_has_val, bool source_has_test) {
+  if (!source_split.empty() && source_split != "train") return source_split;
+  return derive_split(opt.seed, static_cast<std::int64_t>(key), source_has_val ? 0.0 : opt.val_fraction,
+                      source_has_test ? 0.0 : opt.test_fraction);
+}
+
+std::uint64_t fnv1a(const std::string& s) {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  return h;
 }
 
 }  // namespace gppf::io

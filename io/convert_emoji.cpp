@@ -21,16 +21,6 @@ using json = nlohmann::json;
 namespace gppf::io {
 namespace {
 
-// 64-bit FNV-1a: a stable number per emoji for the split hash.
-std::uint64_t fnv1a(const std::string& s) {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
-
 // RGBA -> RGB on `bg`, then resized to size x size when the artwork has another size.
 std::vector<std::uint8_t> flatten(const Image& im, const std::array<std::uint8_t, 3>& bg, int size) {
   const std::size_t n = static_cast<std::size_t>(im.height) * im.width;
@@ -118,9 +108,7 @@ Manifest convert_emoji(const EmojiOptions& emoji, const ConvertOptions& opt) {
       s.channels = 3;
       s.label = label.at(e.category);
       s.id = e.index;
-      const std::uint64_t key = fnv1a(e.code);
-      writer.add(derive_split(opt.seed, static_cast<std::int64_t>(key), opt.val_fraction, opt.test_fraction),
-                 std::move(s), file);
+      writer.add(carve_split(opt, "", fnv1a(e.code), false, false), std::move(s), file);
     } catch (const Error& err) {
       if (!opt.skip_bad) throw;
       ++skipped;

@@ -118,6 +118,7 @@ Manifest convert_idx(const IdxOptions& idx, const ConvertOptions& opt) {
   h.source = "idx:" + idx.src;
   DatasetWriter writer(opt.out, {h, opt.shard_samples, std::int64_t(128) << 20, 4, opt.force});
   const std::size_t px = static_cast<std::size_t>(h.height) * h.width * h.channels;
+  const bool has_test = std::any_of(parts.begin(), parts.end(), [](const Part& p) { return p.split == "test"; });
   for (std::size_t p = 0; p < parts.size(); ++p) {
     const auto n = images[p].dims[0];
     for (std::int64_t i = 0; i < n; ++i) {
@@ -125,9 +126,8 @@ Manifest convert_idx(const IdxOptions& idx, const ConvertOptions& opt) {
       s.image.assign(images[p].data.begin() + px * i, images[p].data.begin() + px * (i + 1));
       s.label = labels[p].data[static_cast<std::size_t>(i)];
       s.id = i;
-      std::string split = parts[p].split;
-      // IDX sources have train and test; val (when asked for) comes out of train.
-      if (split == "train" && opt.val_fraction > 0) split = derive_split(opt.seed, i, opt.val_fraction, 0.0);
+      // IDX sources have train and test; val comes out of train (keyed by the index in its file).
+      const std::string split = carve_split(opt, parts[p].split, static_cast<std::uint64_t>(i), false, has_test);
       writer.add(split, std::move(s), str(parts[p].images, " sample ", i));
     }
   }

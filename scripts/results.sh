@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# Writes docs/RESULTS.md from real runs with the same budget (issue 5):
+# Writes docs/RESULTS.md from real runs with the same budget, each repeated over several seeds:
 #   1. each task of the config trained alone;
 #   2. dense multi-task: every lego active (k = L, `--set model.top_k=L`);
 #   3. GPPF sparse multi-task: the config as it is (k < L);
 #   4. transfer to a task held out of pre-training: pre-training without it, then `gppf finetune`
-#      from that checkpoint (probe + fine-tune) against `gppf finetune --from-scratch`.
+#      from that checkpoint (probe + fine-tune) against `gppf finetune --from-scratch` (its own run
+#      and budget, not the "alone" run).
 # Every run gets N steps (each step: one micro-batch of every task of the run), so a task sees the
-# same samples alone and together; the transfer's probe_steps + steps is N too.
+# same samples alone and together; the transfer's probe_steps + steps is N too. Tables give the mean
+# and sample standard deviation over the seeds of the test metrics (summary.json `metrics`); which
+# variant is best is chosen on val (summary.json `val`), never on test. A difference of two means
+# no larger than the sum of their standard deviations is written "no measurable difference".
 #
-# Usage: scripts/results.sh [--steps N] [--config FILE] [--held-out TASK] [--transfer-config FILE]
-#                           [--out DIR] [--doc FILE] [--reuse]
+# Usage: scripts/results.sh [--steps N] [--seeds S,S,...] [--config FILE] [--held-out TASK]
+#                           [--transfer-config FILE] [--out DIR] [--doc FILE] [--reuse] [--report-only]
 #   --steps N            the budget (default: the config's `steps`); warm-ups scale with it
+#   --seeds LIST         seeds, each run once per seed (default 1,2,3; at least 2 for a spread)
 #   --config FILE        multi-task config (default configs/mini.yaml)
 #   --held-out TASK      task left out of pre-training (default fashion)
 #   --transfer-config F  the fine-tune config of that task (default configs/transfer-fashion.yaml)
-#   --out DIR            run directories (default runs/results)
+#   --out DIR            run directories, DIR/seedS/NAME (default runs/results)
 #   --doc FILE           the Markdown written (default docs/RESULTS.md)
 #   --reuse              keep runs that already have a summary.json (to finish an interrupted sweep)
+#   --report-only        run nothing: write the document from the summary.json files in DIR
 # Environment: GPPF_BIN (default build/bin/gppf). Data: scripts/fetch-data.sh --for CONFIG.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,11 +34,15 @@ transfer_config=configs/transfer-fashion.yaml
 out=runs/results
 doc=docs/RESULTS.md
 steps=""
+seeds=1,2,3
 reuse=0
+report_only=0
 args=("$@")
 while [ $# -gt 0 ]; do
   case "$1" in
     --steps) steps=$2; shift 2 ;;
+    --seeds) seeds=$2; shift 2 ;;
+    --report-only) report_only=1; shift ;;
     --config) config=$2; shift 2 ;;
     --held-out) held_out=$2; shift 2 ;;
     --transfer-config) transfer_config=$2; shift 2 ;;
@@ -43,7 +53,11 @@ while [ $# -gt 0 ]; do
     *) echo "results.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-[ -x "$GPPF" ] || { echo "results.sh: $GPPF is not an executable; build it (scripts/build.sh) or set GPPF_BIN" >&2; exit 1; }
+[ "$report_only" = 1 ] || [ -x "$GPPF" ] ||
+  { echo "results.sh: $GPPF is not an executable; build it (scripts/build.sh) or set GPPF_BIN" >&2; exit 1; }
+[[ "$seeds" =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "results.sh: --seeds must be a comma-separated list of integers, got '$seeds'" >&2; exit 2; }
+IFS=, read -r -a seed_list <<<"$seeds"
+command -v python3 >/dev/null || { echo "results.sh: python3 is needed to aggregate the runs" >&2; exit 1; }
 for f in "$config" "$transfer_config"; do
   [ -f "$f" ] || { echo "results.sh: config $f does not exist" >&2; exit 1; }
 done
@@ -110,119 +124,196 @@ w=$(yaml_block schedule "$transfer_config" | int_of warmup_steps)
 
 mkdir -p "$out/configs"
 declare -a commands=()
-# run NAME CMD...: runs a gppf command into $out/NAME (log in $out/NAME.log) unless --reuse finds it.
+# run NAME CMD...: runs a gppf command into $dir/NAME (log in $dir/NAME.log) unless --reuse finds it.
 run() {
   local name=$1
   shift
   commands+=("$*")
-  if [ "$reuse" = 1 ] && [ -f "$out/$name/summary.json" ]; then
-    echo "results.sh: $name: reusing $out/$name"
+  [ "$report_only" = 1 ] && return
+  if [ "$reuse" = 1 ] && [ -f "$dir/$name/summary.json" ]; then
+    echo "results.sh: $name: reusing $dir/$name"
     return
   fi
-  rm -rf "${out:?}/$name"
+  rm -rf "${dir:?}/$name"
   echo "results.sh: $name: $*"
-  if ! "$@" >"$out/$name.log" 2>&1; then
-    tail -n 20 "$out/$name.log" >&2
-    echo "results.sh: $name failed; its log: $out/$name.log" >&2
+  if ! "$@" >"$dir/$name.log" 2>&1; then
+    tail -n 20 "$dir/$name.log" >&2
+    echo "results.sh: $name failed; its log: $dir/$name.log" >&2
     exit 1
   fi
 }
 
-# summary.json is nlohmann's dump(2): tasks at 4 spaces, metrics at 8.
-metric() {
-  awk -v task="$2" -v key="$3" '
-    /^    "[^"]+": \{/ { t = $1; gsub(/[":]/, "", t) }
-    t == task && $0 ~ "^        \"" key "\": " { v = $2; sub(/,$/, "", v); printf "%.4f\n", v; exit }' "$1/summary.json"
-}
-metric_keys() {
-  awk -v task="$2" '
-    /^    "[^"]+": \{/ { t = $1; gsub(/[":]/, "", t) }
-    t == task && /^        "[^"]+": / { k = $1; gsub(/[":]/, "", k); print k }' "$1/summary.json"
-}
-wall() { grep -oE '"wall_seconds": [0-9.e+-]+' "$1/summary.json" | awk '{ printf "%.0f\n", $2 }'; }
-# The parameter count `gppf train` logs for run NAME (its first phase).
-params() { grep -oE '[0-9]+ parameters' "$out/$1.log" | head -n 1 | grep -oE '^[0-9]+' || echo "?"; }
-
-# ---- the runs ----------------------------------------------------------------------------------------
-for t in "${tasks[@]}"; do
-  filter_tasks only "$t" "$config" >"$out/configs/alone-$t.yaml"
-  run "alone-$t" "$GPPF" train --config "$out/configs/alone-$t.yaml" "${budget[@]}" --out "$out/alone-$t"
-done
-run dense "$GPPF" train --config "$config" "${budget[@]}" --set "model.top_k=$legos" --out "$out/dense"
-run sparse "$GPPF" train --config "$config" "${budget[@]}" --out "$out/sparse"
+# ---- the runs, once per seed ---------------------------------------------------------------------
+for t in "${tasks[@]}"; do filter_tasks only "$t" "$config" >"$out/configs/alone-$t.yaml"; done
 filter_tasks without "$held_out" "$config" >"$out/configs/pretrain-without-$held_out.yaml"
-run "pretrain-without-$held_out" "$GPPF" train --config "$out/configs/pretrain-without-$held_out.yaml" \
-  "${budget[@]}" --out "$out/pretrain-without-$held_out"
-run transfer "$GPPF" finetune --checkpoint "$out/pretrain-without-$held_out" --config "$transfer_config" \
-  "${transfer_budget[@]}" --out "$out/transfer"
-run scratch "$GPPF" finetune --checkpoint "$out/pretrain-without-$held_out" --config "$transfer_config" \
-  "${transfer_budget[@]}" --from-scratch --out "$out/scratch"
+for seed in "${seed_list[@]}"; do
+  dir="$out/seed$seed"
+  mkdir -p "$dir"
+  sd=(--set "seed=$seed")
+  for t in "${tasks[@]}"; do
+    run "alone-$t" "$GPPF" train --config "$out/configs/alone-$t.yaml" "${budget[@]}" "${sd[@]}" --out "$dir/alone-$t"
+  done
+  run dense "$GPPF" train --config "$config" "${budget[@]}" "${sd[@]}" --set "model.top_k=$legos" --out "$dir/dense"
+  run sparse "$GPPF" train --config "$config" "${budget[@]}" "${sd[@]}" --out "$dir/sparse"
+  run "pretrain-without-$held_out" "$GPPF" train --config "$out/configs/pretrain-without-$held_out.yaml" \
+    "${budget[@]}" "${sd[@]}" --out "$dir/pretrain-without-$held_out"
+  run transfer "$GPPF" finetune --checkpoint "$dir/pretrain-without-$held_out" --config "$transfer_config" \
+    "${transfer_budget[@]}" "${sd[@]}" --out "$dir/transfer"
+  run scratch "$GPPF" finetune --checkpoint "$dir/pretrain-without-$held_out" --config "$transfer_config" \
+    "${transfer_budget[@]}" "${sd[@]}" --from-scratch --out "$dir/scratch"
+done
 
 # ---- docs/RESULTS.md ---------------------------------------------------------------------------------
 new_task=$(task_names "$transfer_config" | head -n 1)
 cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)
-sum_alone=0
-for t in "${tasks[@]}"; do sum_alone=$((sum_alone + $(wall "$out/alone-$t"))); done
+commit="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && commit="$commit (dirty: uncommitted changes)"
+version=$([ -x "$GPPF" ] && "$GPPF" --version 2>&1 | head -n 1 || echo unknown)
+reduced=""
+[ "$N" != "$cfg_steps" ] && reduced="This is a reduced budget (the config's is $cfg_steps steps); warm-ups were scaled to it."
+export RS_OUT=$out RS_SEEDS=$seeds RS_TASKS="${tasks[*]}" RS_HELD_OUT=$held_out RS_NEW_TASK=$new_task \
+  RS_CONFIG=$config RS_TRANSFER_CONFIG=$transfer_config RS_LEGOS=$legos RS_TOP_K=$top_k RS_N=$N RS_PROBE=$probe \
+  RS_TUNE=$tune RS_REDUCED=$reduced RS_COMMIT=$commit RS_VERSION=$version RS_CPU="$(nproc) cores, ${cpu:-unknown CPU}" \
+  RS_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" RS_ARGS="${args[*]:-}"
 {
-  echo "# Results"
-  echo
-  echo "Written by \`scripts/results.sh${args[*]:+ ${args[*]}}\` from the runs in \`$out/\` (re-run it to"
-  echo "reproduce; nothing here is typed by hand). $(date -u '+%Y-%m-%d %H:%M UTC'), git"
-  echo "$(git rev-parse --short HEAD 2>/dev/null || echo unknown), \`$("$GPPF" --version 2>&1 | head -n 1)\`."
-  echo "Machine: $(nproc) cores, ${cpu:-unknown CPU}. Metrics are on the test splits (summary.json)."
-  echo
-  echo "**Budget: $N steps per run.** A step takes one micro-batch of every task of the run, so each"
-  echo "task sees the same number of samples alone and in the multi-task runs. The transfer's probe and"
-  echo "fine-tune together take $N steps too ($probe + $tune), as does the from-scratch baseline."
-  [ "$N" != "$cfg_steps" ] && echo "This is a reduced budget (the config's is $cfg_steps steps); warm-ups were scaled to it."
-  echo
-  echo "## Alone, dense multi-task, GPPF sparse ($config)"
-  echo
-  echo "| task | metric | alone | dense (k = L = $legos) | GPPF sparse (k = $top_k of $legos) |"
-  echo "| --- | --- | --- | --- | --- |"
-  for t in "${tasks[@]}"; do
-    for k in $(metric_keys "$out/sparse" "$t"); do
-      echo "| $t | $k | $(metric "$out/alone-$t" "$t" "$k") | $(metric "$out/dense" "$t" "$k") | $(metric "$out/sparse" "$t" "$k") |"
-    done
-  done
-  echo "| wall time (s) | | $sum_alone (all ${#tasks[@]} runs) | $(wall "$out/dense") | $(wall "$out/sparse") |"
-  alone_params=$(for t in "${tasks[@]}"; do params "alone-$t"; done | paste -sd/ | sed 's|/| / |g')
-  echo "| parameters | | $alone_params | $(params dense) | $(params sparse) |"
-  echo
-  echo "A lego's width is the dense block's width / k (docs/ARCHITECTURE.md), so every column spends about"
-  echo "the same compute per sample of a task: k = L means L narrower legos, all active and shared by every"
-  echo "task; k < L gives each task its own subset of wider ones. Wall times include the final evaluation"
-  echo "on the full test splits."
-  echo
-  echo "## Transfer to $new_task, held out of pre-training"
-  echo
-  echo "Pre-training: the config without \`$held_out\`, $N steps. Then \`gppf finetune\` with"
-  echo "\`$transfer_config\` (docs/FINETUNE.md): a routing probe of $probe steps on the frozen network, then"
-  echo "$tune steps of fine-tuning on the chosen legos; the baseline trains the same network from random"
-  echo "initialisation for $N steps. For reference, \`alone-$held_out\` above is the same task from scratch in a"
-  echo "network sized for one task."
-  echo
-  echo "| $new_task | metric | pre-trained (probe + fine-tune) | from scratch | after the probe only |"
-  echo "| --- | --- | --- | --- | --- |"
-  for k in $(metric_keys "$out/transfer" "$new_task"); do
-    echo "| | $k | $(metric "$out/transfer" "$new_task" "$k") | $(metric "$out/scratch" "$new_task" "$k") | $(metric "$out/transfer/probe" "$new_task" "$k") |"
-  done
-  echo "| wall time (s) | | $(($(wall "$out/transfer") + $(wall "$out/transfer/probe"))) | $(wall "$out/scratch") | $(wall "$out/transfer/probe") |"
-  echo
-  echo "Legos the probe chose (per lego layer, from \`$out/transfer/transfer.json\`):"
-  echo
-  echo '```'
-  grep -E 'the probe chose' "$out/transfer.log" | sed -E 's/.*the probe chose/the probe chose/' || true
-  echo '```'
+  python3 - <<'PY'
+import json, math, os, re, statistics as st
+
+E = os.environ
+out, seeds = E["RS_OUT"], E["RS_SEEDS"].split(",")
+tasks, held, new = E["RS_TASKS"].split(), E["RS_HELD_OUT"], E["RS_NEW_TASK"]
+
+
+def summary(seed, run):
+    path = f"{out}/seed{seed}/{run}/summary.json"
+    if not os.path.exists(path):
+        raise SystemExit(f"results.sh: {path} is missing (run without --report-only, or with --reuse)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def values(run, task, key, block):
+    """The metric over the seeds; block is 'metrics' (test) or 'val'. None when a run lacks it."""
+    vs = [summary(s, run)["tasks"].get(task, {}).get(block, {}).get(key) for s in seeds]
+    return None if any(v is None for v in vs) else vs
+
+
+def mean_sd(vs):
+    return st.mean(vs), (st.stdev(vs) if len(vs) > 1 else float("nan"))
+
+
+def fmt(vs, digits=4):
+    if vs is None:
+        return "n/a"
+    m, s = mean_sd(vs)
+    return f"{m:.{digits}f}" if math.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def verdict(a, b, name_a, name_b):
+    """Test means of a and b: a difference within the sum of the standard deviations is no difference."""
+    if a is None or b is None:
+        return "n/a"
+    (ma, sa), (mb, sb) = mean_sd(a), mean_sd(b)
+    if math.isnan(sa) or math.isnan(sb):
+        return "n/a (one seed)"
+    d = ma - mb
+    if abs(d) <= sa + sb:
+        return "no measurable difference"
+    return f"{name_a if d > 0 else name_b} higher by {abs(d):.4f}"
+
+
+def chosen_on_val(runs, task, key, names):
+    vals = [values(r, task, key, "val") for r in runs]
+    if any(v is None for v in vals):
+        return "no val metrics"
+    best = max(range(len(runs)), key=lambda i: st.mean(vals[i]))
+    return names[best]
+
+
+def keys(run, task):
+    return list(summary(seeds[0], run)["tasks"][task]["metrics"].keys())
+
+
+def walls(run):
+    return [summary(s, run)["wall_seconds"] for s in seeds]
+
+
+def params(run):
+    try:
+        with open(f"{out}/seed{seeds[0]}/{run}.log") as f:
+            m = re.search(r"([0-9]+) parameters", f.read())
+        return m.group(1) if m else "?"
+    except OSError:
+        return "?"
+
+
+N, probe, tune, legos, top_k = E["RS_N"], E["RS_PROBE"], E["RS_TUNE"], E["RS_LEGOS"], E["RS_TOP_K"]
+args = E["RS_ARGS"]
+p = print
+p("# Results\n")
+p(f"Written by `scripts/results.sh{' ' + args if args else ''}` from the runs in `{out}/` (re-run it to")
+p(f"reproduce; nothing here is typed by hand). {E['RS_DATE']}, commit {E['RS_COMMIT']},")
+p(f"`{E['RS_VERSION']}`. Machine: {E['RS_CPU']}.\n")
+p(f"**{len(seeds)} seeds ({', '.join(seeds)}), {N} steps per run.** Every number is the mean ± the sample")
+p("standard deviation over the seeds of the test split's metric (summary.json `metrics`); the variant")
+p("\"chosen on val\" has the best mean on the val split (summary.json `val`), so test is read once, at")
+p("the end. A difference of two means no larger than the sum of their standard deviations is \"no")
+p("measurable difference\". `miou` averages all classes incl. background, `miou_fg` the foreground")
+p("classes only. A step takes one micro-batch of every task of the run, so each task sees the same")
+p(f"number of samples alone and in the multi-task runs. {E['RS_REDUCED']}\n")
+p(f"## Alone, dense multi-task, GPPF sparse ({E['RS_CONFIG']})\n")
+runs3, names3 = None, ["alone", "dense", "sparse"]
+p(f"| task | metric | alone | dense (k = L = {legos}) | GPPF sparse (k = {top_k} of {legos}) | chosen on val | sparse vs dense | sparse vs alone |")
+p("| --- | --- | --- | --- | --- | --- | --- | --- |")
+for t in tasks:
+    runs3 = [f"alone-{t}", "dense", "sparse"]
+    for k in keys("sparse", t):
+        a, d, s = (values(r, t, k, "metrics") for r in runs3)
+        p(f"| {t} | {k} | {fmt(a)} | {fmt(d)} | {fmt(s)} | {chosen_on_val(runs3, t, k, names3)} | "
+          f"{verdict(s, d, 'sparse', 'dense')} | {verdict(s, a, 'sparse', 'alone')} |")
+alone_wall = [sum(w) for w in zip(*(walls(f"alone-{t}") for t in tasks))]
+p(f"| wall time (s) | | {fmt(alone_wall, 0)} (all {len(tasks)} runs) | {fmt(walls('dense'), 0)} | {fmt(walls('sparse'), 0)} | | | |")
+p(f"| parameters | | {' / '.join(params('alone-' + t) for t in tasks)} | {params('dense')} | {params('sparse')} | | | |\n")
+p("A lego's width is the dense block's width / k (docs/ARCHITECTURE.md), so every column spends about")
+p("the same compute per sample of a task: k = L means L narrower legos, all active and shared by every")
+p("task; k < L gives each task its own subset of wider ones. Wall times include the final evaluation.\n")
+p(f"## Transfer to {new}, held out of pre-training\n")
+p(f"Pre-training: the config without `{held}`, {N} steps. Then `gppf finetune` with")
+p(f"`{E['RS_TRANSFER_CONFIG']}` (docs/FINETUNE.md): a routing probe of {probe} steps on the frozen network, then")
+p(f"{tune} steps of fine-tuning on the chosen legos. \"From scratch\" is its own run: `gppf finetune")
+p(f"--from-scratch`, the same network from random initialisation with the same budget ({probe} + {tune} steps);")
+p(f"it is not the `alone-{held}` run above (a network sized for one task).\n")
+runs, names = ["transfer", "scratch", "transfer/probe"], ["pre-trained", "from scratch", "probe only"]
+p(f"| {new} | metric | pre-trained (probe + fine-tune) | from scratch | after the probe only | chosen on val | pre-trained vs scratch |")
+p("| --- | --- | --- | --- | --- | --- | --- |")
+for k in keys("transfer", new):
+    tr, sc, pr = (values(r, new, k, "metrics") for r in runs)
+    p(f"| | {k} | {fmt(tr)} | {fmt(sc)} | {fmt(pr)} | {chosen_on_val(runs, new, k, names)} | "
+      f"{verdict(tr, sc, 'pre-trained', 'scratch')} |")
+tw = [a + b for a, b in zip(walls("transfer"), walls("transfer/probe"))]
+p(f"| wall time (s) | | {fmt(tw, 0)} | {fmt(walls('scratch'), 0)} | {fmt(walls('transfer/probe'), 0)} | | |\n")
+p("Legos the probe chose (per lego layer), per seed:\n")
+p("```")
+for s in seeds:
+    try:
+        with open(f"{out}/seed{s}/transfer.log") as f:
+            for line in f:
+                if "the probe chose" in line:
+                    p(f"seed {s}: " + line[line.index("the probe chose"):].rstrip())
+    except OSError:
+        p(f"seed {s}: (no log)")
+p("```")
+PY
   echo
   echo "## Commands"
   echo
-  echo "Run from the repository root. \`$out/configs/alone-TASK.yaml\` and"
-  echo "\`$out/configs/pretrain-without-$held_out.yaml\` are \`$config\` with its task list cut to one task /"
-  echo "without \`$held_out\` (nothing else changed)."
+  echo "Run from the repository root, once per seed S in ${seeds} (\`--set seed=S\`, runs in \`$out/seedS/\`)."
+  echo "\`$out/configs/alone-TASK.yaml\` and \`$out/configs/pretrain-without-$held_out.yaml\` are \`$config\` with its"
+  echo "task list cut to one task / without \`$held_out\` (nothing else changed). The first seed's commands:"
   echo
   echo '```sh'
-  for c in "${commands[@]}"; do echo "$c"; done
+  for c in "${commands[@]:0:$((${#commands[@]} / ${#seed_list[@]}))}"; do echo "$c"; done
   echo '```'
-} >"$doc"
+} >"$doc.tmp"
+mv "$doc.tmp" "$doc"
 echo "results.sh: wrote $doc"

@@ -129,11 +129,19 @@ void SegmentationEvaluator::add(const std::int32_t* pred, const std::uint8_t* tr
   }
 }
 
-double SegmentationEvaluator::miou() const {
+double SegmentationEvaluator::miou() const { return mean_iou(0); }
+
+double SegmentationEvaluator::miou_foreground() const { return mean_iou(1); }
+
+std::map<std::string, double> SegmentationEvaluator::metrics() const {
+  return {{"miou", miou()}, {"miou_fg", miou_foreground()}, {"pixel_acc", pixel_accuracy()}};
+}
+
+double SegmentationEvaluator::mean_iou(int first) const {
   const auto C = static_cast<std::size_t>(m_num_classes);
   double sum = 0;
   int n = 0;
-  for (std::size_t c = 0; c < C; ++c) {
+  for (auto c = static_cast<std::size_t>(first); c < C; ++c) {
     std::int64_t tp = m_confusion[c * C + c], row = 0, col = 0;
     for (std::size_t k = 0; k < C; ++k) {
       row += m_confusion[c * C + k];

@@ -4,9 +4,13 @@
 //  - detection: AP per class with COCO's 101-point interpolated precision, matching detections to
 //    ground truth greedily by score at each IoU threshold; mAP@0.5 and mAP@[.5:.95] (ten thresholds)
 //    averaged over the classes that have ground truth;
-//  - segmentation: mean IoU over classes present in the ground truth or the prediction, and pixel
-//    accuracy; label 255 is ignored.
+//  - segmentation: `miou`, the mean IoU over all classes incl. background (class 0) that are present
+//    in the ground truth or the prediction; `miou_fg`, the same over the foreground classes 1..C-1
+//    only (background is most pixels and easy, so it lifts `miou`); pixel accuracy. Label 255 is
+//    ignored.
 #include <cstdint>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "io/dataset.hpp"
@@ -45,10 +49,15 @@ class SegmentationEvaluator {
   // pred and truth: per-pixel class ids, same length; truth 255 is ignored.
   void add(const std::vector<std::int32_t>& pred, const std::vector<std::uint8_t>& truth);
   void add(const std::int32_t* pred, const std::uint8_t* truth, std::size_t n);
-  double miou() const;
+  double miou() const;             // all classes incl. background
+  double miou_foreground() const;  // classes 1..C-1
   double pixel_accuracy() const;
+  // {miou, miou_fg, pixel_acc}: the keys summary.json reports (DESIGN.md).
+  std::map<std::string, double> metrics() const;
 
  private:
+  // Mean IoU over classes [first, C) present in the truth or the prediction; 0 when none is.
+  double mean_iou(int first) const;
   int m_num_classes;
   std::vector<std::int64_t> m_confusion;  // [truth][pred]
 };

@@ -87,7 +87,7 @@ std::map<std::string, double> TaskEvaluator::metrics() const {
     case io::TaskType::Classification:
       return {{"top1", static_cast<double>(m_top1) / n}, {"top5", static_cast<double>(m_top5) / n}};
     case io::TaskType::Detection: return {{"map50", m_det.map50()}, {"map", m_det.map()}};
-    case io::TaskType::Segmentation: return {{"miou", m_seg.miou()}, {"pixel_acc", m_seg.pixel_accuracy()}};
+    case io::TaskType::Segmentation: return m_seg.metrics();
   }
   return {};
 }

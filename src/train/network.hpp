@@ -47,7 +47,7 @@ class TaskEvaluator {
   void add_classification(const Tensor& logits, const Tensor& labels);
   void add_detection(const std::vector<std::vector<Detection>>& dets, const std::vector<std::vector<io::Box>>& truth);
   void add_segmentation(const Tensor& logits, const Tensor& masks);
-  // Keys as DESIGN.md names them: top1, top5 | map50, map | miou, pixel_acc; fractions in [0, 1].
+  // Keys as DESIGN.md names them: top1, top5 | map50, map | miou, miou_fg, pixel_acc; fractions in [0, 1].
   std::map<std::string, double> metrics() const;
   std::int64_t samples() const { return m_samples; }
 

@@ -1,19 +1,15 @@
 // Asynchronous checkpoints (AsyncCheckpointer) in one process: the snapshot is a copy, the published
 // checkpoint equals a synchronous save, a second begin() publishes the first, errors surface in
-// finish(), the destructor publishes nothing; large `layout` attributes. The timing tests print
-// begin() (what training loses) against a synchronous save; the ResNet-50-sized one is DISABLED_
-// (run it with --gtest_also_run_disabled_tests --gtest_filter='*Timing*').
+// finish(), the destructor publishes nothing; large `layout` attributes. The time begin() costs
+// training is measured by bench/bench_checkpoint.cpp (BM_AsyncCheckpointBegin), not here.
 #include <gtest/gtest.h>
 #include <hdf5.h>
 #include <unistd.h>
 
-#include <chrono>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <thread>
 
 #include "core/error.hpp"
 #include "io/checksum.hpp"
@@ -270,70 +266,6 @@ TEST_F(AsyncCheckpoint, Version1FilesStillReadAndNewerOnesAreRefused) {
               std::string::npos)
         << e.reason();
   }
-}
-
-// Prints begin() (the snapshot: what training loses) against a synchronous save of the same set.
-void time_checkpoints(const char* label, const std::vector<Shape>& shapes, const fs::path& dir) {
-  using clock = std::chrono::steady_clock;
-  auto secs = [](clock::time_point a) { return std::chrono::duration<double>(clock::now() - a).count(); };
-  Model model(shapes, 1.0f);
-  const CheckpointTensors tensors = model.tensors();
-  const std::size_t count = tensors.params.size() + tensors.buffers.size() + tensors.optimizer.size();
-  const double mb = static_cast<double>(model.bytes()) / 1e6;
-  auto t = clock::now();
-  (void)save_checkpoint((dir / "sync").string(), 1, meta_for(1), tensors);
-  const double sync = secs(t);
-  AsyncCheckpointer ckpt(1);
-  t = clock::now();
-  ckpt.reserve(tensors);
-  const double reserve = secs(t);
-  constexpr int kRounds = 3;
-  double begin = 0, finish = 0, total = 0;
-  for (int i = 0; i < kRounds; ++i) {
-    t = clock::now();
-    ckpt.begin((dir / "async").string(), i + 1, 0, 1, meta_for(i + 1), tensors);
-    begin += secs(t) / kRounds;
-    while (!ckpt.ready()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    const auto f = clock::now();
-    (void)ckpt.finish();
-    finish += secs(f) / kRounds;
-    total += secs(t) / kRounds;
-  }
-  std::printf(
-      "[ timing ] %s: %zu tensors, %.1f MB; synchronous save %.3f s (%.0f MB/s); async: reserve() %.3f s once, "
-      "begin() %.4f s (%.0f MB/s; copy %.4f s), begin() to published %.3f s, of which finish() %.4f s\n",
-      label, count, mb, sync, mb / sync, reserve, begin, mb / begin, ckpt.snapshot_seconds(), total, finish);
-}
-
-TEST_F(AsyncCheckpoint, TimingGppfMini) {
-  // gppf-mini as configs/mini.yaml builds it: about 104k parameters in ~90 tensors.
-  std::vector<Shape> shapes;
-  for (int i = 0; i < 90; ++i) shapes.push_back(i % 3 == 0 ? Shape{32, 3, 3, 8} : Shape{i % 3 == 1 ? 64 : 16});
-  shapes.push_back({128, 32});
-  shapes.push_back({32, 3, 3, 32});
-  time_checkpoints("gppf-mini", shapes, m_dir);
-}
-
-TEST_F(AsyncCheckpoint, DISABLED_TimingResNet50Sized) {
-  // ResNet-50's convolutions and BN (3, 4, 6, 3 bottlenecks; 25.5M parameters) and the fc layer.
-  std::vector<Shape> shapes = {{64, 7, 7, 3}, {64}, {64}};
-  std::int64_t in = 64;
-  const int blocks[] = {3, 4, 6, 3};
-  for (int s = 0; s < 4; ++s) {
-    const std::int64_t w = 64 << s;
-    for (int b = 0; b < blocks[s]; ++b) {
-      for (const Shape& k : {Shape{w, 1, 1, in}, Shape{w, 3, 3, w}, Shape{4 * w, 1, 1, w}}) {
-        shapes.push_back(k);
-        shapes.push_back({k[0]});
-        shapes.push_back({k[0]});
-      }
-      if (b == 0) shapes.push_back({4 * w, 1, 1, in});
-      in = 4 * w;
-    }
-  }
-  shapes.push_back({1000, 2048});
-  shapes.push_back({1000});
-  time_checkpoints("ResNet-50-sized", shapes, m_dir);
 }
 
 }  // namespace

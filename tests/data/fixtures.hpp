@@ -91,4 +91,17 @@ inline io::Manifest make_raw_dataset(const std::string& out, std::int64_t n, int
   return wr.finish();
 }
 
+// Every sample of one split, in stored order (CRCs not checked).
+inline std::vector<io::Sample> read_split(const io::Dataset& ds, const std::string& split) {
+  std::vector<io::Sample> all;
+  for (const auto& sh : ds.manifest().split(split, ds.dir()).shards) {
+    io::ShardReader r(ds.shard_path(sh), ds.manifest(), sh.count);
+    std::vector<io::Sample> part;
+    std::vector<std::uint32_t> crc;
+    r.read(0, sh.count, part, crc);
+    all.insert(all.end(), part.begin(), part.end());
+  }
+  return all;
+}
+
 }  // namespace gppf::test

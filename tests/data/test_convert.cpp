@@ -24,18 +24,6 @@ io::Image random_image(int h, int w, int c, std::uint64_t seed) {
   return im;
 }
 
-std::vector<io::Sample> read_split(const io::Dataset& ds, const std::string& split) {
-  std::vector<io::Sample> all;
-  for (const auto& sh : ds.manifest().split(split, ds.dir()).shards) {
-    io::ShardReader r(ds.shard_path(sh), ds.manifest(), sh.count);
-    std::vector<io::Sample> part;
-    std::vector<std::uint32_t> crc;
-    r.read(0, sh.count, part, crc);
-    all.insert(all.end(), part.begin(), part.end());
-  }
-  return all;
-}
-
 TEST(ConvertImageFolder, StoresTheFileBytesAndKeepsSplits) {
   test::TempDir dir;
   std::map<std::string, std::pair<std::vector<std::uint8_t>, int>> files;  // path -> bytes, class
@@ -53,17 +41,21 @@ TEST(ConvertImageFolder, StoresTheFileBytesAndKeepsSplits) {
       }
   io::ConvertOptions opt;
   opt.out = dir / "out";
+  opt.val_fraction = 0.3;
   io::convert_imagefolder({dir.path, 3}, opt);
   const io::Dataset ds = io::Dataset::open(opt.out);
   EXPECT_EQ(ds.manifest().classes, (std::vector<std::string>{"ant", "bee", "cat"}));
   EXPECT_EQ(ds.manifest().height, 0);  // sizes differ
-  for (const std::string split : {"train", "test"}) {
-    const auto samples = read_split(ds, split);
-    ASSERT_EQ(samples.size(), 9u);
+  // val is carved from the train folder (there is no val folder); test is the test folder
+  EXPECT_EQ(test::read_split(ds, "train").size() + test::read_split(ds, "val").size(), 9u);
+  EXPECT_EQ(test::read_split(ds, "test").size(), 9u);
+  for (const std::string split : {"train", "val", "test"}) {
+    const auto samples = test::read_split(ds, split);
+    const std::string folder = split == "test" ? "test" : "train";
     for (const auto& s : samples) {
       bool found = false;
       for (const auto& [path, f] : files)
-        if (f.first == s.image && path.find("/" + split + "/") != std::string::npos) {
+        if (f.first == s.image && path.find("/" + folder + "/") != std::string::npos) {
           found = true;
           EXPECT_EQ(s.label, f.second) << path;
         }
@@ -187,10 +179,11 @@ TEST(ConvertCoco, BoxesAndMasksFromPolygonsAndRle) {
   }());
   io::ConvertOptions opt;
   opt.out = dir / "out";
+  opt.val_fraction = 0;  // both images in train
   io::convert_coco({dir / "ann.json", dir / "imgs", 3}, opt);
   const io::Dataset ds = io::Dataset::open(opt.out);
   EXPECT_EQ(ds.manifest().classes, (std::vector<std::string>{"cat", "dog"}));  // by category id
-  const auto samples = read_split(ds, "train");
+  const auto samples = test::read_split(ds, "train");
   ASSERT_EQ(samples.size(), 2u);
   const io::Sample& a = samples[0].id == 11 ? samples[0] : samples[1];
   const io::Sample& b = samples[0].id == 11 ? samples[1] : samples[0];
@@ -259,7 +252,7 @@ TEST(ConvertCanvas, BoxesAndMasksMatchThePastedPixels) {
   io::convert_canvas(cv, opt);
   const io::Dataset ds = io::Dataset::open(opt.out);
   EXPECT_EQ(ds.manifest().task, io::TaskType::Detection);
-  const auto scenes = read_split(ds, "train");
+  const auto scenes = test::read_split(ds, "train");
   ASSERT_EQ(scenes.size(), 50u);
   int objects = 0;
   for (const auto& s : scenes) {
@@ -299,7 +292,7 @@ TEST(ConvertCanvas, BoxesAndMasksMatchThePastedPixels) {
   // seeded: the same scenes again
   opt.out = dir / "det2";
   io::convert_canvas(cv, opt);
-  EXPECT_EQ(read_split(io::Dataset::open(opt.out), "test")[3].image, read_split(ds, "test")[3].image);
+  EXPECT_EQ(test::read_split(io::Dataset::open(opt.out), "test")[3].image, test::read_split(ds, "test")[3].image);
   // one class for every object: the same scenes, boxes and object pixels, every label 0
   io::CanvasOptions one = cv;
   one.single_class = "object";
@@ -307,7 +300,7 @@ TEST(ConvertCanvas, BoxesAndMasksMatchThePastedPixels) {
   io::convert_canvas(one, opt);
   const io::Dataset ds_one = io::Dataset::open(opt.out);
   EXPECT_EQ(ds_one.manifest().classes, std::vector<std::string>{"object"});
-  const auto scenes_one = read_split(ds_one, "train");
+  const auto scenes_one = test::read_split(ds_one, "train");
   ASSERT_EQ(scenes_one.size(), scenes.size());
   for (std::size_t i = 0; i < scenes.size(); ++i) {
     EXPECT_EQ(scenes_one[i].image, scenes[i].image);
@@ -324,7 +317,7 @@ TEST(ConvertCanvas, BoxesAndMasksMatchThePastedPixels) {
   cv.min_objects = cv.max_objects = 6;
   opt.out = dir / "det3";
   io::convert_canvas(cv, opt);
-  for (const auto& s : read_split(io::Dataset::open(opt.out), "train"))
+  for (const auto& s : test::read_split(io::Dataset::open(opt.out), "train"))
     for (const auto& b : s.boxes) {
       bool touches_left = false;
       for (int y = int(b.y1); y < int(b.y2); ++y)

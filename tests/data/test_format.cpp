@@ -149,6 +149,7 @@ TEST(ConvertIdx, ReadsBackExactBytesAndLabels) {
   io::ConvertOptions opt;
   opt.out = dir / "out";
   opt.shard_samples = 128;  // several shards
+  opt.val_fraction = 0;     // every train sample stays in train, in order
   io::convert_idx({dir / "src", {}}, opt);
   EXPECT_THROW(io::convert_idx({dir / "src", {}}, opt), Error);  // exists
   const io::Dataset ds = io::Dataset::open(opt.out);

@@ -33,6 +33,27 @@ TEST(CenterNet, EncodeThenDecodeRecoversBoxes) {
   }
 }
 
+// Perfect maps for a batch, decoded and scored as evaluation does: mAP and mAP@0.5 are exactly 1.
+TEST(CenterNet, PerfectMapsScoreMapOne) {
+  const std::vector<std::vector<io::Box>> boxes{{{3, 5, 17, 13, 1}, {20, 2, 30, 28, 0}}, {{40, 40, 60, 56, 2}}, {}};
+  const int stride = 4, h = 16, w = 16, classes = 3;
+  auto t = encode_centernet(boxes, h, w, stride, classes);
+  DetectionEvaluator ev(classes);
+  const std::size_t heat_per_image = static_cast<std::size_t>(h) * w * classes, reg_per_image = std::size_t(h) * w * 2;
+  for (std::size_t b = 0; b < boxes.size(); ++b) {
+    std::vector<float> logits(heat_per_image);
+    for (std::size_t i = 0; i < logits.size(); ++i) {
+      const float p = std::clamp(t.heatmap.data_as<float>()[b * heat_per_image + i], 1e-6f, 1 - 1e-6f);
+      logits[i] = std::log(p / (1 - p));
+    }
+    ev.add_image(decode_centernet(logits.data(), t.size.data_as<float>() + b * reg_per_image,
+                                  t.offset.data_as<float>() + b * reg_per_image, h, w, classes, stride, 10, 0.5f),
+                 boxes[b]);
+  }
+  EXPECT_NEAR(ev.map50(), 1.0, 1e-12);
+  EXPECT_NEAR(ev.map(), 1.0, 1e-12);
+}
+
 TEST(CenterNet, GaussianPeakAndWeights) {
   auto t = encode_centernet({{{0, 0, 8, 8, 0}}, {}}, 8, 8, 2, 1);
   const float* heat = t.heatmap.data_as<float>();
