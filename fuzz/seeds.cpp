@@ -62,8 +62,8 @@ io::Manifest shard_seeds(const fs::path& dir, bool raw) {
   }
   io::Manifest m = w.finish();
   for (const auto& e : fs::recursive_directory_iterator(out))
-    if (e.path().extension() == ".h5") fs::copy_file(e.path(), dir / (std::string(raw ? "raw-" : "encoded-") +
-                                                                      e.path().filename().string()));
+    if (e.path().extension() == ".h5")
+      fs::copy_file(e.path(), dir / (std::string(raw ? "raw-" : "encoded-") + e.path().filename().string()));
   fs::remove_all(out);
   return m;
 }

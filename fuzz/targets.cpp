@@ -41,8 +41,8 @@ io::Image tiny_image(int h, int w, int c) {
 }
 
 void write_bytes(const fs::path& path, const std::vector<std::uint8_t>& bytes) {
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
-                                              static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
 }
 
 // A private scratch folder per process (libFuzzer's -fork/-jobs run several), removed at exit; the
@@ -62,8 +62,8 @@ const fs::path& scratch() {
 }
 
 void write_file(const fs::path& path, const std::uint8_t* data, std::size_t size) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc).write(reinterpret_cast<const char*>(data),
-                                                                static_cast<std::streamsize>(size));
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
 }
 
 std::string text(const std::uint8_t* data, std::size_t size) { return {reinterpret_cast<const char*>(data), size}; }
@@ -158,8 +158,9 @@ void fuzz_checkpoint(const std::uint8_t* data, std::size_t size) {
 }  // namespace
 
 const std::vector<Target>& targets() {
-  static const std::vector<Target> all{{"image", fuzz_image},   {"manifest", fuzz_manifest}, {"config", fuzz_config},
-                                       {"shard", fuzz_shard},   {"coco", fuzz_coco},         {"checkpoint", fuzz_checkpoint}};
+  static const std::vector<Target> all{{"image", fuzz_image},   {"manifest", fuzz_manifest},
+                                       {"config", fuzz_config}, {"shard", fuzz_shard},
+                                       {"coco", fuzz_coco},     {"checkpoint", fuzz_checkpoint}};
   return all;
 }
 

@@ -44,9 +44,12 @@ EOF
   for src in fuzz/targets.cpp fuzz/seeds.cpp io/image_codec.cpp io/dataset.cpp io/h5.cpp io/convert_coco.cpp \
     io/coco_mask.cpp io/convert_common.cpp src/train/config.cpp src/train/checkpoint.cpp; do
     obj=$out/quick/$(echo "$src" | tr / _).o
-    [ "$obj" -nt "$src" ] || "${cxx[@]}" -c "$src" -o "$obj"
     objs+=("$obj")
+    [ "$obj" -nt "$src" ] && continue
+    while [ "$(jobs -rp | wc -l)" -ge "${GPPF_JOBS:-$(nproc)}" ]; do wait -n; done
+    "${cxx[@]}" -c "$src" -o "$obj" &
   done
+  while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n; done
   "${cxx[@]}" -DGPPF_FUZZ_TARGET="\"$target\"" -c fuzz/main_libfuzzer.cpp -o "$out/quick/main_$target.o"
   local libs
   libs=$(grep -A3 "build bin/gppf:" "$lib_build/build.ninja" | sed -n 's/^ *LINK_LIBRARIES = //p' |
@@ -61,6 +64,7 @@ else
   [ -f "$out/CMakeCache.txt" ] || CC=clang CXX=clang++ cmake -S . -B "$out" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g" -DGPPF_FUZZ=ON -DGPPF_SANITIZE=address,undefined -DGPPF_CUDA=OFF \
     -DGPPF_BUILD_TESTS=OFF -DGPPF_BUILD_BENCH=OFF
+  cmake "$out" -DGPPF_FUZZ=ON >/dev/null  # also where the quick mode or an older configure came first
   cmake --build "$out" --parallel "${GPPF_JOBS:-$(nproc)}" --target "fuzz_$target" fuzz_replay
   bin=$out/fuzz/fuzz_$target
 fi
