@@ -109,12 +109,23 @@ Manifest convert_coco(const CocoOptions& coco, const ConvertOptions& opt) {
     const std::string image_dir = coco.images.empty() ? fs::path(f.path).parent_path().string() : coco.images;
     std::map<std::int64_t, std::vector<const json*>> anns;
     static const json kNone = json::array();
-    for (const auto& a : doc.contains("annotations") ? doc["annotations"] : kNone)
-      anns[a.at("image_id").get<std::int64_t>()].push_back(&a);
-    for (const auto& img : doc.at("images")) {
+    const json* images = nullptr;
+    try {  // a JSON error here is the file's, not one image's
+      for (const auto& a : doc.contains("annotations") ? doc["annotations"] : kNone)
+        anns[a.at("image_id").get<std::int64_t>()].push_back(&a);
+      images = &doc.at("images");
+    } catch (const json::exception& e) {
+      GPPF_THROW("convert coco: ", f.path, ": bad images or annotations (", e.what(), ")");
+    }
+    for (const auto& img : *images) {
       const std::int64_t id = index++;
-      const std::string name = img.value("file_name", "");
-      const std::string what = str(f.path, " image ", img.value("id", -1), " (", name, ")");
+      std::string name, what;
+      try {
+        name = img.value("file_name", "");
+        what = str(f.path, " image ", img.value("id", -1), " (", name, ")");
+      } catch (const json::exception& e) {
+        GPPF_THROW("convert coco: ", f.path, ": bad image entry ", id, " (", e.what(), ")");
+      }
       try {
         std::string path = image_dir + "/" + name;
         if (!fs::exists(path) && !f.image_dir_hint.empty()) path = image_dir + "/" + f.image_dir_hint + "/" + name;
