@@ -190,11 +190,23 @@ Manifest convert_coco(const CocoOptions& coco, const ConvertOptions& opt) {
     const JsonSplit& f = files[fi];
     const std::string image_dir = coco.images.empty() ? fs::path(f.path).parent_path().string() : coco.images;
     Dropped dropped;
-    auto anns = annotations_by_image(docs[fi], dropped);
-    for (const auto& img : docs[fi].at("images")) {
-      ++index;
-      const std::string name = img.value("file_name", "");
-      const std::string what = str(f.path, " image ", img.value("id", -1), " (", name, ")");
+    std::map<std::int64_t, std::vector<const json*>> anns;
+    const json* images = nullptr;
+    try {  // a JSON error here is the file's, not one image's
+      anns = annotations_by_image(docs[fi], dropped);
+      images = &docs[fi].at("images");
+    } catch (const json::exception& e) {
+      GPPF_THROW("convert coco: ", f.path, ": bad images or annotations (", e.what(), ")");
+    }
+    for (const auto& img : *images) {
+      const std::int64_t entry = index++;
+      std::string name, what;
+      try {
+        name = img.value("file_name", "");
+        what = str(f.path, " image ", img.value("id", -1), " (", name, ")");
+      } catch (const json::exception& e) {
+        GPPF_THROW("convert coco: ", f.path, ": bad image entry ", entry, " (", e.what(), ")");
+      }
       try {
         std::string path = image_dir + "/" + name;
         if (!fs::exists(path) && !f.image_dir_hint.empty()) path = image_dir + "/" + f.image_dir_hint + "/" + name;

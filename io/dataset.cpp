@@ -475,7 +475,7 @@ ShardReader::ShardReader(const std::string& path, const Manifest& manifest, std:
         GPPF_CHECK(o[i] >= o[i - 1] && o[0] == 0, "shard ", path, ": ", what, " not increasing at sample ", i - 1);
     };
     if (!manifest.raw()) check_offsets(m_image_offsets, "image_offsets");
-    if (!m_mask_offsets.empty()) check_offsets(m_mask_offsets, "mask_offsets");
+    if (!manifest.raw() && manifest.has_masks) check_offsets(m_mask_offsets, "mask_offsets");
     if (manifest.has_boxes) check_offsets(m_box_offsets, "box_offsets");
   } catch (const gppf::Error& e) {
     if (e.reason().find(path) != std::string::npos) throw;

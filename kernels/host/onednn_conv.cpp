@@ -246,6 +246,27 @@ void conv2d_bwd_data(const Conv2dParams& p, const Conv2dGeometry& g, const float
 
 void conv2d_bwd_filter(const Conv2dParams& p, const Conv2dGeometry& g, const float* x, const float* dy, float* dw,
                        float* dbias, GradMode mode) {
+  if (g.r == 1 && g.s == 1 && p.pad_h == 0 && p.pad_w == 0 && (p.stride_h > 1 || p.stride_w > 1)) {
+    // A strided 1x1 reads every stride-th pixel only: gather those and solve the stride-1 problem.
+    // oneDNN 2.6's own gather (jit_1x1 "rtus", nhwc, fewer input channels than its channel block)
+    // writes past its scratchpad and corrupted the heap (docs/RELIABILITY.md).
+    Conv2dParams p1 = p;
+    p1.stride_h = p1.stride_w = 1;
+    Conv2dGeometry g1 = g;
+    g1.h = g.p;
+    g1.w = g.q;
+    thread_local std::vector<float> dense;
+    dense.resize(static_cast<std::size_t>(g.n * g.p * g.q * g.c));
+    float* dst = dense.data();
+#pragma omp parallel for schedule(static)
+    for (std::int64_t row = 0; row < g.n * g.p; ++row) {
+      const std::int64_t n = row / g.p, h = (row % g.p) * p.stride_h;
+      for (std::int64_t q = 0; q < g.q; ++q)
+        std::copy_n(x + ((n * g.h + h) * g.w + q * p.stride_w) * g.c, g.c, dst + (row * g.q + q) * g.c);
+    }
+    conv2d_bwd_filter(p1, g1, dense.data(), dy, dw, dbias, mode);
+    return;
+  }
   Plan& plan = plan_for(Pass::BwdFilter, dbias != nullptr, p, g);
   std::lock_guard<std::mutex> lock(plan.mutex);
   const bool acc = mode == GradMode::Accumulate;
