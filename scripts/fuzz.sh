@@ -21,7 +21,7 @@ export CCACHE_BASEDIR=$PWD
 
 quick_build() {  # $1: the libFuzzer binary to make
   local lib_build=${GPPF_FUZZ_LIB_BUILD:-build} objs=() src obj
-  [ -f "$lib_build/libgppf.a" ] || { echo "fuzz.sh: $lib_build/libgppf.a missing: run scripts/build.sh first" >&2; exit 1; }
+  [ -f "$lib_build/libgppf_train.a" ] || { echo "fuzz.sh: $lib_build/libgppf_train.a missing: run scripts/build.sh first" >&2; exit 1; }
   mkdir -p "$out/quick"
   # The normal build's compile line for a library source, with clang and the fuzzing flags.
   local flags
@@ -53,7 +53,7 @@ EOF
   "${cxx[@]}" -DGPPF_FUZZ_TARGET="\"$target\"" -c fuzz/main_libfuzzer.cpp -o "$out/quick/main_$target.o"
   local libs
   libs=$(grep -A3 "build bin/gppf:" "$lib_build/build.ninja" | sed -n 's/^ *LINK_LIBRARIES = //p' |
-    sed "s#  libgppf.a # $lib_build/libgppf.a #")
+    sed -E "s#(^| )(libgppf_[a-z]+\.a)#\1$lib_build/\2#g")
   clang++ -fsanitize=fuzzer,address,undefined "$out/quick/main_$target.o" "${objs[@]}" $libs -o "$1"
 }
 
