@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -14,6 +15,31 @@ std::string join(const std::vector<std::string>& v) {
   std::string s;
   for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
   return s;
+}
+
+// Edit distance with adjacent transpositions (optimal string alignment), for "did you mean" hints.
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i)
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.size()][b.size()];
+}
+
+// "; did you mean 'x'?" for the closest candidate within a third of the word's length (at least 1).
+std::string did_you_mean(const std::string& word, const std::vector<std::string>& candidates) {
+  const std::string* best = nullptr;
+  std::size_t best_d = std::max<std::size_t>(1, word.size() / 3) + 1;
+  for (const auto& c : candidates) {
+    const std::size_t d = edit_distance(word, c);
+    if (d < best_d) best = &c, best_d = d;
+  }
+  return best ? str("; did you mean '", *best, "'?") : std::string();
 }
 
 // node[key] when node is a mapping that has it, else a null node (yaml-cpp throws on indexing an
@@ -37,8 +63,8 @@ class Reader {
       const std::string key = kv.first.as<std::string>();
       bool ok = false;
       for (const auto& k : known) ok |= k == key;
-      GPPF_CHECK(ok, m_where, ": unknown key '", path.empty() ? key : path + "." + key, "' (known here: ", join(known),
-                 ")");
+      GPPF_CHECK(ok, m_where, ": unknown key '", path.empty() ? key : path + "." + key, "'", did_you_mean(key, known),
+                 " (known here: ", join(known), ")");
     }
   }
   template <class T>
@@ -82,15 +108,19 @@ void set_path(YAML::Node node, const std::vector<std::string>& parts, std::size_
               const std::string& full) {
   const std::string& part = parts[i];
   if (node.IsSequence()) {
+    std::vector<std::string> names;
     for (std::size_t j = 0; j < node.size(); ++j) {
       YAML::Node item = node[j];
-      if (item.IsMap() && item["name"] && item["name"].as<std::string>() == part) {
+      if (!item.IsMap() || !item["name"] || !item["name"].IsScalar()) continue;
+      names.push_back(item["name"].Scalar());
+      if (names.back() == part) {
         GPPF_CHECK(i + 1 < parts.size(), "--set ", full, ": cannot replace a whole task entry");
         set_path(item, parts, i + 1, value, full);
         return;
       }
     }
-    GPPF_THROW("--set ", full, ": no entry named '", part, "' in that list");
+    GPPF_THROW("--set ", full, ": no entry named '", part, "' in that list", did_you_mean(part, names),
+               " (there: ", join(names), ")");
   }
   GPPF_CHECK(!node.IsScalar(), "--set ", full, ": '", part, "' is below a plain value");
   if (i + 1 == parts.size()) {

@@ -93,6 +93,14 @@ TEST(Cli, InspectFailsOnAnEmptyDataSet) {
   r = run("inspect " + ds);
   EXPECT_NE(r.status, 0) << r.output;
   EXPECT_NE(r.output.find(manifest + ": lists no splits"), std::string::npos) << r.output;
+  // Counts that agree with each other but not with the shard: the shard is named.
+  j = good;
+  j["splits"]["train"]["count"] = 5;
+  j["splits"]["train"]["shards"][0]["count"] = 5;
+  gppf::test::write_text(manifest, j.dump());
+  r = run("inspect " + ds);
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("holds 4 samples, the manifest says 5"), std::string::npos) << r.output;
 }
 
 // Class names and config values come from files: escape sequences in them reach the terminal escaped.

@@ -125,5 +125,17 @@ TEST(Config, TheDeviceIsParsedOnce) {
   EXPECT_EQ(parse_config(kBase, {"device=cuda"}, "cfg.yaml").target_device, Device::cuda(0));
 }
 
+TEST(Config, UnknownKeysAndTaskNamesSuggestTheClosest) {
+  std::string e = error_of(std::string(kBase) + "optimiser: {}\n");
+  EXPECT_NE(e.find("unknown key 'optimiser'; did you mean 'optimizer'? (known here:"), std::string::npos) << e;
+  e = error_of(kBase, {"tasks.mnist.batch_sise=3"});
+  EXPECT_NE(e.find("did you mean 'batch_size'?"), std::string::npos) << e;
+  e = error_of(kBase, {"tasks.minst.batch_size=3"});
+  EXPECT_NE(e.find("no entry named 'minst' in that list; did you mean 'mnist'? (there: mnist, det)"), std::string::npos)
+      << e;
+  EXPECT_EQ(error_of(kBase, {"tasks.zzzzzz.batch_size=3"}).find("did you mean"), std::string::npos);
+  EXPECT_EQ(error_of(std::string(kBase) + "xyz: 1\n").find("did you mean"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace gppf::train
