@@ -22,6 +22,20 @@ using json = nlohmann::json;
 namespace gppf::io {
 namespace {
 
+// Integers from JSON: nlohmann's get<int>() casts a float as it is, undefined out of the type's range.
+template <class T = std::int64_t>
+T integer(const json& v) {
+  if (!v.is_number_integer()) throw json::type_error::create(302, "expected an integer, got " + v.dump(), &v);
+  return v.get<T>();
+}
+template <class T>
+std::vector<T> integers(const json& v) {
+  if (!v.is_array()) throw json::type_error::create(302, "expected an array, got " + v.dump(), &v);
+  std::vector<T> out;
+  for (const auto& e : v) out.push_back(integer<T>(e));
+  return out;
+}
+
 // The 0/1 mask of one annotation's segmentation.
 std::vector<std::uint8_t> segmentation_mask(const json& seg, int h, int w) {
   std::vector<std::uint8_t> out(static_cast<std::size_t>(h) * w, 0);
@@ -31,12 +45,11 @@ std::vector<std::uint8_t> segmentation_mask(const json& seg, int h, int w) {
   if (seg.is_array()) {  // polygons
     for (const auto& poly : seg) merge(rle_decode(rle_from_polygon(poly.get<std::vector<double>>(), h, w), h, w));
   } else if (seg.is_object()) {  // RLE, uncompressed (list) or compressed (string)
-    const auto size = seg.at("size").get<std::vector<int>>();
+    const auto size = integers<int>(seg.at("size"));
     GPPF_CHECK(size.size() == 2 && size[0] == h && size[1] == w, "RLE size differs from the image's ", h, "x", w);
     const json& counts = seg.at("counts");
-    merge(rle_decode(
-        counts.is_string() ? rle_from_string(counts.get<std::string>()) : counts.get<std::vector<std::uint32_t>>(), h,
-        w));
+    merge(rle_decode(counts.is_string() ? rle_from_string(counts.get<std::string>()) : integers<std::uint32_t>(counts),
+                     h, w));
   } else {
     GPPF_THROW("segmentation is neither polygons nor RLE");
   }
@@ -82,8 +95,7 @@ Manifest convert_coco(const CocoOptions& coco, const ConvertOptions& opt) {
   }
   std::map<std::int64_t, std::string> cats;
   try {
-    for (const auto& c : docs.front().at("categories"))
-      cats[c.at("id").get<std::int64_t>()] = c.at("name").get<std::string>();
+    for (const auto& c : docs.front().at("categories")) cats[integer(c.at("id"))] = c.at("name").get<std::string>();
   } catch (const json::exception& e) {
     GPPF_THROW("convert coco: ", files.front().path, ": bad categories (", e.what(), ")");
   }
@@ -112,7 +124,7 @@ Manifest convert_coco(const CocoOptions& coco, const ConvertOptions& opt) {
     const json* images = nullptr;
     try {  // a JSON error here is the file's, not one image's
       for (const auto& a : doc.contains("annotations") ? doc["annotations"] : kNone)
-        anns[a.at("image_id").get<std::int64_t>()].push_back(&a);
+        anns[integer(a.at("image_id"))].push_back(&a);
       images = &doc.at("images");
     } catch (const json::exception& e) {
       GPPF_THROW("convert coco: ", f.path, ": bad images or annotations (", e.what(), ")");
@@ -122,7 +134,7 @@ Manifest convert_coco(const CocoOptions& coco, const ConvertOptions& opt) {
       std::string name, what;
       try {
         name = img.value("file_name", "");
-        what = str(f.path, " image ", img.value("id", -1), " (", name, ")");
+        what = str(f.path, " image ", img.value("id", json(-1)), " (", name, ")");
       } catch (const json::exception& e) {
         GPPF_THROW("convert coco: ", f.path, ": bad image entry ", id, " (", e.what(), ")");
       }
@@ -135,21 +147,22 @@ Manifest convert_coco(const CocoOptions& coco, const ConvertOptions& opt) {
         const Image im = decode_image(s.image.data(), s.image.size(), coco.channels, path);
         const int ih = im.height, iw = im.width;
         GPPF_CHECK(!img.contains("height") || (img["height"] == ih && img["width"] == iw), what, ": JSON says ",
-                   img.value("width", 0), "x", img.value("height", 0), ", the file is ", iw, "x", ih);
+                   img.value("width", json(0)), "x", img.value("height", json(0)), ", the file is ", iw, "x", ih);
         s.height = ih;
         s.width = iw;
         s.channels = im.channels;
-        s.id = img.at("id").get<std::int64_t>();
+        s.id = integer(img.at("id"));
         std::vector<const json*> list = anns[s.id];
         // larger objects first so that smaller ones painted later stay visible
         std::stable_sort(list.begin(), list.end(),
                          [](const json* a, const json* b) { return a->value("area", 0.0) > b->value("area", 0.0); });
         std::vector<std::uint8_t> mask(static_cast<std::size_t>(ih) * iw, 0);
         for (const json* a : list) {
-          const std::int64_t cat = a->at("category_id").get<std::int64_t>();
-          GPPF_CHECK(cat_index.count(cat), what, ": annotation ", a->value("id", -1), " has unknown category ", cat);
+          const std::int64_t cat = integer(a->at("category_id"));
+          GPPF_CHECK(cat_index.count(cat), what, ": annotation ", a->value("id", json(-1)), " has unknown category ",
+                     cat);
           const std::int32_t cls = cat_index[cat];
-          const bool crowd = a->value("iscrowd", 0) != 0;
+          const bool crowd = a->value("iscrowd", json(0)) != json(0);
           if (a->contains("segmentation")) {
             const auto m = segmentation_mask(a->at("segmentation"), ih, iw);
             for (std::size_t i = 0; i < m.size(); ++i)
