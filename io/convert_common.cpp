@@ -56,6 +56,8 @@ std::vector<std::string> list_images(const std::string& dir) {
 }
 
 std::vector<std::uint8_t> read_file(const std::string& path) {
+  // A folder opens as a stream, and reading it throws std::ios_base::failure, not our Error.
+  GPPF_CHECK(std::filesystem::is_regular_file(path), "cannot read ", path, ": not a regular file");
   std::ifstream in(path, std::ios::binary);
   GPPF_CHECK(in, "cannot read ", path);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};

@@ -19,6 +19,16 @@ using json = nlohmann::json;
 
 namespace gppf::io {
 
+namespace {
+// An integer field; nlohmann's get<int>() casts a float as it is, undefined out of the type's range
+// (a manifest with "count": 5e106 was).
+template <class T>
+T integer(const json& v) {
+  if (!v.is_number_integer()) throw json::type_error::create(302, "expected an integer, got " + v.dump(), &v);
+  return v.get<T>();
+}
+}  // namespace
+
 const char* task_name(TaskType t) {
   switch (t) {
     case TaskType::Classification: return "classification";
@@ -82,7 +92,7 @@ Manifest Manifest::from_json(const std::string& text, const std::string& where) 
   try {
     GPPF_CHECK(j.value("format", "") == "gppf-dataset", where,
                ": not a GPPF data set manifest (format != gppf-dataset)");
-    m.version = j.at("version").get<int>();
+    m.version = integer<int>(j.at("version"));
     GPPF_CHECK(m.version == kFormatVersion, where, ": format version ", m.version, ", this build reads version ",
                kFormatVersion);
     m.task = parse_task(j.at("task").get<std::string>());
@@ -92,16 +102,16 @@ Manifest Manifest::from_json(const std::string& text, const std::string& where) 
     m.encoding = im.at("encoding").get<std::string>();
     GPPF_CHECK(m.encoding == "raw" || m.encoding == "encoded", where, ": image encoding '", m.encoding,
                "' (raw or encoded)");
-    m.height = im.at("height").get<int>();
-    m.width = im.at("width").get<int>();
-    m.channels = im.at("channels").get<int>();
+    m.height = integer<int>(im.at("height"));
+    m.width = integer<int>(im.at("width"));
+    m.channels = integer<int>(im.at("channels"));
     GPPF_CHECK(m.channels == 1 || m.channels == 3 || m.channels == 4, where, ": ", m.channels, " channels");
     GPPF_CHECK(m.height >= 0 && m.width >= 0, where, ": negative image size");
     GPPF_CHECK(!m.raw() || (m.height > 0 && m.width > 0), where, ": raw images need a fixed height and width");
     const json& f = j.at("fields");
     m.has_boxes = f.at("boxes").get<bool>();
     m.has_masks = f.at("masks").get<bool>();
-    m.block = j.at("block").get<std::int64_t>();
+    m.block = integer<std::int64_t>(j.at("block"));
     GPPF_CHECK(m.block > 0, where, ": block must be positive");
     if (j.contains("stats")) {
       m.mean = j["stats"].at("mean").get<std::vector<double>>();
@@ -113,11 +123,11 @@ Manifest Manifest::from_json(const std::string& text, const std::string& where) 
     for (const auto& [name, s] : j.at("splits").items()) {
       SplitInfo si;
       si.name = name;
-      si.count = s.at("count").get<std::int64_t>();
+      si.count = integer<std::int64_t>(s.at("count"));
       std::int64_t total = 0;
       for (const auto& sh : s.at("shards")) {
-        ShardInfo info{sh.at("file").get<std::string>(), sh.at("count").get<std::int64_t>(),
-                       sh.at("bytes").get<std::int64_t>(), sh.at("sha256").get<std::string>()};
+        ShardInfo info{sh.at("file").get<std::string>(), integer<std::int64_t>(sh.at("count")),
+                       integer<std::int64_t>(sh.at("bytes")), sh.at("sha256").get<std::string>()};
         GPPF_CHECK(info.file.find("..") == std::string::npos && !info.file.empty() && info.file[0] != '/', where,
                    ": shard file name '", info.file, "' must stay inside the data set folder");
         GPPF_CHECK(info.count >= 0, where, ": negative count for shard ", info.file);

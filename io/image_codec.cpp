@@ -28,6 +28,10 @@ const char* image_format_name(ImageFormat f) {
 
 namespace {
 
+// A header is a few bytes and may claim 65535x65535 pixels: 12 GiB and minutes of decoding for a
+// 100-byte file. 2^26 pixels (8192x8192) is far above any image a data set here holds.
+constexpr std::uint64_t kMaxPixels = std::uint64_t{1} << 26;
+
 png_uint_32 png_format(int channels) {
   switch (channels) {
     case 1: return PNG_FORMAT_GRAY;
@@ -41,6 +45,10 @@ void decode_png(const std::uint8_t* data, std::size_t size, int channels, const 
   std::memset(&img, 0, sizeof img);
   img.version = PNG_IMAGE_VERSION;
   if (!png_image_begin_read_from_memory(&img, data, size)) GPPF_THROW(what, ": undecodable PNG (", img.message, ")");
+  if (static_cast<std::uint64_t>(img.width) * img.height > kMaxPixels) {
+    png_image_free(&img);
+    GPPF_THROW(what, ": PNG of ", img.width, "x", img.height, " pixels, more than the ", kMaxPixels, " accepted");
+  }
   int native = (img.format & PNG_FORMAT_FLAG_COLOR) ? 3 : 1;
   if (img.format & PNG_FORMAT_FLAG_ALPHA) native = native == 3 ? 4 : 2;
   if (channels == 0) channels = native == 2 ? 4 : native;
@@ -89,6 +97,12 @@ bool decode_jpeg_raw(const std::uint8_t* data, std::size_t size, int channels, I
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
   jpeg_read_header(&cinfo, TRUE);
+  if (static_cast<std::uint64_t>(cinfo.image_width) * cinfo.image_height > kMaxPixels) {
+    std::snprintf(message, JMSG_LENGTH_MAX, "%ux%u pixels, more than the %llu accepted", cinfo.image_width,
+                  cinfo.image_height, static_cast<unsigned long long>(kMaxPixels));
+    jpeg_destroy_decompress(&cinfo);
+    return false;
+  }
   const int native = cinfo.num_components == 1 ? 1 : 3;
   const int want = channels == 0 ? native : channels;
   cinfo.out_color_space = want == 1 ? JCS_GRAYSCALE : JCS_RGB;
