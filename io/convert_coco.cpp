@@ -89,7 +89,7 @@ std::vector<JsonSplit> find_json_files(const std::string& src) {
 Manifest coco_header(const json& doc, const std::string& path, std::map<std::int64_t, std::int32_t>& cat_index) {
   std::map<std::int64_t, std::string> cats;
   try {
-    for (const auto& c : doc.at("categories")) cats[c.at("id").get<std::int64_t>()] = c.at("name").get<std::string>();
+    for (const auto& c : doc.at("categories")) cats[integer(c.at("id"))] = c.at("name").get<std::string>();
   } catch (const json::exception& e) {
     GPPF_THROW("convert coco: ", path, ": bad categories (", e.what(), ")");
   }
@@ -112,11 +112,11 @@ void add_annotations(std::vector<const json*> list, const std::map<std::int64_t,
                    [](const json* a, const json* b) { return a->value("area", 0.0) > b->value("area", 0.0); });
   std::vector<std::uint8_t> mask(static_cast<std::size_t>(ih) * iw, 0);
   for (const json* a : list) {
-    const std::int64_t cat = a->at("category_id").get<std::int64_t>();
+    const std::int64_t cat = integer(a->at("category_id"));
     const auto it = cat_index.find(cat);
-    GPPF_CHECK(it != cat_index.end(), what, ": annotation ", a->value("id", -1), " has unknown category ", cat);
+    GPPF_CHECK(it != cat_index.end(), what, ": annotation ", a->value("id", json(-1)), " has unknown category ", cat);
     const std::int32_t cls = it->second;
-    const bool crowd = a->value("iscrowd", 0) != 0;
+    const bool crowd = a->value("iscrowd", json(0)) != json(0);
     if (a->contains("segmentation")) {
       const auto m = segmentation_mask(a->at("segmentation"), ih, iw);
       for (std::size_t i = 0; i < m.size(); ++i)
@@ -163,9 +163,10 @@ std::map<std::int64_t, std::vector<const json*>> annotations_by_image(const json
   for (const auto& img : doc.at("images"))
     if (img.contains("id") && img["id"].is_number_integer()) ids.insert(img["id"].get<std::int64_t>());
   for (const auto& a : doc["annotations"]) {
-    const std::int64_t id = a.at("image_id").get<std::int64_t>();
+    const std::int64_t id = integer(a.at("image_id"));
     if (!ids.count(id)) {
-      if (dropped.orphans++ == 0) dropped.orphan_example = str("annotation ", a.value("id", -1), ", image id ", id);
+      if (dropped.orphans++ == 0)
+        dropped.orphan_example = str("annotation ", a.value("id", json(-1)), ", image id ", id);
       continue;
     }
     anns[id].push_back(&a);
@@ -185,25 +186,8 @@ Manifest convert_coco(const CocoOptions& coco, const ConvertOptions& opt) {
       GPPF_THROW("convert coco: ", f.path, " is not valid JSON (", e.what(), ")");
     }
   }
-<<<<<<< HEAD
   std::map<std::int64_t, std::int32_t> cat_index;  // every file must use the first file's categories
   Manifest h = coco_header(docs.front(), files.front().path, cat_index);
-=======
-  std::map<std::int64_t, std::string> cats;
-  try {
-    for (const auto& c : docs.front().at("categories")) cats[integer(c.at("id"))] = c.at("name").get<std::string>();
-  } catch (const json::exception& e) {
-    GPPF_THROW("convert coco: ", files.front().path, ": bad categories (", e.what(), ")");
-  }
-  GPPF_CHECK(!cats.empty(), "convert coco: ", files.front().path, " has no categories");
-  std::map<std::int64_t, std::int32_t> cat_index;
-  Manifest h;
-  for (const auto& [id, name] : cats) {
-    cat_index[id] = static_cast<std::int32_t>(h.classes.size());
-    h.classes.push_back(name);
-  }
-  GPPF_CHECK(h.classes.size() < 255, "convert coco: ", h.classes.size(), " categories; masks hold at most 254");
->>>>>>> hD
   h.task = TaskType::Detection;
   h.encoding = "encoded";
   h.channels = coco.channels;
@@ -223,14 +207,8 @@ Manifest convert_coco(const CocoOptions& coco, const ConvertOptions& opt) {
     std::map<std::int64_t, std::vector<const json*>> anns;
     const json* images = nullptr;
     try {  // a JSON error here is the file's, not one image's
-<<<<<<< HEAD
       anns = annotations_by_image(docs[fi], dropped);
       images = &docs[fi].at("images");
-=======
-      for (const auto& a : doc.contains("annotations") ? doc["annotations"] : kNone)
-        anns[integer(a.at("image_id"))].push_back(&a);
-      images = &doc.at("images");
->>>>>>> hD
     } catch (const json::exception& e) {
       GPPF_THROW("convert coco: ", f.path, ": bad images or annotations (", e.what(), ")");
     }
@@ -256,59 +234,16 @@ Manifest convert_coco(const CocoOptions& coco, const ConvertOptions& opt) {
         Sample s;
         s.image = read_file(path);
         const Image im = decode_image(s.image.data(), s.image.size(), coco.channels, path);
-<<<<<<< HEAD
         GPPF_CHECK(!img.contains("height") || (img["height"] == im.height && img["width"] == im.width), what,
-                   ": JSON says ", img.value("width", 0), "x", img.value("height", 0), ", the file is ", im.width, "x",
-                   im.height);
+                   ": JSON says ", img.value("width", json(0)), "x", img.value("height", json(0)), ", the file is ",
+                   im.width, "x", im.height);
         s.height = im.height;
         s.width = im.width;
         s.channels = im.channels;
-        s.id = img.at("id").get<std::int64_t>();
+        s.id = integer(img.at("id"));
         add_annotations(anns[s.id], cat_index, what, s);
         // keyed by the image id: val and train never share an image
         const std::string split = carve_split(opt, f.split, static_cast<std::uint64_t>(s.id), has_val, has_test);
-=======
-        const int ih = im.height, iw = im.width;
-        GPPF_CHECK(!img.contains("height") || (img["height"] == ih && img["width"] == iw), what, ": JSON says ",
-                   img.value("width", json(0)), "x", img.value("height", json(0)), ", the file is ", iw, "x", ih);
-        s.height = ih;
-        s.width = iw;
-        s.channels = im.channels;
-        s.id = integer(img.at("id"));
-        std::vector<const json*> list = anns[s.id];
-        // larger objects first so that smaller ones painted later stay visible
-        std::stable_sort(list.begin(), list.end(),
-                         [](const json* a, const json* b) { return a->value("area", 0.0) > b->value("area", 0.0); });
-        std::vector<std::uint8_t> mask(static_cast<std::size_t>(ih) * iw, 0);
-        for (const json* a : list) {
-          const std::int64_t cat = integer(a->at("category_id"));
-          GPPF_CHECK(cat_index.count(cat), what, ": annotation ", a->value("id", json(-1)), " has unknown category ",
-                     cat);
-          const std::int32_t cls = cat_index[cat];
-          const bool crowd = a->value("iscrowd", json(0)) != json(0);
-          if (a->contains("segmentation")) {
-            const auto m = segmentation_mask(a->at("segmentation"), ih, iw);
-            for (std::size_t i = 0; i < m.size(); ++i)
-              if (m[i]) mask[i] = crowd ? 255 : static_cast<std::uint8_t>(cls + 1);
-          }
-          if (crowd || !a->contains("bbox")) continue;
-          const auto bb = a->at("bbox").get<std::vector<double>>();
-          GPPF_CHECK(bb.size() == 4, what, ": bbox needs 4 numbers");
-          for (double v : bb) GPPF_CHECK(std::isfinite(v), what, ": bbox with NaN or infinite values");
-          double x1 = bb[0], y1 = bb[1], x2 = bb[0] + bb[2], y2 = bb[1] + bb[3];
-          // COCO boxes may exceed the image by rounding; a pixel's worth is clipped, more is an error
-          GPPF_CHECK(x1 >= -1 && y1 >= -1 && x2 <= iw + 1 && y2 <= ih + 1 && bb[2] > 0 && bb[3] > 0, what, ": bbox [",
-                     bb[0], ", ", bb[1], ", ", bb[2], ", ", bb[3], "] outside the ", iw, "x", ih, " image");
-          x1 = std::max(0.0, x1);
-          y1 = std::max(0.0, y1);
-          x2 = std::min<double>(iw, x2);
-          y2 = std::min<double>(ih, y2);
-          if (x2 > x1 && y2 > y1) s.boxes.push_back({float(x1), float(y1), float(x2), float(y2), cls});
-        }
-        s.mask = encode_png({ih, iw, 1, mask});
-        const std::string split =
-            f.split.empty() ? derive_split(opt.seed, id, opt.val_fraction, opt.test_fraction) : f.split;
->>>>>>> hD
         writer.add(split, std::move(s), what);
       } catch (const Error& e) {
         if (!opt.skip_bad) throw;
