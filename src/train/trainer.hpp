@@ -13,12 +13,16 @@
 //
 // Also checkpoints every `checkpoint_minutes` of wall time, and on SIGTERM/SIGUSR1 (handlers
 // installed for the duration of run_training) at the next step boundary, then stops.
+//
+// One process or many ranks: the loop is the same (class Trainer in trainer.cpp); what differs is
+// its Executor (executor.hpp).
 #include <functional>
 #include <map>
 #include <string>
 
 #include "io/dataset.hpp"
 #include "io/loader.hpp"
+#include "src/core/device.hpp"
 #include "src/train/config.hpp"
 
 namespace gppf::train {
@@ -47,9 +51,16 @@ struct TrainOptions {
   bool single_process = false;
 };
 
-// The loader of task `index` for training: its batch, augmentation and a seed of (config seed, index).
+// The loader of task `index` for training: its batch, augmentation and a seed of (config seed, index);
+// page-locked host memory when the network runs on `device` (a GPU).
 struct TaskSpec;
-io::LoaderConfig train_loader_config(const TrainConfig& config, const TaskSpec& task, std::size_t index);
+io::LoaderConfig train_loader_config(const TrainConfig& config, const TaskSpec& task, std::size_t index,
+                                     const Device& device);
+// Evaluation of `split`: whole batches of at least 64 in file order, once.
+io::LoaderConfig eval_loader_config(const TrainConfig& config, const TaskSpec& task, const std::string& split,
+                                    const Device& device);
+// BN re-calibration: training batches in a fixed shuffled order.
+io::LoaderConfig calibration_loader_config(const TrainConfig& config, const TaskSpec& task, const Device& device);
 
 TrainSummary run_training(const TrainConfig& config, const TrainOptions& options);
 
