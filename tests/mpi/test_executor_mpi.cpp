@@ -32,12 +32,12 @@ TEST(MpiExecutor, OneRankEqualsTheLocalExecutor) {
   const fs::path dir = fs::temp_directory_path() / ("gppf-mpi-executor-" + std::to_string(::getpid()));
   test::write_bars((dir / "bars").string(), 64, 16, 1);
   test::write_squares((dir / "squares").string(), 32, 8, 2);
-  const TrainConfig c =
-      parse_config(str("threads: 1\noptimizer: {type: sgd, lr: 0.05, momentum: 0.9, max_grad_norm: 1.0}\n"
-                       "model: {backbone: gppf-mini, stem_channels: 4, stages: [[8, 1, 1]], legos: 3, top_k: 1,"
-                       " routing: {warmup: none, balance_weight: 0.01}, neck: {first_stage: 0, channels: 8}}\n",
-                       test::tiny_tasks_yaml(dir.string())),
-                   {}, "executor.yaml");
+  const TrainConfig c = parse_config(
+      str("threads: 1\noptimizer: {type: sgd, lr: 0.05, momentum: 0.9, max_grad_norm: 1.0}\n"
+          "model: {backbone: gppf-mini, stem_channels: 4, stages: [[8, 1, 1], [8, 1, 2]], legos: 3, top_k: 1,"
+          " routing: {warmup: none, balance_weight: 0.01}, neck: {first_stage: 0, channels: 8}}\n",
+          test::tiny_tasks_yaml(dir.string())),
+      {}, "executor.yaml");
   const TaskData data = open_tasks(c);
   Network local_net(c, data.specs), mpi_net(c, data.specs);
   LocalExecutor local(local_net);

@@ -27,11 +27,12 @@ class Executors : public ::testing::Test {
   }
   static void TearDownTestSuite() { fs::remove_all(s_dir); }
   static TrainConfig config() {
-    return parse_config(str("steps: 2\nthreads: 1\nbn_calibration_batches: 2\n"
-                            "model: {backbone: gppf-mini, stem_channels: 4, stages: [[8, 1, 1]], legos: 3, top_k: 1,"
-                            " routing: {warmup: none}, neck: {first_stage: 0, channels: 8}}\n",
-                            test::tiny_tasks_yaml(s_dir.string())),
-                        {}, "executor.yaml");
+    return parse_config(
+        str("steps: 2\nthreads: 1\nbn_calibration_batches: 2\n"
+            "model: {backbone: gppf-mini, stem_channels: 4, stages: [[8, 1, 1], [8, 1, 2]], legos: 3, top_k: 1,"
+            " routing: {warmup: none}, neck: {first_stage: 0, channels: 8}}\n",
+            test::tiny_tasks_yaml(s_dir.string())),
+        {}, "executor.yaml");
   }
   static fs::path s_dir;
 };
