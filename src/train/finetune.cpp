@@ -138,6 +138,7 @@ TrainOptions phase_options(const FinetuneOptions& options, const std::string& ru
   t.run_dir = run_dir;
   t.resume = options.resume;
   t.single_process = options.single_process;
+  t.force = options.force;
   t.prepare = std::move(prepare);
   return t;
 }

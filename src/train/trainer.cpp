@@ -1,12 +1,17 @@
 #include "src/train/trainer.hpp"
 
+#include <fcntl.h>
 #include <omp.h>
+#include <sys/file.h>
 #include <unistd.h>
 
+#include <array>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -14,8 +19,10 @@
 #include <random>
 #include <sstream>
 
+#include "io/checksum.hpp"
 #include "src/core/cuda_runtime.hpp"
 #include "src/core/log.hpp"
+#include "src/dist/mpi.hpp"
 #include "src/optim/optimizer.hpp"
 #include "src/optim/schedule.hpp"
 #include "src/train/async_checkpoint.hpp"
@@ -41,6 +48,8 @@ void write_atomically(const fs::path& path, const std::string& text) {
     out << text;
     out.flush();
     GPPF_CHECK(out, tmp.string(), ": write failed (disk full?)");
+    out.close();
+    GPPF_CHECK(out, tmp.string(), ": close failed (disk full?)");
   }
   fs::rename(tmp, path);
 }
@@ -63,16 +72,21 @@ class MetricsLog {
     }
     m_out.open(path, std::ios::trunc);
     GPPF_CHECK(m_out, path.string(), ": cannot write");
+    m_path = path.string();
     m_out << kept;
+    m_out.flush();
+    GPPF_CHECK(m_out, m_path, ": write failed (disk full?)");
   }
   void write(const json& line) {
     if (!m_out.is_open()) return;
     m_out << line.dump() << '\n';
     m_out.flush();
+    GPPF_CHECK(m_out, m_path, ": write failed (disk full?)");
   }
 
  private:
   std::ofstream m_out;
+  std::string m_path;
 };
 
 struct Window {
@@ -88,7 +102,7 @@ std::string fmt(double v, int prec = 4) {
   return buf;
 }
 
-// SIGTERM/SIGUSR1: remembered here, acted on at the next step boundary.
+// SIGTERM/SIGUSR1/SIGINT/SIGHUP: remembered here, acted on at the next step boundary.
 volatile std::sig_atomic_t g_stop_signal = 0;
 extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
 
@@ -101,21 +115,99 @@ class StopSignals {
     sa.sa_handler = on_stop_signal;
     sa.sa_flags = SA_RESTART;  // the loader threads' reads must not see EINTR
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, &m_term);
-    sigaction(SIGUSR1, &sa, &m_usr1);
+    for (std::size_t i = 0; i < kSignals.size(); ++i) sigaction(kSignals[i], &sa, &m_previous[i]);
   }
   ~StopSignals() {
-    sigaction(SIGTERM, &m_term, nullptr);
-    sigaction(SIGUSR1, &m_usr1, nullptr);
+    for (std::size_t i = 0; i < kSignals.size(); ++i) sigaction(kSignals[i], &m_previous[i], nullptr);
   }
   StopSignals(const StopSignals&) = delete;
   StopSignals& operator=(const StopSignals&) = delete;
   int pending() const { return g_stop_signal; }
 
  private:
-  struct sigaction m_term {
-  }, m_usr1{};
+  static constexpr std::array<int, 4> kSignals{SIGTERM, SIGUSR1, SIGINT, SIGHUP};
+  std::array<struct sigaction, 4> m_previous{};
 };
+
+const char* signal_name(int sig) {
+  switch (sig) {
+    case SIGTERM: return "SIGTERM";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGINT: return "SIGINT";
+    case SIGHUP: return "SIGHUP";
+  }
+  return "signal";
+}
+
+// RUN_DIR/.lock, held (flock) for the run: a second trainer on the same directory stops at once.
+class RunDirLock {
+ public:
+  explicit RunDirLock(const fs::path& run_dir) {
+    const std::string path = (run_dir / ".lock").string();
+    m_fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    GPPF_CHECK(m_fd >= 0, path, ": cannot open (", std::strerror(errno), ")");
+    if (::flock(m_fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(m_fd);
+      GPPF_THROW(run_dir.string(), " is in use by another trainer (", path, " is locked)");
+    }
+  }
+  ~RunDirLock() { ::close(m_fd); }
+  RunDirLock(const RunDirLock&) = delete;
+  RunDirLock& operator=(const RunDirLock&) = delete;
+
+ private:
+  int m_fd = -1;
+};
+
+// A previous run's outputs in run_dir.
+std::vector<fs::path> previous_outputs(const fs::path& run_dir) {
+  std::vector<fs::path> found;
+  for (const char* name : {"metrics.jsonl", "summary.json"})
+    if (fs::exists(run_dir / name)) found.push_back(run_dir / name);
+  if (fs::is_directory(run_dir / "checkpoints") && !fs::is_empty(run_dir / "checkpoints"))
+    found.push_back(run_dir / "checkpoints");
+  return found;
+}
+
+// The root process locks the run directory and refuses (or with --force clears) a previous run's.
+std::unique_ptr<RunDirLock> claim_run_dir(const TrainOptions& options, const fs::path& run_dir) {
+  if (!options.single_process && dist::world_rank_or_zero() != 0) return nullptr;
+  fs::create_directories(run_dir);
+  auto lock = std::make_unique<RunDirLock>(run_dir);
+  const std::vector<fs::path> previous = previous_outputs(run_dir);
+  if (previous.empty() || !options.resume.empty()) return lock;
+  GPPF_CHECK(options.force, run_dir.string(), " holds a previous run (", previous.front().filename().string(),
+             "); pass --resume auto to continue it, or --force to discard it");
+  for (const fs::path& p : previous) fs::remove_all(p);
+  log::warn("--force: removed the previous run's ", previous.size(), " outputs in ", run_dir.string());
+  return lock;
+}
+
+// Every split of every task before step 1: a damaged test split must not wait for the end of
+// training. Train shards by size (every step reads them), val and test shards by SHA-256.
+void check_splits(const TaskData& data, const TrainConfig& config) {
+  for (std::size_t i = 0; i < data.datasets.size(); ++i) {
+    const io::Dataset& d = data.datasets[i];
+    GPPF_CHECK(d.manifest().find_split("val"), "data set ", d.dir(), " (task '", config.tasks[i].name,
+               "') has no 'val' split; re-convert it (gppf convert, or scripts/fetch-data.sh) to write one");
+    for (const std::string split : {"train", "val", "test"}) {
+      const io::SplitInfo& s = d.manifest().split(split, d.dir());
+      GPPF_CHECK(s.count > 0, "data set ", d.dir(), ": split '", split, "' is empty");
+      for (const io::ShardInfo& shard : s.shards) {
+        const std::string path = d.shard_path(shard);
+        std::error_code ec;
+        const auto size = static_cast<std::int64_t>(fs::file_size(path, ec));
+        GPPF_CHECK(!ec, "data set ", d.dir(), ": shard ", path, " of split '", split, "' cannot be read (",
+                   ec.message(), ")");
+        GPPF_CHECK(shard.bytes <= 0 || size == shard.bytes, "data set ", d.dir(), ": shard ", path, " of split '",
+                   split, "' is damaged: ", size, " bytes, the manifest says ", shard.bytes);
+        GPPF_CHECK(split == "train" || shard.sha256.empty() || io::sha256_file(path) == shard.sha256, "data set ",
+                   d.dir(), ": shard ", path, " of split '", split,
+                   "' is damaged: its SHA-256 differs from the manifest's");
+      }
+    }
+  }
+}
 
 std::string rng_text(const std::mt19937_64& rng) {
   std::ostringstream os;
@@ -137,11 +229,13 @@ std::string resume_checkpoint(const std::string& resume, const fs::path& run_dir
   return path;
 }
 
-// The run directory made, the thread count set and the data sets opened (in this order).
+// The run directory made, the thread count set and the data sets opened and checked (in this order).
 TaskData open_run(const TrainConfig& config, const fs::path& run_dir) {
   fs::create_directories(run_dir / "checkpoints");
   if (config.threads > 0) omp_set_num_threads(config.threads);
-  return open_tasks(config);
+  TaskData data = open_tasks(config);
+  check_splits(data, config);
+  return data;
 }
 
 // Owns one training run: the schedule, the steps, periodic evaluation, checkpoints, resume, signals
@@ -156,8 +250,13 @@ class Trainer {
   void resume();
   std::vector<int> sample_active();
   float train_step(std::int64_t step, float lr, const std::vector<int>& active);
+  void keep_buffers();
+  void check_skipped(std::int64_t step);
   void log_window(std::int64_t step, float lr, float balance);
-  std::map<std::string, std::map<std::string, double>> evaluate(std::int64_t step, bool full);
+  // Re-calibrates BN and evaluates `splits`; writes their lines. Per split: task -> metric -> value.
+  std::vector<std::map<std::string, std::map<std::string, double>>> evaluate(std::int64_t step,
+                                                                             const std::vector<std::string>& splits,
+                                                                             std::int64_t max_batches);
   void write_routing(std::int64_t step);
   // After a step: periodic and timed checkpoints; true when a stop signal ended the run.
   bool checkpoint_or_stop(std::int64_t step, bool last, const StopSignals& signals);
@@ -169,6 +268,7 @@ class Trainer {
   const TrainOptions& m_options;
   const Clock::time_point m_start = Clock::now();
   const fs::path m_run_dir;
+  const std::unique_ptr<RunDirLock> m_lock;  // the root's, for the whole run
   const std::string m_resume_path;
   TaskData m_data;
   Network m_net;
@@ -186,12 +286,15 @@ class Trainer {
   std::vector<Window> m_windows;
   Clock::time_point m_window_start;
   const bool m_tty = isatty(STDERR_FILENO) != 0;
+  std::vector<Tensor> m_buffers_before;  // the BN running statistics before the current step
+  int m_nonfinite_in_a_row = 0;
 };
 
 Trainer::Trainer(const TrainConfig& config, const TrainOptions& options)
     : m_config(config),
       m_options(options),
       m_run_dir(options.run_dir),
+      m_lock(claim_run_dir(options, m_run_dir)),
       m_resume_path(resume_checkpoint(options.resume, m_run_dir)),
       m_data(open_run(config, m_run_dir)),
       m_net(config, m_data.specs),
@@ -304,7 +407,36 @@ float Trainer::train_step(std::int64_t step, float lr, const std::vector<int>& a
     ++w.steps;
     w.samples += batch.size() * static_cast<std::int64_t>(scale);
   };
-  return simt_step(*m_executor, m_net, *m_optimizer, step, lr, active, run_task);
+  keep_buffers();
+  const float balance = simt_step(*m_executor, m_net, *m_optimizer, step, lr, active, run_task);
+  check_skipped(step);
+  return balance;
+}
+
+void Trainer::keep_buffers() {
+  const std::vector<nn::NamedTensor> buffers = m_net.buffers();
+  if (m_buffers_before.size() != buffers.size()) {
+    m_buffers_before.clear();
+    for (const auto& b : buffers) m_buffers_before.push_back(b.second->clone());
+    return;
+  }
+  for (std::size_t i = 0; i < buffers.size(); ++i) m_buffers_before[i].copy_from(*buffers[i].second, m_net.stream());
+}
+
+// A step the optimizer skipped (non-finite gradient norm, the same on every process) must leave no
+// trace: its forward passes updated the BN running statistics with what may be inf or NaN.
+void Trainer::check_skipped(std::int64_t step) {
+  if (!m_optimizer->last_step_skipped()) {
+    m_nonfinite_in_a_row = 0;
+    return;
+  }
+  const std::vector<nn::NamedTensor> buffers = m_net.buffers();
+  for (std::size_t i = 0; i < buffers.size(); ++i) buffers[i].second->copy_from(m_buffers_before[i], m_net.stream());
+  ++m_nonfinite_in_a_row;
+  GPPF_CHECK(m_nonfinite_in_a_row < m_config.max_nonfinite_steps, "step ", step + 1,
+             ": the gradient norm was non-finite in ", m_nonfinite_in_a_row,
+             " steps in a row (max_nonfinite_steps); stopping without saving them; lower optimizer.lr or check the "
+             "data sets");
 }
 
 void Trainer::log_window(std::int64_t step, float lr, float balance) {
@@ -341,21 +473,24 @@ void Trainer::log_window(std::int64_t step, float lr, float balance) {
   m_window_start = Clock::now();
 }
 
-std::map<std::string, std::map<std::string, double>> Trainer::evaluate(std::int64_t step, bool full) {
+std::vector<std::map<std::string, std::map<std::string, double>>> Trainer::evaluate(
+    std::int64_t step, const std::vector<std::string>& splits, std::int64_t max_batches) {
   const std::vector<TaskSpec>& specs = m_data.specs;
-  EvalRequest request{step, {m_config.eval_split}, full ? 0 : m_config.eval_batches};
-  const EvalResults results = m_executor->evaluate(m_net, m_data.datasets, m_config, request);
-  std::map<std::string, std::map<std::string, double>> by_task;
-  for (std::size_t i = 0; i < specs.size(); ++i) {
-    const TaskEval& e = results[0][i];
-    json line = {
-        {"step", step}, {"task", specs[i].config.name}, {"split", m_config.eval_split}, {"samples", e.samples}};
-    for (const auto& [k, v] : e.metrics) line[k] = v;
-    m_metrics->write(line);
-    by_task[specs[i].config.name] = e.metrics;
-  }
+  const EvalResults results = m_executor->evaluate(m_net, m_data.datasets, m_config, {step, splits, max_batches});
+  std::vector<std::map<std::string, std::map<std::string, double>>> by_split(splits.size());
+  for (std::size_t s = 0; s < splits.size(); ++s)
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      const TaskEval& e = results[s][i];
+      by_split[s][specs[i].config.name] = e.metrics;
+      // Test numbers go to summary.json only: metrics.jsonl holds one evaluation split (val), which
+      // is what `gppf report` charts.
+      if (splits[s] == "test") continue;
+      json line = {{"step", step}, {"task", specs[i].config.name}, {"split", splits[s]}, {"samples", e.samples}};
+      for (const auto& [k, v] : e.metrics) line[k] = v;
+      m_metrics->write(line);
+    }
   write_routing(step);
-  return by_task;
+  return by_split;
 }
 
 // Which legos each task routes to, per layer, for the report's usage heat map.
@@ -434,7 +569,7 @@ bool Trainer::checkpoint_or_stop(std::int64_t step, bool last, const StopSignals
   if (pending == 0 || last) return false;
   if (m_tty && root) std::fprintf(stderr, "\n");
   if (root)
-    log::info("signal ", pending == SIGTERM ? "SIGTERM" : "SIGUSR1", ": checkpointing at step ", step + 1,
+    log::info("signal ", signal_name(pending), ": checkpointing at step ", step + 1,
               " and stopping (resume with --resume auto)");
   if (!saved) save(step + 1, false);
   publish_async(true);
@@ -453,7 +588,7 @@ TrainSummary Trainer::run() {
     if ((step + 1) % m_config.log_every == 0 || last) log_window(step, lr, balance);
     if (m_config.eval_every > 0 && (step + 1) % m_config.eval_every == 0 && !last) {
       if (m_tty && m_executor->root()) std::fprintf(stderr, "\n");
-      for (const auto& [task, m] : evaluate(step + 1, false))
+      for (const auto& [task, m] : evaluate(step + 1, {"val"}, m_config.eval_batches)[0])
         for (const auto& [k, v] : m)
           if (m_executor->root()) log::info("eval step ", step + 1, " ", task, " ", k, " ", fmt(v));
     }
@@ -476,23 +611,27 @@ TrainSummary Trainer::finish() {
   const std::vector<TaskSpec>& specs = m_data.specs;
   TrainSummary summary;
   summary.steps = m_config.steps;
-  summary.metrics = evaluate(m_config.steps, true);
+  const auto final_eval = evaluate(m_config.steps, {"test", "val"}, 0);  // test read once, at the end
+  summary.metrics = final_eval[0];
+  summary.val = final_eval[1];
   save(m_config.steps, false);
   summary.wall_seconds = seconds_since(m_start);
   json s = {{"steps", summary.steps}, {"wall_seconds", summary.wall_seconds}, {"tasks", json::object()}};
   for (const auto& spec : specs) {
-    json m = json::object();
+    json m = json::object(), val = json::object();
     for (const auto& [k, v] : summary.metrics[spec.config.name]) m[k] = v;
+    for (const auto& [k, v] : summary.val[spec.config.name]) val[k] = v;
     s["tasks"][spec.config.name] = {
-        {"type", io::task_name(spec.config.type)}, {"dataset", spec.config.dataset}, {"metrics", m}};
+        {"type", io::task_name(spec.config.type)}, {"dataset", spec.config.dataset}, {"metrics", m}, {"val", val}};
   }
   if (!m_executor->root()) return summary;
   write_atomically(m_run_dir / "summary.json", s.dump(2) + "\n");
 
-  std::printf("\n%-20s %-15s %-10s %s\n", "task", "type", "metric", "test");
+  std::printf("\n%-20s %-15s %-10s %-8s %s\n", "task", "type", "metric", "test", "val");
   for (const auto& spec : specs)
     for (const auto& [k, v] : summary.metrics[spec.config.name])
-      std::printf("%-20s %-15s %-10s %.4f\n", spec.config.name.c_str(), io::task_name(spec.config.type), k.c_str(), v);
+      std::printf("%-20s %-15s %-10s %-8.4f %.4f\n", spec.config.name.c_str(), io::task_name(spec.config.type),
+                  k.c_str(), v, summary.val[spec.config.name][k]);
   std::printf("%d steps in %.1f s; %s/summary.json\n", static_cast<int>(summary.steps), summary.wall_seconds,
               m_options.run_dir.c_str());
   return summary;
