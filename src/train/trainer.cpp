@@ -588,7 +588,8 @@ TrainSummary Trainer::run() {
     if ((step + 1) % m_config.log_every == 0 || last) log_window(step, lr, balance);
     if (m_config.eval_every > 0 && (step + 1) % m_config.eval_every == 0 && !last) {
       if (m_tty && m_executor->root()) std::fprintf(stderr, "\n");
-      for (const auto& [task, m] : evaluate(step + 1, {"val"}, m_config.eval_batches)[0])
+      const auto val = evaluate(step + 1, {"val"}, m_config.eval_batches);  // named: [0] of a temporary dangles
+      for (const auto& [task, m] : val[0])
         for (const auto& [k, v] : m)
           if (m_executor->root()) log::info("eval step ", step + 1, " ", task, " ", k, " ", fmt(v));
     }
