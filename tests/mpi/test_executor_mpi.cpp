@@ -4,6 +4,7 @@
 #include <mpi.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "src/train/distributed.hpp"
@@ -22,6 +23,7 @@ std::vector<std::string> names(const CheckpointTensors& t) {
   for (auto* p : t.params) out.push_back(p->name);
   for (const auto& b : t.buffers) out.push_back(b.first);
   for (const auto& o : t.optimizer) out.push_back(o.first);
+  std::sort(out.begin(), out.end());  // the MPI optimizer holds its parameters grouped by owner
   return out;
 }
 
