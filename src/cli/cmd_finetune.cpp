@@ -19,6 +19,7 @@ struct FinetuneArgs {
   std::string checkpoint, config, out, resume;
   std::vector<std::string> overrides;
   bool from_scratch = false;
+  bool force = false;
 };
 
 // Returns true when a signal stopped the run after a checkpoint.
@@ -32,6 +33,7 @@ bool run(const FinetuneArgs& a) {
   fo.run_dir = a.out;
   fo.from_scratch = a.from_scratch;
   fo.resume = a.resume;
+  fo.force = a.force;
   return train::run_finetune(config, fo).interrupted();
 }
 
@@ -50,6 +52,7 @@ void register_finetune(CLI::App& app) {
   cmd->add_option("--resume", opts->resume,
                   "auto: continue an interrupted run in --out (a finished probe is not run again)")
       ->check(CLI::IsMember({"auto"}));
+  cmd->add_flag("--force", opts->force, "start over in a run directory that holds a previous run");
   cmd->add_flag("--from-scratch", opts->from_scratch,
                 "train the same network from random initialisation for probe_steps + steps (the baseline)");
   cmd->callback([opts] {

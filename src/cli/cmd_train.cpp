@@ -16,6 +16,7 @@ void register_train(CLI::App& app) {
   struct Options {
     std::string config, out, resume;
     std::vector<std::string> overrides;
+    bool force = false;
   };
   auto opts = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("train", "SIMT multi-task pre-training from a YAML config");
@@ -23,13 +24,17 @@ void register_train(CLI::App& app) {
   cmd->add_option("--set", opts->overrides, "override a config key: key=value (repeatable; tasks.NAME.key=value)");
   cmd->add_option("--out", opts->out, "run directory (metrics.jsonl, summary.json, checkpoints/)")->required();
   cmd->add_option("--resume", opts->resume, "auto, or a checkpoint path");
+  cmd->add_flag("--force", opts->force,
+                "start over in a run directory that holds a previous run (its metrics, summary and checkpoints go)");
   cmd->callback([opts] {
     // Under mpirun or srun: one process of many (docs/SCALING.md). A plain launch stays MPI-free.
     std::unique_ptr<dist::MpiEnvironment> mpi = dist::start_mpi_for_launch();
     bool interrupted = false;
     try {
       const train::TrainConfig config = train::load_config(opts->config, opts->overrides);
-      interrupted = train::run_training(config, {opts->out, opts->resume}).interrupted;
+      train::TrainOptions o{opts->out, opts->resume};
+      o.force = opts->force;
+      interrupted = train::run_training(config, o).interrupted;
     } catch (const std::exception& e) {
       // The other ranks would wait for this one in their next collective: stop them all now.
       if (mpi && mpi->size() > 1) dist::abort_all(str("rank ", mpi->rank(), ": ", e.what()));
@@ -38,7 +43,7 @@ void register_train(CLI::App& app) {
     if (interrupted) {
       std::fflush(stdout);
       mpi.reset();
-      std::exit(train::kExitRequeue);  // checkpointed after SIGTERM/SIGUSR1: "requeue me"
+      std::exit(train::kExitRequeue);  // checkpointed after a stop signal: "requeue me"
     }
   });
 }

@@ -12,6 +12,7 @@
 
 #include "core/cuda_runtime.hpp"
 #include "src/optim/optimizer.hpp"
+#include "src/train/executor_local.hpp"
 #include "src/train/network.hpp"
 #include "src/train/trainer.hpp"
 
@@ -98,69 +99,39 @@ io::Batch synthetic_batch(const TaskSpec& s, std::uint64_t seed) {
   return b;
 }
 
-}  // namespace
+// Batches are read before timing and the loaders stopped: on a 2-core host their worker threads
+// would otherwise compete with the step's OpenMP threads, and every parallel region waits for its
+// slowest thread. This measures the step; the loader has its own benchmark (bench_loader).
+constexpr int kBatches = 4;
 
-StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps, const SyntheticData* synthetic) {
-  GPPF_CHECK(steps >= 1 && warmup_steps >= 0, "bench step: --steps must be >= 1 and --warmup >= 0");
-  if (config.threads > 0) omp_set_num_threads(config.threads);
-  TaskData data = synthetic ? TaskData{{}, synthetic_specs(config, *synthetic)} : open_tasks(config);
+std::vector<std::vector<io::Batch>> preload_batches(const TrainConfig& config, const TaskData& data, Network& net,
+                                                    const SyntheticData* synthetic) {
   const std::vector<TaskSpec>& specs = data.specs;
-  std::vector<std::unique_ptr<io::Loader>> loaders;
-  if (!synthetic)
-    for (std::size_t i = 0; i < specs.size(); ++i)
-      loaders.push_back(std::make_unique<io::Loader>(data.datasets[i], train_loader_config(config, specs[i], i)));
-  Network net(config, specs);
-  auto optimizer = optim::Optimizer::create(config.optimizer, net.parameters());
-
-  // The host's yardstick; a GPU run names its device instead.
-  const bool host = net.device().is_host();
-  const double sgemm_before = host ? sgemm_gflops() : 0.0;
-  StepBench r;
-  r.device = host ? std::string("host") : cuda::device_name(net.device().index);
-  r.steps = steps;
-  r.threads = omp_get_max_threads();
-  // Medians over the timed steps: on a shared machine a neighbour's burst moves a mean by 20 %.
-  std::vector<std::vector<double>> task_ms(specs.size());
-  std::vector<double> step_ms, opt_ms;
-  std::vector<int> all(specs.size());
-  for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
-  // Batches are read before timing and the loaders stopped: on a 2-core host their worker threads
-  // would otherwise compete with the step's OpenMP threads, and every parallel region waits for its
-  // slowest thread. This measures the step; the loader has its own benchmark (bench_loader).
-  constexpr int kBatches = 4;
   std::vector<std::vector<io::Batch>> batches(specs.size());
-  for (std::size_t i = 0; i < specs.size(); ++i)
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    std::unique_ptr<io::Loader> loader;
+    if (!synthetic)
+      loader = std::make_unique<io::Loader>(data.datasets[i], train_loader_config(config, specs[i], i, net.device()));
     for (int b = 0; b < kBatches; ++b)
       batches[i].push_back(synthetic ? synthetic_batch(specs[i], config.seed + 97 * i + static_cast<std::uint64_t>(b))
-                                     : loaders[i]->next());
-  loaders.clear();
+                                     : loader->next());
+  }
   // On a GPU the batches wait there: the step is timed, not the host-to-device copy of its input.
   for (auto& task_batches : batches)
     for (auto& b : task_batches) b = net.on_device(b);
   if (net.device().is_cuda()) cuda::synchronize(net.stream());
-  for (int s = 0; s < warmup_steps + steps; ++s) {
-    const bool timed = s >= warmup_steps;
-    const auto t_step = Clock::now();
-    for (std::size_t i = 0; i < specs.size(); ++i) {
-      const io::Batch& batch = batches[i][static_cast<std::size_t>(s % kBatches)];
-      const auto t0 = Clock::now();
-      net.train_step(static_cast<int>(i), batch, s);
-      if (timed) task_ms[i].push_back(ms_since(t0));
-    }
-    net.apply_balance(all);
-    const auto t0 = Clock::now();
-    optimizer->step(config.optimizer.lr, net.stream());
-    if (net.device().is_cuda()) cuda::synchronize(net.stream());  // the update's kernels are part of the step
-    if (timed) {
-      opt_ms.push_back(ms_since(t0));
-      step_ms.push_back(ms_since(t_step));
-    }
-  }
+  return batches;
+}
+
+// Medians of the timed steps (on a shared machine a neighbour's burst moves a mean by 20 %).
+void summarize(StepBench& r, Network& net, const std::vector<std::vector<double>>& task_ms,
+               const std::vector<double>& step_ms, const std::vector<double>& opt_ms) {
   double total_gflop = 0;
-  for (std::size_t i = 0; i < specs.size(); ++i) {
+  for (std::size_t i = 0; i < net.tasks().size(); ++i) {
+    const TaskSpec& spec = net.tasks()[i];
     TaskBench t;
-    t.name = specs[i].config.name;
-    t.batch = specs[i].config.batch_size;
+    t.name = spec.config.name;
+    t.batch = spec.config.batch_size;
     t.ms = median(task_ms[i]);
     t.samples_per_s = t.batch / (t.ms / 1e3);
     t.gflop = 6.0 * static_cast<double>(net.path_macs(static_cast<int>(i))) * t.batch / 1e9;
@@ -171,6 +142,49 @@ StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps, con
   r.step_ms = median(step_ms);
   r.optimizer_ms = median(opt_ms);
   r.gflops = total_gflop / (r.step_ms / 1e3);
+}
+
+}  // namespace
+
+// The trainer's own step (simt_step on a LocalExecutor), every task in every step, at the config's lr.
+StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps, const SyntheticData* synthetic) {
+  GPPF_CHECK(steps >= 1 && warmup_steps >= 0, "bench step: --steps must be >= 1 and --warmup >= 0");
+  if (config.threads > 0) omp_set_num_threads(config.threads);
+  const TaskData data = synthetic ? TaskData{{}, synthetic_specs(config, *synthetic)} : open_tasks(config);
+  Network net(config, data.specs);
+  LocalExecutor executor(net);
+  auto optimizer = optim::Optimizer::create(config.optimizer, executor.held_parameters());
+
+  // The host's yardstick; a GPU run names its device instead.
+  const bool host = net.device().is_host();
+  const double sgemm_before = host ? sgemm_gflops() : 0.0;
+  StepBench r;
+  r.device = host ? std::string("host") : cuda::device_name(net.device().index);
+  r.steps = steps;
+  r.threads = omp_get_max_threads();
+  const std::vector<std::vector<io::Batch>> batches = preload_batches(config, data, net, synthetic);
+  std::vector<std::vector<double>> task_ms(data.specs.size());
+  std::vector<double> step_ms, opt_ms;
+  std::vector<int> all(data.specs.size());
+  for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+  for (int s = 0; s < warmup_steps + steps; ++s) {
+    const bool timed = s >= warmup_steps;
+    const auto t_step = Clock::now();
+    auto run_task = [&](int t) {
+      const auto ti = static_cast<std::size_t>(t);
+      const auto t0 = Clock::now();
+      net.train_step(t, batches[ti][static_cast<std::size_t>(s % kBatches)], s);
+      if (timed) task_ms[ti].push_back(ms_since(t0));
+    };
+    Clock::time_point t_update;
+    simt_step(executor, net, *optimizer, s, config.optimizer.lr, all, run_task, [&] { t_update = Clock::now(); });
+    if (net.device().is_cuda()) cuda::synchronize(net.stream());  // the update's kernels are part of the step
+    if (timed) {
+      opt_ms.push_back(ms_since(t_update));
+      step_ms.push_back(ms_since(t_step));
+    }
+  }
+  summarize(r, net, task_ms, step_ms, opt_ms);
   // The machine's rate is the best seen, before and after the steps (a slow sample is the neighbours).
   r.sgemm_gflops = host ? std::max(sgemm_before, sgemm_gflops()) : 0.0;
   return r;

@@ -413,6 +413,7 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
                 "keep_checkpoints",
                 "checkpoint_minutes",
                 "checkpoint_async",
+                "max_nonfinite_steps",
                 "optimizer",
                 "schedule",
                 "model",
@@ -453,6 +454,8 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
   GPPF_CHECK(c.keep_checkpoints >= 1, where, ": key 'keep_checkpoints' must be >= 1");
   r.get(root, "", "checkpoint_minutes", c.checkpoint_minutes);
   r.get(root, "", "checkpoint_async", c.checkpoint_async);
+  r.get(root, "", "max_nonfinite_steps", c.max_nonfinite_steps);
+  GPPF_CHECK(c.max_nonfinite_steps >= 1, where, ": key 'max_nonfinite_steps' must be >= 1");
   GPPF_CHECK(c.checkpoint_minutes >= 0, where, ": key 'checkpoint_minutes' must be >= 0 (0: off)");
   read_optimizer(r, child(root, "optimizer"), c.optimizer);
   c.schedule.base_lr = c.optimizer.lr;

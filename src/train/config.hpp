@@ -79,6 +79,8 @@ struct TrainConfig {
   double checkpoint_minutes = 0;      // also checkpoint when this much wall time passed since the last; 0: off
   // Periodic checkpoints snapshot to host memory and write on a background thread (docs/CHECKPOINT_FORMAT.md).
   bool checkpoint_async = false;
+  // Steps in a row whose gradient norm may be non-finite (each skipped) before the run stops.
+  int max_nonfinite_steps = 10;
   optim::OptimizerConfig optimizer;
   optim::ScheduleConfig schedule;
   nn::BackboneSpec backbone;

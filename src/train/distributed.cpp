@@ -48,14 +48,14 @@ std::string mb(double bytes) {
 
 }  // namespace
 
-std::unique_ptr<Distributed> Distributed::create(const TrainConfig& config, Network& net) {
+std::unique_ptr<Distributed> Distributed::create(const TrainConfig& config, Network& net, bool even_one_rank) {
   int initialised = 0;
   MPI_Initialized(&initialised);
   if (!initialised) return nullptr;
   int world = 1, rank = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (world == 1) return nullptr;
+  if (world == 1 && !even_one_rank) return nullptr;
   MPI_Comm node = MPI_COMM_NULL;
   GPPF_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
   int per_node = 1;

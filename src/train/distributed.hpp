@@ -1,8 +1,8 @@
 #pragma once
 // A training run over several MPI ranks (docs/SCALING.md): the layout and its communicators, the
 // expert-parallel exchange, gradient synchronisation, the lockstep of rounds, and who writes what.
-// run_training creates one when the job has more than one rank; with one rank there is none and the
-// single-process code paths run unchanged.
+// The MpiExecutor (executor_mpi.hpp) wraps one when the job has more than one rank; with one rank
+// the trainer runs a LocalExecutor.
 #include <functional>
 #include <map>
 #include <memory>
@@ -38,8 +38,9 @@ TrafficEstimate estimate_traffic(const dist::Layout& layout, Network& net, doubl
 
 class Distributed {
  public:
-  // Null when MPI is not initialised or the job has one rank.
-  static std::unique_ptr<Distributed> create(const TrainConfig& config, Network& net);
+  // Null when MPI is not initialised or the job has one rank (even_one_rank: a layout of one rank
+  // then, for the tests that compare it with one process).
+  static std::unique_ptr<Distributed> create(const TrainConfig& config, Network& net, bool even_one_rank = false);
   ~Distributed();
 
   const dist::Layout& layout() const { return m_layout; }

@@ -129,94 +129,110 @@ void load_pretrained_backbone(Network& net, const std::string& checkpoint) {
             ", tasks pre-trained: ", pretrained_tasks, "); new tasks' BN statistics start as their mean");
 }
 
-FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& options) {
-  GPPF_CHECK(!options.run_dir.empty(), "finetune: --out RUN_DIR is required");
-  GPPF_CHECK(!options.checkpoint.empty(), "finetune: --checkpoint is required");
-  const fs::path run_dir(options.run_dir);
+namespace {
+
+// One phase's TrainOptions: its run directory, the shared resume and process choices, its set-up.
+TrainOptions phase_options(const FinetuneOptions& options, const std::string& run_dir,
+                           std::function<void(Network&)> prepare) {
+  TrainOptions t;
+  t.run_dir = run_dir;
+  t.resume = options.resume;
+  t.single_process = options.single_process;
+  t.force = options.force;
+  t.prepare = std::move(prepare);
+  return t;
+}
+
+void notify(const FinetuneOptions& options, const char* phase, Network& net) {
+  if (options.on_prepared) options.on_prepared(phase, net);
+}
+
+FinetuneResult run_from_scratch(const TrainConfig& config, const FinetuneOptions& options, bool root) {
   const FinetuneConfig& f = config.finetune;
-  auto notify = [&](const char* phase, Network& net) {
-    if (options.on_prepared) options.on_prepared(phase, net);
-  };
-  GPPF_CHECK(options.resume.empty() || options.resume == "auto", "finetune: --resume takes 'auto', got '",
-             options.resume, "' (each phase resumes from its own checkpoints in ", options.run_dir, ")");
-  const bool root = options.single_process || dist::world_rank_or_zero() == 0;  // writes transfer.json, logs
+  log::info("finetune --from-scratch: ", config.steps + f.probe_steps, " steps (probe_steps ", f.probe_steps,
+            " + steps ", config.steps, ") from random initialisation; ", options.checkpoint,
+            " gives only the network's shape");
+  const TrainConfig c = phase_config(config, {str("steps=", config.steps + f.probe_steps)});
   FinetuneResult result;
-  fs::create_directories(run_dir);
+  result.summary =
+      run_training(c, phase_options(options, options.run_dir, [&](Network& net) { notify(options, "scratch", net); }));
+  if (!result.summary.interrupted && root)
+    write_transfer_json(fs::path(options.run_dir) / "transfer.json", config, options, nullptr, {});
+  return result;
+}
 
-  if (options.from_scratch) {
-    log::info("finetune --from-scratch: ", config.steps + f.probe_steps, " steps (probe_steps ", f.probe_steps,
-              " + steps ", config.steps, ") from random initialisation; ", options.checkpoint,
-              " gives only the network's shape");
-    const TrainConfig c = phase_config(config, {str("steps=", config.steps + f.probe_steps)});
-    TrainOptions t;
-    t.run_dir = options.run_dir;
-    t.resume = options.resume;
-    t.single_process = options.single_process;
-    t.prepare = [&](Network& net) { notify("scratch", net); };
-    result.summary = run_training(c, t);
-    if (!result.summary.interrupted && root)
-      write_transfer_json(run_dir / "transfer.json", config, options, nullptr, {});
-    return result;
-  }
-
-  // 1. The probe: frozen pre-trained backbone, soft routing from uniform gates, new heads.
-  const fs::path probe_dir = run_dir / "probe";
+// 1. The probe: frozen pre-trained backbone, soft routing from uniform gates, new heads. Skipped
+// when a resumed run's probe had finished.
+TrainSummary run_probe(const TrainConfig& config, const FinetuneOptions& options, const fs::path& probe_dir,
+                       bool root) {
+  const FinetuneConfig& f = config.finetune;
   const TrainConfig probe =
       phase_config(config, {str("steps=", f.probe_steps), str("optimizer.lr=", f.probe_lr), "schedule={type: constant}",
                             "model.routing.warmup=soft", str("model.routing.warmup_steps=", f.probe_steps),
                             "model.routing.balance_weight=0", "eval_every=0", "checkpoint_every=0",
                             "checkpoint_minutes=0", "keep_checkpoints=1"});
-  TrainOptions po;
-  po.run_dir = probe_dir.string();
-  po.resume = options.resume;
-  po.single_process = options.single_process;
-  po.prepare = [&](Network& net) {
+  const TrainOptions po = phase_options(options, probe_dir.string(), [&](Network& net) {
     load_pretrained_backbone(net, options.checkpoint);
     for (auto* p : backbone_parameters(net)) {
       p->trainable = is_router(p->name);
       if (is_router(p->name)) p->value.zero_(net.stream());
     }
-    notify("probe", net);
-  };
+    notify(options, "probe", net);
+  });
   const std::string probe_done = options.resume.empty() ? std::string() : finished_checkpoint(po.run_dir, probe.steps);
-  if (probe_done.empty()) {
-    log::info("finetune: probe of ", f.probe_steps, " steps at lr ", f.probe_lr, " -> ", probe_dir.string());
-    result.probe = run_training(probe, po);
-    if (result.probe.interrupted) return result;
-  } else {
+  if (!probe_done.empty()) {
     if (root) log::info("finetune --resume auto: the probe finished before (", probe_done, "); not run again");
-    result.probe.steps = probe.steps;
+    TrainSummary done;
+    done.steps = probe.steps;
+    return done;
   }
-  const std::string probe_checkpoint = resolve_checkpoint(probe_dir.string());
+  log::info("finetune: probe of ", f.probe_steps, " steps at lr ", f.probe_lr, " -> ", probe_dir.string());
+  return run_training(probe, po);
+}
 
-  // 2.-3. Top-k of the probe's logits, routers frozen; fine-tune the paths (or only the heads).
+// 2.-3. Top-k of the probe's logits, routers frozen; fine-tune the paths (or only the heads).
+void run_tune(const TrainConfig& config, const FinetuneOptions& options, const std::string& probe_checkpoint, bool root,
+              FinetuneResult& result) {
+  const FinetuneConfig& f = config.finetune;
   const TrainConfig tune = phase_config(
       config, {"model.routing.warmup=none", "model.routing.warmup_steps=0", "model.routing.balance_weight=0"});
-  TrainOptions fo;
-  fo.run_dir = options.run_dir;
-  fo.resume = options.resume;
-  fo.single_process = options.single_process;
-  std::vector<std::vector<std::vector<int>>> legos;
-  fo.prepare = [&](Network& net) {
+  const TrainOptions fo = phase_options(options, options.run_dir, [&](Network& net) {
     ReadOptions ro;
     ro.exact = false;  // the same network: every name must be there; the probe's optimizer state is not wanted
     ro.optimizer = false;
     (void)read_checkpoint(probe_checkpoint, {net.parameters(), net.buffers(), {}}, ro);
     for (auto* p : backbone_parameters(net)) p->trainable = !is_router(p->name) && !f.freeze_backbone;
-    legos = chosen_legos(net);
+    result.legos = chosen_legos(net);
     const auto layers = net.backbone().lego_layers();
-    for (std::size_t t = 0; t < legos.size(); ++t) {
+    for (std::size_t t = 0; t < result.legos.size(); ++t) {
       std::string line = str("finetune: the probe chose for task '", config.tasks[t].name, "':");
-      for (std::size_t l = 0; l < layers.size(); ++l) line += str(" ", layers[l]->name(), " ", legos_text(legos[t][l]));
+      for (std::size_t l = 0; l < layers.size(); ++l)
+        line += str(" ", layers[l]->name(), " ", legos_text(result.legos[t][l]));
       if (root) log::info(line);
     }
-    if (root) write_transfer_json(run_dir / "transfer.json", config, options, &net, legos);
-    notify("finetune", net);
-  };
+    if (root) write_transfer_json(fs::path(options.run_dir) / "transfer.json", config, options, &net, result.legos);
+    notify(options, "finetune", net);
+  });
   log::info("finetune: ", config.steps, " steps of ", f.freeze_backbone ? "the heads" : "the chosen paths and heads",
-            " -> ", run_dir.string());
+            " -> ", options.run_dir);
   result.summary = run_training(tune, fo);
-  result.legos = legos;
+}
+
+}  // namespace
+
+FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& options) {
+  GPPF_CHECK(!options.run_dir.empty(), "finetune: --out RUN_DIR is required");
+  GPPF_CHECK(!options.checkpoint.empty(), "finetune: --checkpoint is required");
+  GPPF_CHECK(options.resume.empty() || options.resume == "auto", "finetune: --resume takes 'auto', got '",
+             options.resume, "' (each phase resumes from its own checkpoints in ", options.run_dir, ")");
+  const bool root = options.single_process || dist::world_rank_or_zero() == 0;  // writes transfer.json, logs
+  fs::create_directories(options.run_dir);
+  if (options.from_scratch) return run_from_scratch(config, options, root);
+  const fs::path probe_dir = fs::path(options.run_dir) / "probe";
+  FinetuneResult result;
+  result.probe = run_probe(config, options, probe_dir, root);
+  if (result.probe.interrupted) return result;
+  run_tune(config, options, resolve_checkpoint(probe_dir.string()), root, result);
   return result;
 }
 

@@ -28,6 +28,8 @@ struct FinetuneOptions {
   std::string resume;
   // Both phases in this process alone even under MPI (TrainOptions::single_process; tests' references).
   bool single_process = false;
+  // Start over in a run directory that holds a previous run (TrainOptions::force, both phases).
+  bool force = false;
   // Called with "probe", "finetune" or "scratch" on each phase's network once it is prepared (weights
   // loaded, parameters frozen), right before its optimizer is created: tests look at it there.
   std::function<void(const std::string& phase, Network& net)> on_prepared;

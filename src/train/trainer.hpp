@@ -11,12 +11,22 @@
 // parameters on the host (same thread count). Evaluations in between re-calibrate BN statistics
 // only, which training (batch statistics) never reads, so they do not break the equivalence.
 //
-// Also checkpoints every `checkpoint_minutes` of wall time, and on SIGTERM/SIGUSR1 (handlers
-// installed for the duration of run_training) at the next step boundary, then stops.
+// Also checkpoints every `checkpoint_minutes` of wall time, and on SIGTERM/SIGUSR1/SIGINT/SIGHUP
+// (handlers installed for the duration of run_training) at the next step boundary, then stops.
+//
+// Hostile input: every split (train, val, test) of every task is checked before step 1; periodic
+// evaluations read val, the final one test (summary.json's `metrics`) and val (its `val`). A step
+// whose gradient norm is non-finite is skipped with the BN running statistics restored; after
+// `max_nonfinite_steps` such steps in a row the run stops with an error. RUN_DIR is locked
+// (RUN_DIR/.lock) for the run, and a failed write of metrics.jsonl or summary.json is an error.
+//
+// One process or many ranks: the loop is the same (class Trainer in trainer.cpp); what differs is
+// its Executor (executor.hpp).
 #include <functional>
 #include <map>
 #include <string>
 
+#include "core/device.hpp"
 #include "io/dataset.hpp"
 #include "io/loader.hpp"
 #include "src/train/config.hpp"
@@ -27,7 +37,8 @@ struct TrainSummary {
   std::int64_t steps = 0;
   double wall_seconds = 0;
   std::map<std::string, std::map<std::string, double>> metrics;  // task -> metric -> value (test split)
-  // SIGTERM or SIGUSR1 arrived: the run checkpointed at the next step boundary and stopped early
+  std::map<std::string, std::map<std::string, double>> val;      // the same keys on the val split
+  // SIGTERM, SIGUSR1, SIGINT or SIGHUP arrived: the run checkpointed at the next step boundary and stopped early
   // (no final evaluation, no summary.json); `gppf train` exits with kExitRequeue.
   bool interrupted = false;
 };
@@ -45,11 +56,21 @@ struct TrainOptions {
   std::function<void(Network&)> prepare = nullptr;
   // Run as one process even when MPI has several ranks (the tests' single-process references).
   bool single_process = false;
+  // A run directory that holds a previous run's outputs (metrics.jsonl, summary.json, checkpoints)
+  // is refused unless `resume` is set, or `force`: then those outputs are removed first.
+  bool force = false;
 };
 
-// The loader of task `index` for training: its batch, augmentation and a seed of (config seed, index).
+// The loader of task `index` for training: its batch, augmentation and a seed of (config seed, index);
+// page-locked host memory when the network runs on `device` (a GPU).
 struct TaskSpec;
-io::LoaderConfig train_loader_config(const TrainConfig& config, const TaskSpec& task, std::size_t index);
+io::LoaderConfig train_loader_config(const TrainConfig& config, const TaskSpec& task, std::size_t index,
+                                     const Device& device);
+// Evaluation of `split`: whole batches of at least 64 in file order, once.
+io::LoaderConfig eval_loader_config(const TrainConfig& config, const TaskSpec& task, const std::string& split,
+                                    const Device& device);
+// BN re-calibration: training batches in a fixed shuffled order.
+io::LoaderConfig calibration_loader_config(const TrainConfig& config, const TaskSpec& task, const Device& device);
 
 TrainSummary run_training(const TrainConfig& config, const TrainOptions& options);
 

@@ -317,7 +317,7 @@ TEST_F(Checkpoint, ResumeStaysEquivalentWithEvaluationsInBetween) {
     const json j = json::parse(line);
     EXPECT_GE(j["step"].get<std::int64_t>(), last_step) << line;
     last_step = j["step"].get<std::int64_t>();
-    evals += j["split"] == "test";
+    evals += j["split"] == "val";
   }
   EXPECT_EQ(last_step, 12);
   EXPECT_EQ(evals, 9);  // steps 4, 8 and 12, three tasks each

@@ -23,7 +23,7 @@ inline void write_bars(const std::string& dir, int n_train, int n_test, std::uin
   io::DatasetWriter w(dir, o);
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int> noise(0, 60);
-  for (const auto& [split, n] : {std::pair<std::string, int>{"train", n_train}, {"test", n_test}})
+  for (const auto& [split, n] : {std::pair<std::string, int>{"train", n_train}, {"test", n_test}, {"val", n_test}})
     for (int i = 0; i < n; ++i) {
       io::Sample s;
       s.height = s.width = 8;
@@ -50,7 +50,7 @@ inline void write_squares(const std::string& dir, int n_train, int n_test, std::
   o.force = true;
   io::DatasetWriter w(dir, o);
   std::mt19937_64 rng(seed);
-  for (const auto& [split, n] : {std::pair<std::string, int>{"train", n_train}, {"test", n_test}})
+  for (const auto& [split, n] : {std::pair<std::string, int>{"train", n_train}, {"test", n_test}, {"val", n_test}})
     for (int i = 0; i < n; ++i) {
       io::Sample s;
       s.height = s.width = 16;

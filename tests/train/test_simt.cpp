@@ -167,7 +167,7 @@ TEST_F(Simt, TinyRunLearnsAndWritesItsRunDirectory) {
       if (first < 0) first = j["loss"].get<double>();
       last = j["loss"].get<double>();
     }
-    has_eval |= j["split"] == "test";
+    has_eval |= j["split"] == "val";
     has_routing |= j["split"] == "routing";
   }
   EXPECT_GT(first, 0);

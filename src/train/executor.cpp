@@ -1,0 +1,27 @@
+#include "src/train/executor.hpp"
+
+#include "src/train/executor_local.hpp"
+#include "src/train/executor_mpi.hpp"
+#include "src/train/network.hpp"
+
+namespace gppf::train {
+
+std::unique_ptr<Executor> make_executor(const TrainConfig& config, Network& net, bool single_process) {
+  std::unique_ptr<Distributed> distributed = single_process ? nullptr : Distributed::create(config, net);
+  if (!distributed) return std::make_unique<LocalExecutor>(net);
+  GPPF_CHECK(net.device().is_host(), config.config_path, ": key 'device': ", config.device,
+             " trains in one process for now; multi-rank runs (gradient all-reduce, expert-parallel exchange, "
+             "synchronised BN) are host-only");
+  return std::make_unique<MpiExecutor>(std::move(distributed));
+}
+
+float simt_step(Executor& executor, Network& net, optim::Optimizer& optimizer, std::int64_t step, float lr,
+                const std::vector<int>& active, const TaskRunner& run_task,
+                const std::function<void()>& before_update) {
+  const float balance = executor.run_step(net, step, active, run_task);
+  if (before_update) before_update();
+  optimizer.step(lr, net.stream());
+  return balance;
+}
+
+}  // namespace gppf::train

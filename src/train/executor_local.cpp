@@ -1,0 +1,33 @@
+#include "src/train/executor_local.hpp"
+
+#include "src/train/network.hpp"
+#include "src/train/trainer.hpp"
+
+namespace gppf::train {
+
+std::vector<nn::Parameter*> LocalExecutor::held_parameters() { return m_net.parameters(); }
+
+float LocalExecutor::run_step(Network& net, std::int64_t, const std::vector<int>& active, const TaskRunner& run_task) {
+  for (int t : active) run_task(t);
+  return net.apply_balance(active);
+}
+
+EvalResults LocalExecutor::evaluate(Network& net, const std::vector<io::Dataset>& datasets, const TrainConfig& config,
+                                    const EvalRequest& request) {
+  EvalResults results(request.splits.size(), std::vector<TaskEval>(datasets.size()));
+  for (std::size_t i = 0; i < datasets.size(); ++i) {
+    const int t = static_cast<int>(i);
+    calibrate_task(net, t, datasets[i], config);
+    for (std::size_t s = 0; s < request.splits.size(); ++s) {
+      TaskEval& e = results[s][i];
+      e.metrics = evaluate_task(net, t, datasets[i], config, request.splits[s], request.max_batches, &e.samples);
+    }
+  }
+  return results;
+}
+
+CheckpointTensors LocalExecutor::checkpoint_tensors(Network& net, optim::Optimizer& optimizer) {
+  return {net.parameters(), net.buffers(), optimizer.state()};
+}
+
+}  // namespace gppf::train

@@ -1,0 +1,72 @@
+// The MpiExecutor of a one-rank job against the LocalExecutor: the same plan, the same checkpoint
+// names, and bitwise the same parameters after a few SIMT steps (the all-reduces of one rank copy).
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "src/train/distributed.hpp"
+#include "src/train/executor_local.hpp"
+#include "src/train/executor_mpi.hpp"
+#include "src/train/network.hpp"
+#include "tests/common/datasets.hpp"
+
+namespace gppf::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<std::string> names(const CheckpointTensors& t) {
+  std::vector<std::string> out;
+  for (auto* p : t.params) out.push_back(p->name);
+  for (const auto& b : t.buffers) out.push_back(b.first);
+  for (const auto& o : t.optimizer) out.push_back(o.first);
+  std::sort(out.begin(), out.end());  // the MPI optimizer holds its parameters grouped by owner
+  return out;
+}
+
+TEST(MpiExecutor, OneRankEqualsTheLocalExecutor) {
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  if (world != 1) GTEST_SKIP() << "a one-rank job only";
+  const fs::path dir = fs::temp_directory_path() / ("gppf-mpi-executor-" + std::to_string(::getpid()));
+  test::write_bars((dir / "bars").string(), 64, 16, 1);
+  test::write_squares((dir / "squares").string(), 32, 8, 2);
+  const TrainConfig c = parse_config(
+      str("threads: 1\noptimizer: {type: sgd, lr: 0.05, momentum: 0.9, max_grad_norm: 1.0}\n"
+          "model: {backbone: gppf-mini, stem_channels: 4, stages: [[8, 1, 1], [8, 1, 2]], legos: 3, top_k: 1,"
+          " routing: {warmup: none, balance_weight: 0.01}, neck: {first_stage: 0, channels: 8}}\n",
+          test::tiny_tasks_yaml(dir.string())),
+      {}, "executor.yaml");
+  const TaskData data = open_tasks(c);
+  Network local_net(c, data.specs), mpi_net(c, data.specs);
+  LocalExecutor local(local_net);
+  MpiExecutor mpi(Distributed::create(c, mpi_net, true));
+  auto local_opt = optim::Optimizer::create(c.optimizer, local.held_parameters());
+  auto mpi_opt = optim::Optimizer::create(c.optimizer, mpi.held_parameters());
+  mpi.attach(*mpi_opt);
+  EXPECT_EQ(names(mpi.checkpoint_tensors(mpi_net, *mpi_opt)), names(local.checkpoint_tensors(local_net, *local_opt)));
+  std::vector<io::Batch> batches;
+  std::vector<int> all;
+  for (std::size_t t = 0; t < c.tasks.size(); ++t) {
+    batches.push_back(test::first_batch(c.tasks[t]));
+    all.push_back(static_cast<int>(t));
+    EXPECT_TRUE(mpi.runs(static_cast<int>(t)) && mpi.reports(static_cast<int>(t)));
+  }
+  for (int step = 0; step < 3; ++step) {
+    simt_step(local, local_net, *local_opt, step, 0.05f, all,
+              [&](int t) { local_net.train_step(t, batches[static_cast<std::size_t>(t)], step); });
+    simt_step(mpi, mpi_net, *mpi_opt, step, 0.05f, all,
+              [&](int t) { mpi_net.train_step(t, batches[static_cast<std::size_t>(t)], step); });
+  }
+  const auto a = local_net.parameters(), b = mpi_net.parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i)
+    EXPECT_EQ(a[i]->value.to_float_vector(), b[i]->value.to_float_vector()) << a[i]->name;
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace gppf::train
