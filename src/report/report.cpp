@@ -58,8 +58,8 @@ std::string header(const ReportInput& in) {
 
   out += "<h2>Summary</h2>\n";
   if (in.summary) {
-    out += "<table><tr><th>task</th><th>type</th><th>dataset</th><th>metrics (" + escape_html(log.eval_split) +
-           ", full pass at the end)</th></tr>";
+    // summary.json's `metrics` are the test split's, read once at the end (periodic evaluations use val).
+    out += "<table><tr><th>task</th><th>type</th><th>dataset</th><th>metrics (test, full pass at the end)</th></tr>";
     // summary.json's task object comes back sorted by name; show the tasks in the run's order.
     std::vector<const TaskSummary*> tasks;
     for (const auto& t : log.tasks)

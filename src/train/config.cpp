@@ -406,7 +406,6 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
                 "log_every",
                 "eval_every",
                 "eval_batches",
-                "eval_split",
                 "bn_calibration_batches",
                 "loader_workers",
                 "checkpoint_every",
@@ -442,7 +441,6 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
   r.get(root, "", "log_every", c.log_every);
   r.get(root, "", "eval_every", c.eval_every);
   r.get(root, "", "eval_batches", c.eval_batches);
-  r.get(root, "", "eval_split", c.eval_split);
   r.get(root, "", "loader_workers", c.loader_workers);
   r.get(root, "", "bn_calibration_batches", c.bn_calibration_batches);
   GPPF_CHECK(c.bn_calibration_batches >= 0, where, ": key 'bn_calibration_batches' must be >= 0");

@@ -70,7 +70,6 @@ struct TrainConfig {
   std::int64_t log_every = 50;
   std::int64_t eval_every = 0;    // 0: only at the end
   std::int64_t eval_batches = 0;  // 0: the whole split
-  std::string eval_split = "test";
   // Training batches per task over which BN statistics are re-estimated before each evaluation.
   int bn_calibration_batches = 10;
   int loader_workers = 1;
