@@ -166,16 +166,6 @@ Route LegoLayer::route(int task, std::int64_t step, bool training) const {
     r.routed.push_back(-1);
   }
   const bool warm = training && step < m_routing.warmup_steps;
-  if (warm && m_routing.warmup == RoutingOptions::Warmup::Soft) {
-    const auto g = softmax(z);
-    r.probs = g;
-    for (int i = 0; i < m_spec.num_legos; ++i) {
-      r.legos.push_back(m_spec.num_shared + i);
-      r.gates.push_back(g[static_cast<std::size_t>(i)]);
-      r.routed.push_back(i);
-    }
-    return r;
-  }
   if (warm && m_routing.warmup == RoutingOptions::Warmup::Noisy && m_routing.noise_std > 0) {
     std::mt19937_64 rng(fnv1a(m_name) ^ (static_cast<std::uint64_t>(step) * 0x9e3779b97f4a7c15ull) ^
                         (static_cast<std::uint64_t>(task) << 48));
@@ -183,6 +173,14 @@ Route LegoLayer::route(int task, std::int64_t step, bool training) const {
     for (auto& v : z) v += noise(rng);
   }
   r.probs = softmax(z);
+  if (warm && m_routing.warmup == RoutingOptions::Warmup::Soft) {
+    for (int i = 0; i < m_spec.num_legos; ++i) {
+      r.legos.push_back(m_spec.num_shared + i);
+      r.gates.push_back(r.probs[static_cast<std::size_t>(i)]);
+      r.routed.push_back(i);
+    }
+    return r;
+  }
   std::vector<int> order(static_cast<std::size_t>(m_spec.num_legos));
   std::iota(order.begin(), order.end(), 0);
   // Highest logit first; ties to the lower index so that routing is deterministic.
@@ -190,13 +188,10 @@ Route LegoLayer::route(int task, std::int64_t step, bool training) const {
                    [&](int a, int b) { return z[static_cast<std::size_t>(a)] > z[static_cast<std::size_t>(b)]; });
   order.resize(static_cast<std::size_t>(m_spec.top_k));
   std::sort(order.begin(), order.end());
-  std::vector<float> zs;
-  for (int i : order) zs.push_back(z[static_cast<std::size_t>(i)]);
-  const auto g = softmax(zs);
-  for (std::size_t j = 0; j < order.size(); ++j) {
-    r.legos.push_back(m_spec.num_shared + order[j]);
-    r.gates.push_back(g[j]);
-    r.routed.push_back(order[j]);
+  for (int i : order) {
+    r.legos.push_back(m_spec.num_shared + i);
+    r.gates.push_back(r.probs[static_cast<std::size_t>(i)]);
+    r.routed.push_back(i);
   }
   return r;
 }
@@ -232,14 +227,21 @@ Tensor LegoLayer::backward(const RunState& rs, const Tensor& dy, std::unique_ptr
 }
 
 void LegoLayer::accumulate_router_grad(int task, const Route& route, const std::vector<float>& dgate) {
-  // Gates are the softmax of the selected logits, so dz_j = g_j (dg_j - sum_i g_i dg_i).
+  // Gates are p = softmax(z over all L) at the selected legos S; with D_i = dg_i on S and 0
+  // elsewhere, dz_i = p_i (D_i - sum_{j in S} p_j dg_j): every logit gets a gradient, at every k.
+  const auto L = static_cast<std::size_t>(m_spec.num_legos);
+  GPPF_CHECK(route.probs.size() == L, m_name, ": route of task ", task, " has ", route.probs.size(),
+             " router probabilities, expected ", L);
+  std::vector<double> d(L, 0.0);
   double inner = 0;
-  for (std::size_t j = 0; j < route.legos.size(); ++j)
-    if (route.routed[j] >= 0) inner += static_cast<double>(route.gates[j]) * dgate[j];
-  std::vector<double> dz(static_cast<std::size_t>(m_spec.num_legos), 0.0);
-  for (std::size_t j = 0; j < route.legos.size(); ++j)
-    if (route.routed[j] >= 0)
-      dz[static_cast<std::size_t>(route.routed[j])] += static_cast<float>(route.gates[j] * (dgate[j] - inner));
+  for (std::size_t j = 0; j < route.legos.size(); ++j) {
+    if (route.routed[j] < 0) continue;
+    const auto i = static_cast<std::size_t>(route.routed[j]);
+    d[i] = dgate[j];
+    inner += static_cast<double>(route.probs[i]) * dgate[j];
+  }
+  std::vector<double> dz(L);
+  for (std::size_t i = 0; i < L; ++i) dz[i] = static_cast<double>(route.probs[i]) * (d[i] - inner);
   add_router_grad(m_router[static_cast<std::size_t>(task)], dz);
 }
 

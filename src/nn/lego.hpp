@@ -1,7 +1,9 @@
 #pragma once
 // Lego layers (DESIGN.md, "The network"): L interchangeable bottleneck branches; task t runs only the
 // legos S_t chosen by its router (top-k of its learned logits) and outputs
-//   y = relu(shortcut(x) + sum_{i in S_t} g_{t,i} * lego_i(x)),  g_t = softmax(logits_t over S_t).
+//   y = relu(shortcut(x) + sum_{i in S_t} g_{t,i} * lego_i(x)),  g_{t,i} = softmax(logits_t over all L)_i:
+// the gates are the full softmax at the selected legos, not renormalised over S_t, so that the
+// router gets a gradient at every k (with k = 1, a softmax over S_t is the constant 1).
 // Options: always-on shared legos (gate 1, outside the router), noisy top-k or soft (all-lego)
 // routing during a warm-up, and a usage-balance regulariser across tasks.
 #include <memory>
@@ -60,7 +62,7 @@ struct Route {
   std::vector<int> legos;    // indices into the layer's legos (shared ones first)
   std::vector<float> gates;  // same length
   std::vector<int> routed;   // for each entry of legos: its index among the router logits, or -1 if shared
-  std::vector<float> probs;  // softmax over all L router logits (routing noise included)
+  std::vector<float> probs;  // softmax over all L router logits (routing noise included): the gates' source
 };
 
 class LegoStrategy;

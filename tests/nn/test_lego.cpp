@@ -16,13 +16,13 @@
 namespace gppf::nn {
 namespace {
 
-LegoLayerSpec small_spec(int stride, int cin, int cout) {
+LegoLayerSpec small_spec(int stride, int cin, int cout, int top_k = 2) {
   LegoLayerSpec s;
   s.in_channels = cin;
   s.out_channels = cout;
   s.stride = stride;
   s.num_legos = 4;
-  s.top_k = 2;
+  s.top_k = top_k;
   s.lego_width = 3;
   return s;
 }
@@ -47,15 +47,19 @@ double weighted_sum(const Tensor& y, const Tensor& r) {
   return s;
 }
 
-TEST(Router, TopKIsDeterministicAndGatesSumToOne) {
+TEST(Router, TopKIsDeterministicAndGatesAreTheFullSoftmax) {
   std::mt19937_64 rng(1);
   LegoLayer layer("l", small_spec(1, 4, 4), 2, RoutingOptions{}, rng);
   float* z = layer.router(0).value.data_as<float>();
   z[0] = 0.1f, z[1] = 2.0f, z[2] = -1.0f, z[3] = 1.0f;
   const Route r = layer.route(0, 100, true);
   ASSERT_EQ(r.legos, (std::vector<int>{1, 3}));
-  EXPECT_NEAR(r.gates[0] + r.gates[1], 1.0f, 1e-6);
-  EXPECT_NEAR(r.gates[0], 1.0 / (1.0 + std::exp(-1.0)), 1e-6);
+  // Not renormalised over the selected legos: top-1 would be a constant gate 1 with no gradient.
+  const double sum = std::exp(0.1) + std::exp(2.0) + std::exp(-1.0) + std::exp(1.0);
+  EXPECT_NEAR(r.gates[0], std::exp(2.0) / sum, 1e-6);
+  EXPECT_NEAR(r.gates[1], std::exp(1.0) / sum, 1e-6);
+  ASSERT_EQ(r.probs.size(), 4u);
+  EXPECT_NEAR(r.probs[0], std::exp(0.1) / sum, 1e-6);
   // Ties go to the lower index.
   z[0] = z[1] = z[2] = z[3] = 0.5f;
   EXPECT_EQ(layer.route(0, 100, true).legos, (std::vector<int>{0, 1}));
@@ -97,9 +101,9 @@ TEST(Router, SharedLegosAreAlwaysOn) {
 
 // Gradient of sum(r * layer(x)) with respect to x, one lego weight and the router logits, against
 // central differences of the float forward (training-mode BN included).
-void check_lego_gradients(int stride, int cin, int cout) {
+void check_lego_gradients(int stride, int cin, int cout, int top_k = 2) {
   std::mt19937_64 rng(7);
-  LegoLayer layer("l", small_spec(stride, cin, cout), 2, RoutingOptions{}, rng);
+  LegoLayer layer("l", small_spec(stride, cin, cout, top_k), 2, RoutingOptions{}, rng);
   RunState rs;
   rs.task = 1;
   Tensor x = test::random_tensor({3, 5, 4, cin}, 11);
@@ -151,15 +155,18 @@ void check_lego_gradients(int stride, int cin, int cout) {
     Tensor z = router->value;
     const auto res = test::check_gradient(loss_with(z), test::to_double(z), test::to_double(router_grad), o);
     EXPECT_TRUE(res.ok) << "d router " << res.message();
-    // Unselected logits get no gradient: top-k selection is piecewise constant.
-    int zero = 0;
-    for (float g : router_grad.to_float_vector()) zero += g == 0.0f;
-    EXPECT_EQ(zero, 2);
+    // Every logit moves the gates through the softmax over all legos, at k = 1 too (a softmax over
+    // the selected logits alone gave top-1 routers no gradient).
+    for (float g : router_grad.to_float_vector()) EXPECT_GT(std::abs(g), 1e-6f);
   }
 }
 
 TEST(LegoLayer, GradientsIdentityShortcut) { check_lego_gradients(1, 4, 4); }
 TEST(LegoLayer, GradientsProjectionShortcut) { check_lego_gradients(2, 3, 6); }
+TEST(LegoLayer, GradientsTopOne) {
+  check_lego_gradients(1, 4, 4, 1);
+  check_lego_gradients(2, 3, 6, 1);
+}
 
 TEST(LegoLayer, ForwardIsShortcutPlusGatedLegos) {
   auto spec = small_spec(1, 4, 4);
