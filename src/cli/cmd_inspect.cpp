@@ -3,7 +3,6 @@
 #include <limits>
 #include <map>
 #include <memory>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -17,9 +16,6 @@
 
 namespace gppf::cli {
 namespace {
-
-// Routed and shared legos of a parameter name: "stage2.block0.lego3.conv1.weight" -> layer, "lego3".
-const std::regex kLegoParam(R"(^(stage\d+\.block\d+)\.((lego|shared)\d+)\..*)");
 
 void inspect_checkpoint(const std::string& path) {
   std::printf("checkpoint %s\n", printable(path).c_str());
@@ -56,22 +52,31 @@ void inspect_checkpoint(const std::string& path) {
   ro.optimizer = false;
   (void)train::read_checkpoint(path, {routers, {}, {}}, ro);
 
-  // Parameter counts by part of the network, from the file.
+  // Parameter counts by part of the network, from the file; the backbone's parts by their owner tags.
+  std::map<std::string, nn::Owner> owners;
+  std::vector<nn::Parameter*> backbone_params;
+  backbone.collect_parameters(backbone_params);
+  for (nn::Parameter* p : backbone_params) owners[p->name] = p->owner;
   std::int64_t total = 0, always_on = 0, router_total = 0;
-  std::map<std::string, std::int64_t> heads, legos;  // head.<task> ; "<layer>/<lego>"
+  std::map<std::string, std::int64_t> heads;          // head.<task>
+  std::map<std::pair<int, int>, std::int64_t> legos;  // (layer, index among its legos, shared first)
   for (const auto& [name, shape] : train::checkpoint_tensor_shapes(path, "params")) {
     const std::int64_t n = shape_numel(shape);
     total += n;
-    std::smatch m;
-    if (name.rfind("head.", 0) == 0) {
-      heads[name.substr(5, name.find('.', 5) - 5)] += n;
-    } else if (name.find(".router.") != std::string::npos) {
-      router_total += n;
-    } else if (std::regex_match(name, m, kLegoParam)) {
-      legos[m[1].str() + "/" + m[2].str()] += n;
-    } else {
-      always_on += n;
+    const auto it = owners.find(name);
+    if (it == owners.end()) {
+      heads[name.substr(5, name.find('.', 5) - 5)] += n;  // not the backbone's: "head.<task>. ..."
+      continue;
     }
+    const nn::Owner& o = it->second;
+    if (o.kind == nn::Owner::Kind::Router)
+      router_total += n;
+    else if (o.kind == nn::Owner::Kind::Lego)
+      legos[{o.layer, config.backbone.num_shared + o.lego}] += n;
+    else if (o.layer >= 0 && o.lego >= 0)
+      legos[{o.layer, o.lego}] += n;  // an always-on shared lego
+    else
+      always_on += n;
   }
   std::int64_t lego_total = 0;
   for (const auto& [k, n] : legos) lego_total += n;
@@ -91,9 +96,8 @@ void inspect_checkpoint(const std::string& path) {
       routes += str("    ", l->name(), ":");
       for (int lego : r.legos) {
         const int shared = l->spec().num_shared;
-        const std::string name = lego < shared ? str("shared", lego) : str("lego", lego - shared);
-        routes += " " + name;
-        active += legos[l->name() + "/" + name];
+        routes += lego < shared ? str(" shared", lego) : str(" lego", lego - shared);
+        active += legos[{l->index(), lego}];
       }
       routes += "\n";
     }

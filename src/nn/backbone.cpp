@@ -156,19 +156,27 @@ Backbone::Backbone(const BackboneSpec& spec, int num_tasks, std::uint64_t seed)
   }
 }
 
-std::vector<Tensor> Backbone::forward(const RunState& rs, const Tensor& x, std::int64_t step) {
+std::vector<Tensor> Backbone::forward(const RunState& rs, const Tensor& x, std::int64_t step, BackboneSaved* saved) {
+  if (saved) {
+    saved->layers.clear();
+    saved->layers.resize(m_layers.size());
+  }
+  auto run = [&](std::size_t i, const Tensor& h) {
+    LegoLayer::Output out = m_layers[i]->forward(rs, h, step);
+    if (saved) saved->layers[i] = std::move(out.saved);
+    return out.y;
+  };
   if (!x.defined()) {
     // Expert parallelism, a round in which this rank runs no task: it still serves its legos to the
     // other members of its block, layer by layer.
-    GPPF_CHECK(rs.exchange, "backbone: forward without an input");
-    for (auto& layer : m_layers) layer->forward(rs, Tensor(), step);
+    for (std::size_t i = 0; i < m_layers.size(); ++i) run(i, Tensor());
     return {};
   }
   Tensor h = m_stem.forward(rs, x);
   std::vector<Tensor> features;
   std::size_t stage = 0;
   for (std::size_t i = 0; i < m_layers.size(); ++i) {
-    h = m_layers[i]->forward(rs, h, step);
+    h = run(i, h);
     if (static_cast<int>(i) == m_stage_ends[stage]) {
       features.push_back(h);
       ++stage;
@@ -177,13 +185,16 @@ std::vector<Tensor> Backbone::forward(const RunState& rs, const Tensor& x, std::
   return features;
 }
 
-void Backbone::backward(const RunState& rs, const std::vector<Tensor>& d_features) {
+void Backbone::backward(const RunState& rs, const std::vector<Tensor>& d_features, BackboneSaved& saved) {
+  GPPF_CHECK(saved.layers.size() == m_layers.size(), "backbone: backward without a training forward");
+  auto layer_backward = [&](int i, const Tensor& d) {
+    const auto li = static_cast<std::size_t>(i);
+    Tensor dx = m_layers[li]->backward(rs, d, std::move(saved.layers[li]));
+    if (rs.grads_final) (*rs.grads_final)(i);
+    return dx;
+  };
   if (d_features.empty()) {
-    GPPF_CHECK(rs.exchange, "backbone: backward without feature gradients");
-    for (int i = static_cast<int>(m_layers.size()) - 1; i >= 0; --i) {
-      m_layers[static_cast<std::size_t>(i)]->backward(rs, Tensor());
-      if (rs.grads_final) (*rs.grads_final)(i);
-    }
+    for (int i = static_cast<int>(m_layers.size()) - 1; i >= 0; --i) layer_backward(i, Tensor());
     if (rs.grads_final) (*rs.grads_final)(-1);
     return;
   }
@@ -203,11 +214,14 @@ void Backbone::backward(const RunState& rs, const std::vector<Tensor>& d_feature
       --stage;
     }
     GPPF_CHECK(d.defined(), "backbone: no gradient reaches layer ", m_layers[static_cast<std::size_t>(i)]->name());
-    d = m_layers[static_cast<std::size_t>(i)]->backward(rs, d);
-    if (rs.grads_final) (*rs.grads_final)(i);
+    d = layer_backward(i, d);
   }
   m_stem.backward(rs, d);
   if (rs.grads_final) (*rs.grads_final)(-1);
+}
+
+void Backbone::set_strategy(const std::shared_ptr<LegoStrategy>& strategy) {
+  for (auto& l : m_layers) l->set_strategy(strategy);
 }
 
 float Backbone::apply_balance(const std::vector<int>& tasks) {

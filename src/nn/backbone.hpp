@@ -57,13 +57,24 @@ class Stem final : public Module {
   Tensor m_x, m_w_used, m_pool_in, m_pool_out;
 };
 
+// What a backbone forward saved for its backward: one context per lego layer (the stem still keeps
+// its own in members).
+struct BackboneSaved {
+  std::vector<std::unique_ptr<LegoContext>> layers;
+};
+
 class Backbone final : public Module {
  public:
   Backbone(const BackboneSpec& spec, int num_tasks, std::uint64_t seed);
-  // Returns the output of every stage (strides grow), for heads that use several scales.
-  std::vector<Tensor> forward(const RunState& rs, const Tensor& x, std::int64_t step);
+  // Returns the output of every stage (strides grow), for heads that use several scales; `saved`
+  // (when non-null) gets what backward needs. x undefined: an expert-parallel round in which this
+  // rank only serves its legos.
+  std::vector<Tensor> forward(const RunState& rs, const Tensor& x, std::int64_t step, BackboneSaved* saved = nullptr);
   // d_features: one gradient per stage output; undefined tensors mean "no gradient from the head".
-  void backward(const RunState& rs, const std::vector<Tensor>& d_features);
+  // Empty: a serving round's backward. Consumes `saved`.
+  void backward(const RunState& rs, const std::vector<Tensor>& d_features, BackboneSaved& saved);
+  // How every lego layer runs a routed step (src/nn/lego_strategy.hpp); once per run.
+  void set_strategy(const std::shared_ptr<LegoStrategy>& strategy);
   // The usage-balance regulariser over `tasks`, every lego layer; returns the summed value.
   float apply_balance(const std::vector<int>& tasks);
 

@@ -6,7 +6,6 @@
 #include "kernels/cast.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/linear.hpp"
-#include "src/dist/comm.hpp"
 
 namespace gppf::nn {
 

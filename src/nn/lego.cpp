@@ -5,8 +5,7 @@
 #include <numeric>
 
 #include "kernels/elementwise.hpp"
-#include "src/dist/exchange.hpp"
-#include "src/nn/merged_legos.hpp"
+#include "src/nn/lego_strategy.hpp"
 
 namespace gppf::nn {
 namespace {
@@ -26,8 +25,6 @@ std::vector<float> softmax(const std::vector<float>& z) {
   for (auto& v : p) v = static_cast<float>(v / sum);
   return p;
 }
-
-float read_scalar(const Tensor& t) { return t.to_float_vector().at(0); }
 
 // Adds `delta` to a router's gradient, the first writer of a step overwriting. Routers are a few
 // floats: on a GPU they go through the host (one small copy each way, after the lego backward).
@@ -130,9 +127,34 @@ LegoLayer::LegoLayer(const std::string& name, const LegoLayerSpec& spec, int num
     for (int i = 0; i < spec.num_legos; ++i) logits.data_as<float>()[i] = dist(task_rng);
     m_router.push_back(make_parameter(str(name, ".router.task", t), logits, false));
   }
+  tag_owners();
+  m_strategy = make_merged_strategy();
 }
 
 LegoLayer::~LegoLayer() = default;
+
+void LegoLayer::set_index(int index) {
+  m_index = index;
+  tag_owners();
+}
+
+void LegoLayer::tag_owners() {
+  const int shared = m_spec.num_shared;
+  for (int i = 0; i < static_cast<int>(m_legos.size()); ++i)
+    set_owner(*m_legos[static_cast<std::size_t>(i)], i < shared ? Owner{Owner::Kind::Shared, m_index, i, -1}
+                                                                : Owner{Owner::Kind::Lego, m_index, i - shared, -1});
+  if (m_proj) {
+    set_owner(*m_proj, Owner{Owner::Kind::Shared, m_index, -1, -1});
+    set_owner(*m_proj_bn, Owner{Owner::Kind::Shared, m_index, -1, -1});
+  }
+  for (std::size_t t = 0; t < m_router.size(); ++t)
+    m_router[t].owner = Owner{Owner::Kind::Router, m_index, -1, static_cast<int>(t)};
+}
+
+void LegoLayer::set_strategy(std::shared_ptr<LegoStrategy> strategy) {
+  GPPF_CHECK(strategy, m_name, ": no lego strategy");
+  m_strategy = std::move(strategy);
+}
 
 Route LegoLayer::route(int task, std::int64_t step, bool training) const {
   GPPF_CHECK(task >= 0 && task < static_cast<int>(m_router.size()), m_name, ": task ", task, " has no router");
@@ -144,20 +166,20 @@ Route LegoLayer::route(int task, std::int64_t step, bool training) const {
     r.routed.push_back(-1);
   }
   const bool warm = training && step < m_routing.warmup_steps;
-  if (warm && m_routing.warmup == RoutingOptions::Warmup::Soft) {
-    const auto g = softmax(z);
-    for (int i = 0; i < m_spec.num_legos; ++i) {
-      r.legos.push_back(m_spec.num_shared + i);
-      r.gates.push_back(g[static_cast<std::size_t>(i)]);
-      r.routed.push_back(i);
-    }
-    return r;
-  }
   if (warm && m_routing.warmup == RoutingOptions::Warmup::Noisy && m_routing.noise_std > 0) {
     std::mt19937_64 rng(fnv1a(m_name) ^ (static_cast<std::uint64_t>(step) * 0x9e3779b97f4a7c15ull) ^
                         (static_cast<std::uint64_t>(task) << 48));
     std::normal_distribution<float> noise(0.0f, m_routing.noise_std);
     for (auto& v : z) v += noise(rng);
+  }
+  r.probs = softmax(z);
+  if (warm && m_routing.warmup == RoutingOptions::Warmup::Soft) {
+    for (int i = 0; i < m_spec.num_legos; ++i) {
+      r.legos.push_back(m_spec.num_shared + i);
+      r.gates.push_back(r.probs[static_cast<std::size_t>(i)]);
+      r.routed.push_back(i);
+    }
+    return r;
   }
   std::vector<int> order(static_cast<std::size_t>(m_spec.num_legos));
   std::iota(order.begin(), order.end(), 0);
@@ -166,13 +188,10 @@ Route LegoLayer::route(int task, std::int64_t step, bool training) const {
                    [&](int a, int b) { return z[static_cast<std::size_t>(a)] > z[static_cast<std::size_t>(b)]; });
   order.resize(static_cast<std::size_t>(m_spec.top_k));
   std::sort(order.begin(), order.end());
-  std::vector<float> zs;
-  for (int i : order) zs.push_back(z[static_cast<std::size_t>(i)]);
-  const auto g = softmax(zs);
-  for (std::size_t j = 0; j < order.size(); ++j) {
-    r.legos.push_back(m_spec.num_shared + order[j]);
-    r.gates.push_back(g[j]);
-    r.routed.push_back(order[j]);
+  for (int i : order) {
+    r.legos.push_back(m_spec.num_shared + i);
+    r.gates.push_back(r.probs[static_cast<std::size_t>(i)]);
+    r.routed.push_back(i);
   }
   return r;
 }
@@ -190,303 +209,40 @@ std::int64_t LegoLayer::macs(const Shape& x, int active_legos) const {
   return total;
 }
 
-Tensor LegoLayer::shortcut_forward(const RunState& rs, const Tensor& x) {
-  if (m_proj) return m_proj_bn->forward(rs, m_proj->forward(rs, x));
-  Tensor acc = Tensor::empty(x.shape(), x.dtype(), x.device());
-  kernels::axpby(1.0f, x, 0.0f, acc, rs.stream);
-  return acc;
+LegoLayer::Output LegoLayer::forward(const RunState& rs, const Tensor& x, std::int64_t step) {
+  if (x.defined())
+    GPPF_CHECK(x.ndim() == 4 && x.dim(3) == m_spec.in_channels, m_name, ": input expected [N,H,W,", m_spec.in_channels,
+               "], got ", x.desc());
+  else
+    GPPF_CHECK(m_strategy->serves_without_input(), m_name, ": forward without an input (", m_strategy->name(),
+               " strategy)");
+  Output out;
+  out.y = m_strategy->forward(*this, rs, x, step, out.saved);
+  return out;
 }
 
-Tensor LegoLayer::shortcut_backward(const RunState& rs, const Tensor& da) {
-  Tensor dx = Tensor::empty(m_x_shape, da.dtype(), da.device());
-  if (m_proj) {
-    Tensor dp = m_proj_bn->backward(rs, da);
-    m_proj->backward(rs, dp, &dx, kernels::GradMode::Overwrite);
-  } else {
-    kernels::axpby(1.0f, da, 0.0f, dx, rs.stream);
-  }
-  return dx;
+Tensor LegoLayer::backward(const RunState& rs, const Tensor& dy, std::unique_ptr<LegoContext> saved) {
+  GPPF_CHECK(saved, m_name, ": backward without a training forward");
+  return m_strategy->backward(*this, rs, dy, *saved);
 }
 
-Tensor LegoLayer::forward(const RunState& rs, const Tensor& x, std::int64_t step) {
-  if (rs.exchange) return forward_exchange(rs, x);
-  GPPF_CHECK(x.ndim() == 4 && x.dim(3) == m_spec.in_channels, m_name, ": input expected [N,H,W,", m_spec.in_channels,
-             "], got ", x.desc());
-  Route r = route(rs.task, step, rs.training);
-  if (m_merge && r.legos.size() >= 2 && x.device().is_host() && x.dtype() == DType::F32 && !rs.bn_sync) {
-    std::vector<Bottleneck*> legos;
-    for (int i : r.legos) legos.push_back(m_legos[static_cast<std::size_t>(i)].get());
-    if (!m_merged) m_merged = std::make_unique<MergedLegos>();
-    Tensor y = m_merged->forward(rs, x, std::move(legos), r.gates, m_proj.get(), m_proj_bn.get());
-    if (rs.training) m_route = std::move(r);
-    return y;
-  }
-  Tensor acc = shortcut_forward(rs, x);
-  std::vector<Tensor> outputs;
-  for (std::size_t j = 0; j < r.legos.size(); ++j) {
-    Tensor o = m_legos[static_cast<std::size_t>(r.legos[j])]->forward(rs, x);
-    kernels::axpby(r.gates[j], o, 1.0f, acc, rs.stream);
-    if (rs.training) outputs.push_back(std::move(o));
-  }
-  Tensor y = Tensor::empty(acc.shape(), acc.dtype(), acc.device());
-  kernels::relu_fwd(acc, y, rs.stream);
-  if (rs.training) {
-    m_route = std::move(r);
-    m_outputs = std::move(outputs);
-    m_y = y;
-    m_x_shape = x.shape();
-  }
-  return y;
-}
-
-Tensor LegoLayer::backward(const RunState& rs, const Tensor& dy) {
-  if (rs.exchange) return backward_exchange(rs, dy);
-  if (m_merged && m_merged->saved()) {
-    std::vector<float> dgate;
-    Tensor dx = m_merged->backward(rs, dy, dgate);
-    accumulate_router_grad(rs.task, dgate);
-    return dx;
-  }
-  GPPF_CHECK(m_y.defined(), m_name, ": backward without a training forward");
-  Tensor da = Tensor::empty(m_y.shape(), dy.dtype(), dy.device());
-  kernels::relu_bwd(m_y, dy, da, kernels::GradMode::Overwrite, rs.stream);
-  Tensor dx = shortcut_backward(rs, da);
-  std::vector<float> dgate(m_route.legos.size());
-  Tensor dot_out = Tensor::empty({1}, DType::F32, dy.device());
-  Tensor scaled = Tensor::empty(da.shape(), da.dtype(), da.device());
-  for (std::size_t j = 0; j < m_route.legos.size(); ++j) {
-    if (m_route.routed[j] >= 0) {
-      kernels::dot(da, m_outputs[j], dot_out, kernels::GradMode::Overwrite, rs.stream);
-      dgate[j] = read_scalar(dot_out);
-    }
-    kernels::axpby(m_route.gates[j], da, 0.0f, scaled, rs.stream);
-    m_legos[static_cast<std::size_t>(m_route.legos[j])]->backward(rs, scaled, dx, kernels::GradMode::Accumulate);
-  }
-  accumulate_router_grad(rs.task, dgate);
-  m_outputs.clear();
-  m_y = Tensor();
-  return dx;
-}
-
-void LegoLayer::accumulate_router_grad(int task, const std::vector<float>& dgate) {
-  // Gates are the softmax of the selected logits, so dz_j = g_j (dg_j - sum_i g_i dg_i).
+void LegoLayer::accumulate_router_grad(int task, const Route& route, const std::vector<float>& dgate) {
+  // Gates are p = softmax(z over all L) at the selected legos S; with D_i = dg_i on S and 0
+  // elsewhere, dz_i = p_i (D_i - sum_{j in S} p_j dg_j): every logit gets a gradient, at every k.
+  const auto L = static_cast<std::size_t>(m_spec.num_legos);
+  GPPF_CHECK(route.probs.size() == L, m_name, ": route of task ", task, " has ", route.probs.size(),
+             " router probabilities, expected ", L);
+  std::vector<double> d(L, 0.0);
   double inner = 0;
-  for (std::size_t j = 0; j < m_route.legos.size(); ++j)
-    if (m_route.routed[j] >= 0) inner += static_cast<double>(m_route.gates[j]) * dgate[j];
-  std::vector<double> dz(static_cast<std::size_t>(m_spec.num_legos), 0.0);
-  for (std::size_t j = 0; j < m_route.legos.size(); ++j)
-    if (m_route.routed[j] >= 0)
-      dz[static_cast<std::size_t>(m_route.routed[j])] += static_cast<float>(m_route.gates[j] * (dgate[j] - inner));
+  for (std::size_t j = 0; j < route.legos.size(); ++j) {
+    if (route.routed[j] < 0) continue;
+    const auto i = static_cast<std::size_t>(route.routed[j]);
+    d[i] = dgate[j];
+    inner += static_cast<double>(route.probs[i]) * dgate[j];
+  }
+  std::vector<double> dz(L);
+  for (std::size_t i = 0; i < L; ++i) dz[i] = static_cast<double>(route.probs[i]) * (d[i] - inner);
   add_router_grad(m_router[static_cast<std::size_t>(task)], dz);
-}
-
-// ---- expert parallelism ------------------------------------------------------------------------
-
-namespace {
-
-Tensor from_floats(const float* data, const Shape& shape) {
-  Tensor t = Tensor::empty(shape, DType::F32);
-  std::copy(data, data + t.numel(), t.data_as<float>());
-  return t;
-}
-
-void append(std::vector<float>& buf, const Tensor& t) {
-  const float* p = t.data_as<float>();
-  buf.insert(buf.end(), p, p + t.numel());
-}
-
-}  // namespace
-
-// Where entry j of member p's route runs: shared legos where the task is, routed ones on their holder.
-int LegoLayer::where(const dist::LegoExchange& ex, int p, std::size_t j) const {
-  const int r = m_routes[static_cast<std::size_t>(p)].routed[j];
-  return r < 0 ? p : ex.owner(r);
-}
-
-// Whether member p's task runs some of its legos on member q.
-bool LegoLayer::needs(const dist::LegoExchange& ex, int p, int q) const {
-  for (std::size_t j = 0; j < m_routes[static_cast<std::size_t>(p)].legos.size(); ++j)
-    if (where(ex, p, j) == q) return true;
-  return false;
-}
-
-Tensor LegoLayer::forward_exchange(const RunState& rs, const Tensor& x) {
-  dist::LegoExchange& ex = *rs.exchange;
-  const int P = ex.size(), me = ex.me();
-  const bool mine = ex.peer(me).task >= 0;
-  if (mine)
-    GPPF_CHECK(x.ndim() == 4 && x.dim(3) == m_spec.in_channels && x.device().is_host() && x.dtype() == DType::F32,
-               m_name, ": expert-parallel input expected host f32 [N,H,W,", m_spec.in_channels, "], got ", x.desc());
-  m_routes.assign(static_cast<std::size_t>(P), Route{});
-  for (int p = 0; p < P; ++p)
-    if (ex.peer(p).task >= 0)
-      m_routes[static_cast<std::size_t>(p)] = route(ex.peer(p).task, ex.peer(p).step, ex.peer(p).training);
-  // Dispatch: my input to every member holding some of my legos; the inputs of the members whose legos I hold.
-  std::vector<std::int64_t> sc(static_cast<std::size_t>(P), 0), rc(static_cast<std::size_t>(P), 0);
-  std::vector<float> send;
-  for (int q = 0; q < P; ++q) {
-    if (q == me) continue;
-    if (mine && needs(ex, me, q)) {
-      sc[static_cast<std::size_t>(q)] = x.numel();
-      append(send, x);
-    }
-    if (ex.peer(q).task >= 0 && needs(ex, q, me))
-      rc[static_cast<std::size_t>(q)] = shape_numel(ex.layer_input(q, m_index));
-  }
-  std::vector<std::int64_t> at;
-  const std::vector<float> recv = ex.alltoallv(send, sc, rc, at, m_name + " forward dispatch");
-
-  // Run every lego call of the round here, member by member (the same order on every replica, which
-  // synchronised BN relies on).
-  m_calls.clear();
-  Tensor acc;
-  std::vector<Tensor> partial(static_cast<std::size_t>(P));
-  for (int p = 0; p < P; ++p) {
-    const dist::PeerWork& peer = ex.peer(p);
-    if (peer.task < 0) continue;
-    Tensor xin;
-    Tensor* sum = nullptr;
-    if (p == me) {
-      xin = x;
-      acc = shortcut_forward(rs, x);
-      sum = &acc;
-    } else {
-      if (rc[static_cast<std::size_t>(p)] == 0) continue;
-      xin = from_floats(recv.data() + at[static_cast<std::size_t>(p)], ex.layer_input(p, m_index));
-      sum = &partial[static_cast<std::size_t>(p)];
-    }
-    RunState prs = rs;
-    prs.task = peer.task;
-    prs.training = peer.training;
-    prs.bn_momentum = peer.bn_momentum;
-    if (!peer.training) prs.bn_sync = nullptr;
-    const Route& r = m_routes[static_cast<std::size_t>(p)];
-    for (std::size_t j = 0; j < r.legos.size(); ++j) {
-      if (where(ex, p, j) != me) continue;
-      Bottleneck& lego = *m_legos[static_cast<std::size_t>(r.legos[j])];
-      Tensor o = lego.forward(prs, xin);
-      if (!sum->defined()) {
-        *sum = Tensor::empty(o.shape(), o.dtype(), o.device());
-        kernels::axpby(r.gates[j], o, 0.0f, *sum, rs.stream);
-      } else {
-        kernels::axpby(r.gates[j], o, 1.0f, *sum, rs.stream);
-      }
-      if (peer.training && peer.backward) m_calls.push_back({p, j, lego.take_saved(), o});
-    }
-  }
-  // Combine: the gate-weighted sums go back to the members they belong to.
-  std::vector<std::int64_t> sc2(static_cast<std::size_t>(P), 0), rc2(static_cast<std::size_t>(P), 0);
-  std::vector<float> send2;
-  for (int p = 0; p < P; ++p) {
-    if (p == me) continue;
-    if (rc[static_cast<std::size_t>(p)] > 0) {
-      sc2[static_cast<std::size_t>(p)] = partial[static_cast<std::size_t>(p)].numel();
-      append(send2, partial[static_cast<std::size_t>(p)]);
-    }
-    if (sc[static_cast<std::size_t>(p)] > 0) rc2[static_cast<std::size_t>(p)] = shape_numel(output_shape(x.shape()));
-  }
-  const std::vector<float> recv2 = ex.alltoallv(send2, sc2, rc2, at, m_name + " forward combine");
-  if (!mine) return Tensor();
-  for (int q = 0; q < P; ++q)
-    if (rc2[static_cast<std::size_t>(q)] > 0)
-      kernels::axpby(1.0f, from_floats(recv2.data() + at[static_cast<std::size_t>(q)], acc.shape()), 1.0f, acc,
-                     rs.stream);
-  Tensor y = Tensor::empty(acc.shape(), acc.dtype(), acc.device());
-  kernels::relu_fwd(acc, y, rs.stream);
-  if (ex.peer(me).training && ex.peer(me).backward) {
-    m_route = m_routes[static_cast<std::size_t>(me)];
-    m_y = y;
-    m_x_shape = x.shape();
-  }
-  return y;
-}
-
-Tensor LegoLayer::backward_exchange(const RunState& rs, const Tensor& dy) {
-  dist::LegoExchange& ex = *rs.exchange;
-  const int P = ex.size(), me = ex.me();
-  const bool mine = ex.peer(me).task >= 0 && ex.peer(me).backward;
-  Tensor da, dx;
-  if (mine) {
-    GPPF_CHECK(m_y.defined() && dy.defined(), m_name, ": backward without a training forward");
-    da = Tensor::empty(m_y.shape(), dy.dtype(), dy.device());
-    kernels::relu_bwd(m_y, dy, da, kernels::GradMode::Overwrite, rs.stream);
-    dx = shortcut_backward(rs, da);
-  }
-  // Dispatch the output gradient to the members that ran my legos; receive the ones of the members I served.
-  std::vector<std::int64_t> sc(static_cast<std::size_t>(P), 0), rc(static_cast<std::size_t>(P), 0);
-  std::vector<float> send;
-  for (int q = 0; q < P; ++q) {
-    if (q == me) continue;
-    if (mine && needs(ex, me, q)) {
-      sc[static_cast<std::size_t>(q)] = da.numel();
-      append(send, da);
-    }
-    const dist::PeerWork& pq = ex.peer(q);
-    if (pq.task >= 0 && pq.backward && needs(ex, q, me))
-      rc[static_cast<std::size_t>(q)] = shape_numel(output_shape(ex.layer_input(q, m_index)));
-  }
-  std::vector<std::int64_t> roff;
-  const std::vector<float> recv = ex.alltoallv(send, sc, rc, roff, m_name + " backward dispatch");
-
-  // Every call of the forward, in the same order: gate gradient, then the lego's backward.
-  std::vector<Tensor> dxs(static_cast<std::size_t>(P)), das(static_cast<std::size_t>(P));
-  std::vector<std::vector<float>> dgates(static_cast<std::size_t>(P));
-  for (int p = 0; p < P; ++p)
-    dgates[static_cast<std::size_t>(p)].assign(m_routes[static_cast<std::size_t>(p)].legos.size(), 0.0f);
-  Tensor dot_out = Tensor::empty({1}, DType::F32);
-  for (Call& call : m_calls) {
-    const auto p = static_cast<std::size_t>(call.member);
-    const Route& r = m_routes[p];
-    if (!das[p].defined())
-      das[p] = call.member == me
-                   ? da
-                   : from_floats(recv.data() + roff[p], output_shape(ex.layer_input(call.member, m_index)));
-    if (r.routed[call.entry] >= 0) {
-      kernels::dot(das[p], call.out, dot_out, kernels::GradMode::Overwrite, rs.stream);
-      dgates[p][call.entry] = read_scalar(dot_out);
-    }
-    Tensor scaled = Tensor::empty(das[p].shape(), das[p].dtype(), das[p].device());
-    kernels::axpby(r.gates[call.entry], das[p], 0.0f, scaled, rs.stream);
-    RunState prs = rs;
-    prs.task = ex.peer(call.member).task;
-    Bottleneck& lego = *m_legos[static_cast<std::size_t>(r.legos[call.entry])];
-    lego.restore_saved(std::move(call.saved));
-    if (call.member == me) {
-      lego.backward(prs, scaled, dx, kernels::GradMode::Accumulate);
-    } else if (!dxs[p].defined()) {
-      dxs[p] = Tensor::empty(ex.layer_input(call.member, m_index), DType::F32);
-      lego.backward(prs, scaled, dxs[p], kernels::GradMode::Overwrite);
-    } else {
-      lego.backward(prs, scaled, dxs[p], kernels::GradMode::Accumulate);
-    }
-  }
-  m_calls.clear();
-  // Combine: input gradients and gate gradients back to their members.
-  std::vector<std::int64_t> sc2(static_cast<std::size_t>(P), 0), rc2(static_cast<std::size_t>(P), 0);
-  std::vector<float> send2;
-  for (int p = 0; p < P; ++p) {
-    if (p == me) continue;
-    const auto pi = static_cast<std::size_t>(p);
-    if (rc[pi] > 0) {
-      sc2[pi] = dxs[pi].numel() + static_cast<std::int64_t>(dgates[pi].size());
-      append(send2, dxs[pi]);
-      send2.insert(send2.end(), dgates[pi].begin(), dgates[pi].end());
-    }
-    if (sc[pi] > 0) rc2[pi] = dx.numel() + static_cast<std::int64_t>(m_route.legos.size());
-  }
-  std::vector<std::int64_t> at;
-  const std::vector<float> recv2 = ex.alltoallv(send2, sc2, rc2, at, m_name + " backward combine");
-  if (!mine) return Tensor();
-  std::vector<float>& dgate = dgates[static_cast<std::size_t>(me)];
-  for (int q = 0; q < P; ++q) {
-    if (rc2[static_cast<std::size_t>(q)] == 0) continue;
-    const float* part = recv2.data() + at[static_cast<std::size_t>(q)];
-    kernels::axpby(1.0f, from_floats(part, dx.shape()), 1.0f, dx, rs.stream);
-    for (std::size_t j = 0; j < dgate.size(); ++j) dgate[j] += part[dx.numel() + static_cast<std::int64_t>(j)];
-  }
-  accumulate_router_grad(rs.task, dgate);
-  m_y = Tensor();
-  return dx;
 }
 
 float LegoLayer::apply_balance(const std::vector<int>& tasks) {

@@ -1,7 +1,9 @@
 #pragma once
 // Lego layers (DESIGN.md, "The network"): L interchangeable bottleneck branches; task t runs only the
 // legos S_t chosen by its router (top-k of its learned logits) and outputs
-//   y = relu(shortcut(x) + sum_{i in S_t} g_{t,i} * lego_i(x)),  g_t = softmax(logits_t over S_t).
+//   y = relu(shortcut(x) + sum_{i in S_t} g_{t,i} * lego_i(x)),  g_{t,i} = softmax(logits_t over all L)_i:
+// the gates are the full softmax at the selected legos, not renormalised over S_t, so that the
+// router gets a gradient at every k (with k = 1, a softmax over S_t is the constant 1).
 // Options: always-on shared legos (gate 1, outside the router), noisy top-k or soft (all-lego)
 // routing during a warm-up, and a usage-balance regulariser across tasks.
 #include <memory>
@@ -60,9 +62,16 @@ struct Route {
   std::vector<int> legos;    // indices into the layer's legos (shared ones first)
   std::vector<float> gates;  // same length
   std::vector<int> routed;   // for each entry of legos: its index among the router logits, or -1 if shared
+  std::vector<float> probs;  // softmax over all L router logits (routing noise included): the gates' source
 };
 
-class MergedLegos;
+class LegoStrategy;
+
+// What a training forward of a lego layer keeps for its backward (the strategy's own subclass): the
+// layer itself keeps nothing between the two, so several micro-batches can be in flight.
+struct LegoContext {
+  virtual ~LegoContext() = default;
+};
 
 class LegoLayer final : public Module {
  public:
@@ -72,9 +81,15 @@ class LegoLayer final : public Module {
 
   // `step` drives the warm-up schedule and seeds the routing noise (deterministic per task and step).
   Route route(int task, std::int64_t step, bool training) const;
-  Tensor forward(const RunState& rs, const Tensor& x, std::int64_t step);
-  // dx overwritten. Also writes the router gradient of rs.task.
-  Tensor backward(const RunState& rs, const Tensor& dy);
+  struct Output {
+    Tensor y;
+    std::unique_ptr<LegoContext> saved;  // null unless a backward can follow (training)
+  };
+  // Runs through the layer's strategy (set_strategy). x is undefined for an expert-parallel member
+  // that only serves its legos in this round; so is y.
+  Output forward(const RunState& rs, const Tensor& x, std::int64_t step);
+  // Consumes what forward saved; dx overwritten. Also writes the router gradient of rs.task.
+  Tensor backward(const RunState& rs, const Tensor& dy, std::unique_ptr<LegoContext> saved);
   // Adds the balance regulariser's gradient to the routers of `tasks` (once per step, after every
   // task's backward); returns its value (0 when balance_weight is 0).
   float apply_balance(const std::vector<int>& tasks);
@@ -89,24 +104,22 @@ class LegoLayer final : public Module {
   // Multiply-adds of task's path through this layer for input shape x (shared + k legos + shortcut).
   std::int64_t macs(const Shape& x, int active_legos) const;
   Shape output_shape(const Shape& x) const;
-  // Position among the backbone's lego layers (for the expert-parallel exchange's shape tables).
-  void set_index(int index) { m_index = index; }
-  // Whether a task's active legos run as one wide block (src/nn/merged_legos.hpp; on by default) or
-  // one by one (tests compare the two).
-  void set_merge(bool on) { m_merge = on; }
+  // Position among the backbone's lego layers (the exchange's shape tables, Parameter::owner).
+  void set_index(int index);
+  int index() const { return m_index; }
+  // How a routed step runs (src/nn/lego_strategy.hpp), chosen once per run; merged by default.
+  void set_strategy(std::shared_ptr<LegoStrategy> strategy);
+  const LegoStrategy& strategy() const { return *m_strategy; }
+
+  // For the strategies: lego i (shared first), the projection shortcut (null: identity), and the
+  // router gradient of `task` from the gate gradients d loss / d route.gates[j].
+  Bottleneck& lego(int i) { return *m_legos[static_cast<std::size_t>(i)]; }
+  Conv2d* proj() { return m_proj.get(); }
+  BatchNorm* proj_bn() { return m_proj_bn.get(); }
+  void accumulate_router_grad(int task, const Route& route, const std::vector<float>& dgate);
 
  private:
-  // Expert parallelism (RunState::exchange): this member's task (if any) and the requests of the other
-  // members of its block, with activations moved by all-to-all. x is undefined when this member runs
-  // no task in the round; so is the result.
-  Tensor forward_exchange(const RunState& rs, const Tensor& x);
-  Tensor backward_exchange(const RunState& rs, const Tensor& dy);
-  Tensor shortcut_forward(const RunState& rs, const Tensor& x);
-  Tensor shortcut_backward(const RunState& rs, const Tensor& da);
-  int where(const dist::LegoExchange& ex, int member, std::size_t entry) const;
-  bool needs(const dist::LegoExchange& ex, int member, int holder) const;
-  // Adds the router gradient of `task` from the gate gradients of m_route's entries.
-  void accumulate_router_grad(int task, const std::vector<float>& dgate);
+  void tag_owners();
 
   std::string m_name;
   LegoLayerSpec m_spec;
@@ -116,23 +129,7 @@ class LegoLayer final : public Module {
   std::unique_ptr<Conv2d> m_proj;                    // projection shortcut when shape changes
   std::unique_ptr<BatchNorm> m_proj_bn;
   std::vector<Parameter> m_router;  // per task: logits [num_legos], on the host
-  bool m_merge = true;
-  std::unique_ptr<MergedLegos> m_merged;  // saved state of the last merged training forward
-  // saved by forward for backward
-  Route m_route;
-  std::vector<Tensor> m_outputs;
-  Tensor m_y;
-  Shape m_x_shape;
-  // Expert parallelism: the round's routes of every block member, and every lego call that a backward
-  // will need (this member's own and the ones it served), in call order.
-  struct Call {
-    int member = 0;
-    std::size_t entry = 0;  // index into routes[member].legos
-    Bottleneck::Saved saved;
-    Tensor out;
-  };
-  std::vector<Route> m_routes;
-  std::vector<Call> m_calls;
+  std::shared_ptr<LegoStrategy> m_strategy;
 };
 
 }  // namespace gppf::nn

@@ -10,7 +10,8 @@
 // ReLU join in one pass.
 // gppf-mini's legos are 4-16 channels wide; run one by one, their memory-bound kernels read the same
 // input k times and the wide outputs several times, and its step ran 1.45x slower (docs/PERFORMANCE.md).
-// Host f32, one process; the expert-parallel exchange runs legos one by one.
+// One object per training step of a layer: it is the merged strategy's saved context
+// (src/nn/lego_strategy.hpp). f32 on one process; the expert-parallel exchange runs legos one by one.
 #include <vector>
 
 #include "src/nn/lego.hpp"
@@ -51,9 +52,11 @@ class MergedLegos {
   Tensor backward_last(const RunState& rs, const Tensor& dy, std::vector<float>& dgate, Tensor& da, Tensor& dzp);
   // Training: batch statistics of z for bn (running statistics updated); inference: the running ones.
   static void batch_stats(const RunState& rs, BatchNorm& bn, const Tensor& z, Tensor& mean, Tensor& invstd);
-  // Parameter gradients of stage i (concatenated) into the legos' parameters.
-  // dw null: the stage's weights get no gradient (frozen legos).
-  void scatter_grads(int i, const float* dw, const float* dgamma, const float* dbeta);
+  // Parameter gradients of stage i (concatenated along the first dimension) into the legos'
+  // parameters. dw undefined: the stage's weights get no gradient (frozen legos).
+  void scatter_grads(int i, const Tensor& dw, const Tensor& dgamma, const Tensor& dbeta);
+  // The projection BN's parameter gradients and its input gradient dzp, from the ReLU's sums A and P.
+  Tensor projection_backward(const RunState& rs, const Tensor& da, const double* A, const double* P);
   // Stages 1 and 2 backward: BN (+ReLU), then the convolution's input (when din) and filter gradients.
   void backward_stage(const RunState& rs, int i, Stage& st, const Tensor& dout, Tensor* din,
                       kernels::GradMode din_mode);
@@ -64,6 +67,7 @@ class MergedLegos {
   BatchNorm* m_proj_bn = nullptr;
   Stage m_stages[3];
   Tensor m_zp, m_pmean, m_pinvstd;   // the projection's conv output and batch statistics
+  Tensor m_proj_x;                   // the projection conv's saved input (Conv2d::take_saved)
   std::vector<double> m_abar, m_cg;  // moments of stage 3's input (see moments())
   Tensor m_ac;
   Tensor m_weff;  // stage 3's folded weights [C, 1, 1, m*w]

@@ -27,4 +27,10 @@ Parameter make_parameter(std::string name, Tensor value, bool decay) {
   return p;
 }
 
+void set_owner(Module& m, const Owner& owner) {
+  std::vector<Parameter*> params;
+  m.collect_parameters(params);
+  for (Parameter* p : params) p->owner = owner;
+}
+
 }  // namespace gppf::nn

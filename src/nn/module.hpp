@@ -14,12 +14,15 @@
 #include "core/tensor.hpp"
 #include "src/nn/parameter.hpp"
 
-namespace gppf::dist {
-class Comm;
-class LegoExchange;
-}  // namespace gppf::dist
-
 namespace gppf::nn {
+
+// Sums synchronised batch norm's statistics over the replicas that share a task's micro-batch
+// (src/train/network.cpp adapts the data-parallel communicator; nn knows no MPI).
+class StatSync {
+ public:
+  virtual ~StatSync() = default;
+  virtual void allreduce_sum(double* data, std::int64_t n, const std::string& what) = 0;
+};
 
 // What a forward pass runs for: which task (routing, BN statistics), training or inference, and where.
 struct RunState {
@@ -30,10 +33,8 @@ struct RunState {
   // When >= 0, replaces every BN layer's momentum for this pass (BN recalibration uses 1/(i+1) to
   // average the statistics of i+1 batches exactly).
   float bn_momentum = -1.0f;
-  // Distributed runs: the expert-parallel exchange of this round (lego layers send activations to the
-  // ranks holding their legos), and the communicator over which training BN statistics are summed.
-  dist::LegoExchange* exchange = nullptr;
-  dist::Comm* bn_sync = nullptr;
+  // Data-parallel runs: where training BN statistics are summed (null: local batch statistics).
+  StatSync* bn_sync = nullptr;
   // Distributed runs, in a step's last round: called with a lego layer's index once its backward is
   // done (-1 after the stem), when the gradients of its parameters are final and can be all-reduced.
   const std::function<void(int)>* grads_final = nullptr;
@@ -56,5 +57,7 @@ Tensor constant(const Shape& shape, float value);
 
 // A new f32 Parameter with its gradient buffer.
 Parameter make_parameter(std::string name, Tensor value, bool decay);
+// Tags every parameter of `m` (Parameter::owner).
+void set_owner(Module& m, const Owner& owner);
 
 }  // namespace gppf::nn

@@ -10,6 +10,18 @@
 
 namespace gppf::nn {
 
+// Which part of the network a parameter belongs to, set where it is made (so that sharding, reports
+// and inspection need no name patterns). layer: the lego layer's index in the backbone; lego: a
+// routed lego's index among the router's logits (Kind::Lego), or, with Kind::Shared and layer >= 0,
+// an always-on shared lego's index (-1: the layer's projection shortcut); task: the router's or head's.
+struct Owner {
+  enum class Kind { Shared, Lego, Router, Head };
+  Kind kind = Kind::Shared;
+  int layer = -1;
+  int lego = -1;
+  int task = -1;
+};
+
 struct Parameter {
   std::string name;  // unique, dotted: "stage2.block0.lego3.conv1.weight"
   Tensor value;      // f32 master copy
@@ -20,6 +32,7 @@ struct Parameter {
   // bf16 training (precision: bf16): the weight as the passes multiply with it, cast from `value`
   // before every pass; undefined otherwise. Gradients stay f32 in `grad`.
   Tensor working{};
+  Owner owner{};
 
   // The tensor a pass with activations of dtype `act` multiplies with.
   const Tensor& operand(DType act) const {

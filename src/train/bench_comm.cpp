@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <vector>
 
 #include "src/dist/layout.hpp"
@@ -43,14 +42,13 @@ struct Sizes {
 
 // Gradient bytes a rank holds, by kind, when legos are sharded `experts` ways.
 Sizes gradient_sizes(Network& net, int experts) {
-  static const std::regex lego(R"(\.lego\d+\.)");
   Sizes s;
-  std::map<std::string, double> heads;
+  std::map<int, double> heads;
   for (nn::Parameter* p : net.parameters()) {
     const double b = static_cast<double>(p->value.numel()) * 4;
-    if (p->name.rfind("head.", 0) == 0)
-      heads[p->name.substr(0, p->name.find('.', 5))] += b;
-    else if (std::regex_search(p->name, lego))
+    if (p->owner.kind == nn::Owner::Kind::Head)
+      heads[p->owner.task] += b;
+    else if (p->owner.kind == nn::Owner::Kind::Lego)
       s.lego_per_shard += b / experts;
     else
       s.replicated += b;

@@ -7,7 +7,9 @@
 #include "kernels/cast.hpp"
 #include "kernels/common.hpp"
 #include "kernels/loss.hpp"
+#include "src/dist/comm.hpp"
 #include "src/dist/exchange.hpp"
+#include "src/dist/exchange_strategy.hpp"
 #include "src/train/centernet.hpp"
 
 namespace gppf::train {
@@ -94,6 +96,28 @@ std::map<std::string, double> TaskEvaluator::metrics() const {
 
 // ---- the network -----------------------------------------------------------------------
 
+namespace {
+
+// Synchronised BN's statistics summed over the data-parallel replicas.
+class CommStatSync final : public nn::StatSync {
+ public:
+  explicit CommStatSync(dist::Comm& comm) : m_comm(comm) {}
+  void allreduce_sum(double* data, std::int64_t n, const std::string& what) override {
+    m_comm.allreduce_sum(data, n, what);
+  }
+
+ private:
+  dist::Comm& m_comm;
+};
+
+// The local lego strategy of a run: merged, but per-lego where the merged block's kernels are missing
+// (kernels/merged.hpp: host f32 only so far).
+std::shared_ptr<nn::LegoStrategy> local_strategy(Device device, DType act) {
+  return device.is_host() && act == DType::F32 ? nn::make_merged_strategy() : nn::make_per_lego_strategy();
+}
+
+}  // namespace
+
 struct Network::Heads {
   std::vector<std::unique_ptr<nn::ClassificationHead>> cls;
   std::vector<std::unique_ptr<nn::DetectionHead>> det;
@@ -135,6 +159,12 @@ Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
         break;
     }
   }
+  for (std::size_t t = 0; t < tasks.size(); ++t) {
+    const nn::Owner head{nn::Owner::Kind::Head, -1, -1, static_cast<int>(t)};
+    if (m_heads->cls[t]) nn::set_owner(*m_heads->cls[t], head);
+    if (m_heads->det[t]) nn::set_owner(*m_heads->det[t], head);
+    if (m_heads->seg[t]) nn::set_owner(*m_heads->seg[t], head);
+  }
   // Built and initialised on the host (same seeds, same values on every device), then moved.
   if (m_device.is_cuda()) {
     for (nn::Parameter* p : parameters()) {
@@ -149,6 +179,14 @@ Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
     }
     cuda::synchronize(stream());
   }
+  m_backbone->set_strategy(local_strategy(m_device, m_act));
+}
+
+void Network::set_distributed(const NetworkDist& d) {
+  m_dist = d;
+  m_bn_sync = d.bn_sync ? std::make_unique<CommStatSync>(*d.bn_sync) : nullptr;
+  const bool experts = d.exchange && d.exchange->size() > 1;
+  m_backbone->set_strategy(experts ? dist::make_exchange_strategy(*d.exchange) : local_strategy(m_device, m_act));
 }
 
 Stream Network::stream() const { return m_device.is_cuda() ? Stream{m_device, nullptr} : Stream::host(); }
@@ -233,7 +271,7 @@ nn::RunState Network::begin(int task, bool training, bool backward, float bn_mom
   rs.training = training;
   rs.device = m_device;
   rs.stream = stream();
-  if (training && backward && m_dist.replicas > 1) rs.bn_sync = m_dist.bn_sync;
+  if (training && backward && m_dist.replicas > 1) rs.bn_sync = m_bn_sync.get();
   if (m_dist.exchange && m_dist.exchange->size() > 1) {
     dist::PeerWork w;
     w.task = task;
@@ -243,7 +281,6 @@ nn::RunState Network::begin(int task, bool training, bool backward, float bn_mom
     w.step = step;
     w.input = input;
     m_dist.exchange->begin_round(w);
-    rs.exchange = m_dist.exchange;
   }
   if (training && backward && m_grads_final) rs.grads_final = &m_grads_final;
   return rs;
@@ -253,10 +290,11 @@ bool Network::serve_round(std::int64_t step) {
   if (!m_dist.exchange || m_dist.exchange->size() == 1) return false;
   nn::RunState rs = begin(-1, false, false, -1.0f, step, {});
   if (!m_dist.exchange->anyone_working()) return false;
-  if (m_dist.replicas > 1) rs.bn_sync = m_dist.bn_sync;
+  if (m_dist.replicas > 1) rs.bn_sync = m_bn_sync.get();
   if (m_grads_final) rs.grads_final = &m_grads_final;
-  m_backbone->forward(rs, Tensor(), step);
-  if (m_dist.exchange->anyone_backward()) m_backbone->backward(rs, {});
+  nn::BackboneSaved saved;
+  m_backbone->forward(rs, Tensor(), step, &saved);
+  if (m_dist.exchange->anyone_backward()) m_backbone->backward(rs, {}, saved);
   return true;
 }
 
@@ -267,7 +305,8 @@ TaskLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t
   // Replicas each hold 1/R of the micro-batch: the loss of a slice counts 1/R, and the all-reduce sums.
   const float w = spec.config.loss_weight / static_cast<float>(m_dist.replicas);
   nn::RunState rs = begin(task, true, true, -1.0f, step, batch.images.shape());
-  std::vector<Tensor> features = m_backbone->forward(rs, batch.images, step);
+  nn::BackboneSaved saved;
+  std::vector<Tensor> features = m_backbone->forward(rs, batch.images, step, &saved);
   std::vector<Tensor> dfeat;
   // The losses stay where they were computed until the backward pass is queued: on a GPU, reading
   // them first would make the host wait for the forward before it could launch the backward.
@@ -326,7 +365,7 @@ TaskLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t
     }
   }
   if (rs.grads_final) (*rs.grads_final)(static_cast<int>(m_backbone->lego_layers().size()));
-  m_backbone->backward(rs, dfeat);
+  m_backbone->backward(rs, dfeat, saved);
   // Labels outside [0, C) found on the GPU are recorded there; on the host the loss throws at once.
   if (m_device.is_cuda() && spec.config.type != io::TaskType::Detection) {
     try {

@@ -83,7 +83,8 @@ class Network {
   void evaluate(int task, const io::Batch& batch, TaskEvaluator& eval);
   // Distributed runs: every call of train_step, calibrate and evaluate (and serve_round) is then one
   // round of the block's lockstep (one all-gather of what each member runs, all-to-alls per layer).
-  void set_distributed(const NetworkDist& d) { m_dist = d; }
+  // Also chooses how the lego layers run (expert-parallel exchange, or merged/per-lego locally).
+  void set_distributed(const NetworkDist& d);
   // A round in which this rank runs no task but serves its legos to the other members of its block.
   // Returns false, having run nothing, when no member runs a task in it.
   bool serve_round(std::int64_t step);
@@ -120,6 +121,7 @@ class Network {
   Device m_device;
   DType m_act = DType::F32;  // activations (config precision)
   std::function<void(int)> m_grads_final;
+  std::unique_ptr<nn::StatSync> m_bn_sync;  // m_dist.bn_sync as nn sees it
   // A tensor on the network's device (itself when it is there), and the input images there in the
   // activations' dtype.
   Tensor to_device(const Tensor& t) const;

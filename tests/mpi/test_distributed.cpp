@@ -12,6 +12,7 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "src/dist/layout.hpp"
 #include "src/train/checkpoint.hpp"
@@ -47,7 +48,7 @@ std::string broadcast(std::string s) {
 }
 
 class Distributed : public ::testing::Test {
- protected:
+ public:
   static void SetUpTestSuite() {
     std::string dir;
     if (world_rank() == 0) {
@@ -98,24 +99,26 @@ tasks:
     return parse_config(yaml, layout, "dist.yaml");
   }
 
-  // The single-process reference, trained once by rank 0.
-  static std::string reference() {
-    if (s_reference.empty()) {
+  // The single-process reference `name`, trained once by rank 0 (extra: config overrides, e.g. top-2).
+  static std::string reference(const std::string& name = "reference", const std::vector<std::string>& extra = {}) {
+    const std::string dir = s_dir + "/" + name;
+    if (s_references.insert(dir).second) {
       if (world_rank() == 0) {
         TrainOptions o;
-        o.run_dir = s_dir + "/reference";
+        o.run_dir = dir;
         o.single_process = true;
-        run_training(config({}), o);
+        run_training(config(extra), o);
       }
-      s_reference = s_dir + "/reference";
       MPI_Barrier(MPI_COMM_WORLD);
     }
-    return s_reference;
+    return dir;
   }
 
-  static std::string s_dir, s_reference;
+  static std::string s_dir;
+  static std::set<std::string> s_references;
 };
-std::string Distributed::s_dir, Distributed::s_reference;
+std::string Distributed::s_dir;
+std::set<std::string> Distributed::s_references;
 
 // a's parameters against b's: below 1e-5 relative over all of them, 1e-4 per tensor (sums run in
 // another order on another layout; a BN beta's gradient is a sum with much cancellation).
@@ -141,14 +144,15 @@ std::vector<std::vector<std::string>> layouts_for(int world) {
   }
 }
 
-TEST_F(Distributed, EveryLayoutMatchesOneProcess) {
-  const std::string ref = reference();
+// Every layout of this world against one process; `extra`: config overrides for both.
+void check_every_layout(const std::string& dir, const std::string& ref, const std::vector<std::string>& extra) {
   int index = 0;
-  for (const auto& layout : layouts_for(world_size())) {
-    const std::string run = str(s_dir, "/layout", index++);
+  for (auto layout : layouts_for(world_size())) {
+    const std::string run = str(dir, index++);
+    layout.insert(layout.end(), extra.begin(), extra.end());
     TrainOptions o;
     o.run_dir = run;
-    run_training(config(layout), o);
+    run_training(Distributed::config(layout), o);
     MPI_Barrier(MPI_COMM_WORLD);
     if (world_rank() == 0) {
       const auto [worst, n] =
@@ -160,6 +164,14 @@ TEST_F(Distributed, EveryLayoutMatchesOneProcess) {
     }
     MPI_Barrier(MPI_COMM_WORLD);
   }
+}
+
+TEST_F(Distributed, EveryLayoutMatchesOneProcess) { check_every_layout(s_dir + "/layout", reference(), {}); }
+
+// Top-2: two legos per task and layer, often on two ranks; the merged block on one process.
+TEST_F(Distributed, EveryLayoutMatchesOneProcessTopTwo) {
+  const std::vector<std::string> k2{"model.top_k=2"};
+  check_every_layout(s_dir + "/layout-k2-", reference("reference-k2", k2), k2);
 }
 
 TEST_F(Distributed, ExpertParallelLayoutsSendTasksToLegosOnOtherRanks) {

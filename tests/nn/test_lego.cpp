@@ -5,24 +5,40 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <map>
 
 #include "kernels/elementwise.hpp"
 #include "src/nn/backbone.hpp"
+#include "src/nn/lego_strategy.hpp"
 #include "tests/common/gradcheck.hpp"
 #include "tests/common/util.hpp"
 
 namespace gppf::nn {
 namespace {
 
-LegoLayerSpec small_spec(int stride, int cin, int cout) {
+LegoLayerSpec small_spec(int stride, int cin, int cout, int top_k = 2) {
   LegoLayerSpec s;
   s.in_channels = cin;
   s.out_channels = cout;
   s.stride = stride;
   s.num_legos = 4;
-  s.top_k = 2;
+  s.top_k = top_k;
   s.lego_width = 3;
   return s;
+}
+
+// A layer's forward and backward with its saved context held here between the two (one per layer).
+std::map<const LegoLayer*, std::unique_ptr<LegoContext>>& contexts() {
+  static std::map<const LegoLayer*, std::unique_ptr<LegoContext>> saved;
+  return saved;
+}
+Tensor fwd(LegoLayer& layer, const RunState& rs, const Tensor& x, std::int64_t step) {
+  LegoLayer::Output out = layer.forward(rs, x, step);
+  contexts()[&layer] = std::move(out.saved);
+  return out.y;
+}
+Tensor bwd(LegoLayer& layer, const RunState& rs, const Tensor& dy) {
+  return layer.backward(rs, dy, std::move(contexts()[&layer]));
 }
 
 double weighted_sum(const Tensor& y, const Tensor& r) {
@@ -31,15 +47,19 @@ double weighted_sum(const Tensor& y, const Tensor& r) {
   return s;
 }
 
-TEST(Router, TopKIsDeterministicAndGatesSumToOne) {
+TEST(Router, TopKIsDeterministicAndGatesAreTheFullSoftmax) {
   std::mt19937_64 rng(1);
   LegoLayer layer("l", small_spec(1, 4, 4), 2, RoutingOptions{}, rng);
   float* z = layer.router(0).value.data_as<float>();
   z[0] = 0.1f, z[1] = 2.0f, z[2] = -1.0f, z[3] = 1.0f;
   const Route r = layer.route(0, 100, true);
   ASSERT_EQ(r.legos, (std::vector<int>{1, 3}));
-  EXPECT_NEAR(r.gates[0] + r.gates[1], 1.0f, 1e-6);
-  EXPECT_NEAR(r.gates[0], 1.0 / (1.0 + std::exp(-1.0)), 1e-6);
+  // Not renormalised over the selected legos: top-1 would be a constant gate 1 with no gradient.
+  const double sum = std::exp(0.1) + std::exp(2.0) + std::exp(-1.0) + std::exp(1.0);
+  EXPECT_NEAR(r.gates[0], std::exp(2.0) / sum, 1e-6);
+  EXPECT_NEAR(r.gates[1], std::exp(1.0) / sum, 1e-6);
+  ASSERT_EQ(r.probs.size(), 4u);
+  EXPECT_NEAR(r.probs[0], std::exp(0.1) / sum, 1e-6);
   // Ties go to the lower index.
   z[0] = z[1] = z[2] = z[3] = 0.5f;
   EXPECT_EQ(layer.route(0, 100, true).legos, (std::vector<int>{0, 1}));
@@ -81,15 +101,15 @@ TEST(Router, SharedLegosAreAlwaysOn) {
 
 // Gradient of sum(r * layer(x)) with respect to x, one lego weight and the router logits, against
 // central differences of the float forward (training-mode BN included).
-void check_lego_gradients(int stride, int cin, int cout) {
+void check_lego_gradients(int stride, int cin, int cout, int top_k = 2) {
   std::mt19937_64 rng(7);
-  LegoLayer layer("l", small_spec(stride, cin, cout), 2, RoutingOptions{}, rng);
+  LegoLayer layer("l", small_spec(stride, cin, cout, top_k), 2, RoutingOptions{}, rng);
   RunState rs;
   rs.task = 1;
   Tensor x = test::random_tensor({3, 5, 4, cin}, 11);
-  Tensor y = layer.forward(rs, x, 50);
+  Tensor y = fwd(layer, rs, x, 50);
   Tensor r = test::random_tensor(y.shape(), 12);
-  Tensor dx = layer.backward(rs, r);
+  Tensor dx = bwd(layer, rs, r);
 
   std::vector<Parameter*> params;
   layer.collect_parameters(params);
@@ -104,8 +124,8 @@ void check_lego_gradients(int stride, int cin, int cout) {
     return [&, target](const std::vector<double>& v) mutable {
       for (std::size_t i = 0; i < v.size(); ++i) target.data_as<float>()[i] = static_cast<float>(v[i]);
       RunState eval = rs;
-      Tensor out = layer.forward(eval, x, 50);
-      layer.backward(eval, r);  // keep the saved state paired
+      Tensor out = fwd(layer, eval, x, 50);
+      bwd(layer, eval, r);  // keep the saved state paired
       return weighted_sum(out, r);
     };
   };
@@ -135,15 +155,18 @@ void check_lego_gradients(int stride, int cin, int cout) {
     Tensor z = router->value;
     const auto res = test::check_gradient(loss_with(z), test::to_double(z), test::to_double(router_grad), o);
     EXPECT_TRUE(res.ok) << "d router " << res.message();
-    // Unselected logits get no gradient: top-k selection is piecewise constant.
-    int zero = 0;
-    for (float g : router_grad.to_float_vector()) zero += g == 0.0f;
-    EXPECT_EQ(zero, 2);
+    // Every logit moves the gates through the softmax over all legos, at k = 1 too (a softmax over
+    // the selected logits alone gave top-1 routers no gradient).
+    for (float g : router_grad.to_float_vector()) EXPECT_GT(std::abs(g), 1e-6f);
   }
 }
 
 TEST(LegoLayer, GradientsIdentityShortcut) { check_lego_gradients(1, 4, 4); }
 TEST(LegoLayer, GradientsProjectionShortcut) { check_lego_gradients(2, 3, 6); }
+TEST(LegoLayer, GradientsTopOne) {
+  check_lego_gradients(1, 4, 4, 1);
+  check_lego_gradients(2, 3, 6, 1);
+}
 
 TEST(LegoLayer, ForwardIsShortcutPlusGatedLegos) {
   auto spec = small_spec(1, 4, 4);
@@ -157,7 +180,7 @@ TEST(LegoLayer, ForwardIsShortcutPlusGatedLegos) {
   RunState rs;
   rs.training = false;  // running statistics: each lego is a fixed function of its input
   Tensor x = test::random_tensor({2, 3, 3, 4}, 5);
-  Tensor y = layer.forward(rs, x, 0);
+  Tensor y = fwd(layer, rs, x, 0);
   const Route r = layer.route(0, 0, false);
   ASSERT_EQ(r.legos, (std::vector<int>{0, 1}));
   const auto o0 = b0.forward(rs, x).to_float_vector(), o1 = b1.forward(rs, x).to_float_vector();
@@ -173,8 +196,8 @@ TEST(LegoLayer, UnusedLegosAreUntouched) {
   LegoLayer layer("l", small_spec(1, 4, 4), 1, RoutingOptions{}, rng);
   RunState rs;
   Tensor x = test::random_tensor({2, 4, 4, 4}, 1);
-  Tensor y = layer.forward(rs, x, 10);
-  layer.backward(rs, test::random_tensor(y.shape(), 2));
+  Tensor y = fwd(layer, rs, x, 10);
+  bwd(layer, rs, test::random_tensor(y.shape(), 2));
   const Route r = layer.route(0, 10, true);
   std::vector<Parameter*> params;
   layer.collect_parameters(params);
@@ -202,7 +225,7 @@ void check_merged_matches_one_by_one(int stride, int cin, int cout, int shared, 
   RoutingOptions ro;
   ro.init_std = 1.0f;
   LegoLayer merged("l", spec, 2, ro, rng_a), single("l", spec, 2, ro, rng_b);
-  single.set_merge(false);
+  single.set_strategy(make_per_lego_strategy());
   std::vector<Parameter*> pm, ps;
   merged.collect_parameters(pm);
   single.collect_parameters(ps);
@@ -218,10 +241,10 @@ void check_merged_matches_one_by_one(int stride, int cin, int cout, int shared, 
       RunState rs;
       rs.task = task;
       const Tensor x = test::random_tensor({3, 6, 5, cin}, 100 + static_cast<std::uint64_t>(step * 2 + task));
-      const Tensor ym = merged.forward(rs, x, step), ys = single.forward(rs, x, step);
+      const Tensor ym = fwd(merged, rs, x, step), ys = fwd(single, rs, x, step);
       EXPECT_LT(test::max_rel_error(ym, ys), 1e-5);
       const Tensor dy = test::random_tensor(ym.shape(), 200 + static_cast<std::uint64_t>(step));
-      const Tensor dxm = merged.backward(rs, dy), dxs = single.backward(rs, dy);
+      const Tensor dxm = bwd(merged, rs, dy), dxs = bwd(single, rs, dy);
       EXPECT_LT(test::max_rel_error(dxm, dxs), 1e-4);
     }
     for (std::size_t i = 0; i < pm.size(); ++i) {
@@ -237,7 +260,7 @@ void check_merged_matches_one_by_one(int stride, int cin, int cout, int shared, 
   eval.training = false;
   eval.task = 1;
   const Tensor x = test::random_tensor({2, 6, 5, cin}, 300);
-  EXPECT_LT(test::max_rel_error(merged.forward(eval, x, 10), single.forward(eval, x, 10)), 1e-5);
+  EXPECT_LT(test::max_rel_error(fwd(merged, eval, x, 10), fwd(single, eval, x, 10)), 1e-5);
 }
 
 TEST(LegoLayer, MergedMatchesOneByOneIdentity) { check_merged_matches_one_by_one(1, 4, 4, 0); }
@@ -259,18 +282,18 @@ TEST(LegoLayer, FrozenConvolutionsGetNoGradient) {
     RoutingOptions ro;
     ro.init_std = 1.0f;
     LegoLayer frozen("l", small_spec(2, 3, 6), 1, ro, rng_a), free("l", small_spec(2, 3, 6), 1, ro, rng_b);
-    frozen.set_merge(merge);
-    free.set_merge(merge);
+    frozen.set_strategy(merge ? make_merged_strategy() : make_per_lego_strategy());
+    free.set_strategy(merge ? make_merged_strategy() : make_per_lego_strategy());
     std::vector<Parameter*> pf, pt;
     frozen.collect_parameters(pf);
     free.collect_parameters(pt);
     for (Parameter* p : pf) p->trainable = p->value.ndim() != 4;
     RunState rs;
     const Tensor x = test::random_tensor({3, 6, 5, 3}, 31);
-    const Tensor y = frozen.forward(rs, x, 0);
-    EXPECT_EQ(test::max_rel_error(y, free.forward(rs, x, 0)), 0.0);
+    const Tensor y = fwd(frozen, rs, x, 0);
+    EXPECT_EQ(test::max_rel_error(y, fwd(free, rs, x, 0)), 0.0);
     const Tensor dy = test::random_tensor(y.shape(), 32);
-    EXPECT_LT(test::max_rel_error(frozen.backward(rs, dy), free.backward(rs, dy)), 1e-6);
+    EXPECT_LT(test::max_rel_error(bwd(frozen, rs, dy), bwd(free, rs, dy)), 1e-6);
     int convs = 0;
     for (std::size_t i = 0; i < pf.size(); ++i) {
       if (pf[i]->value.ndim() == 4) {
@@ -285,6 +308,91 @@ TEST(LegoLayer, FrozenConvolutionsGetNoGradient) {
     }
     EXPECT_GE(convs, 7);  // two legos' three convolutions and the projection
   }
+}
+
+// forward returns the saved context that backward consumes: two micro-batches in flight (forward
+// A, forward B, backward B, backward A) give the gradients of running them one after the other.
+TEST(LegoLayer, TwoMicroBatchesInFlight) {
+  for (const bool merge : {true, false}) {
+    SCOPED_TRACE(merge ? "merged" : "per-lego");
+    std::mt19937_64 rng_a(12), rng_b(12);
+    RoutingOptions ro;
+    ro.init_std = 1.0f;
+    LegoLayer inflight("l", small_spec(2, 3, 6), 2, ro, rng_a), serial("l", small_spec(2, 3, 6), 2, ro, rng_b);
+    for (LegoLayer* l : {&inflight, &serial})
+      l->set_strategy(merge ? make_merged_strategy() : make_per_lego_strategy());
+    EXPECT_STREQ(inflight.strategy().name(), merge ? "merged" : "per-lego");
+    RunState a, b;
+    a.task = 0;
+    b.task = 1;
+    const Tensor xa = test::random_tensor({3, 6, 5, 3}, 41), xb = test::random_tensor({2, 6, 5, 3}, 42);
+    LegoLayer::Output oa = inflight.forward(a, xa, 7), ob = inflight.forward(b, xb, 7);
+    const Tensor dya = test::random_tensor(oa.y.shape(), 43), dyb = test::random_tensor(ob.y.shape(), 44);
+    const Tensor dxb = inflight.backward(b, dyb, std::move(ob.saved));
+    const Tensor dxa = inflight.backward(a, dya, std::move(oa.saved));
+    LegoLayer::Output sa = serial.forward(a, xa, 7);
+    EXPECT_EQ(test::max_rel_error(sa.y, oa.y), 0.0);
+    EXPECT_EQ(test::max_rel_error(serial.backward(a, dya, std::move(sa.saved)), dxa), 0.0);
+    LegoLayer::Output sb = serial.forward(b, xb, 7);
+    EXPECT_EQ(test::max_rel_error(sb.y, ob.y), 0.0);
+    EXPECT_EQ(test::max_rel_error(serial.backward(b, dyb, std::move(sb.saved)), dxb), 0.0);
+    std::vector<Parameter*> pi, ps;
+    inflight.collect_parameters(pi);
+    serial.collect_parameters(ps);
+    for (std::size_t i = 0; i < pi.size(); ++i) {
+      ASSERT_EQ(pi[i]->touched, ps[i]->touched) << pi[i]->name;
+      if (pi[i]->touched) {
+        EXPECT_LT(test::max_rel_error(pi[i]->grad, ps[i]->grad), 1e-6) << pi[i]->name;
+      }
+    }
+  }
+}
+
+TEST(LegoLayer, BackwardWithoutContextNamesTheLayer) {
+  std::mt19937_64 rng(13);
+  LegoLayer layer("stage1.block0", small_spec(1, 4, 4), 1, RoutingOptions{}, rng);
+  RunState eval;
+  eval.training = false;
+  const LegoLayer::Output out = layer.forward(eval, test::random_tensor({1, 3, 3, 4}, 1), 0);
+  EXPECT_FALSE(out.saved);  // inference keeps nothing
+  try {
+    layer.backward(RunState{}, out.y, nullptr);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("stage1.block0: backward without a training forward"), std::string::npos)
+        << e.what();
+  }
+}
+
+// Parameter::owner: routed legos by their router index, shared legos and the projection as Shared
+// of the layer, routers by task.
+TEST(LegoLayer, ParametersCarryTheirOwner) {
+  std::mt19937_64 rng(14);
+  auto spec = small_spec(2, 3, 6);
+  spec.num_shared = 1;
+  LegoLayer layer("stage2.block0", spec, 2, RoutingOptions{}, rng);
+  layer.set_index(3);
+  std::vector<Parameter*> params;
+  layer.collect_parameters(params);
+  int legos = 0, routers = 0;
+  for (Parameter* p : params) {
+    SCOPED_TRACE(p->name);
+    EXPECT_EQ(p->owner.layer, 3);
+    if (p->name.find(".lego") != std::string::npos) {
+      EXPECT_EQ(p->owner.kind, Owner::Kind::Lego);
+      EXPECT_NE(p->name.find(str(".lego", p->owner.lego, ".")), std::string::npos);
+      ++legos;
+    } else if (p->name.find(".router.task") != std::string::npos) {
+      EXPECT_EQ(p->owner.kind, Owner::Kind::Router);
+      EXPECT_EQ(p->name, str("stage2.block0.router.task", p->owner.task));
+      ++routers;
+    } else {
+      EXPECT_EQ(p->owner.kind, Owner::Kind::Shared);
+      EXPECT_EQ(p->owner.lego, p->name.find(".shared0.") != std::string::npos ? 0 : -1);
+    }
+  }
+  EXPECT_EQ(legos, 4 * 9);  // 3 convs, 2 x 3 BN parameters per lego
+  EXPECT_EQ(routers, 2);
 }
 
 TEST(LegoLayer, BalanceRegulariserGradient) {

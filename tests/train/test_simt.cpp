@@ -34,7 +34,7 @@ class Simt : public ::testing::Test {
   }
   static void TearDownTestSuite() { fs::remove_all(s_dir); }
 
-  static TrainConfig tiny_config(int steps) {
+  static TrainConfig tiny_config(int steps, int top_k = 1) {
     const std::string yaml = str(R"(
 steps: )",
                                  steps, R"(
@@ -47,7 +47,8 @@ model:
   stem_channels: 4
   stages: [[8, 1, 1], [8, 1, 2]]
   legos: 3
-  top_k: 1
+  top_k: )",
+                                 top_k, R"(
   routing: {warmup: none}
   neck: {first_stage: 0, channels: 8}
 )",
@@ -67,8 +68,7 @@ std::vector<TaskSpec> specs_of(const TrainConfig& c) {
 
 using test::first_batch;
 
-TEST_F(Simt, OneStepAccumulatesThePerTaskGradients) {
-  const TrainConfig c = tiny_config(1);
+void check_one_step_accumulates(const TrainConfig& c) {
   const auto specs = specs_of(c);
   std::vector<io::Batch> batches;
   for (const auto& t : c.tasks) batches.push_back(first_batch(t));
@@ -104,6 +104,9 @@ TEST_F(Simt, OneStepAccumulatesThePerTaskGradients) {
   EXPECT_GT(checked, 10);
 }
 
+TEST_F(Simt, OneStepAccumulatesThePerTaskGradients) { check_one_step_accumulates(tiny_config(1)); }
+TEST_F(Simt, OneStepAccumulatesThePerTaskGradientsTopTwo) { check_one_step_accumulates(tiny_config(1, 2)); }
+
 TEST_F(Simt, BenchStepOnSyntheticDataOpensNoDataSet) {
   const TrainConfig c = parse_config(
       tiny_config(1).yaml,
@@ -129,11 +132,10 @@ TEST_F(Simt, BenchStepOnSyntheticDataOpensNoDataSet) {
   }
 }
 
-TEST_F(Simt, LegosNoTaskUsedAreUntouched) {
-  const TrainConfig c = tiny_config(1);
+// Routes every task of every layer to legos 0 .. top_k - 1: the others must stay untouched.
+void check_unused_legos_untouched(const TrainConfig& c) {
   const auto specs = specs_of(c);
   Network net(c, specs);
-  // Route every task of every layer to lego 0 (top-1): legos 1 and 2 must stay untouched.
   for (auto* layer : net.backbone().lego_layers())
     for (int t = 0; t < 3; ++t) {
       float* z = layer->router(t).value.data_as<float>();
@@ -142,12 +144,15 @@ TEST_F(Simt, LegosNoTaskUsedAreUntouched) {
   for (int t = 0; t < 3; ++t) net.train_step(t, first_batch(c.tasks[static_cast<std::size_t>(t)]), 0);
   int untouched = 0;
   for (auto* p : net.parameters()) {
-    const bool unused = p->name.find(".lego1.") != std::string::npos || p->name.find(".lego2.") != std::string::npos;
+    const bool unused = p->owner.kind == nn::Owner::Kind::Lego && p->owner.lego >= c.backbone.top_k;
     EXPECT_EQ(p->touched, !unused) << p->name;
     untouched += unused;
   }
   EXPECT_GT(untouched, 0);
 }
+
+TEST_F(Simt, LegosNoTaskUsedAreUntouched) { check_unused_legos_untouched(tiny_config(1)); }
+TEST_F(Simt, LegosNoTaskUsedAreUntouchedTopTwo) { check_unused_legos_untouched(tiny_config(1, 2)); }
 
 TEST_F(Simt, TinyRunLearnsAndWritesItsRunDirectory) {
   const TrainConfig c = tiny_config(80);

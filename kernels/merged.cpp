@@ -1,0 +1,84 @@
+#include "kernels/merged.hpp"
+
+namespace gppf::kernels {
+namespace {
+
+// Host f32 [.., C] (C = channels) on x's device; throws on CUDA until the kernels exist.
+void check(const char* op, const char* what, const Tensor& t, const Tensor& x, std::int64_t channels) {
+  GPPF_CHECK(t.defined(), op, ": ", what, " is undefined");
+  check_same_device(op, t, x);
+  GPPF_CHECK(!t.device().is_cuda(), op, ": not implemented on CUDA yet (", what, " ", t.desc(), ")");
+  check_dtype(op, what, t, DType::F32);
+  GPPF_CHECK(t.ndim() >= 1 && t.dim(-1) == channels, op, ": ", what, " ", t.desc(), " must have ", channels,
+             " channels");
+}
+
+void check_vec(const char* op, const char* what, const Tensor& t, const Tensor& x, std::int64_t n) {
+  check(op, what, t, x, n);
+  GPPF_CHECK(t.numel() == n, op, ": ", what, " ", t.desc(), " must hold ", n, " values");
+}
+
+}  // namespace
+
+void center_channels(const Tensor& x, const Tensor& mean, Tensor& out, const Stream&) {
+  const std::int64_t C = x.defined() ? x.dim(-1) : 0;
+  check("center_channels", "x", x, x, C);
+  check_vec("center_channels", "mean", mean, x, C);
+  check("center_channels", "out", out, x, C);
+  check_shape("center_channels", "out", out, x.shape());
+  host::center_channels(x, mean, out);
+}
+
+void add_affine_relu(Tensor& y, const Tensor& shortcut, const Tensor& scale, const Tensor& shift, const Stream&) {
+  const std::int64_t C = y.defined() ? y.dim(-1) : 0;
+  check("add_affine_relu", "y", y, y, C);
+  check("add_affine_relu", "shortcut", shortcut, y, C);
+  check_shape("add_affine_relu", "shortcut", shortcut, y.shape());
+  check_vec("add_affine_relu", "scale", scale, y, C);
+  check_vec("add_affine_relu", "shift", shift, y, C);
+  host::add_affine_relu(y, shortcut, scale, shift);
+}
+
+std::vector<double> relu_bwd_channel_sums(const Tensor& y, const Tensor& dy, const Tensor& z, const Tensor& zmean,
+                                          Tensor& da, const Stream&) {
+  const char* op = "relu_bwd_channel_sums";
+  const std::int64_t C = y.defined() ? y.dim(-1) : 0;
+  check(op, "y", y, y, C);
+  check(op, "dy", dy, y, C);
+  check_shape(op, "dy", dy, y.shape());
+  check(op, "da", da, y, C);
+  check_shape(op, "da", da, y.shape());
+  if (z.defined()) {
+    check(op, "z", z, y, C);
+    check_shape(op, "z", z, y.shape());
+    check_vec(op, "zmean", zmean, y, C);
+  }
+  return host::relu_bwd_channel_sums(y, dy, z, zmean, da);
+}
+
+void gram_correct(Tensor& d, const Tensor& ac, const Tensor& g, const Tensor& h, const Stream&) {
+  const std::int64_t K = d.defined() ? d.dim(-1) : 0;
+  check("gram_correct", "d", d, d, K);
+  check("gram_correct", "ac", ac, d, K);
+  check_shape("gram_correct", "ac", ac, d.shape());
+  check_vec("gram_correct", "g", g, d, K * K);
+  check_vec("gram_correct", "h", h, d, K);
+  host::gram_correct(d, ac, g, h);
+}
+
+void bn_input_grad(const Tensor& da, const Tensor& z, const Tensor& zmean, const Tensor& k1, const Tensor& k0,
+                   const Tensor& k2, Tensor& out, const Stream&) {
+  const char* op = "bn_input_grad";
+  const std::int64_t C = da.defined() ? da.dim(-1) : 0;
+  check(op, "da", da, da, C);
+  check(op, "z", z, da, C);
+  check_shape(op, "z", z, da.shape());
+  check(op, "out", out, da, C);
+  check_shape(op, "out", out, da.shape());
+  for (const auto& [what, t] :
+       {std::pair<const char*, const Tensor*>{"zmean", &zmean}, {"k1", &k1}, {"k0", &k0}, {"k2", &k2}})
+    check_vec(op, what, *t, da, C);
+  host::bn_input_grad(da, z, zmean, k1, k0, k2, out);
+}
+
+}  // namespace gppf::kernels
