@@ -133,82 +133,84 @@ TEST(Cli, ControlCharactersFromFilesAreEscaped) {
   EXPECT_NE(r.status, 0);
   EXPECT_EQ(r.output.find('\x1b'), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("'\\x1b[31mred\\nline' is not classification"), std::string::npos) << r.output;
-  // A run directory and a long training run in it, for the signal and run-directory tests.
-  class CliRun : public ::testing::Test {
-   protected:
-    static void SetUpTestSuite() {
-      s_dir = fs::temp_directory_path() / ("gppf-cli-run-" + std::to_string(::getpid()));
-      fs::create_directories(s_dir);
-      gppf::test::write_bars((s_dir / "bars").string(), 64, 16, 1);
-      std::ofstream(s_dir / "bars.yaml")
-          << "steps: 1000000\nlog_every: 1\nthreads: 1\nschedule: {type: constant}\n"
-             "model: {backbone: gppf-mini, stem_channels: 4, stages: [[8, 1, 1], [8, 1, 2]], legos: 2, top_k: 1,"
-             " routing: {warmup: none}, neck: {first_stage: 0, channels: 8}}\n"
-             "tasks:\n  - {name: bars, type: classification, dataset: "
-          << (s_dir / "bars").string() << ", batch_size: 16}\n";
-    }
-    static void TearDownTestSuite() { fs::remove_all(s_dir); }
+}
 
-    // Starts `gppf train` on run_dir (output to /dev/null) and waits until it has logged two steps.
-    static pid_t start_training(const fs::path& run_dir) {
-      const pid_t pid = ::fork();
-      if (pid == 0) {
-        const std::string out = run_dir.string(), cfg = (s_dir / "bars.yaml").string();
-        const int fd = ::open("/dev/null", O_WRONLY);
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-        ::execl(GPPF_BINARY, GPPF_BINARY, "train", "--config", cfg.c_str(), "--out", out.c_str(), nullptr);
-        ::_exit(127);
-      }
-      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-      for (int lines = 0; lines < 2 && std::chrono::steady_clock::now() < deadline;) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        std::ifstream in(run_dir / "metrics.jsonl");
-        lines = 0;
-        for (std::string line; std::getline(in, line);) ++lines;
-      }
-      return pid;
-    }
-    static int exit_status(pid_t pid) {
-      int status = 0;
-      if (::waitpid(pid, &status, 0) != pid) return -1;
-      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    }
-    static fs::path s_dir;
-  };
-  fs::path CliRun::s_dir;
-
-  class CliStopSignal : public CliRun, public ::testing::WithParamInterface<int> {};
-
-  // SIGINT (Ctrl-C) and SIGHUP (a closed terminal) checkpoint and exit 75 as SIGTERM and SIGUSR1 do.
-  TEST_P(CliStopSignal, CheckpointsAndExitsWithTempfail) {
-    const fs::path dir = s_dir / ("signal-" + std::to_string(GetParam()));
-    const pid_t pid = start_training(dir);
-    ASSERT_GT(pid, 0);
-    ASSERT_EQ(::kill(pid, GetParam()), 0);
-    EXPECT_EQ(exit_status(pid), gppf::train::kExitRequeue);
-    const gppf::train::CheckpointMeta m = gppf::train::verify_checkpoint(gppf::train::resolve_checkpoint(dir.string()));
-    EXPECT_GE(m.step, 1);
-    EXPECT_FALSE(fs::exists(dir / "summary.json"));
+// A run directory and a long training run in it, for the signal and run-directory tests.
+class CliRun : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    s_dir = fs::temp_directory_path() / ("gppf-cli-run-" + std::to_string(::getpid()));
+    fs::create_directories(s_dir);
+    gppf::test::write_bars((s_dir / "bars").string(), 64, 16, 1);
+    std::ofstream(s_dir / "bars.yaml")
+        << "steps: 1000000\nlog_every: 1\nthreads: 1\nschedule: {type: constant}\n"
+           "model: {backbone: gppf-mini, stem_channels: 4, stages: [[8, 1, 1], [8, 1, 2]], legos: 2, top_k: 1,"
+           " routing: {warmup: none}, neck: {first_stage: 0, channels: 8}}\n"
+           "tasks:\n  - {name: bars, type: classification, dataset: "
+        << (s_dir / "bars").string() << ", batch_size: 16}\n";
   }
-  INSTANTIATE_TEST_SUITE_P(Signals, CliStopSignal, ::testing::Values(SIGINT, SIGHUP));
+  static void TearDownTestSuite() { fs::remove_all(s_dir); }
 
-  // A second trainer on a directory in use stops at once, naming it; a finished run's directory is
-  // refused without --resume or --force.
-  TEST_F(CliRun, RunDirectoriesAreLockedAndNotReused) {
-    const fs::path dir = s_dir / "shared";
-    const pid_t pid = start_training(dir);
-    ASSERT_GT(pid, 0);
-    const std::string cmd = gppf::str("train --config ", (s_dir / "bars.yaml").string(), " --out ", dir.string());
-    const CommandResult second = run(cmd + " --resume auto --set steps=1");
-    ::kill(pid, SIGTERM);
-    EXPECT_EQ(exit_status(pid), gppf::train::kExitRequeue);
-    EXPECT_NE(second.status, 0);
-    EXPECT_NE(second.output.find("in use by another trainer"), std::string::npos) << second.output;
-    const CommandResult refused = run(cmd + " --set steps=1");
-    EXPECT_NE(refused.status, 0);
-    EXPECT_NE(refused.output.find("--force"), std::string::npos) << refused.output;
-    EXPECT_EQ(run(cmd + " --set steps=1 --force").status, 0);
+  // Starts `gppf train` on run_dir (output to /dev/null) and waits until it has logged two steps.
+  static pid_t start_training(const fs::path& run_dir) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      const std::string out = run_dir.string(), cfg = (s_dir / "bars.yaml").string();
+      const int fd = ::open("/dev/null", O_WRONLY);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      ::execl(GPPF_BINARY, GPPF_BINARY, "train", "--config", cfg.c_str(), "--out", out.c_str(), nullptr);
+      ::_exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    for (int lines = 0; lines < 2 && std::chrono::steady_clock::now() < deadline;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      std::ifstream in(run_dir / "metrics.jsonl");
+      lines = 0;
+      for (std::string line; std::getline(in, line);) ++lines;
+    }
+    return pid;
   }
+  static int exit_status(pid_t pid) {
+    int status = 0;
+    if (::waitpid(pid, &status, 0) != pid) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  static fs::path s_dir;
+};
+fs::path CliRun::s_dir;
+
+class CliStopSignal : public CliRun, public ::testing::WithParamInterface<int> {};
+
+// SIGINT (Ctrl-C) and SIGHUP (a closed terminal) checkpoint and exit 75 as SIGTERM and SIGUSR1 do.
+TEST_P(CliStopSignal, CheckpointsAndExitsWithTempfail) {
+  const fs::path dir = s_dir / ("signal-" + std::to_string(GetParam()));
+  const pid_t pid = start_training(dir);
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, GetParam()), 0);
+  EXPECT_EQ(exit_status(pid), gppf::train::kExitRequeue);
+  const gppf::train::CheckpointMeta m = gppf::train::verify_checkpoint(gppf::train::resolve_checkpoint(dir.string()));
+  EXPECT_GE(m.step, 1);
+  EXPECT_FALSE(fs::exists(dir / "summary.json"));
+}
+INSTANTIATE_TEST_SUITE_P(Signals, CliStopSignal, ::testing::Values(SIGINT, SIGHUP));
+
+// A second trainer on a directory in use stops at once, naming it; a finished run's directory is
+// refused without --resume or --force.
+TEST_F(CliRun, RunDirectoriesAreLockedAndNotReused) {
+  const fs::path dir = s_dir / "shared";
+  const pid_t pid = start_training(dir);
+  ASSERT_GT(pid, 0);
+  const std::string cmd = gppf::str("train --config ", (s_dir / "bars.yaml").string(), " --out ", dir.string());
+  const CommandResult second = run(cmd + " --resume auto --set steps=1");
+  ::kill(pid, SIGTERM);
+  EXPECT_EQ(exit_status(pid), gppf::train::kExitRequeue);
+  EXPECT_NE(second.status, 0);
+  EXPECT_NE(second.output.find("in use by another trainer"), std::string::npos) << second.output;
+  const CommandResult refused = run(cmd + " --set steps=1");
+  EXPECT_NE(refused.status, 0);
+  EXPECT_NE(refused.output.find("--force"), std::string::npos) << refused.output;
+  EXPECT_EQ(run(cmd + " --set steps=1 --force").status, 0);
+}
 
 }  // namespace
