@@ -126,7 +126,7 @@ struct Network::Heads {
 
 Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
     : m_tasks(tasks), m_heads(std::make_unique<Heads>()), m_config(config) {
-  m_device = Device::parse(config.device);
+  m_device = config.target_device;
   if (m_device.is_cuda()) {
     GPPF_CHECK(cuda::built_with_cuda(), config.config_path, ": key 'device': ", config.device,
                " needs a build with CUDA (GPPF_CUDA=ON)");
