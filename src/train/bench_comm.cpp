@@ -146,6 +146,7 @@ std::string bench_comm(const TrainConfig& config, const CommBenchOptions& o) {
   TaskData data = open_tasks(config);
   TrainConfig on_host = config;  // the exchange and all-reduce measured here move host buffers
   on_host.device = "host";
+  on_host.target_device = Device::host();
   Network net(on_host, data.specs);
   const int per_node = o.gpus_per_node;
 

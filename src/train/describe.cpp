@@ -31,6 +31,7 @@ std::string describe_network(const TrainConfig& config) {
   const std::vector<TaskSpec> specs = open_tasks(config).specs;
   TrainConfig on_host = config;  // shapes and counts only: a CUDA config is described on any machine
   on_host.device = "host";
+  on_host.target_device = Device::host();
   Network net(on_host, specs);
   nn::Backbone& backbone = net.backbone();
   const nn::BackboneSpec& b = config.backbone;
