@@ -365,7 +365,7 @@ TEST_F(Checkpoint, EvalReproducesTheSummaryExactly) {
       EXPECT_EQ(got[task][k].get<double>(), v.get<double>()) << task << " " << k;
       ++compared;
     }
-  EXPECT_EQ(compared, 6);
+  EXPECT_EQ(compared, 7);  // top1, top5 | map, map50 | miou, miou_fg, pixel_acc
   // One task, table output.
   const CommandResult t = run_gppf("eval --checkpoint " + ckpt(run, 12) + " --task bars");
   EXPECT_EQ(t.status, 0) << t.output;
