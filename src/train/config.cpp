@@ -394,33 +394,8 @@ YAML::Node load_root(const std::string& yaml_text, const std::vector<std::string
   return root;
 }
 
-TrainConfig parse_root(YAML::Node root, const std::string& where) {
-  Reader r(where);
-  r.allow_keys(root, "",
-               {"seed",
-                "steps",
-                "device",
-                "tf32",
-                "precision",
-                "threads",
-                "log_every",
-                "eval_every",
-                "eval_batches",
-                "bn_calibration_batches",
-                "loader_workers",
-                "checkpoint_every",
-                "keep_checkpoints",
-                "checkpoint_minutes",
-                "checkpoint_async",
-                "max_nonfinite_steps",
-                "optimizer",
-                "schedule",
-                "model",
-                "tasks",
-                "distributed",
-                "finetune"});
-  TrainConfig c;
-  c.config_path = where;
+// The top-level scalar keys: run length, device, logging, evaluation and checkpoint cadence.
+void read_run_keys(Reader& r, const YAML::Node& root, const std::string& where, TrainConfig& c) {
   r.get(root, "", "seed", c.seed);
   r.get(root, "", "steps", c.steps);
   GPPF_CHECK(c.steps >= 1, where, ": key 'steps' must be >= 1, got ", c.steps);
@@ -455,6 +430,67 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
   r.get(root, "", "max_nonfinite_steps", c.max_nonfinite_steps);
   GPPF_CHECK(c.max_nonfinite_steps >= 1, where, ": key 'max_nonfinite_steps' must be >= 1");
   GPPF_CHECK(c.checkpoint_minutes >= 0, where, ": key 'checkpoint_minutes' must be >= 0 (0: off)");
+}
+
+void read_distributed(Reader& r, const YAML::Node& d, const std::string& where, DistributedConfig& dc) {
+  r.expect_map(d, "distributed");
+  r.allow_keys(d, "distributed", {"task_groups", "expert_parallel", "replicas", "watchdog_seconds", "bucket_mb"});
+  r.get(d, "distributed", "task_groups", dc.task_groups);
+  r.get(d, "distributed", "expert_parallel", dc.expert_parallel);
+  r.get(d, "distributed", "replicas", dc.replicas);
+  r.get(d, "distributed", "watchdog_seconds", dc.watchdog_seconds);
+  r.get(d, "distributed", "bucket_mb", dc.bucket_mb);
+  GPPF_CHECK(dc.task_groups >= 0, where, ": key 'distributed.task_groups' must be >= 0 (0: one per rank)");
+  GPPF_CHECK(dc.expert_parallel >= 1, where, ": key 'distributed.expert_parallel' must be >= 1");
+  GPPF_CHECK(dc.replicas >= 1, where, ": key 'distributed.replicas' must be >= 1");
+  GPPF_CHECK(dc.watchdog_seconds > 0, where, ": key 'distributed.watchdog_seconds' must be > 0");
+  GPPF_CHECK(dc.bucket_mb > 0, where, ": key 'distributed.bucket_mb' must be > 0");
+}
+
+// The task list; data set paths are stored absolute in `tasks` (the resolved YAML) so that the text
+// means the same from anywhere (checkpoints, `gppf eval`).
+void read_tasks(Reader& r, YAML::Node tasks, const std::string& where, TrainConfig& c) {
+  GPPF_CHECK(tasks && tasks.IsSequence() && tasks.size() > 0, where, ": key 'tasks' must be a non-empty list");
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < tasks.size(); ++i) {
+    c.tasks.push_back(read_task(r, tasks[i], i));
+    GPPF_CHECK(names.insert(c.tasks.back().name).second, where, ": task name '", c.tasks.back().name,
+               "' appears twice");
+  }
+  for (std::size_t i = 0; i < tasks.size(); ++i) {
+    YAML::Node t = tasks[i];
+    t["dataset"] = std::filesystem::absolute(c.tasks[i].dataset).lexically_normal().string();
+  }
+}
+
+TrainConfig parse_root(YAML::Node root, const std::string& where) {
+  Reader r(where);
+  r.allow_keys(root, "",
+               {"seed",
+                "steps",
+                "device",
+                "tf32",
+                "precision",
+                "threads",
+                "log_every",
+                "eval_every",
+                "eval_batches",
+                "bn_calibration_batches",
+                "loader_workers",
+                "checkpoint_every",
+                "keep_checkpoints",
+                "checkpoint_minutes",
+                "checkpoint_async",
+                "max_nonfinite_steps",
+                "optimizer",
+                "schedule",
+                "model",
+                "tasks",
+                "distributed",
+                "finetune"});
+  TrainConfig c;
+  c.config_path = where;
+  read_run_keys(r, root, where, c);
   read_optimizer(r, child(root, "optimizer"), c.optimizer);
   c.schedule.base_lr = c.optimizer.lr;
   c.schedule.total_steps = c.steps;
@@ -466,36 +502,8 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
   }
   read_model(r, child(root, "model"), c.backbone, c.neck);
   read_finetune(r, child(root, "finetune"), c.finetune);
-  {
-    const YAML::Node d = child(root, "distributed");
-    r.expect_map(d, "distributed");
-    r.allow_keys(d, "distributed", {"task_groups", "expert_parallel", "replicas", "watchdog_seconds", "bucket_mb"});
-    DistributedConfig& dc = c.distributed;
-    r.get(d, "distributed", "task_groups", dc.task_groups);
-    r.get(d, "distributed", "expert_parallel", dc.expert_parallel);
-    r.get(d, "distributed", "replicas", dc.replicas);
-    r.get(d, "distributed", "watchdog_seconds", dc.watchdog_seconds);
-    r.get(d, "distributed", "bucket_mb", dc.bucket_mb);
-    GPPF_CHECK(dc.task_groups >= 0, where, ": key 'distributed.task_groups' must be >= 0 (0: one per rank)");
-    GPPF_CHECK(dc.expert_parallel >= 1, where, ": key 'distributed.expert_parallel' must be >= 1");
-    GPPF_CHECK(dc.replicas >= 1, where, ": key 'distributed.replicas' must be >= 1");
-    GPPF_CHECK(dc.watchdog_seconds > 0, where, ": key 'distributed.watchdog_seconds' must be > 0");
-    GPPF_CHECK(dc.bucket_mb > 0, where, ": key 'distributed.bucket_mb' must be > 0");
-  }
-  const YAML::Node tasks = child(root, "tasks");
-  GPPF_CHECK(tasks && tasks.IsSequence() && tasks.size() > 0, where, ": key 'tasks' must be a non-empty list");
-  std::set<std::string> names;
-  for (std::size_t i = 0; i < tasks.size(); ++i) {
-    c.tasks.push_back(read_task(r, tasks[i], i));
-    GPPF_CHECK(names.insert(c.tasks.back().name).second, where, ": task name '", c.tasks.back().name,
-               "' appears twice");
-  }
-  // Data set paths are relative to the current directory: store them absolute so that the text
-  // means the same from anywhere (checkpoints, `gppf eval`).
-  for (std::size_t i = 0; i < tasks.size(); ++i) {
-    YAML::Node t = tasks[i];
-    t["dataset"] = std::filesystem::absolute(c.tasks[i].dataset).lexically_normal().string();
-  }
+  read_distributed(r, child(root, "distributed"), where, c.distributed);
+  read_tasks(r, child(root, "tasks"), where, c);
   YAML::Emitter out;
   out << root;
   c.yaml = std::string(out.c_str()) + "\n";
