@@ -21,23 +21,10 @@ int task_suffix(const std::string& name) {
   return std::regex_search(name, m, re) ? std::stoi(m[1].str()) : -1;
 }
 
-int router_task(const std::string& name) {
-  static const std::regex re(R"(\.router\.task(\d+)$)");
-  std::smatch m;
-  return std::regex_search(name, m, re) ? std::stoi(m[1].str()) : -1;
-}
-
 int lego_index(const std::string& name) {
   static const std::regex re(R"(\.lego(\d+)\.)");
   std::smatch m;
   return std::regex_search(name, m, re) ? std::stoi(m[1].str()) : -1;
-}
-
-// "stage2.block0" of "stage2.block0.lego3.conv1.weight".
-std::string layer_of(const std::string& name) {
-  const auto a = name.find('.');
-  const auto b = a == std::string::npos ? a : name.find('.', a + 1);
-  return b == std::string::npos ? name : name.substr(0, b);
 }
 
 std::string mb(double bytes) {
@@ -114,7 +101,7 @@ Distributed::Distributed(const TrainConfig& config, Network& net, dist::Layout l
 
   std::vector<nn::Parameter*> replicated, heads, legos;
   for (nn::Parameter* p : net.parameters()) {
-    const Owner o = classify(p->name);
+    const Owner o = classify(*p);
     switch (o.kind) {
       case Kind::Replicated: replicated.push_back(p); break;
       case Kind::Head:
@@ -144,7 +131,7 @@ Distributed::Distributed(const TrainConfig& config, Network& net, dist::Layout l
   groups.push_back({"task heads", &m_group, heads, {}});
   groups.push_back({"legos", &m_expert, legos, {}});
   for (auto& g : groups) {
-    for (nn::Parameter* p : g.params) g.segments.push_back(segment_of(p->name));
+    for (nn::Parameter* p : g.params) g.segments.push_back(segment_of(*p));
     m_group_params.push_back(g.params);
   }
   m_sync = std::make_unique<dist::GradSync>(std::move(groups), static_cast<int>(layers.size()) + 2,
@@ -159,7 +146,19 @@ Distributed::Distributed(const TrainConfig& config, Network& net, dist::Layout l
 
 Distributed::~Distributed() { m_net.set_distributed({}); }
 
-Distributed::Owner Distributed::classify(const std::string& name) const {
+Distributed::Owner Distributed::classify(const nn::Parameter& p) const {
+  Owner o;
+  if (p.owner.kind == nn::Owner::Kind::Head) {
+    o.kind = Kind::Head;
+    o.task = p.owner.task;
+  } else if (p.owner.kind == nn::Owner::Kind::Lego) {
+    o.kind = Kind::Lego;
+    o.lego = p.owner.lego;
+  }
+  return o;
+}
+
+Distributed::Owner Distributed::classify_buffer(const std::string& name) const {
   Owner o;
   if (name.rfind("head.", 0) == 0) {
     for (std::size_t t = 0; t < m_task_names.size(); ++t)
@@ -168,7 +167,7 @@ Distributed::Owner Distributed::classify(const std::string& name) const {
         o.task = static_cast<int>(t);
         return o;
       }
-    GPPF_THROW("distributed: parameter ", name, " belongs to no task's head");
+    GPPF_THROW("distributed: buffer ", name, " belongs to no task's head");
   }
   const int lego = lego_index(name);
   if (lego >= 0) {
@@ -178,11 +177,10 @@ Distributed::Owner Distributed::classify(const std::string& name) const {
   return o;
 }
 
-int Distributed::segment_of(const std::string& name) const {
+int Distributed::segment_of(const nn::Parameter& p) const {
   const int L = static_cast<int>(m_layer_index.size());
-  if (name.rfind("head.", 0) == 0) return 0;
-  const auto it = m_layer_index.find(layer_of(name));
-  return it == m_layer_index.end() ? L + 1 : L - it->second;
+  if (p.owner.kind == nn::Owner::Kind::Head) return 0;
+  return p.owner.layer >= 0 ? L - p.owner.layer : L + 1;
 }
 
 void Distributed::begin_step(const std::vector<int>& active, std::int64_t step) {
@@ -201,15 +199,12 @@ void Distributed::begin_step(const std::vector<int>& active, std::int64_t step) 
   for (const auto& params : m_group_params) {
     std::vector<char> flags;
     for (nn::Parameter* p : params) {
-      const Owner o = classify(p->name);
+      const nn::Owner& o = p->owner;
       bool t = !active.empty();
-      if (o.kind == Kind::Head) {
+      if (o.kind == nn::Owner::Kind::Head || o.kind == nn::Owner::Kind::Router) {
         t = is_active[static_cast<std::size_t>(o.task)];
-      } else if (o.kind == Kind::Lego) {
-        const auto it = m_layer_index.find(layer_of(p->name));
-        t = it != m_layer_index.end() && used[static_cast<std::size_t>(it->second)][static_cast<std::size_t>(o.lego)];
-      } else if (const int rt = router_task(p->name); rt >= 0) {
-        t = is_active[static_cast<std::size_t>(rt)];
+      } else if (o.kind == nn::Owner::Kind::Lego) {
+        t = used[static_cast<std::size_t>(o.layer)][static_cast<std::size_t>(o.lego)];
       }
       flags.push_back(t ? 1 : 0);
     }
@@ -290,8 +285,8 @@ std::vector<std::string> Distributed::gather(const std::string& mine, const std:
   return m_world.allgather(mine, what);
 }
 
-bool Distributed::writes_parameter(const std::string& name) const {
-  const Owner o = classify(name);
+bool Distributed::writes_parameter(const nn::Parameter& p) const {
+  const Owner o = classify(p);
   switch (o.kind) {
     case Kind::Replicated: return rank() == 0;
     case Kind::Head: return rank() == m_layout.world_rank(0, m_layout.task_group[static_cast<std::size_t>(o.task)]);
@@ -301,7 +296,7 @@ bool Distributed::writes_parameter(const std::string& name) const {
 }
 
 bool Distributed::writes_buffer(const std::string& name) const {
-  const Owner o = classify(name);
+  const Owner o = classify_buffer(name);
   // A head's buffers (kept per task index, but only its task runs it) are its task group's.
   if (o.kind == Kind::Head)
     return rank() == m_layout.world_rank(0, m_layout.task_group[static_cast<std::size_t>(o.task)]);
@@ -357,11 +352,11 @@ TrafficEstimate estimate_traffic(const dist::Layout& L, Network& net, double byt
     e.naive_wire_bytes += W * ring(bytes, W);
     int n = 0;
     bool is_lego = false;
-    if (p->name.rfind("head.", 0) == 0) {
+    if (p->owner.kind == nn::Owner::Kind::Head) {
       n = R;
-    } else if (const int lego = lego_index(p->name); lego >= 0) {
+    } else if (p->owner.kind == nn::Owner::Kind::Lego) {
       is_lego = true;
-      n = used[layer_of(p->name)].count(lego) ? R * blocks : 0;
+      n = used[layers[static_cast<std::size_t>(p->owner.layer)]->name()].count(p->owner.lego) ? R * blocks : 0;
     } else {
       n = W;
     }

@@ -79,7 +79,7 @@ class Distributed {
   dist::Comm& world_comm() { return m_world; }
 
   // Checkpoints: the names this rank writes (each tensor by exactly one rank).
-  bool writes_parameter(const std::string& name) const;
+  bool writes_parameter(const nn::Parameter& p) const;
   bool writes_buffer(const std::string& name) const;
 
   // The plan with its predicted traffic, as text (rank 0 prints it at start).
@@ -96,9 +96,12 @@ class Distributed {
     int task = -1;  // Head
     int lego = -1;  // Lego
   };
-  Owner classify(const std::string& name) const;
+  // Parameters by their owner tag (nn::Owner, set where they are made); buffers (per-task BN
+  // statistics carry no tag) by name.
+  Owner classify(const nn::Parameter& p) const;
+  Owner classify_buffer(const std::string& name) const;
   // Backward-order segment of a parameter: 0 heads, then the lego layers from the last, then the stem.
-  int segment_of(const std::string& name) const;
+  int segment_of(const nn::Parameter& p) const;
 
   Network& m_net;
   TrainConfig m_config;

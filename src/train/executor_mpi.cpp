@@ -138,14 +138,20 @@ void MpiExecutor::share(std::vector<json>& per_task, const std::string& what) {
 }
 
 CheckpointTensors MpiExecutor::checkpoint_tensors(Network& net, optim::Optimizer& optimizer) {
-  auto state_owner = [](const std::string& n) { return n.substr(0, n.rfind('.')); };
+  // An optimizer state tensor "<parameter>.<slot>" is written with its parameter.
+  std::map<std::string, const nn::Parameter*> by_name;
   CheckpointTensors tensors;
-  for (nn::Parameter* p : net.parameters())
-    if (m_dist->writes_parameter(p->name)) tensors.params.push_back(p);
+  for (nn::Parameter* p : net.parameters()) {
+    by_name[p->name] = p;
+    if (m_dist->writes_parameter(*p)) tensors.params.push_back(p);
+  }
   for (const auto& b : net.buffers())
     if (m_dist->writes_buffer(b.first)) tensors.buffers.push_back(b);
-  for (const auto& o : optimizer.state())
-    if (m_dist->writes_parameter(state_owner(o.first))) tensors.optimizer.push_back(o);
+  for (const auto& o : optimizer.state()) {
+    const auto it = by_name.find(o.first.substr(0, o.first.rfind('.')));
+    GPPF_CHECK(it != by_name.end(), "checkpoint: optimizer state ", o.first, " belongs to no parameter");
+    if (m_dist->writes_parameter(*it->second)) tensors.optimizer.push_back(o);
+  }
   return tensors;
 }
 
