@@ -8,6 +8,11 @@
 // index of the shards) plus W-1 shard files (the tensors each other rank owns); names are global, so
 // it reads back on any number of ranks (resharding). Saving is split into a write phase without MPI
 // (can run on a background thread, see async_checkpoint.hpp) and a collective publish phase.
+//
+// This header is the public API; the code is split by concern: checkpoint_format (the HDF5 layout of
+// one file), checkpoint_read (reading a main file and its shards), checkpoint_publish (renames,
+// `latest`, keep-last pruning), checkpoint_discovery (listing, `--resume auto`, `latest`),
+// checkpoint_collective (the write and publish phases across ranks), checkpoint_files (file names).
 #include <mpi.h>
 
 #include <cstdint>
