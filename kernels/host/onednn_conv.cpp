@@ -11,6 +11,7 @@
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "kernels/conv.hpp"
@@ -191,17 +192,34 @@ void conv2d_fwd(const Conv2dParams& p, const Conv2dGeometry& g, const float* x, 
   plan.stream.wait();
 }
 
+namespace {
+
+// A strided, unpadded 1x1 convolution touches every stride-th input pixel only; its backward passes
+// run as the stride-1 problem on those pixels (unit_stride), around oneDNN's strided 1x1 paths.
+bool strided_pointwise(const Conv2dParams& p, const Conv2dGeometry& g) {
+  return g.r == 1 && g.s == 1 && p.pad_h == 0 && p.pad_w == 0 && (p.stride_h > 1 || p.stride_w > 1);
+}
+
+std::pair<Conv2dParams, Conv2dGeometry> unit_stride(const Conv2dParams& p, const Conv2dGeometry& g) {
+  Conv2dParams p1 = p;
+  p1.stride_h = p1.stride_w = 1;
+  Conv2dGeometry g1 = g;
+  g1.h = g.p;
+  g1.w = g.q;
+  return {p1, g1};
+}
+
+}  // namespace
+
 void conv2d_bwd_data(const Conv2dParams& p, const Conv2dGeometry& g, const float* dy, const float* w, float* dx,
                      GradMode mode) {
-  if (g.r == 1 && g.s == 1 && p.pad_h == 0 && p.pad_w == 0 && (p.stride_h > 1 || p.stride_w > 1)) {
+  if (strided_pointwise(p, g)) {
     // A strided 1x1 (a projection shortcut) sends gradient to every stride-th pixel only. oneDNN ran
     // these at a quarter of the stride-1 rate (docs/PERFORMANCE.md): solve the stride-1 problem on
     // the pixels that get a gradient, then spread it out (zeros in between when overwriting).
-    Conv2dParams p1 = p;
-    p1.stride_h = p1.stride_w = 1;
-    Conv2dGeometry g1 = g;
-    g1.h = g.p;
-    g1.w = g.q;
+    const auto unit = unit_stride(p, g);
+    const Conv2dParams& p1 = unit.first;
+    const Conv2dGeometry& g1 = unit.second;
     thread_local std::vector<float> dense;
     dense.resize(static_cast<std::size_t>(g.n * g.p * g.q * g.c));
     conv2d_bwd_data(p1, g1, dy, w, dense.data(), GradMode::Overwrite);
@@ -246,15 +264,13 @@ void conv2d_bwd_data(const Conv2dParams& p, const Conv2dGeometry& g, const float
 
 void conv2d_bwd_filter(const Conv2dParams& p, const Conv2dGeometry& g, const float* x, const float* dy, float* dw,
                        float* dbias, GradMode mode) {
-  if (g.r == 1 && g.s == 1 && p.pad_h == 0 && p.pad_w == 0 && (p.stride_h > 1 || p.stride_w > 1)) {
+  if (strided_pointwise(p, g)) {
     // A strided 1x1 reads every stride-th pixel only: gather those and solve the stride-1 problem.
     // oneDNN 2.6's own gather (jit_1x1 "rtus", nhwc, fewer input channels than its channel block)
     // writes past its scratchpad and corrupted the heap (docs/RELIABILITY.md).
-    Conv2dParams p1 = p;
-    p1.stride_h = p1.stride_w = 1;
-    Conv2dGeometry g1 = g;
-    g1.h = g.p;
-    g1.w = g.q;
+    const auto unit = unit_stride(p, g);
+    const Conv2dParams& p1 = unit.first;
+    const Conv2dGeometry& g1 = unit.second;
     thread_local std::vector<float> dense;
     dense.resize(static_cast<std::size_t>(g.n * g.p * g.q * g.c));
     float* dst = dense.data();
