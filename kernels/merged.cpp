@@ -18,22 +18,26 @@ void check_vec(const char* op, const char* what, const Tensor& t, const Tensor& 
   GPPF_CHECK(t.numel() == n, op, ": ", what, " ", t.desc(), " must hold ", n, " values");
 }
 
+// As `check`, and shaped like `ref`.
+void check_like(const char* op, const char* what, const Tensor& t, const Tensor& ref, std::int64_t channels) {
+  check(op, what, t, ref, channels);
+  check_shape(op, what, t, ref.shape());
+}
+
 }  // namespace
 
 void center_channels(const Tensor& x, const Tensor& mean, Tensor& out, const Stream&) {
   const std::int64_t C = x.defined() ? x.dim(-1) : 0;
   check("center_channels", "x", x, x, C);
   check_vec("center_channels", "mean", mean, x, C);
-  check("center_channels", "out", out, x, C);
-  check_shape("center_channels", "out", out, x.shape());
+  check_like("center_channels", "out", out, x, C);
   host::center_channels(x, mean, out);
 }
 
 void add_affine_relu(Tensor& y, const Tensor& shortcut, const Tensor& scale, const Tensor& shift, const Stream&) {
   const std::int64_t C = y.defined() ? y.dim(-1) : 0;
   check("add_affine_relu", "y", y, y, C);
-  check("add_affine_relu", "shortcut", shortcut, y, C);
-  check_shape("add_affine_relu", "shortcut", shortcut, y.shape());
+  check_like("add_affine_relu", "shortcut", shortcut, y, C);
   check_vec("add_affine_relu", "scale", scale, y, C);
   check_vec("add_affine_relu", "shift", shift, y, C);
   host::add_affine_relu(y, shortcut, scale, shift);
@@ -44,13 +48,10 @@ std::vector<double> relu_bwd_channel_sums(const Tensor& y, const Tensor& dy, con
   const char* op = "relu_bwd_channel_sums";
   const std::int64_t C = y.defined() ? y.dim(-1) : 0;
   check(op, "y", y, y, C);
-  check(op, "dy", dy, y, C);
-  check_shape(op, "dy", dy, y.shape());
-  check(op, "da", da, y, C);
-  check_shape(op, "da", da, y.shape());
+  check_like(op, "dy", dy, y, C);
+  check_like(op, "da", da, y, C);
   if (z.defined()) {
-    check(op, "z", z, y, C);
-    check_shape(op, "z", z, y.shape());
+    check_like(op, "z", z, y, C);
     check_vec(op, "zmean", zmean, y, C);
   }
   return host::relu_bwd_channel_sums(y, dy, z, zmean, da);
@@ -59,8 +60,7 @@ std::vector<double> relu_bwd_channel_sums(const Tensor& y, const Tensor& dy, con
 void gram_correct(Tensor& d, const Tensor& ac, const Tensor& g, const Tensor& h, const Stream&) {
   const std::int64_t K = d.defined() ? d.dim(-1) : 0;
   check("gram_correct", "d", d, d, K);
-  check("gram_correct", "ac", ac, d, K);
-  check_shape("gram_correct", "ac", ac, d.shape());
+  check_like("gram_correct", "ac", ac, d, K);
   check_vec("gram_correct", "g", g, d, K * K);
   check_vec("gram_correct", "h", h, d, K);
   host::gram_correct(d, ac, g, h);
@@ -71,10 +71,8 @@ void bn_input_grad(const Tensor& da, const Tensor& z, const Tensor& zmean, const
   const char* op = "bn_input_grad";
   const std::int64_t C = da.defined() ? da.dim(-1) : 0;
   check(op, "da", da, da, C);
-  check(op, "z", z, da, C);
-  check_shape(op, "z", z, da.shape());
-  check(op, "out", out, da, C);
-  check_shape(op, "out", out, da.shape());
+  check_like(op, "z", z, da, C);
+  check_like(op, "out", out, da, C);
   for (const auto& [what, t] :
        {std::pair<const char*, const Tensor*>{"zmean", &zmean}, {"k1", &k1}, {"k0", &k0}, {"k2", &k2}})
     check_vec(op, what, *t, da, C);
