@@ -3,6 +3,7 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -19,7 +20,12 @@ std::recursive_mutex& mutex() {
 
 herr_t walk_cb(unsigned n, const H5E_error2_t* err, void* data) {
   auto* out = static_cast<std::string*>(data);
-  if (n == 0 && err) *out = str(err->func_name ? err->func_name : "?", ": ", err->desc ? err->desc : "?");
+  if (n == 0 && err) {
+    *out = str(err->func_name ? err->func_name : "?", ": ", err->desc ? err->desc : "?");
+    // Errors are one line; HDF5's file errors embed ctime()'s newline.
+    for (char& c : *out)
+      if (c == '\n') c = ' ';
+  }
   return 0;
 }
 
@@ -416,6 +422,50 @@ File File::open(const std::string& path, bool writable) {
   H5Pclose(fapl);
   if (f < 0) GPPF_THROW("cannot open HDF5 file ", path, ": ", reason, " (truncated or not an HDF5 file?)");
   return File(f, path, "/");
+}
+
+namespace {
+
+// The core driver without a backing store; `increment` is how the memory grows.
+hid_t in_memory_access(std::size_t increment) {
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  H5Pset_fapl_core(fapl, std::max<std::size_t>(increment, std::size_t{1} << 20), 0);
+  return fapl;
+}
+
+}  // namespace
+
+File File::create_in_memory(const std::string& name, std::size_t expected_bytes) {
+  auto l = lock();
+  // Headroom for HDF5's own metadata: one allocation for the usual file.
+  const hid_t fapl = in_memory_access(expected_bytes + expected_bytes / 16 + (std::size_t{1} << 20));
+  hid_t f = H5Fcreate(name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  const std::string reason = f < 0 ? last_error() : std::string();
+  H5Pclose(fapl);
+  if (f < 0) GPPF_THROW("cannot create HDF5 file ", name, " in memory: ", reason);
+  return File(f, name, "/");
+}
+
+File File::open_in_memory(const std::string& path) {
+  auto l = lock();
+  if (!std::filesystem::exists(path)) GPPF_THROW("HDF5 file ", path, " does not exist");
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  const hid_t fapl = in_memory_access(ec ? 0 : static_cast<std::size_t>(size));
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl);
+  const std::string reason = f < 0 ? last_error() : std::string();
+  H5Pclose(fapl);
+  if (f < 0) GPPF_THROW("cannot open HDF5 file ", path, ": ", reason, " (truncated or not an HDF5 file?)");
+  return File(f, path, "/");
+}
+
+std::vector<char> File::image() const {
+  auto l = lock();
+  flush();
+  const ssize_t n = check(H5Fget_file_image(m_id, nullptr, 0), "get the file image", m_path);
+  std::vector<char> out(static_cast<std::size_t>(n));
+  check(H5Fget_file_image(m_id, out.data(), out.size()), "get the file image", m_path);
+  return out;
 }
 
 void File::flush() const {

@@ -4,6 +4,7 @@
 // HDF5 as packaged here is not built thread-safe, so every call made through this layer holds one
 // process-wide recursive mutex; callers that chain several calls may hold h5::lock() themselves.
 // Only the serial API is used: the GPU machine has serial HDF5, this one parallel HDF5.
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -99,6 +100,14 @@ class File : public Group {
   // Creates (truncating) a file for writing.
   static File create(const std::string& path);
   static File open(const std::string& path, bool writable = false);
+  // A file that lives in memory only (HDF5's core driver): nothing touches the disk, so a full disk
+  // cannot fail an HDF5 call half-way (HDF5 1.10 then leaks handles that crash its exit-time cleanup).
+  // `name` names it in errors; `expected_bytes` sizes the first allocation. image() gives its bytes.
+  static File create_in_memory(const std::string& name, std::size_t expected_bytes = 0);
+  // `path` read into memory, writable there; changes never reach `path` (write image() yourself).
+  static File open_in_memory(const std::string& path);
+  // The bytes of the file as it stands (flushed first), e.g. of an in-memory file.
+  std::vector<char> image() const;
   void flush() const;
   // Closes now and reports a failure (the destructor closes silently).
   void close();

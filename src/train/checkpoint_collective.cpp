@@ -67,7 +67,11 @@ std::string reason_of(const std::exception& e) {
 }  // namespace
 
 void write_checkpoint(const std::string& path, const CheckpointMeta& meta, const CheckpointTensors& tensors) {
-  write_rank_file(path, meta.step, 0, 1, meta, tensors, true);
+  try {
+    write_rank_file(path, meta.step, 0, 1, meta, tensors, true);
+  } catch (const std::exception& e) {
+    GPPF_THROW("checkpoint ", path, " was not written: ", reason_of(e));
+  }
 }
 
 std::string write_checkpoint_shard(const std::string& run_dir, std::int64_t step, int rank, int world,
@@ -78,8 +82,7 @@ std::string write_checkpoint_shard(const std::string& run_dir, std::int64_t step
   GPPF_CHECK(fs::is_directory(dir), dir.string(), ": cannot create the checkpoint directory (", ec.message(), ")");
   const fs::path tmp = tmp_of(rank_file(dir, step, rank));
   try {
-    write_rank_file(tmp.string(), step, rank, world, meta, tensors, /*complete_main=*/world == 1);
-    fsync_path(tmp, false);
+    write_rank_file(tmp.string(), step, rank, world, meta, tensors, /*complete_main=*/world == 1);  // fsynced
   } catch (...) {
     fs::remove(tmp, ec);
     throw;

@@ -74,9 +74,24 @@ std::string digest_line(const std::string& group, const std::string& name, std::
   return str(group, "/", name, " ", crc);
 }
 
+// The last line of defence against NaN and Inf: a checkpoint holding one would poison every resume.
+void check_finite(const Tensor& h, const std::string& group, const std::string& name) {
+  if (h.dtype() != DType::F32) return;
+  const auto* bits = static_cast<const std::uint32_t*>(h.data());
+  const std::int64_t n = h.numel();
+  std::uint32_t any = 0;  // a branch-free scan: it vectorises
+  for (std::int64_t i = 0; i < n; ++i) any |= static_cast<std::uint32_t>((bits[i] & 0x7f800000u) == 0x7f800000u);
+  if (any == 0) return;
+  std::int64_t at = 0;
+  while ((bits[at] & 0x7f800000u) != 0x7f800000u) ++at;
+  GPPF_THROW("/", group, "/", name, " holds a non-finite value (", h.data_as<float>()[at], " at element ", at, " of ",
+             n, "); refusing to checkpoint it");
+}
+
 void write_tensor(const h5::Group& g, const std::string& group, const std::string& name, const Tensor& t,
                   std::vector<std::string>& lines) {
   const Tensor h = t.device().is_host() ? t : t.to(Device::host());
+  check_finite(h, group, name);
   h5::Dataset ds = g.create_dataset(name, h5_type(h.dtype(), name), h.shape());
   if (h.numel() > 0) ds.write_all(h5_type(h.dtype(), name), h.data());
   const std::uint32_t crc = crc_of(h.data(), h.nbytes());
@@ -127,6 +142,14 @@ void write_tasks(const h5::File& f, const std::vector<TaskProgress>& tasks) {
     tg.set_attr("loader", t.loader.to_json());
     tg.set_attr("sampling_rng", t.sampling_rng);
   }
+}
+
+std::size_t tensor_bytes(const CheckpointTensors& t) {
+  std::size_t n = 0;
+  for (const auto* p : t.params) n += p->value.nbytes();
+  for (const auto& [name, x] : t.buffers) n += x->nbytes();
+  for (const auto& [name, x] : t.optimizer) n += x->nbytes();
+  return n;
 }
 
 }  // namespace
@@ -244,7 +267,9 @@ void write_rank_file(const std::string& path, std::int64_t step, int rank, int w
                      const CheckpointTensors& tensors, bool complete_main) {
   GPPF_CHECK(world >= 1 && rank >= 0 && rank < world, "checkpoint: rank ", rank, " of world size ", world);
   const std::string rng = static_cast<std::size_t>(rank) < meta.rank_rng.size() ? meta.rank_rng[rank] : "";
-  h5::File f = h5::File::create(path);
+  // Built in memory and written in one go: a full disk fails write_file_bytes with its errno, never an
+  // HDF5 call half-way (after which HDF5 1.10 crashes in its exit-time cleanup).
+  h5::File f = h5::File::create_in_memory(path, tensor_bytes(tensors));
   f.set_attr("format", std::string(kFormatName));
   f.set_attr("format_version", kCheckpointFormatVersion);
   f.set_attr("gppf_version", std::string(build::kVersion));
@@ -269,13 +294,11 @@ void write_rank_file(const std::string& path, std::int64_t step, int rank, int w
   }
   if (rank == 0) write_tasks(f, meta.tasks);
   f.set_attr("shard_crc32", static_cast<std::int64_t>(shard_digest(step, rank, world, rng, std::move(lines))));
-  f.flush();
   // Written last: a reader that finds it knows everything before it was written.
-  if (rank > 0 || complete_main) {
-    f.set_attr("complete", std::int64_t{1});
-    f.flush();
-  }
+  if (rank > 0 || complete_main) f.set_attr("complete", std::int64_t{1});
+  const std::vector<char> image = f.image();
   f.close();
+  write_file_bytes(path, image.data(), image.size());
 }
 
 ShardIndex read_shard_index(const h5::File& f, int world) {

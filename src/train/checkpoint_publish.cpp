@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <utility>
@@ -26,26 +25,23 @@ namespace h5 = io::h5;
 
 // Adds the shard index to a sharded checkpoint's main file and marks it complete.
 void complete_main(const fs::path& tmp, int world, const std::vector<std::int64_t>& info) {
-  h5::File f = h5::File::open(tmp.string(), true);
+  h5::File f = h5::File::open_in_memory(tmp.string());  // see write_rank_file
   ShardIndex index;
   for (std::size_t r = 0; r < static_cast<std::size_t>(world); ++r) {
     index.crcs.push_back(info[2 * r]);
     index.bytes.push_back(r == 0 ? 0 : info[2 * r + 1]);  // the main file's own size changes right here
   }
   complete_with_index(f, index);
+  const std::vector<char> image = f.image();
   f.close();
+  write_file_bytes(tmp, image.data(), image.size());
 }
 
 void write_latest(const fs::path& dir, const std::string& name) {
   // `latest` is replaced atomically too: a crash leaves the old pointer or the new one.
   const fs::path latest_tmp = dir / "latest.tmp";
-  {
-    std::ofstream out(latest_tmp, std::ios::trunc);
-    out << name << '\n';
-    out.flush();
-    GPPF_CHECK(out, latest_tmp.string(), ": write failed (disk full?)");
-  }
-  fsync_path(latest_tmp, false);
+  const std::string text = name + "\n";
+  write_file_bytes(latest_tmp, text.data(), text.size());
   fs::rename(latest_tmp, dir / "latest");
   fsync_path(dir, true);
 }
@@ -100,7 +96,6 @@ void publish_files(const std::string& run_dir, const fs::path& dir, std::int64_t
   try {
     if (world > 1) {  // a one-rank main file was complete when written: no index to add
       complete_main(tmp_of(main), world, info);
-      fsync_path(tmp_of(main), false);
     }
     for (int r = 1; r < world; ++r) fs::rename(tmp_of(rank_file(dir, step, r)), rank_file(dir, step, r));
     if (world > 1) fsync_path(dir, true);
