@@ -127,7 +127,7 @@ void Stem::collect_parameters(std::vector<Parameter*>& out) {
   m_bn.collect_parameters(out);
 }
 
-void Stem::collect_buffers(std::vector<NamedTensor>& out) { m_bn.collect_buffers(out); }
+void Stem::collect_buffers(std::vector<Buffer>& out) { m_bn.collect_buffers(out); }
 
 Backbone::Backbone(const BackboneSpec& spec, int num_tasks, std::uint64_t seed)
     : m_spec(spec), m_stem(spec, num_tasks, seed) {
@@ -235,7 +235,7 @@ void Backbone::collect_parameters(std::vector<Parameter*>& out) {
   for (auto& l : m_layers) l->collect_parameters(out);
 }
 
-void Backbone::collect_buffers(std::vector<NamedTensor>& out) {
+void Backbone::collect_buffers(std::vector<Buffer>& out) {
   m_stem.collect_buffers(out);
   for (auto& l : m_layers) l->collect_buffers(out);
 }

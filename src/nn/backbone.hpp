@@ -44,7 +44,7 @@ class Stem final : public Module {
   Tensor forward(const RunState& rs, const Tensor& x);
   void backward(const RunState& rs, const Tensor& dy);
   void collect_parameters(std::vector<Parameter*>& out) override;
-  void collect_buffers(std::vector<NamedTensor>& out) override;
+  void collect_buffers(std::vector<Buffer>& out) override;
   std::int64_t macs(const Shape& x) const;
   Shape output_shape(const Shape& x) const;
 
@@ -79,7 +79,7 @@ class Backbone final : public Module {
   float apply_balance(const std::vector<int>& tasks);
 
   void collect_parameters(std::vector<Parameter*>& out) override;
-  void collect_buffers(std::vector<NamedTensor>& out) override;
+  void collect_buffers(std::vector<Buffer>& out) override;
 
   const BackboneSpec& spec() const { return m_spec; }
   std::vector<LegoLayer*> lego_layers();

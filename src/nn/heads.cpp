@@ -151,7 +151,7 @@ void FpnNeck::collect_parameters(std::vector<Parameter*>& out) {
   }
 }
 
-void FpnNeck::collect_buffers(std::vector<NamedTensor>& out) {
+void FpnNeck::collect_buffers(std::vector<Buffer>& out) {
   for (auto& bn : m_lateral_bn) bn->collect_buffers(out);
   m_smooth_bn.collect_buffers(out);
   for (auto& bn : m_context_bn) bn->collect_buffers(out);
@@ -233,7 +233,7 @@ void DetectionHead::collect_parameters(std::vector<Parameter*>& out) {
   }
 }
 
-void DetectionHead::collect_buffers(std::vector<NamedTensor>& out) { m_neck.collect_buffers(out); }
+void DetectionHead::collect_buffers(std::vector<Buffer>& out) { m_neck.collect_buffers(out); }
 
 std::int64_t DetectionHead::macs(const std::vector<Shape>& features) const {
   const Shape x = m_neck.output_shape(features);
@@ -299,7 +299,7 @@ void SegmentationHead::collect_parameters(std::vector<Parameter*>& out) {
   if (m_skip) m_skip->collect_parameters(out);
 }
 
-void SegmentationHead::collect_buffers(std::vector<NamedTensor>& out) { m_neck.collect_buffers(out); }
+void SegmentationHead::collect_buffers(std::vector<Buffer>& out) { m_neck.collect_buffers(out); }
 
 std::int64_t SegmentationHead::macs(const std::vector<Shape>& features) const {
   std::int64_t total = m_neck.macs(features) + m_classifier.macs(m_neck.output_shape(features));

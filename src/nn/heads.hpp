@@ -46,7 +46,7 @@ class FpnNeck final : public Module {
   Tensor forward(const RunState& rs, const std::vector<Tensor>& features);
   std::vector<Tensor> backward(const RunState& rs, const Tensor& dy);  // one per stage (undefined if unused)
   void collect_parameters(std::vector<Parameter*>& out) override;
-  void collect_buffers(std::vector<NamedTensor>& out) override;
+  void collect_buffers(std::vector<Buffer>& out) override;
   std::int64_t macs(const std::vector<Shape>& features) const;
   Shape output_shape(const std::vector<Shape>& features) const;
 
@@ -76,7 +76,7 @@ class DetectionHead final : public Module {
   DetectionOutputs forward(const RunState& rs, const std::vector<Tensor>& features);
   std::vector<Tensor> backward(const RunState& rs, const DetectionOutputs& grads);
   void collect_parameters(std::vector<Parameter*>& out) override;
-  void collect_buffers(std::vector<NamedTensor>& out) override;
+  void collect_buffers(std::vector<Buffer>& out) override;
   int num_classes() const { return m_num_classes; }
   std::int64_t macs(const std::vector<Shape>& features) const;
 
@@ -102,7 +102,7 @@ class SegmentationHead final : public Module {
   Tensor forward(const RunState& rs, const std::vector<Tensor>& features, int out_h, int out_w);
   std::vector<Tensor> backward(const RunState& rs, const Tensor& dlogits);
   void collect_parameters(std::vector<Parameter*>& out) override;
-  void collect_buffers(std::vector<NamedTensor>& out) override;
+  void collect_buffers(std::vector<Buffer>& out) override;
   std::int64_t macs(const std::vector<Shape>& features) const;
 
  private:

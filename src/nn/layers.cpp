@@ -232,10 +232,11 @@ void BatchNorm::collect_parameters(std::vector<Parameter*>& out) {
   out.push_back(&m_beta);
 }
 
-void BatchNorm::collect_buffers(std::vector<NamedTensor>& out) {
+void BatchNorm::collect_buffers(std::vector<Buffer>& out) {
   for (std::size_t t = 0; t < m_running_mean.size(); ++t) {
-    out.emplace_back(str(m_name, ".running_mean.task", t), &m_running_mean[t]);
-    out.emplace_back(str(m_name, ".running_var.task", t), &m_running_var[t]);
+    const int task = static_cast<int>(t);
+    out.push_back({str(m_name, ".running_mean.task", t), &m_running_mean[t], m_gamma.owner, task});
+    out.push_back({str(m_name, ".running_var.task", t), &m_running_var[t], m_gamma.owner, task});
   }
 }
 

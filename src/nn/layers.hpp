@@ -57,7 +57,7 @@ class BatchNorm final : public Module {
   // dx is overwritten.
   Tensor backward(const RunState& rs, const Tensor& dy);
   void collect_parameters(std::vector<Parameter*>& out) override;
-  void collect_buffers(std::vector<NamedTensor>& out) override;
+  void collect_buffers(std::vector<Buffer>& out) override;
   // The shape of the input saved by the last training forward (until backward consumes it).
   const Shape& input_shape() const { return m_x.shape(); }
   Parameter& gamma() { return m_gamma; }

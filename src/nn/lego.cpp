@@ -90,7 +90,7 @@ void Bottleneck::collect_parameters(std::vector<Parameter*>& out) {
   m_bn3.collect_parameters(out);
 }
 
-void Bottleneck::collect_buffers(std::vector<NamedTensor>& out) {
+void Bottleneck::collect_buffers(std::vector<Buffer>& out) {
   m_bn1.collect_buffers(out);
   m_bn2.collect_buffers(out);
   m_bn3.collect_buffers(out);
@@ -279,7 +279,7 @@ void LegoLayer::collect_parameters(std::vector<Parameter*>& out) {
   for (auto& r : m_router) out.push_back(&r);
 }
 
-void LegoLayer::collect_buffers(std::vector<NamedTensor>& out) {
+void LegoLayer::collect_buffers(std::vector<Buffer>& out) {
   for (auto& lego : m_legos) lego->collect_buffers(out);
   if (m_proj_bn) m_proj_bn->collect_buffers(out);
 }

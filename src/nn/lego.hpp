@@ -23,7 +23,7 @@ class Bottleneck final : public Module {
   Tensor forward(const RunState& rs, const Tensor& x);
   void backward(const RunState& rs, const Tensor& dy, Tensor& dx, kernels::GradMode dx_mode);
   void collect_parameters(std::vector<Parameter*>& out) override;
-  void collect_buffers(std::vector<NamedTensor>& out) override;
+  void collect_buffers(std::vector<Buffer>& out) override;
   std::int64_t macs(const Shape& x) const;
   // The context of the last training forward, moved out and back (see Conv2d::take_saved).
   struct Saved {
@@ -95,7 +95,7 @@ class LegoLayer final : public Module {
   float apply_balance(const std::vector<int>& tasks);
 
   void collect_parameters(std::vector<Parameter*>& out) override;
-  void collect_buffers(std::vector<NamedTensor>& out) override;
+  void collect_buffers(std::vector<Buffer>& out) override;
 
   const LegoLayerSpec& spec() const { return m_spec; }
   const std::string& name() const { return m_name; }

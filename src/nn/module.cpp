@@ -27,6 +27,13 @@ Parameter make_parameter(std::string name, Tensor value, bool decay) {
   return p;
 }
 
+std::vector<NamedTensor> named(const std::vector<Buffer>& buffers) {
+  std::vector<NamedTensor> out;
+  out.reserve(buffers.size());
+  for (const Buffer& b : buffers) out.emplace_back(b.name, b.tensor);
+  return out;
+}
+
 void set_owner(Module& m, const Owner& owner) {
   std::vector<Parameter*> params;
   m.collect_parameters(params);

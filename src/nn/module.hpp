@@ -42,13 +42,25 @@ struct RunState {
 
 using NamedTensor = std::pair<std::string, Tensor*>;
 
+// Non-trainable state a checkpoint keeps, tagged where it is made as parameters are: `owner` is that
+// of the module keeping it (a BN layer's: its gamma's tag), `task` the task whose batches a per-task
+// statistic averages (-1: not per task).
+struct Buffer {
+  std::string name;
+  Tensor* tensor = nullptr;
+  Owner owner{};
+  int task = -1;
+};
+// The (name, tensor) pairs checkpoints read and write.
+std::vector<NamedTensor> named(const std::vector<Buffer>& buffers);
+
 class Module {
  public:
   virtual ~Module() = default;
   // Trainable parameters, in a fixed order (the checkpoint and the optimizer rely on it).
   virtual void collect_parameters(std::vector<Parameter*>& out) = 0;
   // Non-trainable state that a checkpoint must keep (per-task BN running statistics, ...).
-  virtual void collect_buffers(std::vector<NamedTensor>& out) { (void)out; }
+  virtual void collect_buffers(std::vector<Buffer>& out) { (void)out; }
 };
 
 // Seeded initialisers (He-normal for conv/linear weights, as torchvision's ResNet).

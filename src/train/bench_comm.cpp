@@ -139,18 +139,8 @@ std::unique_ptr<Network> r50_network(const TrainConfig& base, int tasks, int bat
   return std::make_unique<Network>(c, specs);
 }
 
-}  // namespace
-
-std::string bench_comm(const TrainConfig& config, const CommBenchOptions& o) {
-  json report;
-  TaskData data = open_tasks(config);
-  TrainConfig on_host = config;  // the exchange and all-reduce measured here move host buffers
-  on_host.device = "host";
-  on_host.target_device = Device::host();
-  Network net(on_host, data.specs);
-  const int per_node = o.gpus_per_node;
-
-  // 1. Bytes per step of this config's network, for several layouts (f32 activations, the host path).
+// Bytes per step of this config's network, for several layouts (f32 activations, the host path).
+json layout_table(const TrainConfig& config, Network& net, int per_node) {
   json layouts = json::array();
   for (int w : {2, 4, 8}) {
     struct L {
@@ -174,16 +164,15 @@ std::string bench_comm(const TrainConfig& config, const CommBenchOptions& o) {
                          {"naive_over_ours", e.naive_payload_bytes / std::max(1.0, e.grad_payload_bytes)}});
     }
   }
-  report["layouts"] = layouts;
-  report["config"] = config.config_path;
-  report["legos"] = config.backbone.num_legos;
-  report["top_k"] = config.backbone.top_k;
-  report["mpi"] = measure_mpi();
+  return layouts;
+}
 
-  // 2. gppf-r50 at 8, 64, 512 GPUs: one task per GPU of a node (8 tasks), 8 legos per layer (top-2), the
-  // legos of a layer sharded over blocks of E GPUs of the node (E = 1: every GPU holds every lego, no
-  // activation moves), nodes as replicas. Weak-scaling efficiency as Horovod reports it: throughput per
-  // GPU against one GPU that does not communicate.
+// gppf-r50 at 8, 64, 512 GPUs: one task per GPU of a node (8 tasks), 8 legos per layer (top-2), the
+// legos of a layer sharded over blocks of E GPUs of the node (E = 1: every GPU holds every lego, no
+// activation moves), nodes as replicas. Weak-scaling efficiency as Horovod reports it: throughput per
+// GPU against one GPU that does not communicate.
+json r50_model(const TrainConfig& config, const CommBenchOptions& o) {
+  const int per_node = o.gpus_per_node;
   const int legos = std::max(per_node, config.backbone.num_legos), top_k = 2;
   auto r50 = r50_network(config, per_node, o.images_per_gpu, legos, top_k);
   const int layers = static_cast<int>(r50->backbone().lego_layers().size());
@@ -224,28 +213,30 @@ std::string bench_comm(const TrainConfig& config, const CommBenchOptions& o) {
                            {"efficiency_overlap", tc / (tc + t_a2a + std::max(0.0, t_grad - tc * 2.0 / 3.0))}});
       }
   }
-  report["r50"] = {{"legos", legos},
-                   {"top_k", top_k},
-                   {"tasks", per_node},
-                   {"images_per_gpu", o.images_per_gpu},
-                   {"layouts", per_e},
-                   {"links",
-                    {{"nvlink_gbs", o.nvlink_gbs},
-                     {"nvlink_us", o.nvlink_us},
-                     {"ib_gbs", o.ib_gbs},
-                     {"ib_us", o.ib_us},
-                     {"gpus_per_node", per_node},
-                     {"step_ms", o.step_ms}}},
-                   {"scaling", scaling}};
-  if (o.json) return report.dump(2) + "\n";
+  return {{"legos", legos},
+          {"top_k", top_k},
+          {"tasks", per_node},
+          {"images_per_gpu", o.images_per_gpu},
+          {"layouts", per_e},
+          {"links",
+           {{"nvlink_gbs", o.nvlink_gbs},
+            {"nvlink_us", o.nvlink_us},
+            {"ib_gbs", o.ib_gbs},
+            {"ib_us", o.ib_us},
+            {"gpus_per_node", per_node},
+            {"step_ms", o.step_ms}}},
+          {"scaling", scaling}};
+}
 
+std::string text_report(const json& report, const TrainConfig& config, const CommBenchOptions& o) {
+  const int per_node = o.gpus_per_node;
   std::string t =
       str("gppf bench comm: ", config.config_path, " (", config.backbone.name, ", ", config.backbone.num_legos,
           " legos, top-", config.backbone.top_k, "), bytes per training step, all ranks together\n");
   t +=
       str("  world  layout                 groups  experts  replicas  all-to-all MB  grad all-reduce MB  naive MB  "
           "naive/ours\n");
-  for (const auto& l : layouts) {
+  for (const auto& l : report["layouts"]) {
     char line[256];
     std::snprintf(line, sizeof line, "  %5d  %-21s  %6d  %7d  %8d  %13s  %18s  %8s  %10.1f\n", l["world"].get<int>(),
                   l["layout"].get<std::string>().c_str(), l["task_groups"].get<int>(), l["expert_parallel"].get<int>(),
@@ -267,16 +258,17 @@ std::string bench_comm(const TrainConfig& config, const CommBenchOptions& o) {
                  fixed(m["bus_gbs"].get<double>(), 2), " GB/s\n");
     }
   }
-  t += str("gppf-r50 model: ", legos, " legos, top-", top_k, ", ", per_node, " tasks (one per GPU of a node), ",
-           o.images_per_gpu, " images per GPU, step ", o.step_ms, " ms; NVLink ", o.nvlink_gbs, " GB/s + ", o.nvlink_us,
-           " us, IB ", o.ib_gbs, " GB/s + ", o.ib_us, " us per GPU\n");
+  t += str("gppf-r50 model: ", report["r50"]["legos"].get<int>(), " legos, top-", report["r50"]["top_k"].get<int>(),
+           ", ", per_node, " tasks (one per GPU of a node), ", o.images_per_gpu, " images per GPU, step ", o.step_ms,
+           " ms; NVLink ", o.nvlink_gbs, " GB/s + ", o.nvlink_us, " us, IB ", o.ib_gbs, " GB/s + ", o.ib_us,
+           " us per GPU\n");
   for (const auto& e : report["r50"]["layouts"])
     t += str("  expert_parallel ", e["expert_parallel"].get<int>(), ": per GPU and step ",
              fixed(e["alltoall_mb_per_gpu"].get<double>(), 1), " MB all-to-all (bf16), ",
              fixed(e["grad_mb_per_gpu"].get<double>(), 1),
              " MB gradients to all-reduce (naive: ", fixed(e["naive_grad_mb_per_gpu"].get<double>(), 1), " MB)\n");
   t += "  mode    GPUs  experts  compute ms  all-to-all ms  grad sync ms  efficiency (no overlap)  (overlapped)\n";
-  for (const auto& sc : scaling) {
+  for (const auto& sc : report["r50"]["scaling"]) {
     char line[200];
     std::snprintf(line, sizeof line, "  %-6s  %4d  %7d  %10.2f  %13.2f  %12.2f  %23.1f%%  %11.1f%%\n",
                   sc["mode"].get<std::string>().c_str(), sc["gpus"].get<int>(), sc["expert_parallel"].get<int>(),
@@ -286,6 +278,24 @@ std::string bench_comm(const TrainConfig& config, const CommBenchOptions& o) {
     t += line;
   }
   return t;
+}
+
+}  // namespace
+
+std::string bench_comm(const TrainConfig& config, const CommBenchOptions& o) {
+  json report;
+  TaskData data = open_tasks(config);
+  TrainConfig on_host = config;  // the exchange and all-reduce measured here move host buffers
+  on_host.device = "host";
+  on_host.target_device = Device::host();
+  Network net(on_host, data.specs);
+  report["layouts"] = layout_table(config, net, o.gpus_per_node);
+  report["config"] = config.config_path;
+  report["legos"] = config.backbone.num_legos;
+  report["top_k"] = config.backbone.top_k;
+  report["mpi"] = measure_mpi();
+  report["r50"] = r50_model(config, o);
+  return o.json ? report.dump(2) + "\n" : text_report(report, config, o);
 }
 
 }  // namespace gppf::train

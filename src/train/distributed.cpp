@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <limits>
-#include <regex>
 #include <set>
 
 #include "core/log.hpp"
@@ -14,18 +13,6 @@
 
 namespace gppf::train {
 namespace {
-
-int task_suffix(const std::string& name) {
-  static const std::regex re(R"(\.task(\d+)$)");
-  std::smatch m;
-  return std::regex_search(name, m, re) ? std::stoi(m[1].str()) : -1;
-}
-
-int lego_index(const std::string& name) {
-  static const std::regex re(R"(\.lego(\d+)\.)");
-  std::smatch m;
-  return std::regex_search(name, m, re) ? std::stoi(m[1].str()) : -1;
-}
 
 std::string mb(double bytes) {
   char buf[32];
@@ -101,7 +88,7 @@ Distributed::Distributed(const TrainConfig& config, Network& net, dist::Layout l
 
   std::vector<nn::Parameter*> replicated, heads, legos;
   for (nn::Parameter* p : net.parameters()) {
-    const Owner o = classify(*p);
+    const Owner o = classify(p->owner);
     switch (o.kind) {
       case Kind::Replicated: replicated.push_back(p); break;
       case Kind::Head:
@@ -146,33 +133,14 @@ Distributed::Distributed(const TrainConfig& config, Network& net, dist::Layout l
 
 Distributed::~Distributed() { m_net.set_distributed({}); }
 
-Distributed::Owner Distributed::classify(const nn::Parameter& p) const {
+Distributed::Owner Distributed::classify(const nn::Owner& tag) const {
   Owner o;
-  if (p.owner.kind == nn::Owner::Kind::Head) {
+  if (tag.kind == nn::Owner::Kind::Head) {
     o.kind = Kind::Head;
-    o.task = p.owner.task;
-  } else if (p.owner.kind == nn::Owner::Kind::Lego) {
+    o.task = tag.task;
+  } else if (tag.kind == nn::Owner::Kind::Lego) {
     o.kind = Kind::Lego;
-    o.lego = p.owner.lego;
-  }
-  return o;
-}
-
-Distributed::Owner Distributed::classify_buffer(const std::string& name) const {
-  Owner o;
-  if (name.rfind("head.", 0) == 0) {
-    for (std::size_t t = 0; t < m_task_names.size(); ++t)
-      if (name.rfind("head." + m_task_names[t] + ".", 0) == 0) {
-        o.kind = Kind::Head;
-        o.task = static_cast<int>(t);
-        return o;
-      }
-    GPPF_THROW("distributed: buffer ", name, " belongs to no task's head");
-  }
-  const int lego = lego_index(name);
-  if (lego >= 0) {
-    o.kind = Kind::Lego;
-    o.lego = lego;
+    o.lego = tag.lego;
   }
   return o;
 }
@@ -286,7 +254,7 @@ std::vector<std::string> Distributed::gather(const std::string& mine, const std:
 }
 
 bool Distributed::writes_parameter(const nn::Parameter& p) const {
-  const Owner o = classify(p);
+  const Owner o = classify(p.owner);
   switch (o.kind) {
     case Kind::Replicated: return rank() == 0;
     case Kind::Head: return rank() == m_layout.world_rank(0, m_layout.task_group[static_cast<std::size_t>(o.task)]);
@@ -295,16 +263,16 @@ bool Distributed::writes_parameter(const nn::Parameter& p) const {
   return false;
 }
 
-bool Distributed::writes_buffer(const std::string& name) const {
-  const Owner o = classify_buffer(name);
+bool Distributed::writes_buffer(const nn::Buffer& b) const {
+  const Owner o = classify(b.owner);
   // A head's buffers (kept per task index, but only its task runs it) are its task group's.
   if (o.kind == Kind::Head)
     return rank() == m_layout.world_rank(0, m_layout.task_group[static_cast<std::size_t>(o.task)]);
-  const int t = task_suffix(name);
+  const int t = b.task;
   if (t < 0 || t >= static_cast<int>(m_task_names.size())) return rank() == 0;
   const int g = m_layout.task_group[static_cast<std::size_t>(t)];
-  const int lego = lego_index(name);
-  if (lego < 0) return rank() == m_layout.world_rank(0, g);
+  if (o.kind != Kind::Lego) return rank() == m_layout.world_rank(0, g);
+  const int lego = o.lego;
   // The task's statistics of a lego are kept by the lego's holder in the task's block.
   const int holder =
       m_layout.block_of_group(g) * m_layout.expert_parallel + m_layout.lego_owner[static_cast<std::size_t>(lego)];

@@ -14,6 +14,7 @@
 #include "src/dist/exchange.hpp"
 #include "src/dist/grad_sync.hpp"
 #include "src/dist/layout.hpp"
+#include "src/nn/module.hpp"
 #include "src/optim/optimizer.hpp"
 #include "src/train/config.hpp"
 
@@ -80,7 +81,7 @@ class Distributed {
 
   // Checkpoints: the names this rank writes (each tensor by exactly one rank).
   bool writes_parameter(const nn::Parameter& p) const;
-  bool writes_buffer(const std::string& name) const;
+  bool writes_buffer(const nn::Buffer& b) const;
 
   // The plan with its predicted traffic, as text (rank 0 prints it at start).
   std::string describe(const Network& net) const;
@@ -96,10 +97,8 @@ class Distributed {
     int task = -1;  // Head
     int lego = -1;  // Lego
   };
-  // Parameters by their owner tag (nn::Owner, set where they are made); buffers (per-task BN
-  // statistics carry no tag) by name.
-  Owner classify(const nn::Parameter& p) const;
-  Owner classify_buffer(const std::string& name) const;
+  // Parameters and buffers by their owner tag (nn::Owner, set where they are made).
+  Owner classify(const nn::Owner& tag) const;
   // Backward-order segment of a parameter: 0 heads, then the lego layers from the last, then the stem.
   int segment_of(const nn::Parameter& p) const;
 

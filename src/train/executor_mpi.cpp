@@ -145,8 +145,8 @@ CheckpointTensors MpiExecutor::checkpoint_tensors(Network& net, optim::Optimizer
     by_name[p->name] = p;
     if (m_dist->writes_parameter(*p)) tensors.params.push_back(p);
   }
-  for (const auto& b : net.buffers())
-    if (m_dist->writes_buffer(b.first)) tensors.buffers.push_back(b);
+  for (const nn::Buffer& b : net.tagged_buffers())
+    if (m_dist->writes_buffer(b)) tensors.buffers.emplace_back(b.name, b.tensor);
   for (const auto& o : optimizer.state()) {
     const auto it = by_name.find(o.first.substr(0, o.first.rfind('.')));
     GPPF_CHECK(it != by_name.end(), "checkpoint: optimizer state ", o.first, " belongs to no parameter");

@@ -95,12 +95,13 @@ void load_pretrained_backbone(Network& net, const std::string& checkpoint) {
     if (!is_router(p->name)) params.push_back(p);
 
   // Each per-task statistic once per pre-training task, read into scratch tensors, then averaged.
-  std::vector<nn::NamedTensor> mine;
+  std::vector<nn::Buffer> mine;
   net.backbone().collect_buffers(mine);
   std::map<std::string, std::vector<Tensor>> theirs;
-  for (const auto& [name, tensor] : mine) {
-    const std::string base = without_task(name);
-    GPPF_CHECK(base != name, "backbone buffer ", name, " is not per task; cannot map it to the new tasks");
+  for (const nn::Buffer& b : mine) {
+    GPPF_CHECK(b.task >= 0, "backbone buffer ", b.name, " is not per task; cannot map it to the new tasks");
+    const std::string base = without_task(b.name);
+    const Tensor* tensor = b.tensor;
     auto& v = theirs[base];
     if (v.empty())
       for (std::size_t i = 0; i < pretrained_tasks; ++i) v.push_back(Tensor::zeros(tensor->shape(), DType::F32));
@@ -113,8 +114,9 @@ void load_pretrained_backbone(Network& net, const std::string& checkpoint) {
   ro.optimizer = false;
   (void)read_checkpoint(checkpoint, {params, to_read, {}}, ro);
 
-  for (const auto& [name, tensor] : mine) {
-    const auto& src = theirs.at(without_task(name));
+  for (const nn::Buffer& b : mine) {
+    Tensor* tensor = b.tensor;
+    const auto& src = theirs.at(without_task(b.name));
     std::vector<double> mean(static_cast<std::size_t>(tensor->numel()), 0.0);
     for (const Tensor& s : src) {
       const float* v = s.data_as<float>();

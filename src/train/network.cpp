@@ -230,8 +230,10 @@ std::vector<nn::Parameter*> Network::parameters() {
   return out;
 }
 
-std::vector<nn::NamedTensor> Network::buffers() {
-  std::vector<nn::NamedTensor> out;
+std::vector<nn::NamedTensor> Network::buffers() { return nn::named(tagged_buffers()); }
+
+std::vector<nn::Buffer> Network::tagged_buffers() {
+  std::vector<nn::Buffer> out;
   m_backbone->collect_buffers(out);
   for (std::size_t t = 0; t < m_tasks.size(); ++t) {
     if (m_heads->det[t]) m_heads->det[t]->collect_buffers(out);
@@ -298,21 +300,14 @@ bool Network::serve_round(std::int64_t step) {
   return true;
 }
 
-TaskLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t step) {
+Network::HeadPass Network::head_pass(int task, nn::RunState& rs, const std::vector<Tensor>& features,
+                                     const io::Batch& batch, float w) {
   const auto t = static_cast<std::size_t>(task);
   const TaskSpec& spec = m_tasks[t];
-  const io::Batch batch = on_device(host_batch);
-  // Replicas each hold 1/R of the micro-batch: the loss of a slice counts 1/R, and the all-reduce sums.
-  const float w = spec.config.loss_weight / static_cast<float>(m_dist.replicas);
-  nn::RunState rs = begin(task, true, true, -1.0f, step, batch.images.shape());
-  nn::BackboneSaved saved;
-  std::vector<Tensor> features = m_backbone->forward(rs, batch.images, step, &saved);
-  std::vector<Tensor> dfeat;
   // The losses stay where they were computed until the backward pass is queued: on a GPU, reading
   // them first would make the host wait for the forward before it could launch the backward.
   auto loss_slot = [&] { return Tensor::empty({1}, DType::F32, m_device); };
-  std::vector<std::pair<std::string, Tensor>> losses;  // name, weighted loss
-  float part_scale_size = 1.0f;
+  HeadPass hp;
   switch (spec.config.type) {
     case io::TaskType::Classification: {
       Tensor loss = loss_slot();
@@ -321,8 +316,8 @@ TaskLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t
       kernels::CrossEntropyParams p;
       p.scale = w;
       kernels::softmax_cross_entropy(p, logits, batch.labels, loss, kernels::GradMode::Overwrite, &dlogits, rs.stream);
-      losses.emplace_back("ce", loss);
-      dfeat = m_heads->cls[t]->backward(rs, dlogits);
+      hp.losses.emplace_back("ce", loss);
+      hp.dfeat = m_heads->cls[t]->backward(rs, dlogits);
       break;
     }
     case io::TaskType::Detection: {
@@ -346,9 +341,9 @@ TaskLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t
       rp.scale = w;
       kernels::l1_loss(rp, out.offset, tg.offset, tg.weight, lo, kernels::GradMode::Overwrite, &grads.offset,
                        rs.stream);
-      losses = {{"heatmap", lh}, {"size", ls}, {"offset", lo}};
-      part_scale_size = 10.0f;
-      dfeat = m_heads->det[t]->backward(rs, grads);
+      hp.losses = {{"heatmap", lh}, {"size", ls}, {"offset", lo}};
+      hp.part_scale_size = 10.0f;
+      hp.dfeat = m_heads->det[t]->backward(rs, grads);
       break;
     }
     case io::TaskType::Segmentation: {
@@ -359,13 +354,26 @@ TaskLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t
       p.scale = w;
       p.ignore_index = 255;
       kernels::softmax_cross_entropy(p, logits, batch.masks, loss, kernels::GradMode::Overwrite, &dlogits, rs.stream);
-      losses.emplace_back("ce", loss);
-      dfeat = m_heads->seg[t]->backward(rs, dlogits);
+      hp.losses.emplace_back("ce", loss);
+      hp.dfeat = m_heads->seg[t]->backward(rs, dlogits);
       break;
     }
   }
+  return hp;
+}
+
+TaskLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t step) {
+  const auto t = static_cast<std::size_t>(task);
+  const TaskSpec& spec = m_tasks[t];
+  const io::Batch batch = on_device(host_batch);
+  // Replicas each hold 1/R of the micro-batch: the loss of a slice counts 1/R, and the all-reduce sums.
+  const float w = spec.config.loss_weight / static_cast<float>(m_dist.replicas);
+  nn::RunState rs = begin(task, true, true, -1.0f, step, batch.images.shape());
+  nn::BackboneSaved saved;
+  std::vector<Tensor> features = m_backbone->forward(rs, batch.images, step, &saved);
+  const HeadPass hp = head_pass(task, rs, features, batch, w);
   if (rs.grads_final) (*rs.grads_final)(static_cast<int>(m_backbone->lego_layers().size()));
-  m_backbone->backward(rs, dfeat, saved);
+  m_backbone->backward(rs, hp.dfeat, saved);
   // Labels outside [0, C) found on the GPU are recorded there; on the host the loss throws at once.
   if (m_device.is_cuda() && spec.config.type != io::TaskType::Detection) {
     try {
@@ -376,10 +384,10 @@ TaskLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t
   }
   TaskLoss result;
   const float inv = w > 0 ? 1.0f / w : 0.0f;
-  for (const auto& [name, loss] : losses) {
+  for (const auto& [name, loss] : hp.losses) {
     const float v = scalar(loss);
     result.total += v;
-    result.parts[name] = v * inv * (name == "size" ? part_scale_size : 1.0f);
+    result.parts[name] = v * inv * (name == "size" ? hp.part_scale_size : 1.0f);
   }
   return result;
 }

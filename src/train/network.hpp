@@ -96,6 +96,8 @@ class Network {
 
   std::vector<nn::Parameter*> parameters();
   std::vector<nn::NamedTensor> buffers();
+  // The same, with their owner tags (which rank keeps which in a distributed checkpoint).
+  std::vector<nn::Buffer> tagged_buffers();
   nn::Backbone& backbone();
   const std::vector<TaskSpec>& tasks() const { return m_tasks; }
   // Where the parameters live and the passes run (the config's `device`), and the stream they use.
@@ -131,6 +133,14 @@ class Network {
   void refresh_working_copies();
   // Starts a round on the exchange and returns the RunState of this rank's part.
   nn::RunState begin(int task, bool training, bool backward, float bn_momentum, std::int64_t step, const Shape& input);
+  // A training step's head: forward, the task's losses (weighted by w, left on the device) and their
+  // gradients, backward to the features' gradients.
+  struct HeadPass {
+    std::vector<Tensor> dfeat;
+    std::vector<std::pair<std::string, Tensor>> losses;  // name, weighted loss
+    float part_scale_size = 1.0f;                         // undoes the size loss's weight in the log
+  };
+  HeadPass head_pass(int task, nn::RunState& rs, const std::vector<Tensor>& features, const io::Batch& batch, float w);
 };
 
 }  // namespace gppf::train

@@ -229,7 +229,7 @@ void check_merged_matches_one_by_one(int stride, int cin, int cout, int shared, 
   std::vector<Parameter*> pm, ps;
   merged.collect_parameters(pm);
   single.collect_parameters(ps);
-  std::vector<NamedTensor> bm, bs;
+  std::vector<Buffer> bm, bs;
   merged.collect_buffers(bm);
   single.collect_buffers(bs);
   ASSERT_EQ(pm.size(), ps.size());
@@ -255,7 +255,7 @@ void check_merged_matches_one_by_one(int stride, int cin, int cout, int shared, 
     }
   }
   for (std::size_t i = 0; i < bm.size(); ++i)
-    EXPECT_LT(test::max_rel_error(*bm[i].second, *bs[i].second), 1e-5) << bm[i].first;
+    EXPECT_LT(test::max_rel_error(*bm[i].tensor, *bs[i].tensor), 1e-5) << bm[i].name;
   RunState eval;
   eval.training = false;
   eval.task = 1;

@@ -174,9 +174,9 @@ TEST_F(Finetune, ProbePicksLegosOnTheFrozenNetworkThenFineTunes) {
         }
       }
       // A new task's BN statistics start as the mean over the two pre-training tasks.
-      std::vector<nn::NamedTensor> buffers;
+      std::vector<nn::Buffer> buffers;
       net.backbone().collect_buffers(buffers);
-      for (const auto& [name, t] : buffers) {
+      for (const auto& [name, t, owner, task] : buffers) {
         const std::string base = name.substr(0, name.rfind(".task"));
         const auto& a = pre.at(base + ".task0");
         const auto& b = pre.at(base + ".task1");
