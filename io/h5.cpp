@@ -333,27 +333,48 @@ std::vector<std::int64_t> Dataset::dims() const {
   return {d.begin(), d.end()};
 }
 
+namespace {
+
+struct ElementType {
+  H5T_class_t cls;
+  std::size_t size;
+  H5T_sign_t sign;
+};
+
+// The file's element type of dataset `ds`; throws unless it is an integer or float of at most 8 bytes.
+// A damaged file can claim an element of gigabytes, for which H5Dread would allocate its conversion
+// buffer (fuzz/regressions/shard/alloc-2.7GB.h5: 2.7 GB).
+ElementType element_type(hid_t ds, const std::string& where) {
+  hid_t t = check(H5Dget_type(ds), "get type", where);
+  const ElementType e{H5Tget_class(t), H5Tget_size(t), H5Tget_sign(t)};
+  H5Tclose(t);
+  if ((e.cls == H5T_INTEGER || e.cls == H5T_FLOAT) && e.size >= 1 && e.size <= 8) return e;
+  GPPF_THROW("HDF5 dataset ", where, " has an unsupported element type (class ", static_cast<int>(e.cls), ", ", e.size,
+             " bytes)");
+}
+
+}  // namespace
+
 Type Dataset::type() const {
   auto l = lock();
-  hid_t t = check(H5Dget_type(m_id), "get type", where());
-  const H5T_class_t cls = H5Tget_class(t);
-  const std::size_t size = H5Tget_size(t);
-  const H5T_sign_t sign = H5Tget_sign(t);
-  H5Tclose(t);
-  if (cls == H5T_FLOAT) return size == 4 ? Type::F32 : Type::F64;
-  if (cls == H5T_INTEGER) {
-    if (size == 1) return Type::U8;
-    if (size == 4) return sign == H5T_SGN_NONE ? Type::U32 : Type::I32;
-    if (size == 8) return Type::I64;
+  const ElementType e = element_type(m_id, where());
+  if (e.cls == H5T_FLOAT) {
+    if (e.size == 4) return Type::F32;
+    if (e.size == 8) return Type::F64;
+  } else {
+    if (e.size == 1) return Type::U8;
+    if (e.size == 4) return e.sign == H5T_SGN_NONE ? Type::U32 : Type::I32;
+    if (e.size == 8) return Type::I64;
   }
-  GPPF_THROW("HDF5 dataset ", where(), " has an unsupported element type (class ", static_cast<int>(cls), ", ", size,
-             " bytes)");
+  GPPF_THROW("HDF5 dataset ", where(), " has an unsupported element type (class ", static_cast<int>(e.cls), ", ",
+             e.size, " bytes)");
 }
 
 namespace {
 
 void rows_io(hid_t ds, std::int64_t start, std::int64_t count, Type type, void* buf, bool read,
              const std::string& where) {
+  if (read) element_type(ds, where);
   hid_t fspace = check(H5Dget_space(ds), "get dataspace", where);
   const int nd = H5Sget_simple_extent_ndims(fspace);
   std::vector<hsize_t> dims(static_cast<std::size_t>(std::max(nd, 1)));
@@ -393,6 +414,7 @@ void Dataset::write_rows(std::int64_t start, std::int64_t count, Type type, cons
 
 void Dataset::read_all(Type type, void* dst) const {
   auto l = lock();
+  element_type(m_id, where());
   check(H5Dread(m_id, native(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, dst), "read", where());
 }
 

@@ -59,8 +59,8 @@ void register_convert(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--classes", o->classes, "idx: comma-separated class names (default 0,1,...)");
   cmd->add_option("--channels", o->channels,
-                  "imagefolder/coco/canvas: 1 or 3 channels (canvas default: 1 on a blank "
-                  "canvas, 3 on backgrounds)");
+                  "decoded channels: imagefolder and coco 1, 3 or 4 (4 keeps alpha; default 3), canvas 1 or 3 "
+                  "(default: 1 on a blank canvas, 3 on backgrounds)");
   cmd->add_option("--images", o->coco.images,
                   "coco: image folder (default: the JSON's folder); emoji: default SRC/img/google/64");
   cmd->add_option("--backgrounds", o->canvas.backgrounds, "canvas: folder of background photos (default: blank)");

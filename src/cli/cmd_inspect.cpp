@@ -1,8 +1,10 @@
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -132,6 +134,32 @@ void inspect_dataset(const std::string& dir, bool decode) {
   GPPF_CHECK(r.ok(), "data set ", dir, " is damaged: ", r.problems.front());
 }
 
+// A run directory: whether it finished, how far its metrics go, then its latest checkpoint.
+void inspect_run(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::printf("run directory %s\n", printable(dir).c_str());
+  std::printf("  finished: %s\n",
+              fs::exists(fs::path(dir) / "summary.json") ? "yes (summary.json)" : "no (no summary.json)");
+  std::ifstream metrics(fs::path(dir) / "metrics.jsonl");
+  std::string line, last;
+  std::int64_t lines = 0;
+  while (std::getline(metrics, line))
+    if (!line.empty()) last = line, ++lines;
+  if (lines > 0) {
+    const auto j = nlohmann::json::parse(last, nullptr, false);
+    const bool has_step = j.is_object() && j.contains("step") && j["step"].is_number_integer();
+    std::printf("  metrics.jsonl: %lld records, the last at step %s\n", static_cast<long long>(lines),
+                has_step ? std::to_string(j["step"].get<std::int64_t>()).c_str() : "?");
+  } else {
+    std::printf("  metrics.jsonl: no records\n");
+  }
+  if (!fs::exists(fs::path(dir) / "checkpoints" / "latest")) {
+    std::printf("  checkpoint: none yet\n");
+    return;
+  }
+  inspect_checkpoint(train::resolve_checkpoint(dir));
+}
+
 }  // namespace
 
 void register_inspect(CLI::App& app) {
@@ -143,7 +171,9 @@ void register_inspect(CLI::App& app) {
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand(
       "inspect", "describe a data set, a checkpoint or a config's network; non-zero exit when it is damaged");
-  cmd->add_option("path", o->path, "data set directory, checkpoint file, or YAML config")->required();
+  cmd->add_option("path", o->path,
+                  "data set directory, run directory, checkpoint file (or RUN/checkpoints/latest), or YAML config")
+      ->required();
   cmd->add_option("--set", o->overrides, "config: override a key, key=value (repeatable)");
   cmd->add_flag("--decode", o->decode, "data sets: also decode every PNG/JPEG image");
   cmd->callback([o] {
@@ -155,7 +185,17 @@ void register_inspect(CLI::App& app) {
         std::printf("%s", train::describe_network(train::load_config(o->path, o->overrides)).c_str());
         return;
       }
+      // RUN/checkpoints/latest is a pointer to a checkpoint, resolved as --resume does.
+      const fs::path p(o->path);
+      if (p.filename() == "latest" && p.parent_path().filename() == "checkpoints") {
+        inspect_checkpoint(train::resolve_checkpoint(p.parent_path().parent_path().string()));
+        return;
+      }
       inspect_checkpoint(o->path);
+      return;
+    }
+    if (fs::is_directory(fs::path(o->path) / "checkpoints") || fs::exists(fs::path(o->path) / "metrics.jsonl")) {
+      inspect_run(o->path);
       return;
     }
     inspect_dataset(o->path, o->decode);

@@ -8,6 +8,8 @@
 #include <set>
 #include <sstream>
 
+#include "core/suggest.hpp"
+
 namespace gppf::train {
 namespace {
 
@@ -15,31 +17,6 @@ std::string join(const std::vector<std::string>& v) {
   std::string s;
   for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
   return s;
-}
-
-// Edit distance with adjacent transpositions (optimal string alignment), for "did you mean" hints.
-std::size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
-  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
-  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i)
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
-        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
-    }
-  return d[a.size()][b.size()];
-}
-
-// "; did you mean 'x'?" for the closest candidate within a third of the word's length (at least 1).
-std::string did_you_mean(const std::string& word, const std::vector<std::string>& candidates) {
-  const std::string* best = nullptr;
-  std::size_t best_d = std::max<std::size_t>(1, word.size() / 3) + 1;
-  for (const auto& c : candidates) {
-    const std::size_t d = edit_distance(word, c);
-    if (d < best_d) best = &c, best_d = d;
-  }
-  return best ? str("; did you mean '", *best, "'?") : std::string();
 }
 
 // node[key] when node is a mapping that has it, else a null node (yaml-cpp throws on indexing an
@@ -416,6 +393,9 @@ void read_run_keys(Reader& r, const YAML::Node& root, const std::string& where, 
   r.get(root, "", "log_every", c.log_every);
   r.get(root, "", "eval_every", c.eval_every);
   r.get(root, "", "eval_batches", c.eval_batches);
+  r.get(root, "", "final_eval_batches", c.final_eval_batches);
+  GPPF_CHECK(c.eval_batches >= 0, where, ": key 'eval_batches' must be >= 0 (0: the whole split)");
+  GPPF_CHECK(c.final_eval_batches >= 0, where, ": key 'final_eval_batches' must be >= 0 (0: the whole splits)");
   r.get(root, "", "loader_workers", c.loader_workers);
   r.get(root, "", "bn_calibration_batches", c.bn_calibration_batches);
   GPPF_CHECK(c.bn_calibration_batches >= 0, where, ": key 'bn_calibration_batches' must be >= 0");
@@ -475,6 +455,7 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
                 "log_every",
                 "eval_every",
                 "eval_batches",
+                "final_eval_batches",
                 "bn_calibration_batches",
                 "loader_workers",
                 "checkpoint_every",
@@ -495,6 +476,11 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
   c.schedule.base_lr = c.optimizer.lr;
   c.schedule.total_steps = c.steps;
   read_schedule(r, child(root, "schedule"), c.schedule);
+  // The common case of a short trial run (--set steps=5): name both keys and the way out.
+  GPPF_CHECK(c.schedule.type != "cosine" || c.steps > c.schedule.warmup_steps, "steps (", c.steps,
+             ") must exceed schedule.warmup_steps (", c.schedule.warmup_steps,
+             ") for the cosine schedule: shorten the warm-up as well, e.g. --set schedule.warmup_steps=", c.steps / 10,
+             " (config ", where, ")");
   try {
     optim::Schedule check(c.schedule);
   } catch (const Error& e) {

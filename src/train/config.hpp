@@ -70,6 +70,9 @@ struct TrainConfig {
   std::int64_t log_every = 50;
   std::int64_t eval_every = 0;    // 0: only at the end
   std::int64_t eval_batches = 0;  // 0: the whole split
+  // Batches per task and split of the final evaluation (test and val); 0: the whole splits. A cap is
+  // for quick trials: summary.json and the table say so.
+  std::int64_t final_eval_batches = 0;
   // Training batches per task over which BN statistics are re-estimated before each evaluation.
   int bn_calibration_batches = 10;
   int loader_workers = 1;

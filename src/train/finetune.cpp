@@ -59,7 +59,8 @@ std::vector<std::vector<std::vector<int>>> chosen_legos(Network& net) {
 
 void write_transfer_json(const fs::path& path, const TrainConfig& config, const FinetuneOptions& options, Network* net,
                          const std::vector<std::vector<std::vector<int>>>& legos) {
-  json j = {{"checkpoint", options.checkpoint},
+  // Absolute: the record stays true wherever it is read from (the run may have started anywhere).
+  json j = {{"checkpoint", fs::absolute(options.checkpoint).lexically_normal().string()},
             {"from_scratch", options.from_scratch},
             {"probe_steps", options.from_scratch ? 0 : config.finetune.probe_steps},
             {"steps", options.from_scratch ? config.steps + config.finetune.probe_steps : config.steps},

@@ -138,7 +138,7 @@ class Network {
   struct HeadPass {
     std::vector<Tensor> dfeat;
     std::vector<std::pair<std::string, Tensor>> losses;  // name, weighted loss
-    float part_scale_size = 1.0f;                         // undoes the size loss's weight in the log
+    float part_scale_size = 1.0f;                        // undoes the size loss's weight in the log
   };
   HeadPass head_pass(int task, nn::RunState& rs, const std::vector<Tensor>& features, const io::Batch& batch, float w);
 };

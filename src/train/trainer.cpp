@@ -612,12 +612,21 @@ TrainSummary Trainer::finish() {
   const std::vector<TaskSpec>& specs = m_data.specs;
   TrainSummary summary;
   summary.steps = m_config.steps;
-  const auto final_eval = evaluate(m_config.steps, {"test", "val"}, 0);  // test read once, at the end
+  const std::int64_t cap = m_config.final_eval_batches;
+  if (m_executor->root())
+    log::info("final evaluation on test and val (",
+              cap > 0 ? str("at most ", cap, " batches per task and split: final_eval_batches") : "the whole splits",
+              ")");
+  const auto final_eval = evaluate(m_config.steps, {"test", "val"}, cap);  // test read once, at the end
   summary.metrics = final_eval[0];
   summary.val = final_eval[1];
   save(m_config.steps, false);
   summary.wall_seconds = seconds_since(m_start);
-  json s = {{"steps", summary.steps}, {"wall_seconds", summary.wall_seconds}, {"tasks", json::object()}};
+  // eval_batches 0: the metrics are over the whole splits; N: over at most N batches of each.
+  json s = {{"steps", summary.steps},
+            {"wall_seconds", summary.wall_seconds},
+            {"eval_batches", cap},
+            {"tasks", json::object()}};
   for (const auto& spec : specs) {
     json m = json::object(), val = json::object();
     for (const auto& [k, v] : summary.metrics[spec.config.name]) m[k] = v;
@@ -633,6 +642,8 @@ TrainSummary Trainer::finish() {
     for (const auto& [k, v] : summary.metrics[spec.config.name])
       std::printf("%-20s %-15s %-10s %-8.4f %.4f\n", spec.config.name.c_str(), io::task_name(spec.config.type),
                   k.c_str(), v, summary.val[spec.config.name][k]);
+  if (cap > 0)
+    std::printf("(test and val: at most %lld batches per task, not the whole splits)\n", static_cast<long long>(cap));
   std::printf("%d steps in %.1f s; %s/summary.json\n", static_cast<int>(summary.steps), summary.wall_seconds,
               m_options.run_dir.c_str());
   return summary;

@@ -62,14 +62,48 @@ TEST(Cli, EverySubcommandHasHelp) {
   }
 }
 
+// One line each; usage errors exit 2 (not CLI11's 105-109); 1 for errors of the work itself.
+bool one_line(const std::string& s) { return !s.empty() && s.find('\n') == s.size() - 1; }
+
 TEST(Cli, BadArgumentsFailWithAReason) {
   CommandResult r = run("no-such-command");
-  EXPECT_NE(r.status, 0);
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("unknown command 'no-such-command' (commands: train, eval,"), std::string::npos) << r.output;
+  EXPECT_TRUE(one_line(r.output)) << r.output;
+  r = run("--log-level warn trian --config x.yaml");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("unknown command 'trian'; did you mean 'train'?"), std::string::npos) << r.output;
+  r = run("");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("see 'gppf --help'"), std::string::npos) << r.output;
   r = run("train --out /tmp/x");  // --config missing
-  EXPECT_NE(r.status, 0);
-  EXPECT_NE(r.output.find("--config"), std::string::npos) << r.output;
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("gppf train: error: --config is required; see 'gppf train --help'"), std::string::npos)
+      << r.output;
+  EXPECT_TRUE(one_line(r.output)) << r.output;
+  r = run("train --config " + std::string(GPPF_SOURCE_DIR) + "/configs/mini.yaml --out /tmp/x --no-such-option");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--no-such-option"), std::string::npos) << r.output;
   r = run("convert --format tiff --out /tmp/x");
-  EXPECT_NE(r.status, 0);
+  EXPECT_EQ(r.status, 2) << r.output;
+}
+
+// A run shorter than its warm-up names both keys and the way out; the source location is for --verbose.
+TEST(Cli, ErrorsSayWhatToDoAndHideTheSourceLine) {
+  const std::string config = std::string(GPPF_SOURCE_DIR) + "/configs/mini.yaml";
+  CommandResult r = run("train --config " + config + " --set steps=5 --out /tmp/gppf-never-created");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("steps (5) must exceed schedule.warmup_steps (150) for the cosine schedule: shorten the "
+                          "warm-up as well, e.g. --set schedule.warmup_steps=0"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find(".cpp:"), std::string::npos) << r.output;
+  EXPECT_TRUE(one_line(r.output)) << r.output;
+  r = run("--verbose train --config " + config + " --set steps=5 --out /tmp/gppf-never-created");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("gppf train: error: steps (5)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("(config.cpp:"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists("/tmp/gppf-never-created"));
 }
 
 // A scratch folder per test, removed afterwards.
@@ -192,6 +226,16 @@ TEST_P(CliStopSignal, CheckpointsAndExitsWithTempfail) {
   const gppf::train::CheckpointMeta m = gppf::train::verify_checkpoint(gppf::train::resolve_checkpoint(dir.string()));
   EXPECT_GE(m.step, 1);
   EXPECT_FALSE(fs::exists(dir / "summary.json"));
+  // `gppf inspect` on the run directory and on its `latest` pointer: the checkpoint that --resume takes.
+  const std::string file = gppf::train::resolve_checkpoint(dir.string());
+  CommandResult r = run("inspect " + dir.string());
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("finished: no (no summary.json)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("checkpoint " + file), std::string::npos) << r.output;
+  r = run("inspect " + (dir / "checkpoints" / "latest").string());
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("checkpoint " + file), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(gppf::str("step: ", m.step, " of")), std::string::npos) << r.output;
 }
 INSTANTIATE_TEST_SUITE_P(Signals, CliStopSignal, ::testing::Values(SIGINT, SIGHUP));
 
@@ -211,6 +255,31 @@ TEST_F(CliRun, RunDirectoriesAreLockedAndNotReused) {
   EXPECT_NE(refused.status, 0);
   EXPECT_NE(refused.output.find("--force"), std::string::npos) << refused.output;
   EXPECT_EQ(run(cmd + " --set steps=1 --force").status, 0);
+}
+
+// A capped final evaluation and `gppf eval --max-batches` say so: in summary.json, on the table, in the log.
+TEST_F(CliRun, EvaluationCapsAreStated) {
+  const fs::path dir = s_dir / "capped";
+  const std::string cfg = (s_dir / "bars.yaml").string();
+  CommandResult r =
+      run(gppf::str("train --config ", cfg, " --set steps=2 --set final_eval_batches=1 --out ", dir.string()));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("final evaluation on test and val (at most 1 batches per task and split"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("(test and val: at most 1 batches per task, not the whole splits)"), std::string::npos)
+      << r.output;
+  const nlohmann::json summary = nlohmann::json::parse(gppf::test::read_text((dir / "summary.json").string()));
+  EXPECT_EQ(summary.at("eval_batches"), 1);
+  r = run("eval --checkpoint " + dir.string() + " --max-batches 1 --json");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("on at most 1 batches per task of split test"), std::string::npos) << r.output;
+  EXPECT_EQ(run("eval --checkpoint " + dir.string() + " --max-batches -1").status, 2);
+  r = run("eval --checkpoint " + dir.string() + " --task brs");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("has no task 'brs'; did you mean 'bars'?"), std::string::npos) << r.output;
+  r = run(gppf::str("train --config ", cfg, " --set final_eval_batches=-1 --out ", (s_dir / "never").string()));
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("'final_eval_batches' must be >= 0"), std::string::npos) << r.output;
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // The HDF5 wrapper, checksums, the manifest schema, the writer's atomicity and `convert --format idx`.
 #include <gtest/gtest.h>
+#include <hdf5.h>
 
 #include <filesystem>
 
@@ -78,6 +79,42 @@ TEST(H5, OpenMissingOrGarbageNamesTheFile) {
       EXPECT_NE(e.reason().find(p), std::string::npos) << e.reason();
     }
   }
+}
+
+// A damaged file may claim elements of any size; HDF5 would allocate a conversion buffer of at least
+// one element to read it (a fuzzed shard asked for 2.7 GB). Reads refuse anything wider than 8 bytes.
+TEST(H5, ReadRefusesAnOversizedElementType) {
+  test::TempDir dir;
+  const std::string path = dir / "wide.h5";
+  {
+    const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    const hid_t t = H5Tcopy(H5T_STD_I64LE);
+    ASSERT_GE(H5Tset_size(t, 16), 0);
+    const hsize_t n = 4;
+    const hid_t space = H5Screate_simple(1, &n, nullptr);
+    const hid_t ds = H5Dcreate2(f, "offsets", t, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    ASSERT_GE(ds, 0);
+    H5Dclose(ds);
+    H5Sclose(space);
+    H5Tclose(t);
+    H5Fclose(f);
+  }
+  io::h5::File f = io::h5::File::open(path);
+  io::h5::Dataset d = f.open_dataset("offsets");
+  std::vector<std::int64_t> v(4);
+  for (int whole = 0; whole < 2; ++whole) {
+    try {
+      if (whole)
+        d.read_all(io::h5::Type::I64, v.data());
+      else
+        d.read_rows(0, 4, io::h5::Type::I64, v.data());
+      FAIL() << "a 16-byte integer was read";
+    } catch (const Error& e) {
+      EXPECT_NE(e.reason().find("offsets"), std::string::npos) << e.reason();
+      EXPECT_NE(e.reason().find("16 bytes"), std::string::npos) << e.reason();
+    }
+  }
+  EXPECT_THROW(d.type(), Error);
 }
 
 TEST(Checksum, KnownVectors) {

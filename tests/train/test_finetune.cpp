@@ -259,6 +259,8 @@ TEST_F(Finetune, ProbePicksLegosOnTheFrozenNetworkThenFineTunes) {
   std::ifstream tf(run / "transfer.json");
   const auto transfer = nlohmann::json::parse(tf);
   EXPECT_EQ(transfer["tasks"]["seg"]["layers"][layer_of(routers[0])]["legos"], r.legos[0][0]);
+  EXPECT_EQ(transfer["checkpoint"], fs::absolute(s_checkpoint).lexically_normal().string());
+  EXPECT_TRUE(fs::path(transfer["checkpoint"].get<std::string>()).is_absolute());
 }
 
 TEST_F(Finetune, FromScratchStartsFromOtherWeightsAndTrainsTheSameSteps) {
