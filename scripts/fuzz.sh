@@ -42,7 +42,7 @@ EOF
 )
   local cxx=(ccache clang++ $flags -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined)
   for src in fuzz/targets.cpp fuzz/seeds.cpp io/image_codec.cpp io/dataset.cpp io/h5.cpp io/convert_coco.cpp \
-    io/coco_mask.cpp io/convert_common.cpp src/train/config.cpp src/train/checkpoint.cpp; do
+    io/coco_mask.cpp io/convert_common.cpp src/train/config.cpp src/train/checkpoint_*.cpp; do
     obj=$out/quick/$(echo "$src" | tr / _).o
     objs+=("$obj")
     [ "$obj" -nt "$src" ] && continue

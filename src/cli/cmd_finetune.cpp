@@ -34,6 +34,7 @@ bool run(const FinetuneArgs& a) {
   fo.from_scratch = a.from_scratch;
   fo.resume = a.resume;
   fo.force = a.force;
+  fo.command_line = command_line();
   return train::run_finetune(config, fo).interrupted();
 }
 

@@ -140,6 +140,20 @@ void inspect_run(const std::string& dir) {
   std::printf("run directory %s\n", printable(dir).c_str());
   std::printf("  finished: %s\n",
               fs::exists(fs::path(dir) / "summary.json") ? "yes (summary.json)" : "no (no summary.json)");
+  // run.json: the last invocation's command and how it ended ("running": still, or killed).
+  std::ifstream record_file(fs::path(dir) / "run.json");
+  const auto record = nlohmann::json::parse(record_file, nullptr, false);
+  if (record.is_object() && record.contains("invocations") && record["invocations"].is_array() &&
+      !record["invocations"].empty()) {
+    const nlohmann::json& e = record["invocations"].back();
+    const auto text = [&](const char* key) {
+      return e.contains(key) ? printable(e[key].is_string() ? e[key].get<std::string>() : e[key].dump()) : "?";
+    };
+    std::printf("  run.json: %zu invocations; the last: %s, exit %s, steps %s to %s, started %s\n    %s\n",
+                record["invocations"].size(), text("status").c_str(), text("exit_code").c_str(),
+                text("start_step").c_str(), text("end_step").c_str(), text("start_time").c_str(),
+                text("command_line").c_str());
+  }
   std::ifstream metrics(fs::path(dir) / "metrics.jsonl");
   std::string line, last;
   std::int64_t lines = 0;

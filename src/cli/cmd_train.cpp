@@ -34,6 +34,7 @@ void register_train(CLI::App& app) {
       const train::TrainConfig config = train::load_config(opts->config, opts->overrides);
       train::TrainOptions o{opts->out, opts->resume};
       o.force = opts->force;
+      o.command_line = command_line();
       interrupted = train::run_training(config, o).interrupted;
     } catch (const std::exception& e) {
       // The other ranks would wait for this one in their next collective: stop them all now.

@@ -3,6 +3,7 @@
 // a callback that does the work. Errors are exceptions; main() turns them into one line and a
 // non-zero exit status.
 #include <CLI/CLI.hpp>
+#include <string>
 
 namespace gppf::cli {
 
@@ -13,5 +14,9 @@ void register_convert(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_report(CLI::App& app);
+
+// The command line as typed (arguments with spaces or quotes quoted), kept by main() for run records.
+void remember_command_line(int argc, char** argv);
+const std::string& command_line();
 
 }  // namespace gppf::cli

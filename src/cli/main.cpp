@@ -42,9 +42,25 @@ int usage_error(const CLI::App& app, const std::string& sub, const std::string& 
   return 2;
 }
 
+std::string g_command_line;
+
 }  // namespace
 
+void gppf::cli::remember_command_line(int argc, char** argv) {
+  g_command_line.clear();
+  for (int i = 0; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool plain = !a.empty() && a.find_first_of(" \t\n'\"\\$`") == std::string::npos;
+    std::string quoted = "'";
+    for (char c : a) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    g_command_line += (i ? " " : "") + (plain ? a : quoted + "'");
+  }
+}
+
+const std::string& gppf::cli::command_line() { return g_command_line; }
+
 int main(int argc, char** argv) {
+  gppf::cli::remember_command_line(argc, argv);
   // Batch logs (Slurm, mpirun) should get progress lines as they happen, not in 4 KiB bursts.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   CLI::App app{

@@ -42,6 +42,28 @@ std::string metrics_text(const std::map<std::string, double>& m) {
   return out.empty() ? "&mdash;" : out;
 }
 
+// The last invocation of run.json: command, build, host, times and how it ended.
+std::string record_rows(const nlohmann::json& record) {
+  if (!record.is_object() || !record.contains("invocations") || !record["invocations"].is_array() ||
+      record["invocations"].empty())
+    return "<tr><td>run record</td><td>&mdash; (no run.json)</td></tr>";
+  const nlohmann::json& e = record["invocations"].back();
+  const auto text = [&](const nlohmann::json& j, const char* key) {
+    if (!j.is_object() || !j.contains(key)) return std::string("?");
+    return escape_html(j[key].is_string() ? j[key].get<std::string>() : j[key].dump());
+  };
+  const nlohmann::json gppf = e.contains("gppf") ? e["gppf"] : nlohmann::json();
+  std::string out = "<tr><td>command</td><td><code>" + text(e, "command_line") + "</code></td></tr>";
+  out += "<tr><td>gppf</td><td>" + text(gppf, "version") + " (git " + text(gppf, "git") + ", " +
+         text(gppf, "build_type") + ")</td></tr>";
+  out += "<tr><td>host, ranks</td><td>" + text(e, "host") + ", " + text(e, "ranks") + "</td></tr>";
+  out += "<tr><td>status</td><td>" + text(e, "status") + " (exit " + text(e, "exit_code") + "), steps " +
+         text(e, "start_step") + " to " + text(e, "end_step") + ", " + text(e, "start_time") + " to " +
+         text(e, "end_time") + "; " + std::to_string(record["invocations"].size()) +
+         " invocation(s); the resolved config is <code>config.yaml</code></td></tr>";
+  return out;
+}
+
 std::string header(const ReportInput& in) {
   const RunLog& log = in.log;
   std::string out = "<h1>GPPF run report</h1>\n<table class=\"facts\">";
@@ -54,7 +76,8 @@ std::string header(const ReportInput& in) {
     out += "<tr><td>wall time</td><td>&mdash; (no summary.json yet)</td></tr>";
   }
   out += "<tr><td>records</td><td class=\"num\">" + std::to_string(log.lines) +
-         " lines of metrics.jsonl, eval split <code>" + escape_html(log.eval_split) + "</code></td></tr></table>\n";
+         " lines of metrics.jsonl, eval split <code>" + escape_html(log.eval_split) + "</code></td></tr>";
+  out += record_rows(in.record) + "</table>\n";
 
   out += "<h2>Summary</h2>\n";
   if (in.summary) {
@@ -306,6 +329,7 @@ fs::path write_report(const fs::path& run_dir) {
   in.run_dir = run_dir.string();
   in.log = read_metrics(run_dir / "metrics.jsonl");
   in.summary = read_summary(run_dir / "summary.json");
+  if (std::ifstream record(run_dir / "run.json"); record) in.record = nlohmann::json::parse(record, nullptr, false);
   const std::string html = render_report(in);
 
   // Temporary file and rename: a browser refreshing the page never sees half a report.

@@ -1,8 +1,9 @@
 #pragma once
 // `gppf report RUN_DIR`: one self-contained HTML page (inline SVG and CSS, no scripts, no network) with
-// the run's summary, per-task loss and metric curves, the task-by-lego usage heat maps, throughput and
-// the learning rate. See docs/REPORT.md.
+// the run's record (command, version, host, status), its summary, per-task loss and metric curves, the task-by-lego
+// usage heat maps, throughput and the learning rate. See docs/REPORT.md.
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 
@@ -14,6 +15,8 @@ struct ReportInput {
   std::string run_dir;                // shown in the header
   RunLog log;                         // from metrics.jsonl
   std::optional<RunSummary> summary;  // from summary.json; nullopt while the run is still going
+  // RUN_DIR/run.json (src/train/run_record.hpp): how each invocation was run and ended; null when absent.
+  nlohmann::json record = nlohmann::json();
 };
 
 std::string render_report(const ReportInput& input);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <set>
 #include <sstream>
 
@@ -31,6 +32,15 @@ class Reader {
  public:
   explicit Reader(std::string where) : m_where(std::move(where)) {}
 
+  // The same reader, not recording defaults: for a section whose absence means "off" (augment).
+  Reader without_defaults() const {
+    Reader r = *this;
+    r.m_record = false;
+    return r;
+  }
+  // Every key read but absent, as (dotted path, the default it took): the run record's resolved config.
+  const std::vector<std::pair<std::string, YAML::Node>>& defaults() const { return *m_defaults; }
+
   void expect_map(const YAML::Node& node, const std::string& path) const {
     GPPF_CHECK(!node || node.IsNull() || node.IsMap(), m_where, ": key '", path, "' must be a mapping");
   }
@@ -47,7 +57,10 @@ class Reader {
   template <class T>
   void get(const YAML::Node& node, const std::string& path, const std::string& key, T& out) const {
     const YAML::Node v = child(node, key);
-    if (!v || v.IsNull()) return;
+    if (!v || v.IsNull()) {
+      if (m_record) m_defaults->emplace_back(path.empty() ? key : path + "." + key, YAML::Node(out));
+      return;
+    }
     try {
       out = v.as<T>();
     } catch (const YAML::Exception&) {
@@ -61,6 +74,9 @@ class Reader {
 
  private:
   std::string m_where;
+  bool m_record = true;
+  std::shared_ptr<std::vector<std::pair<std::string, YAML::Node>>> m_defaults =
+      std::make_shared<std::vector<std::pair<std::string, YAML::Node>>>();
 };
 
 // yaml-cpp keeps both entries of a repeated key and node[key] returns the first, so a second value
@@ -108,16 +124,19 @@ void set_path(YAML::Node node, const std::vector<std::string>& parts, std::size_
   set_path(node[part], parts, i + 1, value, full);
 }
 
+std::vector<std::string> split_key(const std::string& key) {
+  std::vector<std::string> parts;
+  std::stringstream ss(key);
+  for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+  return parts;
+}
+
 void apply_override(YAML::Node& root, const std::string& assignment) {
   const auto eq = assignment.find('=');
   GPPF_CHECK(eq != std::string::npos && eq > 0, "--set ", assignment, ": expected key=value");
   const std::string key = assignment.substr(0, eq);
-  std::vector<std::string> parts;
-  std::stringstream ss(key);
-  for (std::string p; std::getline(ss, p, '.');) {
-    GPPF_CHECK(!p.empty(), "--set ", assignment, ": empty component in the key");
-    parts.push_back(p);
-  }
+  const std::vector<std::string> parts = split_key(key);
+  for (const auto& p : parts) GPPF_CHECK(!p.empty(), "--set ", assignment, ": empty component in the key");
   // YAML reads "" as null, which every key takes as "keep the default": a typo'd or unset shell
   // variable would silently drop the override.
   GPPF_CHECK(eq + 1 < assignment.size(), "--set ", assignment, ": empty value for key '", key,
@@ -339,17 +358,19 @@ TaskConfig read_task(const Reader& r, const YAML::Node& n, std::size_t index) {
                 "brightness", "contrast", "saturation", "min_box_visible"});
   io::AugmentConfig& g = t.augment;
   g.enabled = a && a.IsMap() && a.size() > 0;
-  r.get(a, ap, "crop_area_min", g.crop_area_min);
-  r.get(a, ap, "crop_area_max", g.crop_area_max);
-  r.get(a, ap, "crop_ratio_min", g.crop_ratio_min);
-  r.get(a, ap, "crop_ratio_max", g.crop_ratio_max);
-  r.get(a, ap, "scale_min", g.scale_min);
-  r.get(a, ap, "scale_max", g.scale_max);
-  r.get(a, ap, "hflip", g.hflip);
-  r.get(a, ap, "brightness", g.brightness);
-  r.get(a, ap, "contrast", g.contrast);
-  r.get(a, ap, "saturation", g.saturation);
-  r.get(a, ap, "min_box_visible", g.min_box_visible);
+  // Written out, an absent section's defaults would turn augmentation on.
+  const Reader ar = g.enabled ? r : r.without_defaults();
+  ar.get(a, ap, "crop_area_min", g.crop_area_min);
+  ar.get(a, ap, "crop_area_max", g.crop_area_max);
+  ar.get(a, ap, "crop_ratio_min", g.crop_ratio_min);
+  ar.get(a, ap, "crop_ratio_max", g.crop_ratio_max);
+  ar.get(a, ap, "scale_min", g.scale_min);
+  ar.get(a, ap, "scale_max", g.scale_max);
+  ar.get(a, ap, "hflip", g.hflip);
+  ar.get(a, ap, "brightness", g.brightness);
+  ar.get(a, ap, "contrast", g.contrast);
+  ar.get(a, ap, "saturation", g.saturation);
+  ar.get(a, ap, "min_box_visible", g.min_box_visible);
   GPPF_CHECK(g.crop_area_min > 0 && g.crop_area_min <= g.crop_area_max && g.crop_area_max <= 1, r.where(), ": keys '",
              ap, ".crop_area_min/max' must satisfy 0 < min <= max <= 1");
   GPPF_CHECK(g.hflip >= 0 && g.hflip <= 1, r.where(), ": key '", ap, ".hflip' is a probability in [0, 1]");
@@ -443,6 +464,17 @@ void read_tasks(Reader& r, YAML::Node tasks, const std::string& where, TrainConf
   }
 }
 
+// One style for every mapping and list, whether it came from the file (often flow) or from a
+// default: the resolved text is then the same however the config was written.
+void block_style(YAML::Node node) {
+  if (!node.IsMap() && !node.IsSequence()) return;
+  node.SetStyle(YAML::EmitterStyle::Block);
+  if (node.IsMap())
+    for (auto kv : node) block_style(kv.second);
+  else
+    for (auto item : node) block_style(item);
+}
+
 TrainConfig parse_root(YAML::Node root, const std::string& where) {
   Reader r(where);
   r.allow_keys(root, "",
@@ -493,6 +525,12 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
   YAML::Emitter out;
   out << root;
   c.yaml = std::string(out.c_str()) + "\n";
+  YAML::Node resolved = YAML::Clone(root);
+  for (const auto& [key, value] : r.defaults()) set_path(resolved, split_key(key), 0, value, key);
+  block_style(resolved);
+  YAML::Emitter all;
+  all << resolved;
+  c.resolved_yaml = std::string(all.c_str()) + "\n";
   return c;
 }
 

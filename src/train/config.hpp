@@ -56,6 +56,9 @@ struct TrainConfig {
   // The effective config as YAML text (after --set overrides, data set paths made absolute): what a
   // checkpoint stores, so that `gppf eval` and resumed runs rebuild exactly this network.
   std::string yaml;
+  // The same with every key the parser read and left at its default written out (RUN_DIR/config.yaml):
+  // loaded again, it gives the same run.
+  std::string resolved_yaml;
   std::uint64_t seed = 1;
   std::int64_t steps = 1000;
   std::string device = "host";  // as written in the config (messages, the stored YAML)

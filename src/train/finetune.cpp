@@ -9,6 +9,7 @@
 #include "src/dist/mpi.hpp"
 #include "src/train/checkpoint.hpp"
 #include "src/train/network.hpp"
+#include "src/train/run_record.hpp"
 
 namespace gppf::train {
 namespace {
@@ -142,6 +143,7 @@ TrainOptions phase_options(const FinetuneOptions& options, const std::string& ru
   t.resume = options.resume;
   t.single_process = options.single_process;
   t.force = options.force;
+  t.command_line = options.command_line;
   t.prepare = std::move(prepare);
   return t;
 }
@@ -221,6 +223,22 @@ void run_tune(const TrainConfig& config, const FinetuneOptions& options, const s
   result.summary = run_training(tune, fo);
 }
 
+// summary.json times its own phase: the fine-tune's also gets the probe's time and the sum.
+void add_phase_times(const fs::path& run_dir) {
+  const auto read = [](const fs::path& p) {
+    std::ifstream in(p);
+    return json::parse(in, nullptr, false);
+  };
+  json s = read(run_dir / "summary.json");
+  const json probe = read(run_dir / "probe" / "summary.json");
+  if (!s.is_object() || !s.contains("wall_seconds") || !probe.is_object() || !probe.contains("wall_seconds")) return;
+  const double p = probe["wall_seconds"].get<double>(), t = s["wall_seconds"].get<double>();
+  s["phases"] = {{"probe", {{"steps", probe["steps"]}, {"wall_seconds", p}}},
+                 {"finetune", {{"steps", s["steps"]}, {"wall_seconds", t}}}};
+  s["total_wall_seconds"] = p + t;
+  write_atomically(run_dir / "summary.json", s.dump(2) + "\n");
+}
+
 }  // namespace
 
 FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& options) {
@@ -236,6 +254,7 @@ FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& op
   result.probe = run_probe(config, options, probe_dir, root);
   if (result.probe.interrupted) return result;
   run_tune(config, options, resolve_checkpoint(probe_dir.string()), root, result);
+  if (root && !result.summary.interrupted) add_phase_times(options.run_dir);
   return result;
 }
 

@@ -30,6 +30,7 @@ struct FinetuneOptions {
   bool single_process = false;
   // Start over in a run directory that holds a previous run (TrainOptions::force, both phases).
   bool force = false;
+  std::string command_line = "";  // for each phase's run.json (TrainOptions::command_line)
   // Called with "probe", "finetune" or "scratch" on each phase's network once it is prepared (weights
   // loaded, parameters frozen), right before its optimizer is created: tests look at it there.
   std::function<void(const std::string& phase, Network& net)> on_prepared;

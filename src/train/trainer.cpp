@@ -29,6 +29,7 @@
 #include "src/train/checkpoint.hpp"
 #include "src/train/executor.hpp"
 #include "src/train/network.hpp"
+#include "src/train/run_record.hpp"
 
 namespace gppf::train {
 namespace {
@@ -38,21 +39,6 @@ using Clock = std::chrono::steady_clock;
 using json = nlohmann::json;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-// Writes to a temporary file and renames it over `path`, so a reader never sees half a file.
-void write_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    GPPF_CHECK(out, tmp.string(), ": cannot write");
-    out << text;
-    out.flush();
-    GPPF_CHECK(out, tmp.string(), ": write failed (disk full?)");
-    out.close();
-    GPPF_CHECK(out, tmp.string(), ": close failed (disk full?)");
-  }
-  fs::rename(tmp, path);
-}
 
 class MetricsLog {
  public:
@@ -243,9 +229,11 @@ TaskData open_run(const TrainConfig& config, const fs::path& run_dir) {
 class Trainer {
  public:
   Trainer(const TrainConfig& config, const TrainOptions& options);
+  // The steps, then the run record's end (finished, stopped or failed).
   TrainSummary run();
 
  private:
+  TrainSummary run_steps();
   void log_start();
   void resume();
   std::vector<int> sample_active();
@@ -288,6 +276,8 @@ class Trainer {
   const bool m_tty = isatty(STDERR_FILENO) != 0;
   std::vector<Tensor> m_buffers_before;  // the BN running statistics before the current step
   int m_nonfinite_in_a_row = 0;
+  std::int64_t m_step = 0;              // the step being trained
+  std::unique_ptr<RunRecord> m_record;  // the root's RUN_DIR/run.json and config.yaml
 };
 
 Trainer::Trainer(const TrainConfig& config, const TrainOptions& options)
@@ -302,7 +292,8 @@ Trainer::Trainer(const TrainConfig& config, const TrainOptions& options)
       m_windows(m_data.specs.size()) {
   if (options.prepare) options.prepare(m_net);
   m_executor = make_executor(config, m_net, options.single_process);
-  if (const std::string layout = m_executor->describe(m_net); m_executor->root() && !layout.empty()) log::info(layout);
+  const std::string layout = m_executor->describe(m_net);
+  if (m_executor->root() && !layout.empty()) log::info(layout);
   // Loaders of the tasks this process runs (every replica reads the whole micro-batch and takes its
   // share, so that the global batch is the one of a single process).
   const std::vector<TaskSpec>& specs = m_data.specs;
@@ -321,6 +312,10 @@ Trainer::Trainer(const TrainConfig& config, const TrainOptions& options)
   // the next step boundaries publish them once every rank's write is done.
   if (config.checkpoint_async)
     m_async = std::make_unique<AsyncCheckpointer>(config.keep_checkpoints, m_executor->comm());
+  if (m_executor->root())
+    m_record = std::make_unique<RunRecord>(m_run_dir, config,
+                                           RunRecord::Start{options.command_line, m_executor->world(), layout,
+                                                            m_start_step, m_resume_path, !options.resume.empty()});
   m_last_save = Clock::now();
 }
 
@@ -577,11 +572,27 @@ bool Trainer::checkpoint_or_stop(std::int64_t step, bool last, const StopSignals
 }
 
 TrainSummary Trainer::run() {
+  try {
+    const TrainSummary s = run_steps();
+    if (m_record) m_record->end(s.interrupted ? "stopped" : "finished", s.interrupted ? kExitRequeue : 0, s.steps);
+    return s;
+  } catch (const std::exception& e) {
+    const auto* error = dynamic_cast<const Error*>(&e);
+    try {
+      if (m_record) m_record->end("failed", 1, m_step, error ? error->reason() : std::string(e.what()));
+    } catch (const std::exception&) {  // a full disk: the error that got us here is the one to report
+    }
+    throw;
+  }
+}
+
+TrainSummary Trainer::run_steps() {
   const StopSignals signals;
   m_metrics = std::make_unique<MetricsLog>(m_run_dir / "metrics.jsonl", m_resume_path.empty() ? -1 : m_start_step,
                                            m_executor->root());
   m_window_start = Clock::now();
   for (std::int64_t step = m_start_step; step < m_config.steps; ++step) {
+    m_step = step;
     const float lr = m_schedule.lr_at(step);
     const float balance = train_step(step, lr, sample_active());
     const bool last = step + 1 == m_config.steps;

@@ -1,7 +1,8 @@
 #pragma once
 // The SIMT training loop (DESIGN.md): every step takes a micro-batch from every participating task,
 // runs that task's path forward and backward (gradients accumulate), adds the routing regulariser,
-// and takes one optimizer step. Writes RUN_DIR/metrics.jsonl, RUN_DIR/summary.json and checkpoints
+// and takes one optimizer step. Writes RUN_DIR/metrics.jsonl, RUN_DIR/summary.json, the run record
+// (RUN_DIR/config.yaml and run.json: run_record.hpp) and checkpoints
 // (RUN_DIR/checkpoints/, docs/CHECKPOINT_FORMAT.md): every `checkpoint_every` steps (after that
 // step's evaluation, if any) and once at the end after the final evaluation, so that the saved BN
 // statistics are the re-calibrated ones the summary's metrics were measured with.
@@ -59,6 +60,8 @@ struct TrainOptions {
   // A run directory that holds a previous run's outputs (metrics.jsonl, summary.json, checkpoints)
   // is refused unless `resume` is set, or `force`: then those outputs are removed first.
   bool force = false;
+  // The command line as typed, for RUN_DIR/run.json (run_record.hpp); empty outside the CLI.
+  std::string command_line = "";
 };
 
 // The loader of task `index` for training: its batch, augmentation and a seed of (config seed, index);

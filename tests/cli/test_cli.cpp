@@ -231,7 +231,13 @@ TEST_P(CliStopSignal, CheckpointsAndExitsWithTempfail) {
   CommandResult r = run("inspect " + dir.string());
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("finished: no (no summary.json)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("the last: stopped, exit 75"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("checkpoint " + file), std::string::npos) << r.output;
+  const nlohmann::json e =
+      nlohmann::json::parse(gppf::test::read_text((dir / "run.json").string()))["invocations"].back();
+  EXPECT_EQ(e["status"], "stopped");
+  EXPECT_EQ(e["exit_code"], gppf::train::kExitRequeue);
+  EXPECT_NE(e["command_line"].get<std::string>().find(" train --config "), std::string::npos) << e.dump();
   r = run("inspect " + (dir / "checkpoints" / "latest").string());
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("checkpoint " + file), std::string::npos) << r.output;

@@ -181,6 +181,21 @@ TEST(Report, InfersTheLegoCountWithoutNumLegos) {
   EXPECT_NE(html.find("inferred from the highest index"), std::string::npos);
 }
 
+TEST(Report, ShowsTheRunRecord) {
+  ReportInput in{"/runs/a", parse(kMetrics), parse_summary(kSummary, "summary.json")};
+  EXPECT_NE(render_report(in).find("(no run.json)"), std::string::npos);
+  in.record = nlohmann::json::parse(R"({"config": "config.yaml", "invocations": [
+    {"command_line": "gppf train --config <x>.yaml", "gppf": {"version": "0.1.0", "git": "abc1234",
+     "build_type": "Release"}, "host": "node7", "ranks": 4, "start_step": 0, "end_step": 4500,
+     "start_time": "2026-12-06T10:00:00Z", "end_time": "2026-12-06T10:10:00Z", "status": "finished",
+     "exit_code": 0}]})");
+  const std::string html = render_report(in);
+  EXPECT_NE(html.find("gppf train --config &lt;x&gt;.yaml"), std::string::npos);
+  EXPECT_NE(html.find("git abc1234, Release"), std::string::npos);
+  EXPECT_NE(html.find("node7, 4"), std::string::npos);
+  EXPECT_NE(html.find("finished (exit 0), steps 0 to 4500"), std::string::npos);
+}
+
 TEST(Report, SummaryFollowsTheRunsTaskOrder) {
   const std::string text =
       "{\"step\":1,\"task\":\"seg\",\"split\":\"train\",\"loss\":1}\n"

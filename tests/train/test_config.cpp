@@ -1,6 +1,8 @@
 // Config parsing: defaults, overrides by dotted path and task name, and one-line errors naming the key.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "src/train/config.hpp"
 
 namespace gppf::train {
@@ -57,6 +59,25 @@ TEST(Config, ParsesAndAppliesOverrides) {
   EXPECT_EQ(c.tasks[1].context_levels, 0);
   EXPECT_EQ(parse_config(kBase, {"tasks.det.type=segmentation"}, "cfg.yaml").tasks[1].context_levels, 3);
   EXPECT_EQ(parse_config(kBase, {"tasks.det.context_levels=2"}, "cfg.yaml").tasks[1].context_levels, 2);
+}
+
+// RUN_DIR/config.yaml: every default written out, and loading it gives the same config again.
+TEST(Config, TheResolvedConfigWritesEveryDefaultAndReloadsTheSame) {
+  const auto c = parse_config(kBase, {"optimizer.lr=0.05"}, "cfg.yaml");
+  for (const char* key : {"final_eval_batches: 0", "max_nonfinite_steps: 10", "warmup_steps:", "seed: 1",
+                          "balance_weight:", "context_levels: -1", "hflip: 0.5", "crop_area_min:"})
+    EXPECT_NE(c.resolved_yaml.find(key), std::string::npos) << key << " in\n" << c.resolved_yaml;
+  EXPECT_EQ(c.yaml.find("max_nonfinite_steps"), std::string::npos);  // the checkpoint's text stays as given
+  const auto again = parse_config(c.resolved_yaml, {}, "config.yaml");
+  EXPECT_EQ(again.resolved_yaml, c.resolved_yaml);
+  EXPECT_FLOAT_EQ(again.optimizer.lr, 0.05f);
+  EXPECT_EQ(again.schedule.warmup_steps, c.schedule.warmup_steps);
+  EXPECT_EQ(again.tasks[0].dataset, std::filesystem::absolute(c.tasks[0].dataset).lexically_normal().string());
+  // An absent augment section stays absent: written out, its defaults would turn augmentation on.
+  EXPECT_FALSE(again.tasks[0].augment.enabled);
+  EXPECT_TRUE(again.tasks[1].augment.enabled);
+  EXPECT_FLOAT_EQ(again.tasks[1].augment.hflip, 0.5f);
+  EXPECT_EQ(again.tasks[1].context_levels, 0);
 }
 
 TEST(Config, ErrorsNameTheKey) {

@@ -256,6 +256,13 @@ TEST_F(Finetune, ProbePicksLegosOnTheFrozenNetworkThenFineTunes) {
   const auto summary = nlohmann::json::parse(sf);
   EXPECT_EQ(summary["steps"], 30);
   EXPECT_TRUE(summary["tasks"]["seg"]["metrics"].contains("miou"));
+  // Both phases' times and their sum.
+  const double probe_s = summary["phases"]["probe"]["wall_seconds"],
+               tune_s = summary["phases"]["finetune"]["wall_seconds"];
+  EXPECT_GT(probe_s, 0);
+  EXPECT_DOUBLE_EQ(tune_s, summary["wall_seconds"].get<double>());
+  EXPECT_DOUBLE_EQ(summary["total_wall_seconds"].get<double>(), probe_s + tune_s);
+  EXPECT_EQ(summary["phases"]["finetune"]["steps"], 30);
   std::ifstream tf(run / "transfer.json");
   const auto transfer = nlohmann::json::parse(tf);
   EXPECT_EQ(transfer["tasks"]["seg"]["layers"][layer_of(routers[0])]["legos"], r.legos[0][0]);

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <tuple>
@@ -171,6 +172,50 @@ TEST_F(HostileInput, NonFiniteGradientsStopTheRunAfterMaxNonfiniteSteps) {
       error_of(config({"steps=50", "optimizer.lr=1e6", "max_nonfinite_steps=3"}), {run.string(), ""});
   EXPECT_NE(what.find("max_nonfinite_steps"), std::string::npos) << what;
   EXPECT_TRUE(list_checkpoints(run.string()).empty());
+  // The run record says how it ended.
+  const json e = read_json(run / "run.json")["invocations"].back();
+  EXPECT_EQ(e["status"], "failed");
+  EXPECT_EQ(e["exit_code"], 1);
+  EXPECT_NE(e["error"].get<std::string>().find("max_nonfinite_steps"), std::string::npos) << e.dump();
+  EXPECT_EQ(e["error"].get<std::string>().find(".cpp:"), std::string::npos) << e.dump();  // the reason only
+}
+
+TEST_F(HostileInput, TheRunRecordHoldsTheResolvedConfigAndEveryInvocation) {
+  const fs::path run = s_dir / "record";
+  TrainOptions o{run.string(), ""};
+  o.command_line = "gppf train --config 'my config.yaml'";
+  const TrainConfig c = config({"steps=2", "checkpoint_every=1", "keep_checkpoints=5"});
+  run_training(c, o);
+  json record = read_json(run / "run.json");
+  EXPECT_EQ(record["config"], "config.yaml");
+  ASSERT_EQ(record["invocations"].size(), 1u) << record.dump(2);
+  const json first = record["invocations"][0];
+  EXPECT_EQ(first["status"], "finished");
+  EXPECT_EQ(first["exit_code"], 0);
+  EXPECT_EQ(first["command_line"], o.command_line);
+  EXPECT_EQ(first["start_step"], 0);
+  EXPECT_EQ(first["end_step"], 2);
+  EXPECT_EQ(first["ranks"], 1);
+  EXPECT_EQ(first["config_file"], "hostile.yaml");
+  EXPECT_FALSE(first["host"].get<std::string>().empty());
+  EXPECT_FALSE(first["gppf"]["git"].get<std::string>().empty());
+  EXPECT_EQ(first["start_time"].get<std::string>().back(), 'Z');
+  EXPECT_GE(first["wall_seconds"].get<double>(), 0.0);
+  // config.yaml is the resolved config: loaded, the same run.
+  std::ifstream in(run / "config.yaml");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, c.resolved_yaml);
+  EXPECT_EQ(parse_config(text, {}, "config.yaml").resolved_yaml, c.resolved_yaml);
+  // A resume adds an entry and keeps the first.
+  o.resume = (run / "checkpoints" / checkpoint_file_name(1)).string();
+  run_training(config({"steps=3", "checkpoint_every=1", "keep_checkpoints=5"}), o);
+  record = read_json(run / "run.json");
+  ASSERT_EQ(record["invocations"].size(), 2u) << record.dump(2);
+  EXPECT_EQ(record["invocations"][0]["end_step"], 2);
+  EXPECT_EQ(record["invocations"][1]["start_step"], 1);
+  EXPECT_EQ(record["invocations"][1]["end_step"], 3);
+  EXPECT_EQ(record["invocations"][1]["resumed_from"], o.resume);
+  EXPECT_EQ(record["invocations"][1]["status"], "finished");
 }
 
 }  // namespace
