@@ -452,6 +452,7 @@ ShardReader::ShardReader(const std::string& path, const Manifest& manifest, std:
                  "' has the wrong shape");
       return dims;
     };
+    std::int64_t image_rows = 0, mask_rows = 0, box_rows = 0;
     need("labels", m_count);
     need("ids", m_count);
     need("crc32", m_count);
@@ -465,28 +466,33 @@ ShardReader::ShardReader(const std::string& path, const Manifest& manifest, std:
                    ": masks have the wrong shape");
       }
     } else {
-      need("image_bytes", -1);
+      image_rows = need("image_bytes", -1)[0];
       need("image_shapes", m_count);
       m_image_offsets = m_file.read<std::int64_t>("image_offsets");
       if (manifest.has_masks) {
-        need("mask_bytes", -1);
+        mask_rows = need("mask_bytes", -1)[0];
         m_mask_offsets = m_file.read<std::int64_t>("mask_offsets");
       }
     }
     if (manifest.has_boxes) {
-      need("boxes", -1);
-      need("box_classes", -1);
+      box_rows = need("boxes", -1)[0];
+      need("box_classes", box_rows);
       m_box_offsets = m_file.read<std::int64_t>("box_offsets");
     }
-    const auto check_offsets = [&](const std::vector<std::int64_t>& o, const char* what) {
+    // Offsets from 0 up to exactly the rows of the data they index: a damaged last offset would make
+    // read() allocate and read whatever it claims (a fuzzed shard: 2^58 boxes).
+    const auto check_offsets = [&](const std::vector<std::int64_t>& o, const char* what, std::int64_t rows,
+                                   const char* data) {
       GPPF_CHECK(static_cast<std::int64_t>(o.size()) == m_count + 1, "shard ", path, ": ", what, " has ", o.size(),
                  " entries for ", m_count, " samples");
       for (std::size_t i = 1; i < o.size(); ++i)
         GPPF_CHECK(o[i] >= o[i - 1] && o[0] == 0, "shard ", path, ": ", what, " not increasing at sample ", i - 1);
+      GPPF_CHECK(o.back() == rows, "shard ", path, ": ", what, " ends at ", o.back(), " but '", data, "' has ", rows,
+                 " rows");
     };
-    if (!manifest.raw()) check_offsets(m_image_offsets, "image_offsets");
-    if (!manifest.raw() && manifest.has_masks) check_offsets(m_mask_offsets, "mask_offsets");
-    if (manifest.has_boxes) check_offsets(m_box_offsets, "box_offsets");
+    if (!manifest.raw()) check_offsets(m_image_offsets, "image_offsets", image_rows, "image_bytes");
+    if (!manifest.raw() && manifest.has_masks) check_offsets(m_mask_offsets, "mask_offsets", mask_rows, "mask_bytes");
+    if (manifest.has_boxes) check_offsets(m_box_offsets, "box_offsets", box_rows, "boxes");
   } catch (const gppf::Error& e) {
     if (e.reason().find(path) != std::string::npos) throw;
     GPPF_THROW("shard ", path, ": ", e.reason());

@@ -2,6 +2,7 @@
 // With on_error = Fail the error names the file and the sample; with Skip the sample is counted and
 // left out, and every sample that is delivered is still right.
 #include <gtest/gtest.h>
+#include <hdf5.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -159,6 +160,52 @@ TEST(Corrupt, WrongSchema) {
     EXPECT_NE(e.reason().find("other.h5"), std::string::npos);
     EXPECT_NE(e.reason().find("schema"), std::string::npos) << e.reason();
   }
+}
+
+// Offsets must end at exactly the rows of the data they index: a fuzzed shard whose last box offset
+// claimed 2^58 boxes made the reader allocate them (fuzz/regressions/shard/offsets-past-the-data.h5).
+TEST(Corrupt, OffsetsPastTheDataAreRefused) {
+  test::TempDir dir;
+  io::DatasetWriter::Options opt;
+  opt.header.task = io::TaskType::Detection;
+  opt.header.classes = {"a"};
+  opt.header.height = opt.header.width = 4;
+  opt.header.channels = 1;
+  opt.header.has_boxes = true;
+  opt.header.block = 8;
+  {
+    io::DatasetWriter w(dir / "det", opt);
+    for (const std::string split : {"train", "val", "test"})
+      for (int i = 0; i < 4; ++i) {
+        io::Sample s;
+        s.height = s.width = 4;
+        s.channels = 1;
+        s.id = i;
+        s.image.assign(16, 50);
+        s.boxes.push_back({0, 0, 2, 2, 0});
+        w.add(split, s, "det");
+      }
+    w.finish();
+  }
+  EXPECT_EQ(fail_message(dir / "det"), "");
+  const std::string shard = dir / "det/train-00000.h5";
+  ASSERT_TRUE(fs::exists(shard));
+  {
+    const hid_t f = H5Fopen(shard.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    const hid_t ds = H5Dopen2(f, "box_offsets", H5P_DEFAULT);
+    ASSERT_GE(ds, 0);
+    std::array<std::int64_t, 5> offsets{};
+    ASSERT_GE(H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, offsets.data()), 0);
+    EXPECT_EQ(offsets[4], 4);
+    offsets[4] = std::int64_t{1} << 58;
+    ASSERT_GE(H5Dwrite(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, offsets.data()), 0);
+    H5Dclose(ds);
+    H5Fclose(f);
+  }
+  const std::string msg = fail_message(dir / "det");
+  EXPECT_NE(msg.find(shard), std::string::npos) << msg;
+  EXPECT_NE(msg.find("box_offsets ends at 288230376151711744 but 'boxes' has 4 rows"), std::string::npos) << msg;
 }
 
 TEST(Corrupt, UndecodableImageBytes) {
