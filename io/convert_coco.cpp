@@ -234,9 +234,11 @@ Manifest convert_coco(const CocoOptions& coco, const ConvertOptions& opt) {
         Sample s;
         s.image = read_file(path);
         const Image im = decode_image(s.image.data(), s.image.size(), coco.channels, path);
-        GPPF_CHECK(!img.contains("height") || (img["height"] == im.height && img["width"] == im.width), what,
-                   ": JSON says ", img.value("width", json(0)), "x", img.value("height", json(0)), ", the file is ",
-                   im.width, "x", im.height);
+        // at(), not operator[]: a const json's operator[] on an absent key reads freed memory (fuzz).
+        GPPF_CHECK((!img.contains("height") || img.at("height") == im.height) &&
+                       (!img.contains("width") || img.at("width") == im.width),
+                   what, ": JSON says ", img.value("width", json(0)), "x", img.value("height", json(0)),
+                   ", the file is ", im.width, "x", im.height);
         s.height = im.height;
         s.width = im.width;
         s.channels = im.channels;
