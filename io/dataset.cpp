@@ -452,6 +452,13 @@ ShardReader::ShardReader(const std::string& path, const Manifest& manifest, std:
                  "' has the wrong shape");
       return dims;
     };
+    // An offsets dataset is read whole: its shape is checked first, or a damaged one claiming 2^48
+    // entries would be allocated (fuzz).
+    const auto offsets = [&](const char* name) {
+      const auto dims = need(name, m_count + 1);
+      GPPF_CHECK(dims.size() == 1, "shard ", path, ": dataset '", name, "' has the wrong shape");
+      return m_file.read<std::int64_t>(name);
+    };
     std::int64_t image_rows = 0, mask_rows = 0, box_rows = 0;
     need("labels", m_count);
     need("ids", m_count);
@@ -468,16 +475,16 @@ ShardReader::ShardReader(const std::string& path, const Manifest& manifest, std:
     } else {
       image_rows = need("image_bytes", -1)[0];
       need("image_shapes", m_count);
-      m_image_offsets = m_file.read<std::int64_t>("image_offsets");
+      m_image_offsets = offsets("image_offsets");
       if (manifest.has_masks) {
         mask_rows = need("mask_bytes", -1)[0];
-        m_mask_offsets = m_file.read<std::int64_t>("mask_offsets");
+        m_mask_offsets = offsets("mask_offsets");
       }
     }
     if (manifest.has_boxes) {
       box_rows = need("boxes", -1)[0];
       need("box_classes", box_rows);
-      m_box_offsets = m_file.read<std::int64_t>("box_offsets");
+      m_box_offsets = offsets("box_offsets");
     }
     // Offsets from 0 up to exactly the rows of the data they index: a damaged last offset would make
     // read() allocate and read whatever it claims (a fuzzed shard: 2^58 boxes).

@@ -353,6 +353,18 @@ ElementType element_type(hid_t ds, const std::string& where) {
              " bytes)");
 }
 
+// Before any H5Dread: the element type as above, and a layout gppf writes (contiguous or chunked):
+// a damaged file claiming compact or virtual storage is refused before HDF5 reads it.
+void check_readable(hid_t ds, const std::string& where) {
+  element_type(ds, where);
+  const hid_t dcpl = check(H5Dget_create_plist(ds), "get creation properties", where);
+  const H5D_layout_t layout = H5Pget_layout(dcpl);
+  H5Pclose(dcpl);
+  GPPF_CHECK(layout == H5D_CONTIGUOUS || layout == H5D_CHUNKED, "HDF5 dataset ", where,
+             " has a storage layout this reader refuses (", static_cast<int>(layout),
+             "; gppf writes contiguous or chunked datasets only)");
+}
+
 }  // namespace
 
 Type Dataset::type() const {
@@ -374,7 +386,7 @@ namespace {
 
 void rows_io(hid_t ds, std::int64_t start, std::int64_t count, Type type, void* buf, bool read,
              const std::string& where) {
-  if (read) element_type(ds, where);
+  if (read) check_readable(ds, where);
   hid_t fspace = check(H5Dget_space(ds), "get dataspace", where);
   const int nd = H5Sget_simple_extent_ndims(fspace);
   std::vector<hsize_t> dims(static_cast<std::size_t>(std::max(nd, 1)));
@@ -414,7 +426,7 @@ void Dataset::write_rows(std::int64_t start, std::int64_t count, Type type, cons
 
 void Dataset::read_all(Type type, void* dst) const {
   auto l = lock();
-  element_type(m_id, where());
+  check_readable(m_id, where());
   check(H5Dread(m_id, native(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, dst), "read", where());
 }
 

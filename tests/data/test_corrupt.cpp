@@ -203,9 +203,29 @@ TEST(Corrupt, OffsetsPastTheDataAreRefused) {
     H5Dclose(ds);
     H5Fclose(f);
   }
-  const std::string msg = fail_message(dir / "det");
+  std::string msg = fail_message(dir / "det");
   EXPECT_NE(msg.find(shard), std::string::npos) << msg;
   EXPECT_NE(msg.find("box_offsets ends at 288230376151711744 but 'boxes' has 4 rows"), std::string::npos) << msg;
+  // An offsets dataset of the wrong shape is refused before it is read (a fuzzed one claimed 2^48 rows).
+  {
+    const hid_t f = H5Fopen(shard.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    ASSERT_GE(H5Ldelete(f, "box_offsets", H5P_DEFAULT), 0);
+    const std::array<hsize_t, 2> dims{5, 3};
+    const hid_t space = H5Screate_simple(2, dims.data(), nullptr);
+    const hid_t ds = H5Dcreate2(f, "box_offsets", H5T_NATIVE_INT64, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    ASSERT_GE(ds, 0);
+    H5Dclose(ds);
+    H5Sclose(space);
+    H5Fclose(f);
+  }
+  const io::Dataset d = io::Dataset::open(dir / "det");
+  try {
+    io::ShardReader(shard, d.manifest(), 4);
+    FAIL() << "a 5x3 box_offsets was read";
+  } catch (const Error& e) {
+    EXPECT_NE(e.reason().find("dataset 'box_offsets' has the wrong shape"), std::string::npos) << e.reason();
+  }
 }
 
 TEST(Corrupt, UndecodableImageBytes) {

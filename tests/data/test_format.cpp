@@ -117,6 +117,42 @@ TEST(H5, ReadRefusesAnOversizedElementType) {
   EXPECT_THROW(d.type(), Error);
 }
 
+// gppf writes contiguous and chunked datasets only; reads refuse any other layout.
+TEST(H5, ReadRefusesACompactDataset) {
+  test::TempDir dir;
+  const std::string path = dir / "compact.h5";
+  {
+    const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    const hsize_t n = 4;
+    const hid_t space = H5Screate_simple(1, &n, nullptr);
+    const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    ASSERT_GE(H5Pset_layout(dcpl, H5D_COMPACT), 0);
+    const hid_t ds = H5Dcreate2(f, "offsets", H5T_NATIVE_INT64, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    ASSERT_GE(ds, 0);
+    const std::int64_t v[4] = {0, 1, 2, 3};
+    ASSERT_GE(H5Dwrite(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v), 0);
+    H5Dclose(ds);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    H5Fclose(f);
+  }
+  io::h5::File f = io::h5::File::open(path);
+  io::h5::Dataset d = f.open_dataset("offsets");
+  std::vector<std::int64_t> v(4);
+  for (int whole = 0; whole < 2; ++whole) {
+    try {
+      if (whole)
+        d.read_all(io::h5::Type::I64, v.data());
+      else
+        d.read_rows(0, 4, io::h5::Type::I64, v.data());
+      FAIL() << "a compact dataset was read";
+    } catch (const Error& e) {
+      EXPECT_NE(e.reason().find("offsets"), std::string::npos) << e.reason();
+      EXPECT_NE(e.reason().find("storage layout"), std::string::npos) << e.reason();
+    }
+  }
+}
+
 TEST(Checksum, KnownVectors) {
   io::Sha256 a;
   a.update("abc", 3);
