@@ -14,6 +14,20 @@ Level level();
 Level parse_level(const std::string& name);
 void write(Level level, bool all_ranks, const std::string& message);
 
+// While one lives, the lines this process logs are also appended to `path` (RUN_DIR/train.log),
+// stamped with the date. Errors opening it name the file.
+class FileSink {
+ public:
+  FileSink(const std::string& path, bool append);
+  ~FileSink();
+  FileSink(const FileSink&) = delete;
+  FileSink& operator=(const FileSink&) = delete;
+};
+// Into the file only: what went to the terminal another way (the live progress line's last state,
+// the results table). `text` is written as is; no-op without a sink.
+void file_only(Level level, const std::string& message);
+void file_raw(const std::string& text);
+
 template <class... Args>
 void debug(const Args&... a) {
   if (level() <= Level::Debug) write(Level::Debug, false, str(a...));

@@ -2,6 +2,11 @@
 
 #include <zlib.h>
 
+#if GPPF_HAVE_OPENSSL
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#endif
+
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -9,6 +14,39 @@
 #include "core/error.hpp"
 
 namespace gppf::io {
+
+#if GPPF_HAVE_OPENSSL
+struct Sha256::State {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  ~State() { EVP_MD_CTX_free(ctx); }
+};
+
+Sha256::Sha256() : m_state(std::make_unique<State>()) {
+  GPPF_CHECK(m_state->ctx && EVP_DigestInit_ex(m_state->ctx, EVP_sha256(), nullptr) == 1,
+             "OpenSSL: cannot start a SHA-256 digest");
+}
+Sha256::~Sha256() = default;
+
+void Sha256::update(const void* data, std::size_t size) {
+  GPPF_CHECK(EVP_DigestUpdate(m_state->ctx, data, size) == 1, "OpenSSL: SHA-256 update failed");
+}
+
+std::string Sha256::hex() {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  GPPF_CHECK(EVP_DigestFinal_ex(m_state->ctx, digest, &n) == 1 && n == 32, "OpenSSL: SHA-256 final failed");
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < n; ++i) {
+    out += digits[digest[i] >> 4];
+    out += digits[digest[i] & 0xf];
+  }
+  return out;
+}
+
+std::string Sha256::implementation() { return OpenSSL_version(OPENSSL_VERSION); }
+
+#else
 namespace {
 
 constexpr std::uint32_t kK[64] = {
@@ -25,10 +63,22 @@ inline std::uint32_t rotr(std::uint32_t x, int n) { return (x >> n) | (x << (32 
 
 }  // namespace
 
-Sha256::Sha256()
-    : m_h{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19}, m_buf{} {}
+struct Sha256::State {
+  std::uint32_t m_h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                          0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  std::uint8_t m_buf[64] = {};
+  std::size_t m_fill = 0;
+  std::uint64_t m_bytes = 0;
+  void block(const std::uint8_t* p);
+  void update(const void* data, std::size_t size);
+};
 
-void Sha256::block(const std::uint8_t* p) {
+Sha256::Sha256() : m_state(std::make_unique<State>()) {}
+Sha256::~Sha256() = default;
+void Sha256::update(const void* data, std::size_t size) { m_state->update(data, size); }
+std::string Sha256::implementation() { return "built-in"; }
+
+void Sha256::State::block(const std::uint8_t* p) {
   std::uint32_t w[64];
   for (int i = 0; i < 16; ++i)
     w[i] = (std::uint32_t(p[4 * i]) << 24) | (std::uint32_t(p[4 * i + 1]) << 16) | (std::uint32_t(p[4 * i + 2]) << 8) |
@@ -61,7 +111,7 @@ void Sha256::block(const std::uint8_t* p) {
   m_h[7] += h;
 }
 
-void Sha256::update(const void* data, std::size_t size) {
+void Sha256::State::update(const void* data, std::size_t size) {
   const auto* p = static_cast<const std::uint8_t*>(data);
   m_bytes += size;
   while (size > 0) {
@@ -84,20 +134,23 @@ void Sha256::update(const void* data, std::size_t size) {
 }
 
 std::string Sha256::hex() {
-  const std::uint64_t bits = m_bytes * 8;
+  State& st = *m_state;
+  const std::uint64_t bits = st.m_bytes * 8;
   const std::uint8_t pad = 0x80;
-  update(&pad, 1);
+  st.update(&pad, 1);
   const std::uint8_t zero = 0;
-  while (m_fill != 56) update(&zero, 1);
+  while (st.m_fill != 56) st.update(&zero, 1);
   std::uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<std::uint8_t>(bits >> (56 - 8 * i));
-  update(len, 8);
+  st.update(len, 8);
   static const char* digits = "0123456789abcdef";
   std::string out;
-  for (std::uint32_t v : m_h)
+  for (std::uint32_t v : st.m_h)
     for (int s = 28; s >= 0; s -= 4) out += digits[(v >> s) & 0xf];
   return out;
 }
+
+#endif
 
 std::string sha256_file(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");

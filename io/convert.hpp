@@ -2,9 +2,11 @@
 // `gppf convert`: source formats into the sharded HDF5 format (io/dataset.hpp).
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "io/dataset.hpp"
+#include "io/image_codec.hpp"
 
 namespace gppf::io {
 
@@ -37,6 +39,30 @@ std::string carve_split(const ConvertOptions& opt, const std::string& source_spl
 // 64-bit FNV-1a: a stable key for samples named by a path or a code.
 std::uint64_t fnv1a(const std::string& s);
 
+// The --channels values a converter accepts ("idx": none, its files decide; docs/DATA_FORMAT.md).
+std::vector<int> accepted_channels(const std::string& format);
+// Those values as text: "1, 3 or 4" ("" for idx).
+std::string channels_text(const std::string& format);
+// Throws "convert FORMAT: --channels N (FORMAT accepts ...)" unless `channels` is accepted.
+void check_channels(const std::string& format, int channels);
+// --background: "white" (255), "black" (0) or a grey level 0..255; throws naming the value.
+int parse_background(const std::string& value);
+
+// The manifest's `source`: "FORMAT:SRC key=value ...", one key per option of `gppf convert` (the
+// flag without its dashes), `options` first, then seed, fractions, shard size and on-error, so that
+// the data set can be rebuilt from its manifest. Values with spaces, quotes or nothing are quoted.
+std::string source_text(const std::string& format, const std::string& src,
+                        const std::vector<std::pair<std::string, std::string>>& options, const ConvertOptions& opt);
+// A number as source_text records it: the shortest text that reads back as the same double.
+std::string number_text(double v);
+
+// Encoded image bytes as they are stored for a loader that decodes them into `channels`: when the
+// image has transparency (alpha, or a PNG tRNS chunk) and `channels` has no alpha (1 or 3), it is
+// composited onto the grey level `background` and re-encoded as PNG (lossless); otherwise the bytes
+// are returned unchanged. `decoded` receives the stored image decoded into `channels`.
+std::vector<std::uint8_t> flatten_transparency(std::vector<std::uint8_t> bytes, int channels, int background,
+                                               const std::string& what, Image& decoded);
+
 // MNIST-family IDX files (plain or gzipped) in `src`: train-images*/train-labels*, and
 // t10k-* or test-* for the test split.
 struct IdxOptions {
@@ -49,6 +75,7 @@ Manifest convert_idx(const IdxOptions& idx, const ConvertOptions& opt);
 struct ImageFolderOptions {
   std::string src;
   int channels = 3;
+  int background = 255;  // grey level under transparent pixels with 1 or 3 channels (flatten_transparency)
 };
 Manifest convert_imagefolder(const ImageFolderOptions& folder, const ConvertOptions& opt);
 
@@ -60,6 +87,7 @@ struct CocoOptions {
   std::string src;
   std::string images;
   int channels = 3;
+  int background = 255;  // as ImageFolderOptions::background
 };
 Manifest convert_coco(const CocoOptions& coco, const ConvertOptions& opt);
 

@@ -177,6 +177,7 @@ std::map<std::int64_t, std::vector<const json*>> annotations_by_image(const json
 }  // namespace
 
 Manifest convert_coco(const CocoOptions& coco, const ConvertOptions& opt) {
+  check_channels("coco", coco.channels);
   const std::vector<JsonSplit> files = find_json_files(coco.src);
   std::vector<json> docs;
   for (const auto& f : files) {
@@ -193,7 +194,10 @@ Manifest convert_coco(const CocoOptions& coco, const ConvertOptions& opt) {
   h.channels = coco.channels;
   h.has_boxes = h.has_masks = true;
   h.block = 64;
-  h.source = "coco:" + coco.src;
+  std::vector<std::pair<std::string, std::string>> options = {{"images", coco.images},
+                                                              {"channels", std::to_string(coco.channels)}};
+  if (coco.channels != 4) options.emplace_back("background", std::to_string(coco.background));  // as imagefolder
+  h.source = source_text("coco", coco.src, options, opt);
   const auto has = [&](const char* s) {
     return std::any_of(files.begin(), files.end(), [&](const JsonSplit& f) { return f.split == s; });
   };
@@ -232,8 +236,8 @@ Manifest convert_coco(const CocoOptions& coco, const ConvertOptions& opt) {
         }
         GPPF_CHECK(fs::exists(path), what, ": image file not found under ", image_dir);
         Sample s;
-        s.image = read_file(path);
-        const Image im = decode_image(s.image.data(), s.image.size(), coco.channels, path);
+        Image im;
+        s.image = flatten_transparency(read_file(path), coco.channels, coco.background, path, im);
         // at(), not operator[]: a const json's operator[] on an absent key reads freed memory (fuzz).
         GPPF_CHECK((!img.contains("height") || img.at("height") == im.height) &&
                        (!img.contains("width") || img.at("width") == im.width),

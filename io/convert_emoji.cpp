@@ -93,7 +93,15 @@ Manifest convert_emoji(const EmojiOptions& emoji, const ConvertOptions& opt) {
   h.height = h.width = emoji.size;
   h.channels = 3;
   h.block = 64;
-  h.source = "emoji:" + emoji.src;
+  const auto& bg = emoji.background;
+  h.source = source_text(
+      "emoji", emoji.src,
+      {{"images", images},
+       {"size", std::to_string(emoji.size)},
+       {"channels", "3"},
+       {"background",
+        bg[0] == bg[1] && bg[1] == bg[2] ? std::to_string(bg[0]) : str(int(bg[0]), ",", int(bg[1]), ",", int(bg[2]))}},
+      opt);
   DatasetWriter writer(opt.out, {h, opt.shard_samples, std::int64_t(128) << 20, 4, opt.force});
   std::int64_t skipped = 0;
   for (const Entry& e : entries) {

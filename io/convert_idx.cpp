@@ -115,7 +115,11 @@ Manifest convert_idx(const IdxOptions& idx, const ConvertOptions& opt) {
   h.width = static_cast<int>(d0[2]);
   h.channels = d0.size() == 4 ? static_cast<int>(d0[3]) : 1;
   h.block = 256;
-  h.source = "idx:" + idx.src;
+  GPPF_CHECK(h.channels == 1 || h.channels == 3 || h.channels == 4, "IDX file ", parts.front().images, ": ", h.channels,
+             " channels per pixel (1, 3 or 4)");
+  std::string class_list;
+  for (const std::string& c : idx.classes) class_list += (class_list.empty() ? "" : ",") + c;
+  h.source = source_text("idx", idx.src, {{"classes", class_list}}, opt);
   DatasetWriter writer(opt.out, {h, opt.shard_samples, std::int64_t(128) << 20, 4, opt.force});
   const std::size_t px = static_cast<std::size_t>(h.height) * h.width * h.channels;
   const bool has_test = std::any_of(parts.begin(), parts.end(), [](const Part& p) { return p.split == "test"; });

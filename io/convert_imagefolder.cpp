@@ -1,5 +1,6 @@
 // Image folders: <src>/<class>/**.png|jpg, or <src>/{train,val,test}/<class>/** to keep splits. The
-// file bytes are stored unchanged (decoded once here to check them and record their size).
+// file bytes are stored unchanged (decoded once here to check them and record their size), except
+// that transparent images decoded without alpha are composited onto --background first.
 #include <algorithm>
 #include <filesystem>
 #include <map>
@@ -17,8 +18,7 @@ namespace gppf::io {
 
 Manifest convert_imagefolder(const ImageFolderOptions& folder, const ConvertOptions& opt) {
   GPPF_CHECK(fs::is_directory(folder.src), "convert imagefolder: ", folder.src, " is not a folder");
-  GPPF_CHECK(folder.channels == 1 || folder.channels == 3 || folder.channels == 4,
-             "convert imagefolder: ", folder.channels, " channels (1, 3 or 4)");
+  check_channels("imagefolder", folder.channels);
   auto subdirs = [](const std::string& d) {
     std::vector<std::string> out;
     for (const auto& e : fs::directory_iterator(d))
@@ -47,7 +47,10 @@ Manifest convert_imagefolder(const ImageFolderOptions& folder, const ConvertOpti
   h.encoding = "encoded";
   h.channels = folder.channels;
   h.block = 64;
-  h.source = "imagefolder:" + folder.src;
+  // --background only where it applies (with 4 channels the alpha is kept, and the CLI refuses it)
+  std::vector<std::pair<std::string, std::string>> options = {{"channels", std::to_string(folder.channels)}};
+  if (folder.channels != 4) options.emplace_back("background", std::to_string(folder.background));
+  h.source = source_text("imagefolder", folder.src, options, opt);
   DatasetWriter writer(opt.out, {h, opt.shard_samples, std::int64_t(256) << 20, 0, opt.force});
   std::int64_t index = 0, skipped = 0;
   int common_h = -1, common_w = -1;
@@ -59,8 +62,8 @@ Manifest convert_imagefolder(const ImageFolderOptions& folder, const ConvertOpti
         const std::int64_t id = index++;
         try {
           Sample s;
-          s.image = read_file(file);
-          const Image im = decode_image(s.image.data(), s.image.size(), folder.channels, file);
+          Image im;
+          s.image = flatten_transparency(read_file(file), folder.channels, folder.background, file, im);
           s.height = im.height;
           s.width = im.width;
           s.channels = im.channels;

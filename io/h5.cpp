@@ -6,7 +6,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <map>
+#include <vector>
 
 #include "core/error.hpp"
 
@@ -50,10 +54,37 @@ R check(R r, const std::string& what, const std::string& where) {
 
 std::string join(const std::string& a, const std::string& b) { return a == "/" ? "/" + b : a + "/" + b; }
 
+// Files in the 1.8 format: superblock v2 and object headers v2, whose checksums HDF5 verifies before
+// it parses them. A damaged file is then an error, not a crash inside HDF5 1.10's header-message
+// parsers (fuzzing found several: docs/RELIABILITY.md).
+void checksummed_format(hid_t fapl) { H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18); }
+
+// Refuses (and closes) a file without checksummed metadata: gppf has written none since it wrote
+// the 1.8 format; GPPF_ALLOW_UNCHECKSUMMED_HDF5=1 reads older files, at the risk above.
+void require_checksummed(hid_t f, const std::string& path) {
+  H5F_info2_t info{};
+  const bool ok = H5Fget_info2(f, &info) >= 0 && info.super.version >= 2;
+  if (ok) return;
+  const char* allow = std::getenv("GPPF_ALLOW_UNCHECKSUMMED_HDF5");
+  if (allow && std::string(allow) == "1") return;
+  H5Fclose(f);
+  GPPF_THROW("HDF5 file ", path, " has no metadata checksums (superblock version ", info.super.version,
+             "; gppf writes version 2): re-convert a data set with gppf convert (scripts/fetch-data.sh does), or set "
+             "GPPF_ALLOW_UNCHECKSUMMED_HDF5=1 to read an older file you trust");
+}
+
+// File creation: the root group without modification times either (see create_dataset).
+hid_t file_creation() {
+  hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+  H5Pset_obj_track_times(fcpl, 0);
+  return fcpl;
+}
+
 // File access: read-only opens take no lock (data sets are read by many ranks at once, and Lustre or
 // GPFS may not support flock); writers lock where the file system can.
 hid_t file_access(bool writable) {
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  checksummed_format(fapl);
 #if H5_VERSION_GE(1, 10, 7)
   H5Pset_file_locking(fapl, writable ? 1 : 0, 1);
 #else
@@ -142,8 +173,11 @@ void Handle::reset() {
 Group Group::create_group(const std::string& name) const {
   auto l = lock();
   const std::string full = join(m_name, name);
-  hid_t g =
-      check(H5Gcreate2(m_id, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "create group", m_path + ":" + full);
+  hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+  H5Pset_obj_track_times(gcpl, 0);  // see create_dataset
+  hid_t g = H5Gcreate2(m_id, name.c_str(), H5P_DEFAULT, gcpl, H5P_DEFAULT);
+  H5Pclose(gcpl);
+  check(g, "create group", m_path + ":" + full);
   return Group(g, m_path, full);
 }
 
@@ -167,13 +201,24 @@ Dataset Group::create_dataset(const std::string& name, Type type, const std::vec
   std::vector<hsize_t> d(dims.begin(), dims.end());
   hid_t space = check(H5Screate_simple(static_cast<int>(d.size()), d.data(), nullptr), "create dataspace", where);
   hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  // No modification times in object headers (HDF5 stamps every dataset by default): the same
+  // contents then give the same file bytes, so data set shards and checkpoints are reproducible.
+  H5Pset_obj_track_times(dcpl, 0);
   bool empty = false;
   for (auto v : dims) empty = empty || v == 0;
   if (!options.chunk.empty() && !empty) {
     std::vector<hsize_t> c(options.chunk.begin(), options.chunk.end());
     for (std::size_t i = 0; i < c.size() && i < d.size(); ++i) c[i] = std::max<hsize_t>(1, std::min(c[i], d[i]));
     check(H5Pset_chunk(dcpl, static_cast<int>(c.size()), c.data()), "set chunking", where);
-    if (options.deflate > 0) check(H5Pset_deflate(dcpl, static_cast<unsigned>(options.deflate)), "set deflate", where);
+    if (options.deflate > 0) {
+      check(H5Pset_deflate(dcpl, static_cast<unsigned>(options.deflate)), "set deflate", where);
+      // Chunk data has no checksum of its own (the format's metadata checksums stop at the headers):
+      // Fletcher-32 after deflate is checked before a chunk is inflated, so a damaged chunk is a read
+      // error, not HDF5 copying a whole chunk out of a shorter inflated buffer (a fuzzing finding).
+      // A damaged compressed chunk is lost either way; uncompressed chunks keep per-sample CRCs only,
+      // so that one flipped byte costs one sample.
+      check(H5Pset_fletcher32(dcpl), "set the Fletcher-32 checksum", where);
+    }
   }
   hid_t ds = H5Dcreate2(m_id, name.c_str(), native(type), space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
   H5Pclose(dcpl);
@@ -439,9 +484,11 @@ void Dataset::write_all(Type type, const void* src) const {
 File File::create(const std::string& path) {
   auto l = lock();
   const hid_t fapl = file_access(true);
-  hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  const hid_t fcpl = file_creation();
+  hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl, fapl);
   // Read the error stack before H5Pclose, which clears it.
   const std::string reason = f < 0 ? last_error() : std::string();
+  H5Pclose(fcpl);
   H5Pclose(fapl);
   if (f < 0) GPPF_THROW("cannot create HDF5 file ", path, ": ", reason, " (is the folder writable?)");
   return File(f, path, "/");
@@ -455,15 +502,63 @@ File File::open(const std::string& path, bool writable) {
   const std::string reason = f < 0 ? last_error() : std::string();
   H5Pclose(fapl);
   if (f < 0) GPPF_THROW("cannot open HDF5 file ", path, ": ", reason, " (truncated or not an HDF5 file?)");
+  require_checksummed(f, path);
   return File(f, path, "/");
 }
 
 namespace {
 
-// The core driver without a backing store; `increment` is how the memory grows.
-hid_t in_memory_access(std::size_t increment) {
+// The core driver's buffer at close, per in-memory file (id -> sink), under lock(). The callbacks'
+// user data is the id, not a pointer: HDF5 copies and frees it on its own schedule.
+struct ImageSink {
+  std::size_t allocated = 0;  // the driver's buffer
+  std::size_t want = 0;       // set by close_to_image: keep this many bytes at close
+  std::vector<char> bytes;
+};
+std::map<std::uintptr_t, ImageSink>& sinks() {
+  static std::map<std::uintptr_t, ImageSink> m;
+  return m;
+}
+ImageSink* sink_of(void* udata) {
+  const auto it = sinks().find(reinterpret_cast<std::uintptr_t>(udata));
+  return it == sinks().end() ? nullptr : &it->second;
+}
+void* image_malloc(std::size_t size, H5FD_file_image_op_t, void* udata) {
+  if (ImageSink* s = sink_of(udata)) s->allocated = size;
+  return std::malloc(size);
+}
+void* image_memcpy(void* dst, const void* src, std::size_t size, H5FD_file_image_op_t, void*) {
+  return std::memcpy(dst, src, size);
+}
+void* image_realloc(void* ptr, std::size_t size, H5FD_file_image_op_t, void* udata) {
+  if (ImageSink* s = sink_of(udata)) s->allocated = size;
+  return std::realloc(ptr, size);
+}
+herr_t image_free(void* ptr, H5FD_file_image_op_t op, void* udata) {
+  if (ImageSink* s = sink_of(udata); s && op == H5FD_FILE_IMAGE_OP_FILE_CLOSE) {
+    if (s->want > 0 && ptr)
+      s->bytes.assign(static_cast<const char*>(ptr), static_cast<const char*>(ptr) + std::min(s->want, s->allocated));
+    else
+      sinks().erase(reinterpret_cast<std::uintptr_t>(udata));  // closed without close_to_image
+  }
+  std::free(ptr);
+  return 0;
+}
+void* udata_copy(void* udata) { return udata; }
+herr_t udata_free(void*) { return 0; }
+
+// The core driver without a backing store; `increment` is how the memory grows. Its buffer goes to
+// a new sink, whose id is returned in `image`.
+hid_t in_memory_access(std::size_t increment, std::uintptr_t& image) {
+  static std::uintptr_t next = 0;
+  image = ++next;
+  sinks()[image] = ImageSink{};
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
   H5Pset_fapl_core(fapl, std::max<std::size_t>(increment, std::size_t{1} << 20), 0);
+  checksummed_format(fapl);
+  H5FD_file_image_callbacks_t callbacks = {
+      image_malloc, image_memcpy, image_realloc, image_free, udata_copy, udata_free, reinterpret_cast<void*>(image)};
+  H5Pset_file_image_callbacks(fapl, &callbacks);
   return fapl;
 }
 
@@ -472,12 +567,23 @@ hid_t in_memory_access(std::size_t increment) {
 File File::create_in_memory(const std::string& name, std::size_t expected_bytes) {
   auto l = lock();
   // Headroom for HDF5's own metadata: one allocation for the usual file.
-  const hid_t fapl = in_memory_access(expected_bytes + expected_bytes / 16 + (std::size_t{1} << 20));
-  hid_t f = H5Fcreate(name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  std::uintptr_t image = 0;
+  const hid_t fapl = in_memory_access(expected_bytes + expected_bytes / 16 + (std::size_t{1} << 20), image);
+  const hid_t fcpl = file_creation();
+  // A name no file on disk has: HDF5 matches files by name, and one it failed to open under `name`
+  // earlier (a half-written file of the same step) would stand in for the new one.
+  const std::string internal = str("gppf-in-memory-", image, ":", name);
+  hid_t f = H5Fcreate(internal.c_str(), H5F_ACC_TRUNC, fcpl, fapl);
   const std::string reason = f < 0 ? last_error() : std::string();
+  H5Pclose(fcpl);
   H5Pclose(fapl);
-  if (f < 0) GPPF_THROW("cannot create HDF5 file ", name, " in memory: ", reason);
-  return File(f, name, "/");
+  if (f < 0) {
+    sinks().erase(image);
+    GPPF_THROW("cannot create HDF5 file ", name, " in memory: ", reason);
+  }
+  File file(f, name, "/");
+  file.m_image = image;
+  return file;
 }
 
 File File::open_in_memory(const std::string& path) {
@@ -485,20 +591,43 @@ File File::open_in_memory(const std::string& path) {
   if (!std::filesystem::exists(path)) GPPF_THROW("HDF5 file ", path, " does not exist");
   std::error_code ec;
   const auto size = std::filesystem::file_size(path, ec);
-  const hid_t fapl = in_memory_access(ec ? 0 : static_cast<std::size_t>(size));
+  std::uintptr_t image = 0;
+  const hid_t fapl = in_memory_access(ec ? 0 : static_cast<std::size_t>(size), image);
   hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl);
   const std::string reason = f < 0 ? last_error() : std::string();
   H5Pclose(fapl);
-  if (f < 0) GPPF_THROW("cannot open HDF5 file ", path, ": ", reason, " (truncated or not an HDF5 file?)");
-  return File(f, path, "/");
+  if (f < 0) {
+    sinks().erase(image);
+    GPPF_THROW("cannot open HDF5 file ", path, ": ", reason, " (truncated or not an HDF5 file?)");
+  }
+  require_checksummed(f, path);
+  File file(f, path, "/");
+  file.m_image = image;
+  return file;
 }
 
-std::vector<char> File::image() const {
+std::vector<char> File::close_to_image() {
   auto l = lock();
+  GPPF_CHECK(m_image != 0 && m_id >= 0, "HDF5 file ", m_path, " is not an open in-memory file");
   flush();
-  const ssize_t n = check(H5Fget_file_image(m_id, nullptr, 0), "get the file image", m_path);
-  std::vector<char> out(static_cast<std::size_t>(n));
-  check(H5Fget_file_image(m_id, out.data(), out.size()), "get the file image", m_path);
+  // The file's size (its end of file); the driver's buffer is larger.
+  const ssize_t n = check(H5Fget_file_image(m_id, nullptr, 0), "get the file image size", m_path);
+  sinks()[m_image].want = static_cast<std::size_t>(n);
+  close();
+  std::vector<char> out = std::move(sinks()[m_image].bytes);
+  sinks().erase(m_image);
+  // Closing gives back unused space of HDF5's block aggregators: the file ends at the superblock's
+  // end-of-file address, not at n. Superblock v2 (HDF5 file format specification, "Superblock"):
+  // signature (8 bytes), version, size of offsets, size of lengths, flags, then base address,
+  // extension address and end-of-file address, 8 bytes each here.
+  const auto byte = [&](std::size_t i) { return static_cast<std::uint8_t>(out[i]); };
+  GPPF_CHECK(out.size() >= 48 && byte(8) == 2 && byte(9) == 8, "HDF5 file ", m_path,
+             ": unexpected superblock at close (version ", out.size() > 8 ? byte(8) : 0, ")");
+  std::uint64_t eof = 0;
+  for (int i = 7; i >= 0; --i) eof = (eof << 8) | byte(28 + static_cast<std::size_t>(i));
+  GPPF_CHECK(eof <= out.size(), "HDF5 file ", m_path, ": end of file ", eof, " past the ", out.size(),
+             " bytes at close");
+  out.resize(static_cast<std::size_t>(eof));
   return out;
 }
 

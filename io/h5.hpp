@@ -102,18 +102,20 @@ class File : public Group {
   static File open(const std::string& path, bool writable = false);
   // A file that lives in memory only (HDF5's core driver): nothing touches the disk, so a full disk
   // cannot fail an HDF5 call half-way (HDF5 1.10 then leaks handles that crash its exit-time cleanup).
-  // `name` names it in errors; `expected_bytes` sizes the first allocation. image() gives its bytes.
+  // `name` names it in errors; `expected_bytes` sizes the first allocation. close_to_image() gives its bytes.
   static File create_in_memory(const std::string& name, std::size_t expected_bytes = 0);
-  // `path` read into memory, writable there; changes never reach `path` (write image() yourself).
+  // `path` read into memory, writable there; changes never reach `path` (write close_to_image() yourself).
   static File open_in_memory(const std::string& path);
-  // The bytes of the file as it stands (flushed first), e.g. of an in-memory file.
-  std::vector<char> image() const;
+  // An in-memory file's bytes as HDF5 leaves them when it closes the file (now). Not
+  // H5Fget_file_image: for the checksummed format its superblock checksum is stale in HDF5 1.10.
+  std::vector<char> close_to_image();
   void flush() const;
   // Closes now and reports a failure (the destructor closes silently).
   void close();
 
  private:
   using Group::Group;
+  std::uintptr_t m_image = 0;  // in-memory files: where the core driver's buffer goes at close
 };
 
 // Writes `path` atomically: `write` fills a temporary file next to it, which is renamed over `path`

@@ -74,7 +74,93 @@ struct Result {
 
 struct Cancelled {};
 
+// out = px * scale + bias per channel, written so that the compiler vectorises it.
+template <int C>
+void normalise_u8(const std::uint8_t* px, std::size_t npx, const InputFormat& fmt, float* dst) {
+  float scale[C], bias[C];
+  for (int k = 0; k < C; ++k) {
+    scale[k] = fmt.inv_std[k] / 255.0f;
+    bias[k] = -fmt.mean[k] * fmt.inv_std[k];
+  }
+  for (std::size_t i = 0; i < npx; ++i)
+    for (int k = 0; k < C; ++k) dst[i * C + k] = static_cast<float>(px[i * C + k]) * scale[k] + bias[k];
+}
+
 }  // namespace
+
+InputFormat input_format(const Manifest& m, const LoaderConfig& c, const std::string& dir) {
+  InputFormat f;
+  f.height = c.height > 0 ? c.height : m.height;
+  f.width = c.width > 0 ? c.width : m.width;
+  GPPF_CHECK(f.height > 0 && f.width > 0, "loader: data set ", dir,
+             " has images of different sizes; set the output height and width");
+  f.channels = c.channels > 0 ? c.channels : m.channels;
+  GPPF_CHECK(f.channels == m.channels || f.channels == 1 || f.channels == 3, "loader: cannot convert ", m.channels,
+             " channels into ", f.channels);
+  std::vector<float> mean = c.mean, sd = c.std;
+  // The manifest's statistics fit when the channels are kept, or when RGBA loses its alpha.
+  if (mean.empty() && m.mean.size() >= static_cast<std::size_t>(f.channels) &&
+      (f.channels == m.channels || f.channels == 3)) {
+    mean.assign(m.mean.begin(), m.mean.begin() + f.channels);
+    sd.assign(m.std.begin(), m.std.begin() + f.channels);
+  } else if (mean.empty() && m.mean.size() == 1) {  // gray into RGB: one value for every channel
+    mean = {static_cast<float>(m.mean[0])};
+    sd = {static_cast<float>(m.std[0])};
+  }
+  if (mean.empty()) mean = {0.0f};
+  if (sd.empty()) sd = {1.0f};
+  GPPF_CHECK((mean.size() == 1 || mean.size() == static_cast<std::size_t>(f.channels)) &&
+                 (sd.size() == 1 || sd.size() == static_cast<std::size_t>(f.channels)),
+             "loader: mean/std need 1 or ", f.channels, " values");
+  for (int k = 0; k < f.channels; ++k) {
+    f.mean.push_back(mean[mean.size() == 1 ? 0 : k]);
+    const float s = sd[sd.size() == 1 ? 0 : k];
+    GPPF_CHECK(s > 0, "loader: std must be positive");
+    f.inv_std.push_back(1.0f / s);
+  }
+  return f;
+}
+
+void write_input(const std::uint8_t* px, int h, int w, int c, const InputFormat& fmt, const Window& win,
+                 const AugmentConfig& augment, Rng& rng, float* dst) {
+  const int out_c = fmt.channels;
+  std::vector<std::uint8_t> converted;
+  if (c != out_c) {
+    const std::size_t n = static_cast<std::size_t>(h) * w;
+    converted.resize(n * out_c);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint8_t* p = px + i * c;
+      const std::uint8_t gray =
+          c == 1 ? p[0] : static_cast<std::uint8_t>((299 * p[0] + 587 * p[1] + 114 * p[2] + 500) / 1000);
+      for (int k = 0; k < out_c; ++k) converted[i * out_c + k] = out_c == 1 ? gray : (c == 1 ? p[0] : p[k]);
+    }
+    px = converted.data();
+    c = out_c;
+  }
+  const std::size_t npx = static_cast<std::size_t>(fmt.height) * fmt.width;
+  if (!augment.enabled && h == fmt.height && w == fmt.width) {
+    switch (out_c) {
+      case 1: normalise_u8<1>(px, npx, fmt, dst); break;
+      case 3: normalise_u8<3>(px, npx, fmt, dst); break;
+      default: normalise_u8<4>(px, npx, fmt, dst);
+    }
+    return;
+  }
+  resample_image(px, h, w, c, win, 0.0f, dst);
+  if (augment.enabled) colour_jitter(augment, static_cast<int>(npx), c, rng, dst);
+  for (std::size_t i = 0; i < npx; ++i)
+    for (int k = 0; k < out_c; ++k) {
+      float& v = dst[i * out_c + k];
+      v = (v * (1.0f / 255.0f) - fmt.mean[k]) * fmt.inv_std[k];
+    }
+}
+
+void image_to_input(const std::uint8_t* px, int h, int w, int c, const InputFormat& fmt, float* dst) {
+  const AugmentConfig off;
+  Rng rng(0);  // unused: nothing is drawn with augmentation off
+  const Window win = plan_window(off, h, w, fmt.height, fmt.width, rng);
+  write_input(px, h, w, c, fmt, win, off, rng, dst);
+}
 
 struct Loader::Impl {
   Dataset ds;
@@ -82,8 +168,7 @@ struct Loader::Impl {
   std::vector<std::string> shard_paths;
   std::vector<const ShardInfo*> shard_info;
   std::vector<Unit> units;
-  int out_h = 0, out_w = 0, out_c = 0;
-  std::vector<float> mean, inv_std;
+  InputFormat fmt;
   bool pinned = false;
 
   std::mutex shard_mu;
@@ -209,18 +294,6 @@ struct Loader::Impl {
 
   Tensor alloc(const Shape& shape, DType dtype) const { return Tensor::empty(shape, dtype, Device::host(), pinned); }
 
-  // out = px * scale + bias per channel, written so that the compiler vectorises it.
-  template <int C>
-  void normalise_u8(const std::uint8_t* px, std::size_t npx, float* dst) const {
-    float scale[C], bias[C];
-    for (int k = 0; k < C; ++k) {
-      scale[k] = inv_std[k] / 255.0f;
-      bias[k] = -mean[k] * inv_std[k];
-    }
-    for (std::size_t i = 0; i < npx; ++i)
-      for (int k = 0; k < C; ++k) dst[i * C + k] = static_cast<float>(px[i * C + k]) * scale[k] + bias[k];
-  }
-
   // Decodes, augments and normalises one sample into slot `slot` of the batch tensors.
   void process(const Sample& s, std::uint32_t crc, const std::string& what, std::int64_t epoch, std::int64_t index,
                std::int64_t slot, Batch& b) const {
@@ -229,46 +302,19 @@ struct Loader::Impl {
     validate_sample(man, s, what);
     thread_local Image decoded;  // reused: no allocation per sample
     const std::uint8_t* px = s.image.data();
-    int h = s.height, w = s.width, c = s.channels;
+    const int h = s.height, w = s.width;
     if (!man.raw()) {
       decode_image_into(s.image.data(), s.image.size(), man.channels, what, decoded);
       GPPF_CHECK(decoded.height == h && decoded.width == w, what, ": decoded ", decoded.height, "x", decoded.width,
                  ", stored shape says ", h, "x", w);
       px = decoded.pixels.data();
     }
-    std::vector<std::uint8_t> converted;
-    if (c != out_c) {
-      const std::size_t n = static_cast<std::size_t>(h) * w;
-      converted.resize(n * out_c);
-      for (std::size_t i = 0; i < n; ++i) {
-        const std::uint8_t* p = px + i * c;
-        const std::uint8_t gray =
-            c == 1 ? p[0] : static_cast<std::uint8_t>((299 * p[0] + 587 * p[1] + 114 * p[2] + 500) / 1000);
-        for (int k = 0; k < out_c; ++k) converted[i * out_c + k] = out_c == 1 ? gray : (c == 1 ? p[0] : p[k]);
-      }
-      px = converted.data();
-      c = out_c;
-    }
     Rng rng(hash_seed({cfg.seed, static_cast<std::uint64_t>(epoch), static_cast<std::uint64_t>(index), 0xa06}));
-    const Window win = plan_window(cfg.augment, h, w, out_h, out_w, rng);
-    const bool identity = !cfg.augment.enabled && h == out_h && w == out_w;
-    const std::size_t npx = static_cast<std::size_t>(out_h) * out_w;
-    float* dst = b.images.data_as<float>() + slot * npx * out_c;
-    if (identity) {
-      switch (out_c) {
-        case 1: normalise_u8<1>(px, npx, dst); break;
-        case 3: normalise_u8<3>(px, npx, dst); break;
-        default: normalise_u8<4>(px, npx, dst);
-      }
-    } else {
-      resample_image(px, h, w, c, win, 0.0f, dst);
-      if (cfg.augment.enabled) colour_jitter(cfg.augment, static_cast<int>(npx), c, rng, dst);
-      for (std::size_t i = 0; i < npx; ++i)
-        for (int k = 0; k < out_c; ++k) {
-          float& v = dst[i * out_c + k];
-          v = (v * (1.0f / 255.0f) - mean[k]) * inv_std[k];
-        }
-    }
+    const Window win = plan_window(cfg.augment, h, w, fmt.height, fmt.width, rng);
+    const bool identity = !cfg.augment.enabled && h == fmt.height && w == fmt.width;
+    const std::size_t npx = static_cast<std::size_t>(fmt.height) * fmt.width;
+    write_input(px, h, w, s.channels, fmt, win, cfg.augment, rng,
+                b.images.data_as<float>() + slot * npx * fmt.channels);
     b.labels.data_as<std::int32_t>()[slot] = s.label;
     if (man.has_boxes) b.boxes.push_back(transform_boxes(s.boxes, win, cfg.augment.min_box_visible));
     if (man.has_masks) {
@@ -294,9 +340,9 @@ struct Loader::Impl {
     Batch b;
     b.epoch = epoch;
     b.index = bi;
-    b.images = alloc({n, out_h, out_w, out_c}, DType::F32);
+    b.images = alloc({n, fmt.height, fmt.width, fmt.channels}, DType::F32);
     b.labels = alloc({n}, DType::I32);
-    if (m().has_masks) b.masks = alloc({n, out_h, out_w}, DType::I32);
+    if (m().has_masks) b.masks = alloc({n, fmt.height, fmt.width}, DType::I32);
     std::vector<std::pair<std::int32_t, std::int64_t>> used;
     auto release_all = [&] {
       for (auto& [u, k] : used) release(gen, epoch, u, k);
@@ -397,34 +443,7 @@ Loader::Loader(const Dataset& dataset, const LoaderConfig& config) : m_impl(std:
              c.batch_size, ", ", c.workers, ", ", c.prefetch, ")");
   GPPF_CHECK(c.world > 0 && c.rank >= 0 && c.rank < c.world, "loader: rank ", c.rank, " of world ", c.world);
   const SplitInfo& split = m.split(c.split, "data set " + im.ds.dir());
-  im.out_h = c.height > 0 ? c.height : m.height;
-  im.out_w = c.width > 0 ? c.width : m.width;
-  GPPF_CHECK(im.out_h > 0 && im.out_w > 0, "loader: data set ", im.ds.dir(),
-             " has images of different sizes; set the output height and width");
-  im.out_c = c.channels > 0 ? c.channels : m.channels;
-  GPPF_CHECK(im.out_c == m.channels || im.out_c == 1 || im.out_c == 3, "loader: cannot convert ", m.channels,
-             " channels into ", im.out_c);
-  std::vector<float> mean = c.mean, sd = c.std;
-  // The manifest's statistics fit when the channels are kept, or when RGBA loses its alpha.
-  if (mean.empty() && m.mean.size() >= static_cast<std::size_t>(im.out_c) &&
-      (im.out_c == m.channels || im.out_c == 3)) {
-    mean.assign(m.mean.begin(), m.mean.begin() + im.out_c);
-    sd.assign(m.std.begin(), m.std.begin() + im.out_c);
-  } else if (mean.empty() && m.mean.size() == 1) {  // gray into RGB: one value for every channel
-    mean = {static_cast<float>(m.mean[0])};
-    sd = {static_cast<float>(m.std[0])};
-  }
-  if (mean.empty()) mean = {0.0f};
-  if (sd.empty()) sd = {1.0f};
-  GPPF_CHECK((mean.size() == 1 || mean.size() == static_cast<std::size_t>(im.out_c)) &&
-                 (sd.size() == 1 || sd.size() == static_cast<std::size_t>(im.out_c)),
-             "loader: mean/std need 1 or ", im.out_c, " values");
-  for (int k = 0; k < im.out_c; ++k) {
-    im.mean.push_back(mean[mean.size() == 1 ? 0 : k]);
-    const float s = sd[sd.size() == 1 ? 0 : k];
-    GPPF_CHECK(s > 0, "loader: std must be positive");
-    im.inv_std.push_back(1.0f / s);
-  }
+  im.fmt = input_format(m, c, im.ds.dir());
   im.pinned = c.pinned && cuda::available();
   std::int64_t first = 0;
   for (const ShardInfo& sh : split.shards) {
@@ -525,8 +544,8 @@ LoaderStats Loader::stats() const {
 }
 
 const Manifest& Loader::manifest() const { return m_impl->ds.manifest(); }
-int Loader::height() const { return m_impl->out_h; }
-int Loader::width() const { return m_impl->out_w; }
-int Loader::channels() const { return m_impl->out_c; }
+int Loader::height() const { return m_impl->fmt.height; }
+int Loader::width() const { return m_impl->fmt.width; }
+int Loader::channels() const { return m_impl->fmt.channels; }
 
 }  // namespace gppf::io

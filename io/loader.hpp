@@ -47,6 +47,24 @@ struct LoaderConfig {
   bool pinned = true;       // page-locked batch memory when a CUDA device is present
 };
 
+// What a loader makes of every image: the network input's size, channels and normalisation.
+struct InputFormat {
+  int height = 0, width = 0, channels = 0;
+  std::vector<float> mean, inv_std;  // per output channel: out = (pixel/255 - mean) * inv_std
+};
+// The format of a loader over data set `m` (folder `dir`, for errors) with `config`: its size and
+// channels, else the data set's; its mean/std, else the manifest's train-split statistics.
+InputFormat input_format(const Manifest& m, const LoaderConfig& config, const std::string& dir);
+
+// One decoded 8-bit HWC image (h x w, c channels) into dst, f32 [fmt.height, fmt.width, fmt.channels],
+// as a loader writes it: channels converted (RGB to grey by 299/587/114), the window resampled
+// (bilinear) unless augmentation is off and the size already fits, colour jitter, then normalised.
+void write_input(const std::uint8_t* px, int h, int w, int c, const InputFormat& fmt, const Window& win,
+                 const AugmentConfig& augment, Rng& rng, float* dst);
+// The same without augmentation: the whole image, stretched to the format's size when it differs
+// (what an evaluation loader does; gppf predict uses it on image files).
+void image_to_input(const std::uint8_t* px, int h, int w, int c, const InputFormat& fmt, float* dst);
+
 struct Batch {
   Tensor images;                        // f32 [B, H, W, C], normalised
   Tensor labels;                        // i32 [B] (-1 for scenes without one label)

@@ -11,9 +11,11 @@ PACKAGES=(
   libhdf5-openmpi-dev hdf5-tools
   libdnnl-dev libopenblas-dev libopenblas-openmp-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
-  libpng-dev libjpeg-dev libturbojpeg0-dev zlib1g-dev
+  libpng-dev libjpeg-dev libturbojpeg0-dev zlib1g-dev libssl-dev
   # tests/slurm/slurm_test.sh starts its own single-node Slurm (no system service is configured)
   slurmctld slurmd slurm-client munge
+  # gppf export --format onnx (optional at build time), and its parity test (tests/interop/check_onnx.py)
+  libonnx-dev libprotobuf-dev python3-onnx python3-opencv python3-h5py python3-numpy
 )
 PACKAGES+=(${GPPF_EXTRA_PACKAGES:-})
 

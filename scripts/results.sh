@@ -123,6 +123,8 @@ w=$(yaml_block schedule "$transfer_config" | int_of warmup_steps)
 [ -n "$w" ] && transfer_budget+=(--set "schedule.warmup_steps=$(scale "$w" "$tune" "$t_steps")")
 
 mkdir -p "$out/configs"
+# The configs written below are $config's, elsewhere: their relative data set paths start where $config's do.
+data_root=$(dirname "$config")
 declare -a commands=()
 # run NAME CMD...: runs a gppf command into $dir/NAME (log in $dir/NAME.log) unless --reuse finds it.
 run() {
@@ -151,11 +153,11 @@ for seed in "${seed_list[@]}"; do
   mkdir -p "$dir"
   sd=(--set "seed=$seed")
   for t in "${tasks[@]}"; do
-    run "alone-$t" "$GPPF" train --config "$out/configs/alone-$t.yaml" "${budget[@]}" "${sd[@]}" --out "$dir/alone-$t"
+    run "alone-$t" "$GPPF" train --config "$out/configs/alone-$t.yaml" --data-root "$data_root" "${budget[@]}" "${sd[@]}" --out "$dir/alone-$t"
   done
   run dense "$GPPF" train --config "$config" "${budget[@]}" "${sd[@]}" --set "model.top_k=$legos" --out "$dir/dense"
   run sparse "$GPPF" train --config "$config" "${budget[@]}" "${sd[@]}" --out "$dir/sparse"
-  run "pretrain-without-$held_out" "$GPPF" train --config "$out/configs/pretrain-without-$held_out.yaml" \
+  run "pretrain-without-$held_out" "$GPPF" train --config "$out/configs/pretrain-without-$held_out.yaml" --data-root "$data_root" \
     "${budget[@]}" "${sd[@]}" --out "$dir/pretrain-without-$held_out"
   run transfer "$GPPF" finetune --checkpoint "$dir/pretrain-without-$held_out" --config "$transfer_config" \
     "${transfer_budget[@]}" "${sd[@]}" --out "$dir/transfer"
@@ -312,7 +314,7 @@ PY
   echo "task list cut to one task / without \`$held_out\` (nothing else changed). The first seed's commands:"
   echo
   echo '```sh'
-  for c in "${commands[@]:0:$((${#commands[@]} / ${#seed_list[@]}))}"; do echo "$c"; done
+  for c in "${commands[@]:0:$((${#commands[@]} / ${#seed_list[@]}))}"; do echo "gppf${c#"$GPPF"}"; done
   echo '```'
 } >"$doc.tmp"
 mv "$doc.tmp" "$doc"

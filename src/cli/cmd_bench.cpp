@@ -13,7 +13,7 @@ namespace gppf::cli {
 
 void register_bench(CLI::App& app) {
   struct Options {
-    std::string what, config, synthetic;
+    std::string what, config, synthetic, data_root;
     std::vector<std::string> overrides;
     int steps = 20, warmup = 3;
     double step_ms = 64.5;
@@ -25,6 +25,7 @@ void register_bench(CLI::App& app) {
   cmd->add_option("what", opts->what, "step or comm")->required()->check(CLI::IsMember({"step", "comm"}));
   cmd->add_option("--config", opts->config, "YAML config file")->check(CLI::ExistingFile);
   cmd->add_option("--set", opts->overrides, "override a config key: key=value (repeatable)");
+  add_data_root_option(cmd, opts->data_root);
   cmd->add_option("--steps", opts->steps, "timed steps")->capture_default_str();
   cmd->add_option("--warmup", opts->warmup, "untimed steps first")->capture_default_str();
   cmd->add_option("--synthetic", opts->synthetic,
@@ -42,14 +43,15 @@ void register_bench(CLI::App& app) {
       co.json = opts->json;
       co.step_ms = opts->step_ms;
       co.images_per_gpu = opts->images_per_gpu;
-      const std::string text = train::bench_comm(train::load_config(opts->config, opts->overrides), co);
+      const std::string text =
+          train::bench_comm(train::load_config(opts->config, opts->overrides, opts->data_root), co);
       if (!mpi || mpi->rank() == 0) std::fputs(text.c_str(), stdout);
       return;
     }
     train::SyntheticData synthetic;
     if (!opts->synthetic.empty()) synthetic = train::parse_synthetic(opts->synthetic);
-    const auto result = train::bench_step(train::load_config(opts->config, opts->overrides), opts->warmup, opts->steps,
-                                          opts->synthetic.empty() ? nullptr : &synthetic);
+    const auto result = train::bench_step(train::load_config(opts->config, opts->overrides, opts->data_root),
+                                          opts->warmup, opts->steps, opts->synthetic.empty() ? nullptr : &synthetic);
     std::fputs((opts->json ? result.to_json() + "\n" : result.to_table()).c_str(), stdout);
   });
 }

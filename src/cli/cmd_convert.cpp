@@ -23,7 +23,7 @@ std::vector<std::string> split_list(const std::string& s) {
 
 void register_convert(CLI::App& app) {
   struct Options {
-    std::string format, src, classes, on_error = "error";
+    std::string format, src, classes, on_error = "error", background;
     io::ConvertOptions common;
     io::CocoOptions coco;
     io::CanvasOptions canvas;
@@ -58,9 +58,15 @@ void register_convert(CLI::App& app) {
       ->check(CLI::IsMember({"error", "skip"}))
       ->capture_default_str();
   cmd->add_option("--classes", o->classes, "idx: comma-separated class names (default 0,1,...)");
-  cmd->add_option("--channels", o->channels,
-                  "decoded channels: imagefolder and coco 1, 3 or 4 (4 keeps alpha; default 3), canvas 1 or 3 "
-                  "(default: 1 on a blank canvas, 3 on backgrounds)");
+  const std::string channels_help = str(
+      "imagefolder and coco ", io::channels_text("imagefolder"), " (decoded by the loader; 4 keeps alpha; default 3), ",
+      "canvas ", io::channels_text("canvas"), " (default: 1 on a blank canvas, 3 on backgrounds), emoji ",
+      io::channels_text("emoji"), "; idx: none (its files decide)");
+  auto* channels = cmd->add_option("--channels", o->channels, channels_help);
+  auto* background = cmd->add_option(
+      "--background", o->background,
+      "imagefolder and coco with --channels 1 or 3, emoji: white, black or a grey level 0..255 under transparent "
+      "pixels (default white)");
   cmd->add_option("--images", o->coco.images,
                   "coco: image folder (default: the JSON's folder); emoji: default SRC/img/google/64");
   cmd->add_option("--backgrounds", o->canvas.backgrounds, "canvas: folder of background photos (default: blank)");
@@ -81,26 +87,40 @@ void register_convert(CLI::App& app) {
   cmd->add_option("--train-count", o->canvas.train, "canvas: train scenes (0: as many as source samples)");
   cmd->add_option("--val-count", o->canvas.val, "canvas: val scenes");
   cmd->add_option("--test-count", o->canvas.test, "canvas: test scenes");
-  cmd->callback([o] {
+  cmd->callback([o, channels, background] {
     GPPF_CHECK(!o->src.empty(), "convert: --src is required");
     o->common.skip_bad = o->on_error == "skip";
+    const bool has_channels = channels->count() > 0, has_background = background->count() > 0;
+    if (has_channels) io::check_channels(o->format, o->channels);
+    const int channel_count = has_channels ? o->channels : o->format == "canvas" ? 0 : 3;
+    int grey = 255;  // transparent pixels on white by default (emoji artwork is drawn for light pages)
+    if (has_background) {
+      GPPF_CHECK(o->format == "emoji" || ((o->format == "imagefolder" || o->format == "coco") && channel_count != 4),
+                 "convert ", o->format,
+                 ": --background applies to imagefolder and coco with --channels 1 or 3, and to emoji",
+                 o->format == "canvas" ? " (canvas scenes lie on --backgrounds DIR photos or black)" : "");
+      grey = io::parse_background(o->background);
+    }
     if (o->format == "idx") {
       io::convert_idx({o->src, split_list(o->classes)}, o->common);
     } else if (o->format == "imagefolder") {
-      io::convert_imagefolder({o->src, o->channels == 0 ? 3 : o->channels}, o->common);
+      io::convert_imagefolder({o->src, channel_count, grey}, o->common);
     } else if (o->format == "coco") {
       o->coco.src = o->src;
-      o->coco.channels = o->channels == 0 ? 3 : o->channels;
+      o->coco.channels = channel_count;
+      o->coco.background = grey;
       io::convert_coco(o->coco, o->common);
     } else if (o->format == "emoji") {
       io::EmojiOptions emoji;
       emoji.src = o->src;
       emoji.images = o->coco.images;
       emoji.size = o->canvas.size;
+      const auto g = static_cast<std::uint8_t>(grey);
+      emoji.background = {g, g, g};
       io::convert_emoji(emoji, o->common);
     } else {
       o->canvas.src = o->src;
-      o->canvas.channels = o->channels;
+      o->canvas.channels = channel_count;
       io::convert_canvas(o->canvas, o->common);
     }
   });

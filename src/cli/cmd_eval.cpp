@@ -8,11 +8,8 @@
 
 #include "core/error.hpp"
 #include "core/log.hpp"
-#include "core/suggest.hpp"
 #include "src/cli/commands.hpp"
-#include "src/train/checkpoint.hpp"
-#include "src/train/config.hpp"
-#include "src/train/network.hpp"
+#include "src/train/inference.hpp"
 #include "src/train/trainer.hpp"
 
 namespace gppf::cli {
@@ -36,30 +33,13 @@ void register_eval(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--json", opts->json, "print the metrics as JSON (task -> metric -> value) instead of a table");
   cmd->callback([opts] {
-    const std::string path = train::resolve_checkpoint(opts->checkpoint);
-    const train::CheckpointMeta meta = train::read_checkpoint_meta(path);
-    std::vector<std::string> overrides;
-    if (!opts->device.empty()) {
-      Device device;
-      try {
-        device = Device::parse(opts->device);
-      } catch (const Error& e) {
-        GPPF_THROW("eval: --device: ", e.reason());
-      }
-      overrides.push_back("device=" + device.str());
-      // A bf16 GPU run evaluated on the host: its f32 master weights, in f32.
-      if (device.is_host()) overrides.push_back("precision=fp32");
-    }
-    const train::TrainConfig config = train::parse_config(meta.config_yaml, overrides, path + ":/config");
-    std::vector<std::string> names;
-    for (const auto& t : config.tasks) names.push_back(t.name);
-    GPPF_CHECK(opts->task.empty() || std::find(names.begin(), names.end(), opts->task) != names.end(),
-               "eval: checkpoint ", path, " has no task '", opts->task, "'", did_you_mean(opts->task, names));
+    train::LoadedModel model = train::load_model(opts->checkpoint, opts->device, "eval");
+    if (!opts->task.empty()) (void)model.task_index(opts->task, "eval");
+    const train::TrainConfig& config = model.config;
+    const auto& [datasets, specs] = model.data;
+    train::Network& net = *model.net;
+    const std::string& path = model.path;
     if (config.threads > 0) omp_set_num_threads(config.threads);
-    const auto [datasets, specs] = train::open_tasks(config);
-    train::Network net(config, specs);
-    // The BN statistics are the checkpoint's (re-calibrated by the trainer before it saved).
-    (void)train::read_checkpoint(path, {net.parameters(), net.buffers(), {}}, {true, false});
     nlohmann::json out = nlohmann::json::object();
     if (!opts->json) std::printf("%-20s %-15s %-10s %s\n", "task", "type", "metric", opts->split.c_str());
     for (std::size_t i = 0; i < specs.size(); ++i) {
@@ -76,7 +56,7 @@ void register_eval(CLI::App& app) {
     }
     if (opts->json) std::printf("%s\n", out.dump(2).c_str());
     log::info(
-        "evaluated ", path, " (step ", meta.step, ") on ",
+        "evaluated ", path, " (step ", model.meta.step, ") on ",
         opts->max_batches > 0 ? str("at most ", opts->max_batches, " batches per task of ") : std::string("all of "),
         "split ", opts->split);
   });

@@ -16,7 +16,7 @@ namespace gppf::cli {
 namespace {
 
 struct FinetuneArgs {
-  std::string checkpoint, config, out, resume;
+  std::string checkpoint, config, out, resume, data_root;
   std::vector<std::string> overrides;
   bool from_scratch = false;
   bool force = false;
@@ -27,7 +27,7 @@ bool run(const FinetuneArgs& a) {
   const std::string path = train::resolve_checkpoint(a.checkpoint);
   const train::CheckpointMeta meta = train::read_checkpoint_meta(path);
   const train::TrainConfig config =
-      train::load_finetune_config(a.config, a.overrides, meta.config_yaml, path + ":/config");
+      train::load_finetune_config(a.config, a.overrides, meta.config_yaml, path + ":/config", a.data_root);
   train::FinetuneOptions fo;
   fo.checkpoint = path;
   fo.run_dir = a.out;
@@ -49,6 +49,7 @@ void register_finetune(CLI::App& app) {
       ->required()
       ->check(CLI::ExistingFile);
   cmd->add_option("--set", opts->overrides, "override a config key: key=value (repeatable; tasks.NAME.key=value)");
+  add_data_root_option(cmd, opts->data_root);
   cmd->add_option("--out", opts->out, "run directory (probe/, metrics.jsonl, summary.json, checkpoints/)")->required();
   cmd->add_option("--resume", opts->resume,
                   "auto: continue an interrupted run in --out (a finished probe is not run again)")

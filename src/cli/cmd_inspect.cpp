@@ -12,35 +12,40 @@
 #include "io/verify.hpp"
 #include "src/cli/commands.hpp"
 #include "src/nn/backbone.hpp"
+#include "src/train/bench_step.hpp"
 #include "src/train/checkpoint.hpp"
 #include "src/train/config.hpp"
 #include "src/train/describe.hpp"
+#include "src/train/network.hpp"
 
 namespace gppf::cli {
 namespace {
 
-void inspect_checkpoint(const std::string& path) {
-  std::printf("checkpoint %s\n", printable(path).c_str());
-  train::CheckpointMeta meta;
-  try {
-    meta = train::verify_checkpoint(path);
-  } catch (const Error&) {
-    std::printf("  complete: no\n");
-    throw;
-  }
+using json = nlohmann::json;
+
+std::string text(const json& v) { return printable(v.is_string() ? v.get<std::string>() : v.dump()); }
+
+// What a checkpoint holds: its metadata, parameter counts by part of the network, and every task's
+// routing at inference. Throws when the checkpoint is damaged or incomplete.
+json checkpoint_json(const std::string& path) {
+  const train::CheckpointMeta meta = train::verify_checkpoint(path);
   const train::TrainConfig config = train::parse_config(meta.config_yaml, {}, path + ":/config");
-  std::printf("  format version %lld, written by gppf %s (git %s)\n", static_cast<long long>(meta.format_version),
-              printable(meta.gppf_version).c_str(), printable(meta.git_sha).c_str());
-  std::printf("  step: %lld of %lld\n", static_cast<long long>(meta.step), static_cast<long long>(config.steps));
-  if (meta.world_size == 1)
-    std::printf("  layout: 1 process (world size 1)\n");
-  else
-    std::printf("  layout: %d processes (world size %d: this file and %d shard files)\n", meta.world_size,
-                meta.world_size, meta.world_size - 1);
-  if (!meta.layout.empty()) std::printf("  layout detail: %s\n", printable(meta.layout).c_str());
-  std::printf("  optimizer: %s\n", printable(meta.optimizer_type).c_str());
-  std::printf("  model: %s, %d legos per layer (top-%d, %d shared)\n", config.backbone.name.c_str(),
-              config.backbone.num_legos, config.backbone.top_k, config.backbone.num_shared);
+  json j = {{"kind", "checkpoint"},
+            {"path", path},
+            {"complete", true},
+            {"format_version", meta.format_version},
+            {"gppf_version", meta.gppf_version},
+            {"git_sha", meta.git_sha},
+            {"step", meta.step},
+            {"steps", config.steps},
+            {"world_size", meta.world_size},
+            {"layout", meta.layout},
+            {"optimizer", meta.optimizer_type},
+            {"model",
+             {{"backbone", config.backbone.name},
+              {"legos", config.backbone.num_legos},
+              {"top_k", config.backbone.top_k},
+              {"shared", config.backbone.num_shared}}}};
 
   // The routing at inference: the checkpoint's routers through LegoLayer::route.
   const int num_tasks = static_cast<int>(config.tasks.size());
@@ -82,34 +87,83 @@ void inspect_checkpoint(const std::string& path) {
   }
   std::int64_t lego_total = 0;
   for (const auto& [k, n] : legos) lego_total += n;
-  std::printf("  parameters: %lld total (backbone outside legos %lld, legos %lld, routers %lld, heads %lld)\n",
-              static_cast<long long>(total), static_cast<long long>(always_on), static_cast<long long>(lego_total),
-              static_cast<long long>(router_total),
-              static_cast<long long>(total - always_on - lego_total - router_total));
-
-  std::printf("  tasks:\n");
+  j["parameters"] = {{"total", total},
+                     {"backbone_outside_legos", always_on},
+                     {"legos", lego_total},
+                     {"routers", router_total},
+                     {"heads", total - always_on - lego_total - router_total}};
+  j["tasks"] = json::array();
   for (std::size_t i = 0; i < meta.tasks.size(); ++i) {
     const auto& t = meta.tasks[i];
-    const int ti = static_cast<int>(i);
     std::int64_t active = always_on + heads[t.name];
-    std::string routes;
+    json routes = json::array();  // in layer order
     for (auto* l : layers) {
-      const nn::Route r = l->route(ti, std::numeric_limits<std::int64_t>::max(), false);
-      routes += str("    ", l->name(), ":");
+      const nn::Route r = l->route(static_cast<int>(i), std::numeric_limits<std::int64_t>::max(), false);
+      json used = json::array();
       for (int lego : r.legos) {
         const int shared = l->spec().num_shared;
-        routes += lego < shared ? str(" shared", lego) : str(" lego", lego - shared);
+        used.push_back(lego < shared ? str("shared", lego) : str("lego", lego - shared));
         active += legos[{l->index(), lego}];
       }
-      routes += "\n";
+      routes.push_back({{"layer", l->name()}, {"legos", used}});
     }
-    std::printf("  - %s: %s on %s (loader epoch %lld, batch %lld); %lld parameters active, head %lld\n",
-                printable(t.name).c_str(), printable(t.type).c_str(), printable(t.dataset).c_str(),
-                static_cast<long long>(t.loader.epoch), static_cast<long long>(t.loader.batch),
-                static_cast<long long>(active), static_cast<long long>(heads[t.name]));
-    std::printf("%s", routes.c_str());
+    j["tasks"].push_back({{"name", t.name},
+                          {"type", t.type},
+                          {"dataset", t.dataset},
+                          {"loader", {{"epoch", t.loader.epoch}, {"batch", t.loader.batch}}},
+                          {"active_parameters", active},
+                          {"head_parameters", heads[t.name]},
+                          {"routes", routes}});
+  }
+  return j;
+}
+
+void print_checkpoint(const json& j) {
+  std::printf("checkpoint %s\n", text(j["path"]).c_str());
+  std::printf("  format version %s, written by gppf %s (git %s)\n", text(j["format_version"]).c_str(),
+              text(j["gppf_version"]).c_str(), text(j["git_sha"]).c_str());
+  std::printf("  step: %s of %s\n", text(j["step"]).c_str(), text(j["steps"]).c_str());
+  const int world = j["world_size"].get<int>();
+  if (world == 1)
+    std::printf("  layout: 1 process (world size 1)\n");
+  else
+    std::printf("  layout: %d processes (world size %d: this file and %d shard files)\n", world, world, world - 1);
+  if (!j["layout"].get<std::string>().empty()) std::printf("  layout detail: %s\n", text(j["layout"]).c_str());
+  std::printf("  optimizer: %s\n", text(j["optimizer"]).c_str());
+  const json& m = j["model"];
+  std::printf("  model: %s, %s legos per layer (top-%s, %s shared)\n", text(m["backbone"]).c_str(),
+              text(m["legos"]).c_str(), text(m["top_k"]).c_str(), text(m["shared"]).c_str());
+  const json& p = j["parameters"];
+  std::printf("  parameters: %s total (backbone outside legos %s, legos %s, routers %s, heads %s)\n",
+              text(p["total"]).c_str(), text(p["backbone_outside_legos"]).c_str(), text(p["legos"]).c_str(),
+              text(p["routers"]).c_str(), text(p["heads"]).c_str());
+  std::printf("  tasks:\n");
+  for (const json& t : j["tasks"]) {
+    std::printf("  - %s: %s on %s (loader epoch %s, batch %s); %s parameters active, head %s\n",
+                text(t["name"]).c_str(), text(t["type"]).c_str(), text(t["dataset"]).c_str(),
+                text(t["loader"]["epoch"]).c_str(), text(t["loader"]["batch"]).c_str(),
+                text(t["active_parameters"]).c_str(), text(t["head_parameters"]).c_str());
+    for (const json& r : t["routes"]) {
+      std::string line = str("    ", text(r["layer"]), ":");
+      for (const json& u : r["legos"]) line += str(" ", text(u));
+      std::printf("%s\n", line.c_str());
+    }
   }
   std::printf("  complete: yes\n");
+}
+
+void inspect_checkpoint(const std::string& path, bool as_json) {
+  json j;
+  try {
+    j = checkpoint_json(path);
+  } catch (const Error&) {
+    if (!as_json) std::printf("checkpoint %s\n  complete: no\n", printable(path).c_str());
+    throw;
+  }
+  if (as_json)
+    std::printf("%s\n", j.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+  else
+    print_checkpoint(j);
 }
 
 // The manifest with its free-text fields (class names, source) made safe for a terminal.
@@ -120,58 +174,139 @@ io::Manifest printable_manifest(io::Manifest m) {
   return m;
 }
 
-void inspect_dataset(const std::string& dir, bool decode) {
+void print(const json& j) { std::printf("%s\n", j.dump(2, ' ', false, json::error_handler_t::replace).c_str()); }
+
+void inspect_dataset(const std::string& dir, bool decode, bool as_json) {
   io::VerifyReport r = io::verify_dataset(dir, {decode});
   // A data set that holds nothing is as unusable as a damaged one: training would fail later.
   const std::string manifest = dir + "/manifest.json";
   if (r.manifest.splits.empty()) r.problems.push_back(str(manifest, ": lists no splits"));
   for (const io::SplitInfo& s : r.manifest.splits)
     if (s.count == 0) r.problems.push_back(str(manifest, ": split '", s.name, "' has no samples"));
-  std::printf("%s", io::describe(printable_manifest(r.manifest), printable(dir)).c_str());
-  std::printf("  checked: %lld samples, %zu problems\n", static_cast<long long>(r.samples_checked), r.problems.size());
-  for (std::size_t i = 0; i < r.problems.size() && i < 20; ++i)
-    std::fprintf(stderr, "  %s\n", printable(r.problems[i]).c_str());
+  if (as_json) {
+    print({{"kind", "data set"},
+           {"path", dir},
+           {"manifest", json::parse(r.manifest.to_json())},
+           {"samples_checked", r.samples_checked},
+           {"decoded", decode},
+           {"problems", r.problems},
+           {"ok", r.ok()}});
+  } else {
+    std::printf("%s", io::describe(printable_manifest(r.manifest), printable(dir)).c_str());
+    std::printf("  checked: %lld samples, %zu problems\n", static_cast<long long>(r.samples_checked),
+                r.problems.size());
+    for (std::size_t i = 0; i < r.problems.size() && i < 20; ++i)
+      std::fprintf(stderr, "  %s\n", printable(r.problems[i]).c_str());
+  }
   GPPF_CHECK(r.ok(), "data set ", dir, " is damaged: ", r.problems.front());
 }
 
-// A run directory: whether it finished, how far its metrics go, then its latest checkpoint.
-void inspect_run(const std::string& dir) {
+// A run directory: whether it finished, its last invocation (run.json), how far its metrics go, and
+// its latest checkpoint.
+json run_json(const std::string& dir) {
   namespace fs = std::filesystem;
-  std::printf("run directory %s\n", printable(dir).c_str());
-  std::printf("  finished: %s\n",
-              fs::exists(fs::path(dir) / "summary.json") ? "yes (summary.json)" : "no (no summary.json)");
-  // run.json: the last invocation's command and how it ended ("running": still, or killed).
+  json j = {{"kind", "run directory"}, {"path", dir}, {"finished", fs::exists(fs::path(dir) / "summary.json")}};
   std::ifstream record_file(fs::path(dir) / "run.json");
-  const auto record = nlohmann::json::parse(record_file, nullptr, false);
+  const auto record = json::parse(record_file, nullptr, false);
   if (record.is_object() && record.contains("invocations") && record["invocations"].is_array() &&
       !record["invocations"].empty()) {
-    const nlohmann::json& e = record["invocations"].back();
-    const auto text = [&](const char* key) {
-      return e.contains(key) ? printable(e[key].is_string() ? e[key].get<std::string>() : e[key].dump()) : "?";
-    };
-    std::printf("  run.json: %zu invocations; the last: %s, exit %s, steps %s to %s, started %s\n    %s\n",
-                record["invocations"].size(), text("status").c_str(), text("exit_code").c_str(),
-                text("start_step").c_str(), text("end_step").c_str(), text("start_time").c_str(),
-                text("command_line").c_str());
+    j["invocations"] = record["invocations"].size();
+    j["last_invocation"] = record["invocations"].back();  // "running": still, or killed
   }
   std::ifstream metrics(fs::path(dir) / "metrics.jsonl");
   std::string line, last;
   std::int64_t lines = 0;
   while (std::getline(metrics, line))
     if (!line.empty()) last = line, ++lines;
-  if (lines > 0) {
-    const auto j = nlohmann::json::parse(last, nullptr, false);
-    const bool has_step = j.is_object() && j.contains("step") && j["step"].is_number_integer();
-    std::printf("  metrics.jsonl: %lld records, the last at step %s\n", static_cast<long long>(lines),
-                has_step ? std::to_string(j["step"].get<std::int64_t>()).c_str() : "?");
-  } else {
-    std::printf("  metrics.jsonl: no records\n");
+  j["metrics_records"] = lines;
+  const auto l = json::parse(last, nullptr, false);
+  j["last_step"] = l.is_object() && l.contains("step") && l["step"].is_number_integer() ? l["step"] : json();
+  j["checkpoint"] = nullptr;
+  return j;
+}
+
+void print_run(const json& j) {
+  std::printf("run directory %s\n", text(j["path"]).c_str());
+  std::printf("  finished: %s\n", j["finished"].get<bool>() ? "yes (summary.json)" : "no (no summary.json)");
+  if (j.contains("last_invocation")) {
+    const json& e = j["last_invocation"];
+    const auto field = [&](const char* key) { return e.contains(key) ? text(e[key]) : "?"; };
+    std::printf("  run.json: %s invocations; the last: %s, exit %s, steps %s to %s, started %s\n    %s\n",
+                text(j["invocations"]).c_str(), field("status").c_str(), field("exit_code").c_str(),
+                field("start_step").c_str(), field("end_step").c_str(), field("start_time").c_str(),
+                field("command_line").c_str());
   }
-  if (!fs::exists(fs::path(dir) / "checkpoints" / "latest")) {
+  if (j["metrics_records"].get<std::int64_t>() > 0)
+    std::printf("  metrics.jsonl: %s records, the last at step %s\n", text(j["metrics_records"]).c_str(),
+                j["last_step"].is_null() ? "?" : text(j["last_step"]).c_str());
+  else
+    std::printf("  metrics.jsonl: no records\n");
+}
+
+void inspect_run(const std::string& dir, bool as_json) {
+  namespace fs = std::filesystem;
+  json j = run_json(dir);
+  const bool has_checkpoint = fs::exists(fs::path(dir) / "checkpoints" / "latest");
+  if (as_json) {
+    if (has_checkpoint) j["checkpoint"] = checkpoint_json(train::resolve_checkpoint(dir));
+    print(j);
+    return;
+  }
+  print_run(j);
+  if (!has_checkpoint) {
     std::printf("  checkpoint: none yet\n");
     return;
   }
-  inspect_checkpoint(train::resolve_checkpoint(dir));
+  inspect_checkpoint(train::resolve_checkpoint(dir), false);
+}
+
+struct ConfigArgs {
+  std::vector<std::string> overrides;
+  std::string checkpoint, input, data_root;
+};
+
+// A config's network: the data sets give image sizes and class counts (--input stands in for data
+// not on this machine); a fine-tune config takes its network from --checkpoint.
+void inspect_config(const std::string& path, const ConfigArgs& a, bool as_json) {
+  namespace fs = std::filesystem;
+  train::TrainConfig config;
+  std::vector<std::string> notes;
+  std::string network_of;
+  if (!a.checkpoint.empty()) {
+    network_of = train::resolve_checkpoint(a.checkpoint);
+    config = train::load_finetune_config(path, a.overrides, train::read_checkpoint_meta(network_of).config_yaml,
+                                         network_of + ":/config", a.data_root);
+    notes.push_back(str("fine-tune config ", path, " with the network of ", network_of));
+  } else {
+    config = train::load_config(path, a.overrides, a.data_root);
+    if (!config.model_given)
+      notes.push_back(str("note: ", path,
+                          " has no model section: this is the default network; for a fine-tune config pass "
+                          "--checkpoint PATH to describe the pre-trained one"));
+  }
+  std::vector<train::TaskSpec> specs;
+  if (!a.input.empty()) {
+    specs = train::synthetic_specs(config, train::parse_synthetic(a.input, "inspect: --input"));
+    notes.push_back(str("every task on ", a.input, " input (--input), not its data set"));
+  } else {
+    for (const auto& t : config.tasks)
+      GPPF_CHECK(fs::exists(fs::path(t.dataset) / "manifest.json"), "inspect: task ", t.name, ": data set ", t.dataset,
+                 " is not here (no manifest.json); fetch it, or pass --input HxWxC[:CLASSES] to describe the network "
+                 "on data of that shape");
+    specs = train::open_tasks(config).specs;
+  }
+  if (as_json) {
+    json j = {{"kind", "config"},
+              {"path", path},
+              {"model_given", config.model_given},
+              {"network_of", network_of.empty() ? json() : json(network_of)},
+              {"input", a.input.empty() ? json() : json(a.input)},
+              {"network", train::describe_network_json(config, specs)}};
+    print(j);
+    return;
+  }
+  for (const auto& n : notes) std::printf("%s\n", printable(n).c_str());
+  std::printf("%s", train::describe_network(config, specs).c_str());
 }
 
 }  // namespace
@@ -179,8 +314,8 @@ void inspect_run(const std::string& dir) {
 void register_inspect(CLI::App& app) {
   struct Options {
     std::string path;
-    bool decode = false;
-    std::vector<std::string> overrides;
+    bool decode = false, json = false;
+    ConfigArgs config;
   };
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand(
@@ -188,7 +323,13 @@ void register_inspect(CLI::App& app) {
   cmd->add_option("path", o->path,
                   "data set directory, run directory, checkpoint file (or RUN/checkpoints/latest), or YAML config")
       ->required();
-  cmd->add_option("--set", o->overrides, "config: override a key, key=value (repeatable)");
+  cmd->add_flag("--json", o->json, "print one JSON document instead of text");
+  cmd->add_option("--set", o->config.overrides, "config: override a key, key=value (repeatable)");
+  cmd->add_option("--checkpoint", o->config.checkpoint,
+                  "config: a fine-tune config's pre-trained checkpoint (file or run directory): its network");
+  cmd->add_option("--input", o->config.input,
+                  "config: describe every task on input of this shape, HxWxC[:CLASSES], instead of its data set");
+  add_data_root_option(cmd, o->config.data_root);
   cmd->add_flag("--decode", o->decode, "data sets: also decode every PNG/JPEG image");
   cmd->callback([o] {
     namespace fs = std::filesystem;
@@ -196,23 +337,23 @@ void register_inspect(CLI::App& app) {
       GPPF_CHECK(fs::exists(o->path), "inspect: ", o->path, " does not exist");
       const std::string ext = fs::path(o->path).extension().string();
       if (ext == ".yaml" || ext == ".yml") {
-        std::printf("%s", train::describe_network(train::load_config(o->path, o->overrides)).c_str());
+        inspect_config(o->path, o->config, o->json);
         return;
       }
       // RUN/checkpoints/latest is a pointer to a checkpoint, resolved as --resume does.
       const fs::path p(o->path);
       if (p.filename() == "latest" && p.parent_path().filename() == "checkpoints") {
-        inspect_checkpoint(train::resolve_checkpoint(p.parent_path().parent_path().string()));
+        inspect_checkpoint(train::resolve_checkpoint(p.parent_path().parent_path().string()), o->json);
         return;
       }
-      inspect_checkpoint(o->path);
+      inspect_checkpoint(o->path, o->json);
       return;
     }
     if (fs::is_directory(fs::path(o->path) / "checkpoints") || fs::exists(fs::path(o->path) / "metrics.jsonl")) {
-      inspect_run(o->path);
+      inspect_run(o->path, o->json);
       return;
     }
-    inspect_dataset(o->path, o->decode);
+    inspect_dataset(o->path, o->decode, o->json);
   });
 }
 

@@ -14,7 +14,7 @@ namespace gppf::cli {
 
 void register_train(CLI::App& app) {
   struct Options {
-    std::string config, out, resume;
+    std::string config, out, resume, data_root;
     std::vector<std::string> overrides;
     bool force = false;
   };
@@ -22,6 +22,7 @@ void register_train(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "SIMT multi-task pre-training from a YAML config");
   cmd->add_option("--config", opts->config, "YAML config file")->required()->check(CLI::ExistingFile);
   cmd->add_option("--set", opts->overrides, "override a config key: key=value (repeatable; tasks.NAME.key=value)");
+  add_data_root_option(cmd, opts->data_root);
   cmd->add_option("--out", opts->out, "run directory (metrics.jsonl, summary.json, checkpoints/)")->required();
   cmd->add_option("--resume", opts->resume, "auto, or a checkpoint path");
   cmd->add_flag("--force", opts->force,
@@ -31,7 +32,7 @@ void register_train(CLI::App& app) {
     std::unique_ptr<dist::MpiEnvironment> mpi = dist::start_mpi_for_launch();
     bool interrupted = false;
     try {
-      const train::TrainConfig config = train::load_config(opts->config, opts->overrides);
+      const train::TrainConfig config = train::load_config(opts->config, opts->overrides, opts->data_root);
       train::TrainOptions o{opts->out, opts->resume};
       o.force = opts->force;
       o.command_line = command_line();

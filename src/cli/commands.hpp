@@ -14,9 +14,14 @@ void register_convert(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_report(CLI::App& app);
+void register_export(CLI::App& app);
+void register_predict(CLI::App& app);
 
 // The command line as typed (arguments with spaces or quotes quoted), kept by main() for run records.
 void remember_command_line(int argc, char** argv);
 const std::string& command_line();
+
+// --data-root DIR: where relative dataset paths of a config file start (default: its folder).
+void add_data_root_option(CLI::App* cmd, std::string& data_root);
 
 }  // namespace gppf::cli

@@ -14,8 +14,9 @@ namespace {
 
 std::string version_text() {
   using namespace gppf::build;
-  return gppf::str("gppf ", kVersion, " (git ", kGitSha, ", ", kBuildType, "; CUDA ", kCuda ? "on" : "off", ", oneDNN ",
-                   kOneDnn ? "on" : "off", ", HDF5 ", kParallelHdf5 ? "parallel" : "serial", ")");
+  return gppf::str("gppf ", kVersion, " (git ", kGitSha, kGitDirty ? " with uncommitted changes" : "", ", ", kBuildType,
+                   "; CUDA ", kCuda ? "on" : "off", ", oneDNN ", kOneDnn ? "on" : "off", ", HDF5 ",
+                   kParallelHdf5 ? "parallel" : "serial", ")");
 }
 
 // The line printed for a gppf::Error: its reason, with the source location only when asked for.
@@ -59,6 +60,12 @@ void gppf::cli::remember_command_line(int argc, char** argv) {
 
 const std::string& gppf::cli::command_line() { return g_command_line; }
 
+void gppf::cli::add_data_root_option(CLI::App* cmd, std::string& data_root) {
+  cmd->add_option("--data-root", data_root,
+                  "folder that relative dataset paths in the config start from (default: the config file's folder)")
+      ->check(CLI::ExistingDirectory);
+}
+
 int main(int argc, char** argv) {
   gppf::cli::remember_command_line(argc, argv);
   // Batch logs (Slurm, mpirun) should get progress lines as they happen, not in 4 KiB bursts.
@@ -81,6 +88,8 @@ int main(int argc, char** argv) {
   gppf::cli::register_inspect(app);
   gppf::cli::register_bench(app);
   gppf::cli::register_report(app);
+  gppf::cli::register_export(app);
+  gppf::cli::register_predict(app);
 
   // Errors quote file contents and arguments: printable() keeps them one line without terminal codes.
   // The subcommand as typed (the first word that is no option or --log-level's value), for messages.

@@ -14,7 +14,8 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 std::string px(double v) { return fixed(v, 1); }
 
-// Tick values covering [lo, hi] at a step of 1, 2 or 5 x 10^k, about `target` of them.
+// Tick values at a step of 1, 2 or 5 x 10^k, about `target` of them, from the last tick at or below lo to the
+// first at or above hi: an axis that ends on ticks has its whole range labelled.
 std::vector<double> nice_ticks(double lo, double hi, int target) {
   const double raw = (hi - lo) / std::max(1, target);
   const double mag = std::pow(10.0, std::floor(std::log10(raw)));
@@ -25,8 +26,8 @@ std::vector<double> nice_ticks(double lo, double hi, int target) {
       break;
     }
   std::vector<double> ticks;
-  for (double t = std::floor(lo / step) * step; t <= hi + step * 1e-6; t += step)
-    ticks.push_back(std::fabs(t) < step * 1e-9 ? 0.0 : t);
+  const double first = std::floor(lo / step + 1e-9), last = std::ceil(hi / step - 1e-9);
+  for (double k = first; k <= last; ++k) ticks.push_back(std::fabs(k) < 0.5 ? 0.0 : k * step);
   return ticks;
 }
 
@@ -40,16 +41,19 @@ struct Axis {
   }
 };
 
-Axis linear_axis(double lo, double hi, int target) {
+// Covers [lo, hi] and ends on ticks, but never past floor or ceil (bounds the data lie inside).
+Axis linear_axis(double lo, double hi, int target, double floor = -kInf, double ceil = kInf) {
   if (!(hi > lo)) {
     const double pad = lo == 0 ? 1.0 : std::fabs(lo) * 0.1;
-    lo -= pad;
-    hi += pad;
+    lo = std::max(lo - pad, floor);
+    hi = std::min(hi + pad, ceil);
   }
   Axis a;
   a.ticks = nice_ticks(lo, hi, target);
-  a.lo = std::min(lo, a.ticks.front());
-  a.hi = std::max(hi, a.ticks.back());
+  const double eps = (hi - lo) * 1e-9;
+  std::erase_if(a.ticks, [&](double t) { return t < floor - eps || t > ceil + eps; });
+  a.lo = a.ticks.empty() ? lo : std::min(lo, a.ticks.front());
+  a.hi = a.ticks.empty() ? hi : std::max(hi, a.ticks.back());
   return a;
 }
 
@@ -66,12 +70,25 @@ Axis log_axis(double lo, double hi) {
   return a;
 }
 
-std::string legend(const std::vector<Series>& series) {
+// Dash patterns for ChartOptions::dashed: the first series solid, the others each their own.
+const char* dash(std::size_t i, bool dashed) {
+  static const char* const kDashes[] = {"7 5", "2 4", "10 4 2 4", "4 2"};
+  return dashed && i > 0 ? kDashes[(i - 1) % 4] : "";
+}
+
+// A legend entry: a short line drawn like the series (colour, dashes), then the name.
+std::string swatch(const std::string& color, const std::string& dasharray, const std::string& name) {
+  std::string out = "<span><svg width=\"24\" height=\"8\"><line x1=\"0\" y1=\"4\" x2=\"24\" y2=\"4\" stroke=\"" +
+                    escape_html(color) + "\" stroke-width=\"3\"";
+  if (!dasharray.empty()) out += " stroke-dasharray=\"" + dasharray + "\"";
+  return out + "/></svg>" + escape_html(name) + "</span>";
+}
+
+std::string legend(const std::vector<Series>& series, const ChartOptions& o) {
   std::string out = "<div class=\"legend\">";
-  for (std::size_t i = 0; i < series.size(); ++i) {
-    const std::string color = series[i].color.empty() ? palette(i) : series[i].color;
-    out += "<span><i style=\"background:" + escape_html(color) + "\"></i>" + escape_html(series[i].name) + "</span>";
-  }
+  for (std::size_t i = 0; i < series.size(); ++i)
+    out += swatch(series[i].color.empty() ? palette(i) : series[i].color, dash(i, o.dashed), series[i].name);
+  if (!o.x_marks.empty() && !o.x_marks_label.empty()) out += swatch("#888", "2 3", o.x_marks_label);
   return out + "</div>";
 }
 
@@ -144,8 +161,12 @@ std::string line_chart(const ChartOptions& o, const std::vector<Series>& series)
   Axis ya;
   if (log) {
     ya = log_axis(y_pos_lo, y_hi);
-  } else if (o.unit_range && y_lo >= 0 && y_hi <= 1) {
-    ya = linear_axis(0, 1, 5);
+  } else if (o.fit) {
+    // Padding keeps the extreme points off the frame (except at a bound); a flat series gets 5% of its value.
+    const double span = y_hi - y_lo;
+    const double pad = span > 0 ? 0.08 * span : std::max(0.05 * std::fabs(y_hi), 1e-3);
+    const double floor = y_lo >= o.y_floor ? o.y_floor : -kInf, ceil = y_hi <= o.y_ceil ? o.y_ceil : kInf;
+    ya = linear_axis(std::max(y_lo - pad, floor), std::min(y_hi + pad, ceil), 5, floor, ceil);
   } else {
     ya = linear_axis(o.zero_based && y_lo >= 0 ? 0.0 : y_lo, y_hi, 5);
   }
@@ -167,6 +188,12 @@ std::string line_chart(const ChartOptions& o, const std::vector<Series>& series)
     svg += "<line class=\"grid\" x1=\"" + px(x) + "\" x2=\"" + px(x) + "\" y1=\"" + px(top) + "\" y2=\"" + px(bottom) +
            "\"/><text class=\"tick\" x=\"" + px(x) + "\" y=\"" + px(bottom + 16) + "\" text-anchor=\"middle\">" +
            short_number(t) + "</text>";
+  }
+  for (const double m : o.x_marks) {
+    if (!(m >= xa.lo && m <= xa.hi)) continue;
+    const double x = xa.map(m, left, right);
+    svg += "<line class=\"mark\" x1=\"" + px(x) + "\" x2=\"" + px(x) + "\" y1=\"" + px(top) + "\" y2=\"" + px(bottom) +
+           "\" stroke=\"#888\" stroke-dasharray=\"2 3\"/>";
   }
   svg += "<text class=\"label\" x=\"" + px((left + right) / 2) + "\" y=\"" + px(h - 8) + "\" text-anchor=\"middle\">" +
          escape_html(o.x_label) + "</text>";
@@ -192,12 +219,13 @@ std::string line_chart(const ChartOptions& o, const std::vector<Series>& series)
       if (n <= 40) dots += "<circle cx=\"" + px(x) + "\" cy=\"" + px(y) + "\" r=\"3\" fill=\"" + color + "\"/>";
     }
     if (n == 0) continue;
+    const std::string dasharray = dash(si, o.dashed);
     svg += "<polyline class=\"series\" fill=\"none\" stroke=\"" + color + "\"" +
-           (o.dashed_odd && si % 2 == 1 ? " stroke-dasharray=\"7 5\"" : "") + " points=\"" + pts + "\"/>";
+           (dasharray.empty() ? "" : " stroke-dasharray=\"" + dasharray + "\"") + " points=\"" + pts + "\"/>";
     svg += dots;
   }
   svg += "</svg>";
-  return figure(o.title, svg + legend(series), o.note);
+  return figure(o.title, svg + legend(series, o), o.note);
 }
 
 std::string heat_map(const HeatMapData& d) {
@@ -206,13 +234,17 @@ std::string heat_map(const HeatMapData& d) {
   for (const auto& r : d.rows) longest = std::max(longest, std::min<std::size_t>(r.size(), 32));
   const double label_w = std::clamp(static_cast<double>(longest) * 7.5 + 16, 80.0, 260.0);
   const double w = label_w + cell_w * static_cast<double>(d.columns.size()) + 8;
-  const double h = head + cell_h * static_cast<double>(d.rows.size()) + 8;
-  const std::string pattern = "hatch-" + escape_html(d.id);
+  const double grid_bottom = head + cell_h * static_cast<double>(d.rows.size());
+  const double scale_top = grid_bottom + 24, scale_h = 10;  // the colour bar under the grid, its label above it
+  const double h = scale_top + scale_h + 22;
+  const std::string pattern = "hatch-" + escape_html(d.id), gradient = "scale-" + escape_html(d.id);
   std::string svg = "<svg class=\"heat\" viewBox=\"0 0 " + px(w) + " " + px(h) + "\" width=\"" + px(w) +
                     "\" height=\"" + px(h) + "\" role=\"img\"><defs><pattern id=\"" + pattern +
                     "\" width=\"8\" height=\"8\" patternUnits=\"userSpaceOnUse\" patternTransform=\"rotate(45)\">"
                     "<rect width=\"8\" height=\"8\" fill=\"#fff\"/><line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"8\" "
-                    "stroke=\"#c44\" stroke-width=\"3\" opacity=\"0.45\"/></pattern></defs>";
+                    "stroke=\"#c44\" stroke-width=\"3\" opacity=\"0.45\"/></pattern><linearGradient id=\"" +
+                    gradient + "\"><stop offset=\"0\" stop-color=\"" + shade(0) +
+                    "\"/><stop offset=\"1\" stop-color=\"" + shade(1) + "\"/></linearGradient></defs>";
   for (std::size_t c = 0; c < d.columns.size(); ++c) {
     const double x = label_w + cell_w * (static_cast<double>(c) + 0.5);
     const bool unused = c < d.unused.size() && d.unused[c];
@@ -250,7 +282,24 @@ std::string heat_map(const HeatMapData& d) {
       svg += "<rect class=\"unused\" x=\"" + px(label_w + cell_w * static_cast<double>(c) + 1) + "\" y=\"" + px(head) +
              "\" width=\"" + px(cell_w - 2) + "\" height=\"" + px(cell_h * static_cast<double>(d.rows.size())) +
              "\" fill=\"none\" stroke=\"#c44\" stroke-dasharray=\"4 3\"/>";
-  svg += "</svg>";
+
+  // The colour scale: shade() is linear in RGB, so a two-stop gradient is exactly the cells' colours.
+  const double bar_w = std::min(192.0, std::max(cell_w, cell_w * static_cast<double>(d.columns.size()) - 16));
+  svg += "<g class=\"scale\" data-min=\"0\" data-max=\"1\"><text class=\"scale-label\" x=\"" + px(label_w) + "\" y=\"" +
+         px(scale_top - 6) + "\">" + escape_html(d.scale_label) + "</text><rect x=\"" + px(label_w) + "\" y=\"" +
+         px(scale_top) + "\" width=\"" + px(bar_w) + "\" height=\"" + px(scale_h) + "\" fill=\"url(#" + gradient +
+         ")\" stroke=\"#bbb\"/>";
+  for (const double v : {0.0, 0.5, 1.0}) {
+    const double x = label_w + v * bar_w;
+    svg += "<line x1=\"" + px(x) + "\" x2=\"" + px(x) + "\" y1=\"" + px(scale_top + scale_h) + "\" y2=\"" +
+           px(scale_top + scale_h + 3) + "\" stroke=\"#888\"/><text class=\"tick\" x=\"" + px(x) + "\" y=\"" +
+           px(scale_top + scale_h + 15) + "\" text-anchor=\"" +
+           (v == 0   ? "start"
+            : v == 1 ? "end"
+                     : "middle") +
+           "\">" + fixed(100 * v, 0) + "%</text>";
+  }
+  svg += "</g></svg>";
   return figure(d.title, svg, d.note);
 }
 

@@ -11,6 +11,7 @@
 #include "core/error.hpp"
 #include "src/report/chart.hpp"
 #include "src/report/html.hpp"
+#include "src/train/centernet.hpp"
 
 namespace gppf::report {
 namespace {
@@ -23,7 +24,7 @@ max-width:1360px;padding:0 16px;background:#fff}
 h1{font-size:22px;margin:0 0 8px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 table{border-collapse:collapse;margin:8px 0}th,td{border:1px solid #ddd;padding:4px 10px;text-align:left;
 vertical-align:top}th{background:#f4f6f8}td.num{font-variant-numeric:tabular-nums}
-.facts td:first-child{color:#555}.note{color:#555;font-size:13px;margin:4px 0}figure .note{max-width:620px}.warn{background:#fff6dd;
+.facts td:first-child{color:#555}.note{color:#555;font-size:13px;margin:4px 0}figure .note{max-width:540px}.warn{background:#fff6dd;
 border:1px solid #e8c96a;padding:6px 10px;border-radius:4px}
 .grid2{display:flex;flex-wrap:wrap;gap:16px}figure{margin:0;border:1px solid #e3e3e3;border-radius:6px;
 padding:8px 10px;background:#fff}figcaption{font-weight:600;margin-bottom:4px;overflow-wrap:anywhere}
@@ -31,8 +32,8 @@ svg text{font:12px system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif
 svg .tick{fill:#555;font-size:11px}svg .label{font-size:12px;fill:#333}
 svg .plot{fill:#fcfcfd;stroke:#bbb}svg .grid{stroke:#e6e6e6}svg .series{stroke-width:2;stroke-linejoin:round}
 svg .cell text.on-dark{fill:#fff}svg .unused-label{fill:#b22;font-size:11px;font-style:italic}svg.heat .cell text{font-size:12px}
-.legend{display:flex;flex-wrap:wrap;gap:4px 14px;font-size:12px;margin-top:2px}.legend i{display:inline-block;
-width:14px;height:4px;margin:0 5px 3px 0;vertical-align:middle;border-radius:2px}
+.legend{display:flex;flex-wrap:wrap;gap:4px 14px;font-size:12px;margin-top:2px}.legend svg{margin-right:5px;
+vertical-align:middle}svg .scale-label{font-size:11px;fill:#555}
 .empty{color:#888;font-style:italic;width:400px}code{background:#f4f6f8;padding:0 3px;border-radius:3px}
 )";
 
@@ -77,7 +78,11 @@ std::string header(const ReportInput& in) {
   }
   out += "<tr><td>records</td><td class=\"num\">" + std::to_string(log.lines) +
          " lines of metrics.jsonl, eval split <code>" + escape_html(log.eval_split) + "</code></td></tr>";
-  out += record_rows(in.record) + "</table>\n";
+  out += record_rows(in.record);
+  if (!in.config.problem.empty())
+    out += "<tr><td>config.yaml</td><td>" + escape_html(in.config.problem) +
+           " (layers are numbered, and loss weights inferred, without it)</td></tr>";
+  out += "</table>\n";
 
   out += "<h2>Summary</h2>\n";
   if (in.summary) {
@@ -112,35 +117,42 @@ std::string header(const ReportInput& in) {
   return out + "</table>\n";
 }
 
-std::string loss_section(const RunLog& log) {
+// The weight of each logged loss part inside its task's loss, before the task's loss_weight: the trainer logs
+// the parts unweighted; the total weighs them with centernet_part_weight (classification and
+// segmentation have one part, "ce").
+double part_weight(const std::string& part) { return train::centernet_part_weight(part); }
+
+double median(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+}  // namespace
+
+WeightedParts weigh_parts(const TaskLog& t, const RunConfig& config);
+
+namespace {
+
+std::string loss_section(const RunLog& log, const RunConfig& config) {
   std::string out = "<h2>Training loss</h2>\n";
   out +=
       "<p class=\"note\">Mean train loss of each logging window (<code>log_every</code> steps) against the step; "
-      "the parts of a task's loss are drawn with it. The y axis turns logarithmic when the values span over "
-      "30x.</p>\n<div class=\"grid2\">";
+      "the parts of a task's loss are drawn as weighted in its total, so they add up to it. The y axis turns "
+      "logarithmic when the values span over 30x.</p>\n<div class=\"grid2\">";
   for (const auto& t : log.tasks) {
+    const WeightedParts w = weigh_parts(t, config);
     std::vector<Series> series(1);
     series[0].name = "loss (total)";
-    std::set<std::string> parts;
-    // A part that equals the total at every point (a single-term loss) would hide the total's curve.
-    for (const auto& p : t.train)
-      for (const auto& [k, v] : p.parts) parts.insert(k);
-    std::erase_if(parts, [&](const std::string& k) {
-      return std::all_of(t.train.begin(), t.train.end(), [&](const TrainPoint& p) {
-        const auto it = p.parts.find(k);
-        return it != p.parts.end() && std::fabs(it->second - p.loss) <= 1e-9 * std::max(1.0, std::fabs(p.loss));
-      });
-    });
-    for (const auto& k : parts) series.push_back(Series{"loss_" + k, "", {}, {}});
+    for (const auto& k : w.names) series.push_back(Series{k + " \u00d7 " + short_number(w.weight.at(k)), "", {}, {}});
     for (const auto& p : t.train) {
       series[0].x.push_back(static_cast<double>(p.step));
       series[0].y.push_back(p.loss);
-      std::size_t i = 1;
-      for (const auto& k : parts) {
-        const auto it = p.parts.find(k);
-        series[i].x.push_back(static_cast<double>(p.step));
-        series[i].y.push_back(it == p.parts.end() ? NAN : it->second);
-        ++i;
+      for (std::size_t i = 0; i < w.names.size(); ++i) {
+        const auto it = p.parts.find(w.names[i]);
+        series[i + 1].x.push_back(static_cast<double>(p.step));
+        series[i + 1].y.push_back(it == p.parts.end() ? NAN : w.weight.at(w.names[i]) * it->second);
       }
     }
     ChartOptions o;
@@ -148,6 +160,21 @@ std::string loss_section(const RunLog& log) {
     o.x_label = "step";
     o.y_label = "train loss";
     o.y_scale = YScale::kAuto;
+    if (!w.names.empty()) {
+      std::string weights;
+      for (const auto& [k, v] : w.weight)
+        weights += (weights.empty() ? "" : ", ") + k + " \u00d7 " + short_number(part_weight(k));
+      o.note = "Each part is loss_<part> \u00d7 its weight in the total (" + weights +
+               ") \u00d7 the task's loss_weight " + short_number(w.loss_weight) +
+               (w.loss_weight_from_config ? " (config.yaml)" : " (inferred: no config.yaml)") + "; ";
+      o.note += w.largest_gap <= 1e-3
+                    ? "the parts add up to the total."
+                    : "the weighted parts differ from the total by up to " + fixed(100 * w.largest_gap, 1) +
+                          "%: this run weighs its parts differently from what the report assumes.";
+    } else if (w.weight.size() == 1 && w.loss_weight != 1) {
+      o.note = "The total is loss_" + w.weight.begin()->first + " \u00d7 the task's loss_weight " +
+               short_number(w.loss_weight) + (w.loss_weight_from_config ? " (config.yaml)." : " (inferred).");
+    }
     out += line_chart(o, series);
   }
   return out + "</div>\n";
@@ -157,7 +184,8 @@ std::string metric_section(const RunLog& log) {
   std::string out = "<h2>Evaluation metrics</h2>\n";
   out += "<p class=\"note\">Metrics on the <code>" + escape_html(log.eval_split) +
          "</code> split at each evaluation (<code>eval_every</code> steps; <code>eval_batches</code> batches, the "
-         "last one a full pass).</p>\n<div class=\"grid2\">";
+         "last one a full pass). The y axis spans the values shown, not 0 to 1: read its ticks.</p>\n<div "
+         "class=\"grid2\">";
   for (const auto& t : log.tasks) {
     std::vector<std::string> names;
     for (const auto& p : t.eval)
@@ -178,13 +206,15 @@ std::string metric_section(const RunLog& log) {
     o.title = "metrics: " + t.name;
     o.x_label = "step";
     o.y_label = log.eval_split + " metric";
-    o.unit_range = true;
+    o.fit = true;  // a change from 0.91 to 0.93 is what matters, and it is invisible on 0..1
+    o.y_floor = 0;
+    o.y_ceil = 1;
     out += line_chart(o, series);
   }
   return out + "</div>\n";
 }
 
-std::string usage_section(const RunLog& log) {
+std::string usage_section(const RunLog& log, const RunConfig& config) {
   std::string out = "<h2>Lego usage</h2>\n";
   std::size_t layers = 0;
   bool inferred = false;
@@ -215,6 +245,14 @@ std::string usage_section(const RunLog& log) {
       std::to_string(last_step) +
       ") in which the task routed through that lego; darker is more often. A dot marks the legos of the task's "
       "last record. A hatched column labelled <i>unused</i> is a lego no task routed through in any record.";
+  // The records list layers in the backbone's order; config.yaml's stages give their names.
+  const bool named = config.layers.size() == layers;
+  if (!named)
+    out += config.layers.empty()
+               ? " Layers are numbered from 0: their names (stageS.blockB) come from the run's config.yaml, which "
+                 "is missing here."
+               : " Layers are numbered from 0: config.yaml's model has " + std::to_string(config.layers.size()) +
+                     " lego layers, the records " + std::to_string(layers) + ".";
   if (inferred)
     out +=
         " The legos per layer are inferred from the highest index routed to, so unused legos after it are not "
@@ -231,7 +269,8 @@ std::string usage_section(const RunLog& log) {
       }
     const auto nc = static_cast<std::size_t>(n_legos);
     HeatMapData d;
-    d.title = "layer " + std::to_string(l);
+    d.title = named ? config.layers[l] : "layer " + std::to_string(l);
+    d.scale_label = "share of the task's routing records";
     d.id = "L" + std::to_string(l);
     for (std::size_t c = 0; c < nc; ++c) d.columns.push_back("lego " + std::to_string(c));
     d.unused.assign(nc, true);
@@ -260,7 +299,10 @@ std::string usage_section(const RunLog& log) {
 std::string throughput_section(const RunLog& log) {
   std::string out = "<h2>Throughput and learning rate</h2>\n<div class=\"grid2\">";
   std::vector<Series> speed;
-  std::map<std::int64_t, double> lr, balance;
+  std::map<std::int64_t, double> lr, balance, all_tasks;
+  std::set<double> evals;
+  std::int64_t last_train = 0;
+  std::string medians;
   for (std::size_t i = 0; i < log.tasks.size(); ++i) {
     const TaskLog& t = log.tasks[i];
     Series s{t.name, palette(i), {}, {}};
@@ -268,19 +310,35 @@ std::string throughput_section(const RunLog& log) {
       if (p.samples_per_s) {
         s.x.push_back(static_cast<double>(p.step));
         s.y.push_back(*p.samples_per_s);
+        if (std::isfinite(*p.samples_per_s)) all_tasks[p.step] += *p.samples_per_s;
       }
       if (p.lr) lr.emplace(p.step, *p.lr);
       if (p.balance) balance.emplace(p.step, *p.balance);
+      last_train = std::max(last_train, p.step);
     }
+    for (const auto& e : t.eval) evals.insert(static_cast<double>(e.step));
+    if (!s.y.empty()) medians += (medians.empty() ? "" : ", ") + t.name + " " + fixed(median(s.y), 0);
     speed.push_back(std::move(s));
   }
   ChartOptions o;
-  o.title = "throughput per task";
+  o.title = "images/s per task";
   o.x_label = "step";
-  o.y_label = "samples / s";
+  o.y_label = "images / s";
   o.zero_based = true;
-  o.dashed_odd = true;
-  o.note = "Training samples per second of each task over a logging window (all tasks share the window's time).";
+  o.dashed = true;
+  // The final evaluation comes after the last window and costs it nothing.
+  for (const double e : evals)
+    if (e < static_cast<double>(last_train)) o.x_marks.push_back(e);
+  o.x_marks_label = "evaluation";
+  std::vector<double> totals;
+  for (const auto& [step, v] : all_tasks) totals.push_back(v);
+  o.note =
+      "Training images per second of each task over each logging window: the task's images in the window over "
+      "the window's wall time, which all tasks share (every task trains in every step it is sampled for, so the "
+      "lines differ by batch size and sampling_weight, and move together with the step time). A window after an "
+      "evaluation (dotted) includes its time.";
+  if (!medians.empty())
+    o.note += " Median images/s: " + medians + "; all tasks together " + fixed(median(totals), 0) + ".";
   out += line_chart(o, speed);
 
   auto map_series = [](const std::string& name, const std::map<std::int64_t, double>& m) {
@@ -309,15 +367,49 @@ std::string throughput_section(const RunLog& log) {
 
 }  // namespace
 
+WeightedParts weigh_parts(const TaskLog& t, const RunConfig& config) {
+  WeightedParts w;
+  std::set<std::string> parts;
+  for (const auto& p : t.train)
+    for (const auto& [k, v] : p.parts) parts.insert(k);
+  if (parts.empty()) return w;
+  const auto sum = [&](const TrainPoint& p) {
+    double total = 0;
+    for (const auto& [k, v] : p.parts) total += part_weight(k) * v;
+    return total;
+  };
+  if (const auto it = config.loss_weight.find(t.name); it != config.loss_weight.end()) {
+    w.loss_weight = it->second;
+    w.loss_weight_from_config = true;
+  } else {  // no config.yaml: the factor that makes the parts add up, typically the same at every point
+    std::vector<double> ratio;
+    for (const auto& p : t.train)
+      if (sum(p) > 0 && std::isfinite(p.loss)) ratio.push_back(p.loss / sum(p));
+    if (!ratio.empty()) w.loss_weight = median(ratio);
+  }
+  for (const auto& k : parts) w.weight[k] = part_weight(k) * w.loss_weight;
+  for (const auto& p : t.train)
+    if (p.parts.size() == parts.size() && std::isfinite(p.loss) && p.loss != 0)
+      w.largest_gap = std::max(w.largest_gap, std::fabs(w.loss_weight * sum(p) - p.loss) / std::fabs(p.loss));
+  for (const auto& k : parts) {
+    const bool equals_total = std::all_of(t.train.begin(), t.train.end(), [&](const TrainPoint& p) {
+      const auto it = p.parts.find(k);
+      return it != p.parts.end() && std::fabs(w.weight[k] * it->second - p.loss) <= 1e-5 * std::fabs(p.loss);
+    });
+    if (!equals_total) w.names.push_back(k);
+  }
+  return w;
+}
+
 std::string render_report(const ReportInput& in) {
   std::string title = "GPPF report: " + fs::path(in.run_dir).filename().string();
   if (fs::path(in.run_dir).filename().empty()) title = "GPPF report: " + in.run_dir;
   std::string out = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + escape_html(title) +
                     "</title><style>" + kStyle + "</style></head><body>\n";
   out += header(in);
-  out += loss_section(in.log);
+  out += loss_section(in.log, in.config);
   out += metric_section(in.log);
-  out += usage_section(in.log);
+  out += usage_section(in.log, in.config);
   out += throughput_section(in.log);
   out += "<p class=\"note\">Written by <code>gppf report</code>; a single file with no external references.</p>\n";
   return out + "</body></html>\n";
@@ -330,6 +422,7 @@ fs::path write_report(const fs::path& run_dir) {
   in.log = read_metrics(run_dir / "metrics.jsonl");
   in.summary = read_summary(run_dir / "summary.json");
   if (std::ifstream record(run_dir / "run.json"); record) in.record = nlohmann::json::parse(record, nullptr, false);
+  in.config = read_run_config(run_dir / "config.yaml");
   const std::string html = render_report(in);
 
   // Temporary file and rename: a browser refreshing the page never sees half a report.

@@ -1,11 +1,14 @@
 #include "src/report/run_log.hpp"
 
+#include <yaml-cpp/yaml.h>
+
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/error.hpp"
+#include "src/nn/backbone.hpp"
 
 namespace gppf::report {
 namespace {
@@ -176,6 +179,63 @@ RunSummary parse_summary(const std::string& text, const std::string& source) {
     GPPF_THROW(source, ": garbled summary (", e.what(), ")");
   }
   return s;
+}
+
+namespace {
+
+// node[key] when the mapping has it, else a null node: yaml-cpp throws on using a missing key's node.
+YAML::Node child(const YAML::Node& node, const char* key) {
+  return node.IsMap() && node[key] ? node[key] : YAML::Node();
+}
+
+}  // namespace
+
+RunConfig parse_run_config(const std::string& yaml_text, const std::string& source) {
+  RunConfig c;
+  try {
+    const YAML::Node root = YAML::Load(yaml_text);
+    if (!root.IsMap()) {
+      c.problem = source + ": not a YAML mapping";
+      return c;
+    }
+    if (const YAML::Node model = child(root, "model"); model.IsMap()) {
+      // Layers are named as the backbone names them; a config without stages uses its backbone's.
+      std::vector<int> blocks;
+      if (const YAML::Node stages = child(model, "stages"); stages.IsSequence()) {
+        for (const auto& st : stages) blocks.push_back(st.IsSequence() && st.size() == 3 ? st[1].as<int>() : 0);
+      } else {
+        const YAML::Node backbone = child(model, "backbone");
+        const auto spec = backbone.IsScalar() && backbone.as<std::string>() == "gppf-r50" ? nn::BackboneSpec::r50()
+                                                                                          : nn::BackboneSpec::mini();
+        for (const auto& st : spec.stages) blocks.push_back(st.blocks);
+      }
+      for (std::size_t s = 0; s < blocks.size(); ++s)
+        for (int b = 0; b < blocks[s]; ++b) c.layers.push_back(str("stage", s + 1, ".block", b));
+    }
+    if (const YAML::Node tasks = child(root, "tasks"); tasks.IsSequence())
+      for (const auto& t : tasks)
+        if (const YAML::Node name = child(t, "name"); name.IsScalar()) {
+          const YAML::Node weight = child(t, "loss_weight");
+          c.loss_weight[name.as<std::string>()] = weight.IsScalar() ? weight.as<double>() : 1.0;
+        }
+  } catch (const YAML::Exception& e) {
+    c = RunConfig();
+    c.problem = str(source, ": ", e.what());
+  }
+  return c;
+}
+
+RunConfig read_run_config(const std::filesystem::path& path) {
+  if (!std::filesystem::exists(path)) return RunConfig();
+  std::ifstream in(path);
+  if (!in) {
+    RunConfig c;
+    c.problem = path.string() + ": cannot read";
+    return c;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_run_config(ss.str(), path.string());
 }
 
 std::optional<RunSummary> read_summary(const std::filesystem::path& path) {

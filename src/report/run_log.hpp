@@ -63,6 +63,19 @@ struct RunSummary {
   std::vector<TaskSummary> tasks;
 };
 
+// What the report takes from RUN_DIR/config.yaml, the resolved config `gppf train` writes.
+struct RunConfig {
+  // Lego layer names in the order of a routing record's "legos" (src/nn/backbone.cpp names them):
+  // "stage1.block0", ...; empty when the config has no model section.
+  std::vector<std::string> layers;
+  std::map<std::string, double> loss_weight;  // per task name
+  std::string problem;                        // why the file could not be read; empty when it could
+};
+
+// Never throws: without config.yaml the report still shows everything else, with plainer labels.
+RunConfig parse_run_config(const std::string& yaml_text, const std::string& source);
+RunConfig read_run_config(const std::filesystem::path& path);  // an empty RunConfig when there is no file
+
 // std::nullopt when the file does not exist (the run is still going); throws when it is garbled.
 std::optional<RunSummary> read_summary(const std::filesystem::path& path);
 RunSummary parse_summary(const std::string& text, const std::string& source);

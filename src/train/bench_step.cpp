@@ -42,22 +42,18 @@ double median(std::vector<double> v) {
 
 }  // namespace
 
-SyntheticData parse_synthetic(const std::string& text) {
+SyntheticData parse_synthetic(const std::string& text, const std::string& option) {
   SyntheticData d;
   int used = 0, used_classes = 0;
   const int n =
       std::sscanf(text.c_str(), "%dx%dx%d%n:%d%n", &d.height, &d.width, &d.channels, &used, &d.classes, &used_classes);
   const bool whole =
       (n == 3 && used == static_cast<int>(text.size())) || (n == 4 && used_classes == static_cast<int>(text.size()));
-  GPPF_CHECK(whole && d.height > 0 && d.width > 0 && (d.channels == 1 || d.channels == 3) && d.classes >= 1,
-             "bench step: --synthetic '", text, "' is not HxWxC[:CLASSES] with C 1 or 3 (e.g. 224x224x3:1000)");
+  GPPF_CHECK(whole && d.height > 0 && d.width > 0 && (d.channels == 1 || d.channels == 3) && d.classes >= 1, option,
+             " '", text, "' is not HxWxC[:CLASSES] with C 1 or 3 (e.g. 224x224x3:1000)");
   return d;
 }
 
-namespace {
-
-// Tasks of the config's types and batches on random data of one shape: the step's cost without a
-// data set (ImageNet-sized benchmarks on a machine that holds none).
 std::vector<TaskSpec> synthetic_specs(const TrainConfig& config, const SyntheticData& d) {
   std::vector<TaskSpec> specs;
   for (const TaskConfig& t : config.tasks) {
@@ -72,6 +68,8 @@ std::vector<TaskSpec> synthetic_specs(const TrainConfig& config, const Synthetic
   }
   return specs;
 }
+
+namespace {
 
 io::Batch synthetic_batch(const TaskSpec& s, std::uint64_t seed) {
   std::mt19937_64 rng(seed);

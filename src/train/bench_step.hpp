@@ -8,6 +8,8 @@
 
 namespace gppf::train {
 
+struct TaskSpec;
+
 struct TaskBench {
   std::string name;
   int batch = 0;
@@ -34,7 +36,11 @@ struct StepBench {
 struct SyntheticData {
   int height = 0, width = 0, channels = 3, classes = 1000;
 };
-SyntheticData parse_synthetic(const std::string& text);
+// `option` names the argument in errors ("bench step: --synthetic").
+SyntheticData parse_synthetic(const std::string& text, const std::string& option = "bench step: --synthetic");
+// Tasks of the config's types on data of one shape: a step's cost, or the network's table, without
+// a data set (ImageNet-sized benchmarks on a machine that holds none).
+std::vector<TaskSpec> synthetic_specs(const TrainConfig& config, const SyntheticData& d);
 
 StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps, const SyntheticData* synthetic = nullptr);
 

@@ -2,6 +2,7 @@
 // CenterNet-style targets and decoding for the anchor-free detection head (Zhou et al., "Objects as
 // Points"): a Gaussian peak per object centre on its class's heat map, box size and sub-cell offset
 // regressed at the centre cell only. Sizes are in output-grid cells (input pixels / stride).
+#include <string>
 #include <vector>
 
 #include "core/tensor.hpp"
@@ -9,6 +10,11 @@
 #include "src/train/metrics.hpp"
 
 namespace gppf::train {
+
+// CenterNet's weights of the detection loss parts in a task's total (before its loss_weight): 1 for
+// the heat map, 0.1 for sizes, 1 for offsets. The metrics log keeps the parts unweighted.
+inline constexpr float kSizeLossWeight = 0.1f;
+inline double centernet_part_weight(const std::string& part) { return part == "size" ? kSizeLossWeight : 1.0; }
 
 struct CenterNetTargets {
   Tensor heatmap;  // f32 [N, h, w, C] in [0, 1], 1 exactly at object centres

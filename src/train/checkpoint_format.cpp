@@ -108,7 +108,10 @@ void write_text(const h5::Group& g, const std::string& name, const std::string& 
   H5Tset_size(type, std::max<std::size_t>(1, text.size()));
   H5Tset_strpad(type, H5T_STR_NULLPAD);
   hid_t space = H5Screate(H5S_SCALAR);
-  hid_t ds = H5Dcreate2(g.id(), name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  H5Pset_obj_track_times(dcpl, 0);  // no time stamps: the same state gives the same file bytes
+  hid_t ds = H5Dcreate2(g.id(), name.c_str(), type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  H5Pclose(dcpl);
   const std::string buf = text.empty() ? std::string(1, '\0') : text;
   const herr_t st = ds >= 0 ? H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) : -1;
   if (ds >= 0) H5Dclose(ds);
@@ -296,8 +299,7 @@ void write_rank_file(const std::string& path, std::int64_t step, int rank, int w
   f.set_attr("shard_crc32", static_cast<std::int64_t>(shard_digest(step, rank, world, rng, std::move(lines))));
   // Written last: a reader that finds it knows everything before it was written.
   if (rank > 0 || complete_main) f.set_attr("complete", std::int64_t{1});
-  const std::vector<char> image = f.image();
-  f.close();
+  const std::vector<char> image = f.close_to_image();
   write_file_bytes(path, image.data(), image.size());
 }
 

@@ -32,8 +32,7 @@ void complete_main(const fs::path& tmp, int world, const std::vector<std::int64_
     index.bytes.push_back(r == 0 ? 0 : info[2 * r + 1]);  // the main file's own size changes right here
   }
   complete_with_index(f, index);
-  const std::vector<char> image = f.image();
-  f.close();
+  const std::vector<char> image = f.close_to_image();
   write_file_bytes(tmp, image.data(), image.size());
 }
 

@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/log.hpp"
 #include "core/suggest.hpp"
 
 namespace gppf::train {
@@ -448,9 +449,27 @@ void read_distributed(Reader& r, const YAML::Node& d, const std::string& where, 
   GPPF_CHECK(dc.bucket_mb > 0, where, ": key 'distributed.bucket_mb' must be > 0");
 }
 
+// A relative data set path names a folder below data.dir (the config file's folder, or --data-root;
+// empty: the working directory). For configs written before that rule, a path found only below the
+// working directory is still accepted, with a warning that says how to write it.
+std::string resolve_dataset(const std::string& dataset, const DataPaths& data, const std::string& what) {
+  namespace fs = std::filesystem;
+  const fs::path p(dataset);
+  if (p.is_absolute() || data.dir.empty()) return fs::absolute(p).lexically_normal().string();
+  const fs::path below = (fs::absolute(data.dir) / p).lexically_normal();
+  if (data.cwd_fallback && !fs::exists(below) && fs::exists(p)) {
+    const fs::path cwd = fs::absolute(p).lexically_normal();
+    log::warn(what, ": dataset '", dataset, "' is not in the config's folder (", below.string(),
+              ") but is in the working directory: using ", cwd.string(), "; write it as ",
+              fs::relative(cwd, fs::absolute(data.dir)).string(), " or pass --data-root");
+    return cwd.string();
+  }
+  return below.string();
+}
+
 // The task list; data set paths are stored absolute in `tasks` (the resolved YAML) so that the text
 // means the same from anywhere (checkpoints, `gppf eval`).
-void read_tasks(Reader& r, YAML::Node tasks, const std::string& where, TrainConfig& c) {
+void read_tasks(Reader& r, YAML::Node tasks, const std::string& where, const DataPaths& data, TrainConfig& c) {
   GPPF_CHECK(tasks && tasks.IsSequence() && tasks.size() > 0, where, ": key 'tasks' must be a non-empty list");
   std::set<std::string> names;
   for (std::size_t i = 0; i < tasks.size(); ++i) {
@@ -459,8 +478,9 @@ void read_tasks(Reader& r, YAML::Node tasks, const std::string& where, TrainConf
                "' appears twice");
   }
   for (std::size_t i = 0; i < tasks.size(); ++i) {
+    c.tasks[i].dataset = resolve_dataset(c.tasks[i].dataset, data, str(where, ": task ", c.tasks[i].name));
     YAML::Node t = tasks[i];
-    t["dataset"] = std::filesystem::absolute(c.tasks[i].dataset).lexically_normal().string();
+    t["dataset"] = c.tasks[i].dataset;
   }
 }
 
@@ -475,7 +495,7 @@ void block_style(YAML::Node node) {
     for (auto item : node) block_style(item);
 }
 
-TrainConfig parse_root(YAML::Node root, const std::string& where) {
+TrainConfig parse_root(YAML::Node root, const std::string& where, const DataPaths& data) {
   Reader r(where);
   r.allow_keys(root, "",
                {"seed",
@@ -518,10 +538,11 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
   } catch (const Error& e) {
     GPPF_THROW(where, ": ", e.reason());  // the schedule names itself
   }
+  c.model_given = !child(root, "model").IsNull();
   read_model(r, child(root, "model"), c.backbone, c.neck);
   read_finetune(r, child(root, "finetune"), c.finetune);
   read_distributed(r, child(root, "distributed"), where, c.distributed);
-  read_tasks(r, child(root, "tasks"), where, c);
+  read_tasks(r, child(root, "tasks"), where, data, c);
   YAML::Emitter out;
   out << root;
   c.yaml = std::string(out.c_str()) + "\n";
@@ -537,13 +558,13 @@ TrainConfig parse_root(YAML::Node root, const std::string& where) {
 }  // namespace
 
 TrainConfig parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
-                         const std::string& where) {
-  return parse_root(load_root(yaml_text, overrides, where), where);
+                         const std::string& where, const DataPaths& data) {
+  return parse_root(load_root(yaml_text, overrides, where), where, data);
 }
 
 TrainConfig parse_finetune_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
                                   const std::string& where, const std::string& pretrained_yaml,
-                                  const std::string& pretrained_where) {
+                                  const std::string& pretrained_where, const DataPaths& data) {
   YAML::Node root = load_root(yaml_text, overrides, where);
   const YAML::Node pretrained = load_root(pretrained_yaml, {}, pretrained_where);
   const YAML::Node theirs = child(pretrained, "model");
@@ -567,24 +588,36 @@ TrainConfig parse_finetune_config(const std::string& yaml_text, const std::vecto
     root["model"] = YAML::Clone(theirs);
   else if (root.IsMap() && child(root, "model"))
     root.remove("model");
-  return parse_root(root, where);
+  return parse_root(root, where, data);
+}
+
+// The text of the config file `path` (one-line error naming it when unreadable).
+static std::string read_config_file(const std::string& path) {
+  std::ifstream in(path);
+  GPPF_CHECK(in, path, ": cannot read the config file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+DataPaths data_paths_of(const std::string& config_path, const std::string& data_root) {
+  if (!data_root.empty()) {
+    GPPF_CHECK(std::filesystem::is_directory(data_root), "--data-root ", data_root, " is not a folder");
+    return {data_root, false};
+  }
+  return {std::filesystem::absolute(config_path).parent_path().string(), true};
 }
 
 TrainConfig load_finetune_config(const std::string& path, const std::vector<std::string>& overrides,
-                                 const std::string& pretrained_yaml, const std::string& pretrained_where) {
-  std::ifstream in(path);
-  GPPF_CHECK(in, path, ": cannot read the config file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_finetune_config(ss.str(), overrides, path, pretrained_yaml, pretrained_where);
+                                 const std::string& pretrained_yaml, const std::string& pretrained_where,
+                                 const std::string& data_root) {
+  return parse_finetune_config(read_config_file(path), overrides, path, pretrained_yaml, pretrained_where,
+                               data_paths_of(path, data_root));
 }
 
-TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  std::ifstream in(path);
-  GPPF_CHECK(in, path, ": cannot read the config file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_config(ss.str(), overrides, path);
+TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides,
+                        const std::string& data_root) {
+  return parse_config(read_config_file(path), overrides, path, data_paths_of(path, data_root));
 }
 
 }  // namespace gppf::train

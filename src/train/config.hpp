@@ -59,6 +59,9 @@ struct TrainConfig {
   // The same with every key the parser read and left at its default written out (RUN_DIR/config.yaml):
   // loaded again, it gives the same run.
   std::string resolved_yaml;
+  // Whether the text had a `model` section (a fine-tune config usually has none: its network is the
+  // checkpoint's, and without one the defaults describe a different network).
+  bool model_given = false;
   std::uint64_t seed = 1;
   std::int64_t steps = 1000;
   std::string device = "host";  // as written in the config (messages, the stored YAML)
@@ -95,12 +98,24 @@ struct TrainConfig {
   FinetuneConfig finetune;
 };
 
-// Parses `path` after applying `overrides` ("key=value"). Dataset paths are resolved relative to
-// the current directory.
-TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides);
-// Same, from YAML text (tests).
+// Where relative data set paths in a config point: below `dir` (empty: the working directory).
+// cwd_fallback: a path found only below the working directory is accepted with a warning (configs
+// written before paths were relative to their file).
+struct DataPaths {
+  std::string dir;
+  bool cwd_fallback = false;
+};
+// `config_path`'s folder, or `data_root` when given (--data-root; it must exist).
+DataPaths data_paths_of(const std::string& config_path, const std::string& data_root);
+
+// Parses `path` after applying `overrides` ("key=value"). Relative dataset paths are resolved below
+// `data_root` when given, else below the config file's folder (docs/CONFIG.md, "Data paths"); the
+// parsed config holds them absolute.
+TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides,
+                        const std::string& data_root = "");
+// Same, from YAML text (tests, a checkpoint's stored config).
 TrainConfig parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
-                         const std::string& where);
+                         const std::string& where, const DataPaths& data = {});
 
 // The config of a fine-tune run: the YAML text `yaml_text` (after `overrides`) with the `model`
 // section of the pre-training config `pretrained_yaml` (a checkpoint's config_yaml, read from
@@ -108,8 +123,9 @@ TrainConfig parse_config(const std::string& yaml_text, const std::vector<std::st
 // pre-trained network; the first that does not is a one-line error naming it.
 TrainConfig parse_finetune_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
                                   const std::string& where, const std::string& pretrained_yaml,
-                                  const std::string& pretrained_where);
+                                  const std::string& pretrained_where, const DataPaths& data = {});
 TrainConfig load_finetune_config(const std::string& path, const std::vector<std::string>& overrides,
-                                 const std::string& pretrained_yaml, const std::string& pretrained_where);
+                                 const std::string& pretrained_yaml, const std::string& pretrained_where,
+                                 const std::string& data_root = "");
 
 }  // namespace gppf::train

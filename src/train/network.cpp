@@ -329,20 +329,20 @@ Network::HeadPass Network::head_pass(int task, nn::RunState& rs, const std::vect
       nn::DetectionOutputs grads{Tensor::empty(out.heatmap.shape(), m_act, m_device),
                                  Tensor::empty(out.size.shape(), m_act, m_device),
                                  Tensor::empty(out.offset.shape(), m_act, m_device)};
-      // CenterNet's weights: 1 for the heat map, 0.1 for sizes, 1 for offsets (L1 averaged over centre cells).
+      // CenterNet's weights (kSizeLossWeight; L1 averaged over centre cells).
       Tensor lh = loss_slot(), ls = loss_slot(), lo = loss_slot();
       kernels::FocalParams fp;
       fp.scale = w;
       kernels::centernet_focal_loss(fp, out.heatmap, tg.heatmap, lh, kernels::GradMode::Overwrite, &grads.heatmap,
                                     rs.stream);
       kernels::RegressionParams rp;
-      rp.scale = 0.1f * w;
+      rp.scale = kSizeLossWeight * w;
       kernels::l1_loss(rp, out.size, tg.size, tg.weight, ls, kernels::GradMode::Overwrite, &grads.size, rs.stream);
       rp.scale = w;
       kernels::l1_loss(rp, out.offset, tg.offset, tg.weight, lo, kernels::GradMode::Overwrite, &grads.offset,
                        rs.stream);
       hp.losses = {{"heatmap", lh}, {"size", ls}, {"offset", lo}};
-      hp.part_scale_size = 10.0f;
+      hp.part_scale_size = 1.0f / kSizeLossWeight;
       hp.dfeat = m_heads->det[t]->backward(rs, grads);
       break;
     }
@@ -406,16 +406,15 @@ void Network::calibrate(int task, const io::Batch& host_batch, int index) {
   }
 }
 
-void Network::evaluate(int task, const io::Batch& batch, TaskEvaluator& eval) {
-  const Tensor images = input_on_device(batch.images);  // labels and masks are read on the host
+TaskOutputs Network::infer(int task, const Tensor& host_images, float min_score) {
+  const Tensor images = input_on_device(host_images);
   const auto t = static_cast<std::size_t>(task);
   const TaskSpec& spec = m_tasks[t];
   nn::RunState rs = begin(task, false, false, -1.0f, 0, images.shape());
   std::vector<Tensor> features = m_backbone->forward(rs, images, 0);
+  TaskOutputs result;
   switch (spec.config.type) {
-    case io::TaskType::Classification:
-      eval.add_classification(m_heads->cls[t]->forward(rs, features), batch.labels);
-      break;
+    case io::TaskType::Classification: result.logits = m_heads->cls[t]->forward(rs, features); break;
     case io::TaskType::Detection: {
       nn::DetectionOutputs out = m_heads->det[t]->forward(rs, features);
       if (m_device.is_cuda()) {
@@ -424,20 +423,28 @@ void Network::evaluate(int task, const io::Batch& batch, TaskEvaluator& eval) {
       }
       const int oh = static_cast<int>(out.heatmap.dim(1)), ow = static_cast<int>(out.heatmap.dim(2));
       const int c = spec.num_classes;
-      std::vector<std::vector<Detection>> dets;
       for (std::int64_t b = 0; b < out.heatmap.dim(0); ++b)
-        dets.push_back(decode_centernet(
-            out.heatmap.data_as<float>() + b * oh * ow * c, out.size.data_as<float>() + b * oh * ow * 2,
-            out.offset.data_as<float>() + b * oh * ow * 2, oh, ow, c, spec.height / oh, spec.config.max_detections));
-      eval.add_detection(dets, batch.boxes);
+        result.detections.push_back(decode_centernet(out.heatmap.data_as<float>() + b * oh * ow * c,
+                                                     out.size.data_as<float>() + b * oh * ow * 2,
+                                                     out.offset.data_as<float>() + b * oh * ow * 2, oh, ow, c,
+                                                     spec.height / oh, spec.config.max_detections, min_score));
       break;
     }
     case io::TaskType::Segmentation: {
-      Tensor logits = m_heads->seg[t]->forward(rs, features, spec.height, spec.width);
-      if (logits.dtype() != DType::F32) logits = kernels::cast(logits, DType::F32, rs.stream);
-      eval.add_segmentation(logits, batch.masks);
+      result.logits = m_heads->seg[t]->forward(rs, features, spec.height, spec.width);
+      if (result.logits.dtype() != DType::F32) result.logits = kernels::cast(result.logits, DType::F32, rs.stream);
       break;
     }
+  }
+  return result;
+}
+
+void Network::evaluate(int task, const io::Batch& batch, TaskEvaluator& eval) {
+  TaskOutputs out = infer(task, batch.images);  // labels, boxes and masks are read on the host
+  switch (m_tasks[static_cast<std::size_t>(task)].config.type) {
+    case io::TaskType::Classification: eval.add_classification(out.logits, batch.labels); break;
+    case io::TaskType::Detection: eval.add_detection(out.detections, batch.boxes); break;
+    case io::TaskType::Segmentation: eval.add_segmentation(out.logits, batch.masks); break;
   }
 }
 

@@ -58,6 +58,15 @@ class TaskEvaluator {
   SegmentationEvaluator m_seg;
 };
 
+// The raw outputs of one task's inference pass (Network::infer).
+struct TaskOutputs {
+  // Classification: the head's logits [N, C] on the network's device, in the activations' dtype.
+  // Segmentation: per-pixel logits f32 [N, H, W, C] on the network's device. Detection: undefined.
+  Tensor logits;
+  // Detection: per image, the decoded boxes in input pixels, best first (at most max_detections).
+  std::vector<std::vector<Detection>> detections;
+};
+
 // How a distributed run plugs into the network (src/train/distributed.hpp sets it up).
 struct NetworkDist {
   dist::LegoExchange* exchange = nullptr;  // expert parallelism: the block's exchange (null: all legos local)
@@ -79,9 +88,12 @@ class Network {
   // 0, 1, ..., n-1 (a cumulative average; no gradients). Legos a task switched to late in training
   // otherwise carry stale or initial statistics for it.
   void calibrate(int task, const io::Batch& batch, int index);
-  // Inference on one batch into `eval` (running BN statistics of the task, no routing noise).
+  // Inference on a batch of input images (f32 [N, H, W, C] as the loader makes them; running BN
+  // statistics of the task, no routing noise). Detections below `min_score` are dropped.
+  TaskOutputs infer(int task, const Tensor& images, float min_score = 0.01f);
+  // infer() on one batch into `eval`.
   void evaluate(int task, const io::Batch& batch, TaskEvaluator& eval);
-  // Distributed runs: every call of train_step, calibrate and evaluate (and serve_round) is then one
+  // Distributed runs: every call of train_step, calibrate, infer or evaluate (and serve_round) is one
   // round of the block's lockstep (one all-gather of what each member runs, all-to-alls per layer).
   // Also chooses how the lego layers run (expert-parallel exchange, or merged/per-lego locally).
   void set_distributed(const NetworkDist& d);

@@ -47,8 +47,9 @@ std::string host_name() {
 }
 
 json build_json() {
-  return {{"version", build::kVersion}, {"git", build::kGitSha},    {"build_type", build::kBuildType},
-          {"cuda", build::kCuda},       {"onednn", build::kOneDnn}, {"hdf5_parallel", build::kParallelHdf5}};
+  return {{"version", build::kVersion},           {"git", build::kGitSha}, {"git_dirty", build::kGitDirty},
+          {"build_type", build::kBuildType},      {"cuda", build::kCuda},  {"onednn", build::kOneDnn},
+          {"hdf5_parallel", build::kParallelHdf5}};
 }
 
 }  // namespace

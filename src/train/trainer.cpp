@@ -21,6 +21,7 @@
 
 #include "core/cuda_runtime.hpp"
 #include "core/log.hpp"
+#include "core/progress.hpp"
 #include "io/checksum.hpp"
 #include "src/dist/mpi.hpp"
 #include "src/optim/optimizer.hpp"
@@ -86,6 +87,15 @@ std::string fmt(double v, int prec = 4) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", prec, v);
   return buf;
+}
+
+// One line of the results table: columns padded as printf's "%-20s %-15s %-10s %-8s %s".
+std::string row(const std::string& task, const std::string& type, const std::string& metric, const std::string& test,
+                const std::string& val) {
+  const auto pad = [](const std::string& x, std::size_t w) {
+    return x.size() >= w ? x : x + std::string(w - x.size(), ' ');
+  };
+  return pad(task, 20) + " " + pad(type, 15) + " " + pad(metric, 10) + " " + pad(test, 8) + " " + val + "\n";
 }
 
 // SIGTERM/SIGUSR1/SIGINT/SIGHUP: remembered here, acted on at the next step boundary.
@@ -241,6 +251,7 @@ class Trainer {
   void keep_buffers();
   void check_skipped(std::int64_t step);
   void log_window(std::int64_t step, float lr, float balance);
+  void live_line(std::int64_t step);
   // Re-calibrates BN and evaluates `splits`; writes their lines. Per split: task -> metric -> value.
   std::vector<std::map<std::string, std::map<std::string, double>>> evaluate(std::int64_t step,
                                                                              const std::vector<std::string>& splits,
@@ -256,7 +267,8 @@ class Trainer {
   const TrainOptions& m_options;
   const Clock::time_point m_start = Clock::now();
   const fs::path m_run_dir;
-  const std::unique_ptr<RunDirLock> m_lock;  // the root's, for the whole run
+  const std::unique_ptr<RunDirLock> m_lock;          // the root's, for the whole run
+  const std::unique_ptr<log::FileSink> m_train_log;  // the root's RUN_DIR/train.log
   const std::string m_resume_path;
   TaskData m_data;
   Network m_net;
@@ -273,8 +285,9 @@ class Trainer {
   std::unique_ptr<MetricsLog> m_metrics;
   std::vector<Window> m_windows;
   Clock::time_point m_window_start;
-  const bool m_tty = isatty(STDERR_FILENO) != 0;
-  std::vector<Tensor> m_buffers_before;  // the BN running statistics before the current step
+  const bool m_tty = stderr_is_terminal();
+  Clock::time_point m_last_live = Clock::now();  // the terminal's live line, between log windows
+  std::vector<Tensor> m_buffers_before;          // the BN running statistics before the current step
   int m_nonfinite_in_a_row = 0;
   std::int64_t m_step = 0;              // the step being trained
   std::unique_ptr<RunRecord> m_record;  // the root's RUN_DIR/run.json and config.yaml
@@ -285,6 +298,8 @@ Trainer::Trainer(const TrainConfig& config, const TrainOptions& options)
       m_options(options),
       m_run_dir(options.run_dir),
       m_lock(claim_run_dir(options, m_run_dir)),
+      m_train_log(m_lock ? std::make_unique<log::FileSink>((m_run_dir / "train.log").string(), !options.resume.empty())
+                         : nullptr),
       m_resume_path(resume_checkpoint(options.resume, m_run_dir)),
       m_data(open_run(config, m_run_dir)),
       m_net(config, m_data.specs),
@@ -461,11 +476,32 @@ void Trainer::log_window(std::int64_t step, float lr, float balance) {
                 fmt(j["samples_per_s"].get<double>(), 0), "/s");
   }
   line += str(" | eta ", fmt(eta, 0), " s");
-  if (m_tty && m_executor->root())
+  if (m_tty && m_executor->root()) {
     std::fprintf(stderr, "\r%s\033[K", line.c_str());
-  else if (m_executor->root())
+    log::file_only(log::Level::Info, line);
+  } else if (m_executor->root()) {
     log::info(line);
-  m_window_start = Clock::now();
+  }
+  m_window_start = m_last_live = Clock::now();
+}
+
+// On a terminal, between log windows: the step, the current window's losses and speed so far and
+// the ETA, about once a second (a window of log_every steps can take minutes on a CPU).
+void Trainer::live_line(std::int64_t step) {
+  if (!m_tty || !m_executor->root() || seconds_since(m_last_live) < 1.0) return;
+  m_last_live = Clock::now();
+  const std::vector<TaskSpec>& specs = m_data.specs;
+  const double dt = std::max(1e-9, seconds_since(m_window_start));
+  std::string line = str("step ", step + 1, "/", m_config.steps);
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    const Window& w = m_windows[i];
+    if (w.steps == 0 || !m_executor->reports(static_cast<int>(i))) continue;
+    line += str(" | ", specs[i].config.name, " ", fmt(w.loss / static_cast<double>(w.steps), 3), " ",
+                fmt(static_cast<double>(w.samples) / dt, 0), "/s");
+  }
+  const double eta = seconds_since(m_start) / static_cast<double>(step + 1 - m_start_step) *
+                     static_cast<double>(m_config.steps - step - 1);
+  std::fprintf(stderr, "\r%s | eta %s s\033[K", printable(line).c_str(), fmt(eta, 0).c_str());
 }
 
 std::vector<std::map<std::string, std::map<std::string, double>>> Trainer::evaluate(
@@ -579,6 +615,7 @@ TrainSummary Trainer::run() {
   } catch (const std::exception& e) {
     const auto* error = dynamic_cast<const Error*>(&e);
     try {
+      log::file_only(log::Level::Error, error ? error->reason() : std::string(e.what()));
       if (m_record) m_record->end("failed", 1, m_step, error ? error->reason() : std::string(e.what()));
     } catch (const std::exception&) {  // a full disk: the error that got us here is the one to report
     }
@@ -596,7 +633,10 @@ TrainSummary Trainer::run_steps() {
     const float lr = m_schedule.lr_at(step);
     const float balance = train_step(step, lr, sample_active());
     const bool last = step + 1 == m_config.steps;
-    if ((step + 1) % m_config.log_every == 0 || last) log_window(step, lr, balance);
+    if ((step + 1) % m_config.log_every == 0 || last)
+      log_window(step, lr, balance);
+    else
+      live_line(step);
     if (m_config.eval_every > 0 && (step + 1) % m_config.eval_every == 0 && !last) {
       if (m_tty && m_executor->root()) std::fprintf(stderr, "\n");
       const auto val = evaluate(step + 1, {"val"}, m_config.eval_batches);  // named: [0] of a temporary dangles
@@ -648,15 +688,16 @@ TrainSummary Trainer::finish() {
   if (!m_executor->root()) return summary;
   write_atomically(m_run_dir / "summary.json", s.dump(2) + "\n");
 
-  std::printf("\n%-20s %-15s %-10s %-8s %s\n", "task", "type", "metric", "test", "val");
+  // The table on stdout, and in train.log.
+  std::string table = row("task", "type", "metric", "test", "val");
   for (const auto& spec : specs)
     for (const auto& [k, v] : summary.metrics[spec.config.name])
-      std::printf("%-20s %-15s %-10s %-8.4f %.4f\n", spec.config.name.c_str(), io::task_name(spec.config.type),
-                  k.c_str(), v, summary.val[spec.config.name][k]);
-  if (cap > 0)
-    std::printf("(test and val: at most %lld batches per task, not the whole splits)\n", static_cast<long long>(cap));
-  std::printf("%d steps in %.1f s; %s/summary.json\n", static_cast<int>(summary.steps), summary.wall_seconds,
-              m_options.run_dir.c_str());
+      table += row(spec.config.name, io::task_name(spec.config.type), k, fmt(v, 4),
+                   fmt(summary.val[spec.config.name][k], 4));
+  if (cap > 0) table += str("(test and val: at most ", cap, " batches per task, not the whole splits)\n");
+  table += str(summary.steps, " steps in ", fmt(summary.wall_seconds, 1), " s; ", m_options.run_dir, "/summary.json\n");
+  std::fputs(("\n" + table).c_str(), stdout);
+  log::file_raw(table);
   return summary;
 }
 
@@ -708,9 +749,14 @@ std::map<std::string, double> evaluate_task(Network& net, int task, const io::Da
   const TaskSpec& spec = net.tasks()[static_cast<std::size_t>(task)];
   io::Loader loader(dataset, eval_loader_config(config, spec, split, net.device()));
   TaskEvaluator eval(spec);
+  std::int64_t total = loader.batches_per_epoch(0);
+  if (max_batches > 0) total = std::min(total, max_batches);
+  Progress progress(str("eval ", split, " ", spec.config.name, ": batch"), total);
   io::Batch batch;
-  for (std::int64_t n = 0; (max_batches == 0 || n < max_batches) && loader.next(batch); ++n)
+  for (std::int64_t n = 0; (max_batches == 0 || n < max_batches) && loader.next(batch); ++n) {
     net.evaluate(task, batch, eval);
+    progress.update(n + 1);
+  }
   if (samples) *samples = eval.samples();
   return eval.metrics();
 }

@@ -22,6 +22,7 @@
 #include "src/train/checkpoint.hpp"
 #include "src/train/network.hpp"
 #include "src/train/trainer.hpp"
+#include "tests/common/command.hpp"
 #include "tests/common/datasets.hpp"
 #include "tests/common/files.hpp"
 
@@ -35,22 +36,11 @@ using test::write_text;
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-struct CommandResult {
-  int status = -1;
-  std::string output;
-};
+using test::CommandResult;
 
 // Runs the gppf binary; `output` is stdout, plus stderr when `with_stderr`.
 CommandResult run_gppf(const std::string& args, bool with_stderr = true) {
-  CommandResult r;
-  const std::string cmd = std::string(GPPF_BINARY) + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buf{};
-  while (fgets(buf.data(), buf.size(), pipe)) r.output += buf.data();
-  const int st = pclose(pipe);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+  return test::run_command(std::string(GPPF_BINARY) + " " + args, with_stderr ? "" : "/dev/null");
 }
 
 // A network and optimizer of `c`, with everything a checkpoint holds.

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -98,6 +99,16 @@ class Crash : public ::testing::Test {
 
 // A child saves checkpoints 2, 3, ... of 32 MiB each; the parent SIGKILLs it while a temporary file is
 // between an eighth and half of its final size, i.e. surely in the middle of writing tensor data.
+// No time stamps in the files: the same state saved a second later gives the same bytes.
+TEST_F(Crash, TheSameStateGivesTheSameBytes) {
+  TensorSet set(3, 1024);
+  save_checkpoint((m_dir / "a").string(), 3, meta_at(3), set.view());
+  const std::time_t before = std::time(nullptr);  // HDF5 stamps whole seconds
+  while (std::time(nullptr) == before) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  save_checkpoint((m_dir / "b").string(), 3, meta_at(3), set.view());
+  EXPECT_TRUE(read_text(ckpt(m_dir / "a", 3)) == read_text(ckpt(m_dir / "b", 3)));
+}
+
 TEST_F(Crash, SigkillDuringAWriteLeavesThePreviousCheckpointAndLatest) {
   const fs::path run = m_dir / "run";
   TensorSet first(1, kLarge);

@@ -26,6 +26,7 @@
 #include "src/train/checkpoint.hpp"
 #include "src/train/checkpoint_files.hpp"
 #include "src/train/trainer.hpp"
+#include "tests/common/command.hpp"
 #include "tests/common/datasets.hpp"
 #include "tests/common/files.hpp"
 
@@ -243,21 +244,8 @@ TEST_F(Faults, NonFiniteValuesAreNeverWritten) {
 
 // ---- `gppf train` end to end: exit status, the one line on stderr, `latest` -------------------
 
-struct Command {
-  int status = -1;  // exit status; 128 + N when killed by signal N
-  std::string output;
-};
-
-Command run_command(const std::string& cmd) {
-  Command r;
-  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buf{};
-  while (fgets(buf.data(), buf.size(), pipe)) r.output += buf.data();
-  const int st = pclose(pipe);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-  return r;
-}
+using Command = test::CommandResult;
+using test::run_command;
 
 // Lines of `text` containing `what`.
 std::vector<std::string> lines_with(const std::string& text, const std::string& what) {

@@ -17,6 +17,7 @@
 
 #include "src/train/checkpoint.hpp"
 #include "src/train/trainer.hpp"
+#include "tests/common/command.hpp"
 #include "tests/common/datasets.hpp"
 #include "tests/common/files.hpp"
 
@@ -24,21 +25,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CommandResult {
-  int status = -1;
-  std::string output;
-};
+using gppf::test::CommandResult;
 
-CommandResult run(const std::string& args) {
-  CommandResult r;
-  const std::string cmd = std::string(GPPF_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buf{};
-  while (fgets(buf.data(), buf.size(), pipe)) r.output += buf.data();
-  const int st = pclose(pipe);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+// `prefix`: shell words before the binary (environment variables, "cd DIR &&").
+CommandResult run(const std::string& args, const std::string& prefix = "") {
+  return gppf::test::run_command(prefix + " " + std::string(GPPF_BINARY) + " " + args);
 }
 
 TEST(Cli, HelpListsEverySubcommand) {
@@ -286,6 +277,124 @@ TEST_F(CliRun, EvaluationCapsAreStated) {
   r = run(gppf::str("train --config ", cfg, " --set final_eval_batches=-1 --out ", (s_dir / "never").string()));
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_NE(r.output.find("'final_eval_batches' must be >= 0"), std::string::npos) << r.output;
+}
+
+// Watching a run: the live line on a terminal (GPPF_PROGRESS=tty stands in for one), evaluation
+// progress, and RUN_DIR/train.log with the root's log lines, the training lines and the table.
+TEST_F(CliRun, TrainLogAndProgressLines) {
+  const fs::path dir = s_dir / "watched";
+  const std::string cfg = (s_dir / "bars.yaml").string();
+  CommandResult r = run(gppf::str("train --config ", cfg, " --set steps=3 --set log_every=2 --out ", dir.string()),
+                        "GPPF_PROGRESS=tty");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("\rstep 2/3"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\reval test bars: batch 1/"), std::string::npos) << r.output;
+  const std::string log = gppf::test::read_text((dir / "train.log").string());
+  for (const char* want :
+       {"[info] gppf train: 1 task", "step 2/3 lr", "step 3/3 lr", "final evaluation on test and val",
+        "bars                 classification  top1", "3 steps in "})
+    EXPECT_NE(log.find(want), std::string::npos) << want << " missing from train.log:\n" << log;
+  EXPECT_EQ(log.find('\r'), std::string::npos) << log;
+  const nlohmann::json gppf_build =
+      nlohmann::json::parse(gppf::test::read_text((dir / "run.json").string()))["invocations"].back()["gppf"];
+  for (const char* key : {"version", "git", "git_dirty", "build_type", "cuda", "onednn"})
+    EXPECT_TRUE(gppf_build.contains(key)) << key << " missing from " << gppf_build.dump();
+  EXPECT_TRUE(gppf_build["git_dirty"].is_boolean());
+  // Off a terminal: no carriage returns, the windows as plain log lines.
+  r = run("eval --checkpoint " + dir.string(), "GPPF_PROGRESS=plain");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output.find('\r'), std::string::npos) << r.output;
+  // A resumed run appends to train.log.
+  r = run(gppf::str("train --config ", cfg, " --set steps=4 --set log_every=2 --resume auto --out ", dir.string()));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const std::string resumed = gppf::test::read_text((dir / "train.log").string());
+  EXPECT_EQ(resumed.rfind(log, 0), 0u) << resumed;
+  EXPECT_NE(resumed.find("step 4/4 lr"), std::string::npos) << resumed;
+}
+
+// Relative data set paths start from the config's folder, or --data-root; a path found only below
+// the working directory still works, with a warning; inspect needs no data with --input.
+TEST_F(CliRun, DataPathsStartAtTheConfigsFolder) {
+  const fs::path sub = s_dir / "configs";
+  fs::create_directories(sub);
+  const std::string head =
+      "steps: 2\nthreads: 1\nschedule: {type: constant}\nmodel: {backbone: gppf-mini, stem_channels: 4, stages: "
+      "[[8, 1, 1]], legos: 2, top_k: 1, neck: {first_stage: 0, channels: 8}}\n";
+  gppf::test::write_text((sub / "up.yaml").string(), head +
+                                                         "tasks:\n  - {name: bars, type: classification, "
+                                                         "dataset: ../bars, batch_size: 16}\n");
+  gppf::test::write_text((sub / "plain.yaml").string(), head +
+                                                            "tasks:\n  - {name: bars, type: classification, "
+                                                            "dataset: bars, batch_size: 16}\n");
+  CommandResult r = run("inspect " + (sub / "up.yaml").string(), "cd / &&");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("stage1.block0"), std::string::npos) << r.output;
+  r = run("inspect " + (sub / "plain.yaml").string() + " --data-root " + s_dir.string(), "cd / &&");
+  EXPECT_EQ(r.status, 0) << r.output;
+  r = run("inspect " + (sub / "plain.yaml").string(), "cd " + s_dir.string() + " &&");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("is not in the config's folder"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("write it as ../bars"), std::string::npos) << r.output;
+  // The data is not here: say what to do; --input describes the network on that shape.
+  r = run("inspect " + (sub / "plain.yaml").string(), "cd / &&");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("pass --input HxWxC[:CLASSES]"), std::string::npos) << r.output;
+  r = run("inspect " + (sub / "plain.yaml").string() + " --input 16x16x1:4", "cd / &&");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("every task on 16x16x1:4 input"), std::string::npos) << r.output;
+  // The run records the absolute path.
+  const fs::path run_dir = s_dir / "relative";
+  r = run(gppf::str("train --config ", (sub / "up.yaml").string(), " --out ", run_dir.string()), "cd / &&");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(gppf::test::read_text((run_dir / "config.yaml").string()).find("dataset: " + (s_dir / "bars").string()),
+            std::string::npos);
+  // A fine-tune config has no model section: inspect says so, and describes the checkpoint's with --checkpoint.
+  gppf::test::write_text(
+      (sub / "tune.yaml").string(),
+      "steps: 2\ntasks:\n  - {name: bars, type: classification, dataset: ../bars, batch_size: 16}\n");
+  r = run("inspect " + (sub / "tune.yaml").string());
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("has no model section"), std::string::npos) << r.output;
+  r = run("inspect " + (sub / "tune.yaml").string() + " --checkpoint " + run_dir.string());
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("with the network of " + gppf::train::resolve_checkpoint(run_dir.string())),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("stage2"), std::string::npos) << r.output;  // one stage, as the checkpoint's
+}
+
+// `gppf inspect --json`: one JSON document for a run directory (with its checkpoint), a checkpoint,
+// a config and a data set, holding what the text shows.
+TEST_F(CliRun, InspectJson) {
+  const fs::path dir = s_dir / "json";
+  CommandResult r =
+      run(gppf::str("train --config ", (s_dir / "bars.yaml").string(), " --set steps=2 --out ", dir.string()));
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = run("inspect --json " + dir.string(), "GPPF_PROGRESS=plain");
+  ASSERT_EQ(r.status, 0) << r.output;
+  nlohmann::json j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["kind"], "run directory");
+  EXPECT_TRUE(j["finished"].get<bool>());
+  EXPECT_EQ(j["last_invocation"]["status"], "finished");
+  EXPECT_EQ(j["checkpoint"]["step"], 2);
+  EXPECT_EQ(j["checkpoint"]["tasks"][0]["name"], "bars");
+  EXPECT_EQ(j["checkpoint"]["tasks"][0]["routes"][0]["legos"].size(), 1u);  // top_k 1
+  const std::int64_t total = j["checkpoint"]["parameters"]["total"];
+  r = run("inspect " + gppf::train::resolve_checkpoint(dir.string()));
+  EXPECT_NE(r.output.find(gppf::str("parameters: ", total, " total")), std::string::npos) << r.output;
+  r = run("inspect --json " + (s_dir / "bars.yaml").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["kind"], "config");
+  EXPECT_EQ(j["network"]["tasks"][0]["input"], nlohmann::json({8, 8, 1}));
+  EXPECT_EQ(j["network"]["layers"][0]["layer"], "stem");
+  EXPECT_EQ(j["network"]["parameters"]["total"], total);
+  r = run("inspect --json " + (s_dir / "bars").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  j = nlohmann::json::parse(r.output);
+  EXPECT_TRUE(j["ok"].get<bool>());
+  EXPECT_EQ(j["manifest"]["task"], "classification");
+  EXPECT_GT(j["samples_checked"].get<std::int64_t>(), 0);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include "core/error.hpp"
 #include "tests/common/checkpoint_compare.hpp"
+#include "tests/common/command.hpp"
 #include "tests/common/datasets.hpp"
 
 namespace gppf {
@@ -30,12 +31,9 @@ struct Result {
 Result sh(const std::string& cmd) {
   Result r;
   const auto t0 = std::chrono::steady_clock::now();
-  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buf{};
-  while (fgets(buf.data(), buf.size(), pipe)) r.output += buf.data();
-  const int st = pclose(pipe);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  const test::CommandResult c = test::run_command(cmd);
+  r.status = c.status;
+  r.output = c.output;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }

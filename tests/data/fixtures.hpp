@@ -4,8 +4,10 @@
 #include <zlib.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -89,6 +91,44 @@ inline io::Manifest make_raw_dataset(const std::string& out, std::int64_t n, int
     wr.add(split, std::move(s), "test sample " + std::to_string(i));
   }
   return wr.finish();
+}
+
+// A raw gray classification data set of n objects for canvas scenes: side x side, black (alpha 0)
+// around a centred square of `halo` whose centre half is 255. The object's visible pixels are the
+// halo square; with an alpha threshold above `halo`, its box is the bright core only.
+inline io::Manifest make_halo_objects(const std::string& out, std::int64_t n, int side, std::uint8_t halo) {
+  io::Manifest m;
+  m.task = io::TaskType::Classification;
+  m.classes = {"a", "b"};
+  m.height = m.width = side;
+  m.channels = 1;
+  m.block = 16;
+  io::DatasetWriter::Options opt;
+  opt.header = m;
+  opt.force = true;
+  io::DatasetWriter wr(out, opt);
+  const int outer = side - 4, inner = outer / 2;
+  for (std::int64_t i = 0; i < n; ++i) {
+    io::Sample s;
+    s.image.assign(static_cast<std::size_t>(side) * side, 0);
+    for (int y = 0; y < side; ++y)
+      for (int x = 0; x < side; ++x) {
+        const auto in = [&](int k) { return std::abs(2 * x + 1 - side) < k && std::abs(2 * y + 1 - side) < k; };
+        if (in(outer)) s.image[static_cast<std::size_t>(y) * side + x] = in(inner) ? 255 : halo;
+      }
+    s.label = static_cast<std::int32_t>(i % 2);
+    s.id = i;
+    wr.add("train", std::move(s), "halo object " + std::to_string(i));
+  }
+  return wr.finish();
+}
+
+// Every file of a folder (relative path -> bytes).
+inline std::map<std::string, std::vector<std::uint8_t>> folder_bytes(const std::string& dir) {
+  std::map<std::string, std::vector<std::uint8_t>> out;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) out[std::filesystem::relative(e.path(), dir).string()] = read_bytes(e.path().string());
+  return out;
 }
 
 // Every sample of one split, in stored order (CRCs not checked).

@@ -187,3 +187,30 @@ TEST(ConvertEmoji, CommandLine) {
   EXPECT_EQ(ds.manifest().classes.size(), 3u);
   ASSERT_NE(ds.manifest().find_split("test"), nullptr);
 }
+
+// The command line's default background is the library's (white): scripts/fetch-data.sh's emoji data
+// set is unchanged by --background; the manifest's source rebuilds it; --background black differs.
+TEST(ConvertEmoji, CommandLineBackgroundDefaultIsWhite) {
+  test::TempDir dir;
+  const std::vector<FakeEmoji> emoji = fake_emoji();
+  write_package(dir / "pkg", emoji, iota_order(emoji.size(), false));
+  io::ConvertOptions opt;
+  opt.out = dir / "lib";
+  opt.test_fraction = 0.25;
+  io::EmojiOptions src;
+  src.src = dir / "pkg";
+  src.size = 16;
+  const io::Manifest m = io::convert_emoji(src, opt);
+  EXPECT_EQ(m.source, "emoji:" + src.src + " images=" + src.src +
+                          "/img/google/64 size=16 channels=3 background=255 seed=0 val-fraction=0.1 "
+                          "test-fraction=0.25 shard-samples=16384 on-error=error");
+  const std::string base = std::string(GPPF_BINARY) + " --log-level warn convert --format emoji --src " + src.src +
+                           " --size 16 --test-fraction 0.25 --out ";
+  ASSERT_EQ(std::system((base + (dir / "cli") + " 2>&1").c_str()), 0);
+  ASSERT_EQ(std::system((base + (dir / "black") + " --background black 2>&1").c_str()), 0);
+  EXPECT_EQ(test::folder_bytes(dir / "lib"), test::folder_bytes(dir / "cli"));
+  const auto black = read_by_code(dir / "black", emoji, iota_order(emoji.size(), false));
+  const FakeEmoji& clear = emoji[1];  // alpha 0
+  ASSERT_EQ(clear.a, 0);
+  for (std::uint8_t v : black.at(clear.code).sample.image) ASSERT_EQ(v, 0);
+}

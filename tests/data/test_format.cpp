@@ -98,13 +98,51 @@ void expect_reads_refused(const io::h5::Dataset& d, const std::string& why) {
   }
 }
 
+// A file in the format gppf writes (1.8: checksummed superblock and object headers), made with the
+// HDF5 API directly for tests that need what gppf's writer never makes. Close with H5Fclose.
+hid_t create_checksummed(const std::string& path) {
+  const hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18);
+  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  H5Pclose(fapl);
+  return f;
+}
+
+// Files without metadata checksums (HDF5's default superblock 0) are refused on open, naming the
+// file and the way out: HDF5 1.10 crashes on some damaged ones instead of failing (fuzz/open/).
+TEST(H5, FilesWithoutMetadataChecksumsAreRefused) {
+  test::TempDir dir;
+  const std::string path = dir / "old.h5";
+  H5Fclose(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+  try {
+    (void)io::h5::File::open(path);
+    FAIL() << "opened a file without checksums";
+  } catch (const Error& e) {
+    EXPECT_NE(e.reason().find(path), std::string::npos) << e.reason();
+    EXPECT_NE(e.reason().find("no metadata checksums (superblock version 0"), std::string::npos) << e.reason();
+  }
+  ::setenv("GPPF_ALLOW_UNCHECKSUMMED_HDF5", "1", 1);
+  EXPECT_NO_THROW((void)io::h5::File::open(path));
+  ::unsetenv("GPPF_ALLOW_UNCHECKSUMMED_HDF5");
+  H5Fclose(create_checksummed(path));
+  EXPECT_NO_THROW((void)io::h5::File::open(path));
+  // What gppf writes is in that format.
+  const std::string written = dir / "written.h5";
+  { const io::h5::File w = io::h5::File::create(written); }
+  const hid_t f = H5Fopen(written.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  H5F_info2_t info{};
+  ASSERT_GE(H5Fget_info2(f, &info), 0);
+  EXPECT_EQ(info.super.version, 2u);
+  H5Fclose(f);
+}
+
 // A damaged file may claim elements of any size; HDF5 would allocate a conversion buffer of at least
 // one element to read it (a fuzzed shard asked for 2.7 GB). Reads refuse anything wider than 8 bytes.
 TEST(H5, ReadRefusesAnOversizedElementType) {
   test::TempDir dir;
   const std::string path = dir / "wide.h5";
   {
-    const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    const hid_t f = create_checksummed(path);
     const hid_t t = H5Tcopy(H5T_STD_I64LE);
     ASSERT_GE(H5Tset_size(t, 16), 0);
     const hsize_t n = 4;
@@ -127,7 +165,7 @@ TEST(H5, ReadRefusesACompactDataset) {
   test::TempDir dir;
   const std::string path = dir / "compact.h5";
   {
-    const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    const hid_t f = create_checksummed(path);
     const hsize_t n = 4;
     const hid_t space = H5Screate_simple(1, &n, nullptr);
     const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
@@ -155,6 +193,8 @@ TEST(Checksum, KnownVectors) {
   b.update(s.data(), 10);
   b.update(s.data() + 10, s.size() - 10);
   EXPECT_EQ(b.hex(), "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  io::Sha256 empty;
+  EXPECT_EQ(empty.hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   EXPECT_EQ(io::crc32(0, "123456789", 9), 0xcbf43926u);
 }
 

@@ -1,9 +1,11 @@
-// gppf report: metrics.jsonl parsing and its errors, the HTML's charts and heat-map cells, escaping,
-// no external references, the atomic write, and the CLI end to end.
+// gppf report: metrics.jsonl parsing and its errors, the HTML's charts and heat-map cells, layer names and
+// loss weights from config.yaml, fitted axes, throughput, escaping, no external references, the atomic
+// write, and the CLI end to end.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -65,13 +67,40 @@ std::string error_of(const std::string& text) {
   return "(no error)";
 }
 
-// The <g class="cell" ...> element of one heat-map cell, up to its closing </g>.
-std::string cell(const std::string& html, std::size_t layer, const std::string& row, int col) {
-  std::size_t p = html.find("<figcaption>layer " + std::to_string(layer) + "</figcaption>");
+// The resolved config of kMetrics' run: two lego layers, seg's loss weighted 2.
+const char* kConfig = R"(model:
+  backbone: gppf-mini
+  stages:
+    - [8, 1, 1]
+    - [16, 1, 2]
+tasks:
+  - {name: cls, type: classification, dataset: /data/mnist, loss_weight: 1}
+  - {name: seg, type: segmentation, dataset: /data/mnist-det, loss_weight: 1}
+)";
+
+// The <g class="cell" ...> element of one heat-map cell (layer: its figure's caption), up to its closing </g>.
+std::string cell(const std::string& html, const std::string& layer, const std::string& row, int col) {
+  std::size_t p = html.find("<figcaption>" + layer + "</figcaption>");
   if (p == std::string::npos) return "";
   p = html.find("<g class=\"cell\" data-row=\"" + row + "\" data-col=\"" + std::to_string(col) + "\"", p);
   if (p == std::string::npos) return "";
   return html.substr(p, html.find("</g>", p) - p);
+}
+
+// The <figure> whose caption is `caption`, up to its </figure>; empty when there is none.
+std::string figure_of(const std::string& html, const std::string& caption) {
+  const std::size_t p = html.find("<figure><figcaption>" + caption + "</figcaption>");
+  if (p == std::string::npos) return "";
+  return html.substr(p, html.find("</figure>", p) - p);
+}
+
+// The y axis' tick values of a line chart (its labels right-aligned left of the plot), bottom to top.
+std::vector<double> y_ticks(const std::string& svg) {
+  static const std::regex tick("<text class=\"tick\"[^>]*text-anchor=\"end\">([^<]*)</text>");
+  std::vector<double> out;
+  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), tick); it != std::sregex_iterator(); ++it)
+    out.push_back(std::stod((*it)[1].str()));
+  return out;
 }
 
 struct TempDir {
@@ -142,8 +171,8 @@ TEST(Report, HasOneCurvePerSeriesAndOneCellPerTaskAndLego) {
   // Loss: cls (total; its only part, ce, equals it and is left out) + seg (total, ce, dice); metrics:
   // 2 + 2; throughput: 2; lr: 1; balance: 1.
   EXPECT_EQ(count(html, "<polyline class=\"series\""), 4u + 4u + 2u + 1u + 1u);
-  EXPECT_EQ(count(html, ">loss_ce</span>"), 1u);
-  EXPECT_EQ(count(html, "stroke-dasharray=\"7 5\""), 1u);  // the second task's throughput
+  EXPECT_EQ(count(html, ">ce \u00d7 1</span>"), 1u);
+  EXPECT_EQ(count(html, "stroke-dasharray=\"7 5\" points="), 1u);  // the second task's throughput
   EXPECT_EQ(count(html, "<figure>"), 2u + 2u + 2u + 3u);
   // 2 layers x 2 tasks x 4 legos.
   EXPECT_EQ(count(html, "<g class=\"cell\""), 16u);
@@ -151,18 +180,18 @@ TEST(Report, HasOneCurvePerSeriesAndOneCellPerTaskAndLego) {
   EXPECT_EQ(count(html, "<rect class=\"unused\""), 2u);
   EXPECT_EQ(count(html, ">unused</text>"), 2u);
 
-  const std::string full = cell(html, 0, "cls", 1);
+  const std::string full = cell(html, "layer 0", "cls", 1);
   EXPECT_NE(full.find("data-value=\"1.000\""), std::string::npos) << full;
   EXPECT_NE(full.find("class=\"on-dark\">100%</text>"), std::string::npos) << "white text: " << full;
   EXPECT_NE(full.find("fill=\"#08306b\""), std::string::npos) << "darkest shade: " << full;
   EXPECT_NE(full.find("<circle"), std::string::npos) << "lego 1 is in cls's last record: " << full;
-  const std::string half = cell(html, 0, "cls", 0);
+  const std::string half = cell(html, "layer 0", "cls", 0);
   EXPECT_NE(half.find(">50%</text>"), std::string::npos) << half;
   EXPECT_EQ(half.find("<circle"), std::string::npos) << "lego 0 is not in cls's last record: " << half;
-  const std::string none = cell(html, 1, "seg", 0);
+  const std::string none = cell(html, "layer 1", "seg", 0);
   EXPECT_NE(none.find(">0%</text>"), std::string::npos) << none;
   EXPECT_NE(none.find("fill=\"#eff3fa\""), std::string::npos) << "lightest shade: " << none;
-  EXPECT_NE(cell(html, 1, "seg", 3).find("url(#hatch-L1)"), std::string::npos);
+  EXPECT_NE(cell(html, "layer 1", "seg", 3).find("url(#hatch-L1)"), std::string::npos);
 
   // Summary table, header facts.
   EXPECT_NE(html.find("<td>classification</td>"), std::string::npos);
@@ -235,6 +264,147 @@ TEST(Report, AxesHaveTicksAndLabels) {
   EXPECT_NE(pts.find(",12.0"), std::string::npos) << "the spike's point (at the top) is kept";
   // Nothing to draw: a note instead of an empty axis.
   EXPECT_NE(line_chart(o, {Series{"a", "", {}, {}}}).find("no data yet"), std::string::npos);
+}
+
+TEST(Report, NamesLayersByStageAndBlock) {
+  RunConfig c = parse_run_config(kConfig, "config.yaml");
+  EXPECT_EQ(c.problem, "");
+  EXPECT_EQ(c.layers, (std::vector<std::string>{"stage1.block0", "stage2.block0"}));
+  // As src/nn/backbone.cpp names them: stages from 1, blocks from 0; a preset's stages without `stages`.
+  EXPECT_EQ(parse_run_config("model: {stages: [[8, 1, 1], [16, 2, 2]]}", "c").layers,
+            (std::vector<std::string>{"stage1.block0", "stage2.block0", "stage2.block1"}));
+  const RunConfig r50 = parse_run_config("model: {backbone: gppf-r50}", "c");
+  ASSERT_EQ(r50.layers.size(), 16u);
+  EXPECT_EQ(r50.layers[3], "stage2.block0");
+  EXPECT_EQ(r50.layers.back(), "stage4.block2");
+  EXPECT_NE(parse_run_config("model: [oops", "run/config.yaml").problem.find("run/config.yaml"), std::string::npos);
+
+  ReportInput in{"/runs/a", parse(kMetrics), parse_summary(kSummary, "summary.json")};
+  in.config = c;
+  std::string html = render_report(in);
+  EXPECT_NE(html.find("<figcaption>stage1.block0</figcaption>"), std::string::npos);
+  EXPECT_NE(html.find("<figcaption>stage2.block0</figcaption>"), std::string::npos);
+  EXPECT_EQ(html.find("<figcaption>layer "), std::string::npos);
+  EXPECT_NE(cell(html, "stage1.block0", "cls", 1).find("data-value=\"1.000\""), std::string::npos);
+  // A config whose model does not match the records: numbered layers, and a note that says why.
+  in.config = parse_run_config("model: {stages: [[8, 3, 1]]}", "c");
+  html = render_report(in);
+  EXPECT_NE(html.find("<figcaption>layer 1</figcaption>"), std::string::npos);
+  EXPECT_NE(html.find("config.yaml's model has 3 lego layers, the records 2"), std::string::npos);
+}
+
+TEST(Report, HeatMapsHaveAColourScale) {
+  ReportInput in{"/runs/a", parse(kMetrics), parse_summary(kSummary, "summary.json")};
+  const std::string html = render_report(in);
+  EXPECT_EQ(count(html, "<g class=\"scale\" data-min=\"0\" data-max=\"1\">"), 2u);  // one per layer
+  const std::string map = figure_of(html, "layer 1");
+  const std::string scale = map.substr(map.find("<g class=\"scale\""));
+  EXPECT_NE(scale.find(">0%</text>"), std::string::npos) << scale;
+  EXPECT_NE(scale.find(">100%</text>"), std::string::npos) << scale;
+  EXPECT_NE(scale.find("fill=\"url(#scale-L1)\""), std::string::npos) << scale;
+  // The bar runs through the cells' own shades: the lightest (0%) to the darkest (100%).
+  EXPECT_NE(map.find("<linearGradient id=\"scale-L1\"><stop offset=\"0\" stop-color=\"#eff3fa\"/><stop "
+                     "offset=\"1\" stop-color=\"#08306b\"/>"),
+            std::string::npos)
+      << map;
+}
+
+TEST(Report, MetricAxesFitTheData) {
+  ChartOptions o;
+  o.fit = true;
+  o.y_floor = 0;
+  o.y_ceil = 1;
+  std::vector<double> t = y_ticks(line_chart(o, {Series{"top1", "", {0, 1, 2}, {0.91, 0.93, 0.95}}}));
+  ASSERT_GE(t.size(), 3u);
+  EXPECT_TRUE(std::is_sorted(t.begin(), t.end()));
+  EXPECT_LE(t.front(), 0.91);  // the axis ends on labelled ticks around the data
+  EXPECT_GE(t.back(), 0.95);
+  EXPECT_GT(t.front(), 0.85);  // and not on 0..1, where 0.91 to 0.95 is a flat line
+  EXPECT_LT(t.back(), 0.99);
+  // Never past the bounds the data respect: an accuracy axis stops at 1.
+  t = y_ticks(line_chart(o, {Series{"top1", "", {0, 1}, {0.6, 1.0}}}));
+  EXPECT_DOUBLE_EQ(t.back(), 1.0);
+  EXPECT_GE(t.front(), 0.5);
+  t = y_ticks(line_chart(o, {Series{"flat", "", {0, 1}, {1.0, 1.0}}}));
+  EXPECT_DOUBLE_EQ(t.back(), 1.0);
+  EXPECT_LT(t.front(), 1.0);
+  // Data outside the bounds are shown whole.
+  t = y_ticks(line_chart(o, {Series{"loss", "", {0, 1}, {0.5, 1.5}}}));
+  EXPECT_GE(t.back(), 1.5);
+  // The report's metric charts: cls's top1/top5 span 0.5 to 0.95.
+  ReportInput in{"/runs/a", parse(kMetrics), parse_summary(kSummary, "summary.json")};
+  t = y_ticks(figure_of(render_report(in), "metrics: cls"));
+  ASSERT_FALSE(t.empty());
+  EXPECT_GT(t.front(), 0.0);
+  EXPECT_LE(t.front(), 0.5);
+  EXPECT_DOUBLE_EQ(t.back(), 1.0);
+}
+
+TEST(Report, ThroughputPerTask) {
+  ReportInput in{"/runs/a", parse(kMetrics), parse_summary(kSummary, "summary.json")};
+  const std::string fig = figure_of(render_report(in), "images/s per task");
+  ASSERT_FALSE(fig.empty());
+  EXPECT_EQ(count(fig, "<polyline class=\"series\""), 2u);  // one per task
+  EXPECT_NE(fig.find("</svg>cls</span>"), std::string::npos) << fig;
+  EXPECT_NE(fig.find("</svg>seg</span>"), std::string::npos) << fig;
+  // cls: 100, 110, 105 images/s at steps 10, 20, 30; the points lie on the line.
+  const std::string cls = fig.substr(fig.find("<polyline class=\"series\""));
+  EXPECT_EQ(count(cls.substr(0, cls.find("<polyline", 1)), "<circle"), 3u);
+  EXPECT_NE(fig.find("images / s"), std::string::npos);
+  // The evaluation at step 20 falls inside the run (its time counts in the next window); the one at the
+  // last step does not.
+  EXPECT_EQ(count(fig, "<line class=\"mark\""), 1u);
+  EXPECT_NE(fig.find("</svg>evaluation</span>"), std::string::npos);
+  EXPECT_NE(fig.find("Median images/s: cls 105, seg 21; all tasks together 126."), std::string::npos) << fig;
+}
+
+TEST(Report, LossPartsAreWeightedAsInTheTotal) {
+  // A detection task: loss = loss_weight x (heatmap + 0.1 size + offset), as src/train/network.cpp sums it.
+  const std::string text =
+      "{\"step\":10,\"task\":\"det\",\"split\":\"train\",\"loss\":3.6,\"loss_heatmap\":1.0,"
+      "\"loss_size\":3.0,\"loss_offset\":0.5}\n"
+      "{\"step\":20,\"task\":\"det\",\"split\":\"train\",\"loss\":2.200002,\"loss_heatmap\":0.6,"
+      "\"loss_size\":2.0,\"loss_offset\":0.3}\n"
+      "{\"step\":20,\"task\":\"seg\",\"split\":\"train\",\"loss\":3.0,\"loss_ce\":1.5}\n";
+  const RunLog log = parse(text);
+  const RunConfig config = parse_run_config(
+      "tasks:\n  - {name: det, type: detection, loss_weight: 2}\n  - {name: seg, type: segmentation, "
+      "loss_weight: 2}\n",
+      "config.yaml");
+  const WeightedParts w = weigh_parts(log.tasks[0], config);
+  EXPECT_TRUE(w.loss_weight_from_config);
+  EXPECT_DOUBLE_EQ(w.loss_weight, 2.0);
+  EXPECT_NEAR(w.weight.at("size"), 0.2, 1e-7);  // 2 x the trainer's 0.1f
+  EXPECT_DOUBLE_EQ(w.weight.at("heatmap"), 2.0);
+  EXPECT_EQ(w.names.size(), 3u);
+  for (const TrainPoint& p : log.tasks[0].train) {
+    double sum = 0;
+    for (const auto& [k, v] : p.parts) sum += w.weight.at(k) * v;
+    EXPECT_NEAR(sum, p.loss, 1e-5 * p.loss) << "step " << p.step;
+  }
+  EXPECT_LT(w.largest_gap, 1e-5);
+  // Without config.yaml the loss weight is what makes the parts add up.
+  const WeightedParts guess = weigh_parts(log.tasks[0], RunConfig());
+  EXPECT_FALSE(guess.loss_weight_from_config);
+  EXPECT_NEAR(guess.loss_weight, 2.0, 1e-5);
+
+  ReportInput in{"/runs/a", log, std::nullopt};
+  in.config = config;
+  std::string html = render_report(in);
+  const std::string det = figure_of(html, "loss: det");
+  EXPECT_NE(det.find("</svg>size \u00d7 0.2</span>"), std::string::npos) << det;
+  EXPECT_NE(det.find("</svg>heatmap \u00d7 2</span>"), std::string::npos) << det;
+  EXPECT_NE(det.find("the parts add up to the total."), std::string::npos) << det;
+  EXPECT_NE(det.find("size \u00d7 0.1"), std::string::npos) << "the part's own weight in the caption";
+  EXPECT_EQ(count(det, "<polyline class=\"series\""), 4u);
+  // seg's one part x 2 is its total: drawn once, and the caption says so.
+  const std::string seg = figure_of(html, "loss: seg");
+  EXPECT_EQ(count(seg, "<polyline class=\"series\""), 1u);
+  EXPECT_NE(seg.find("The total is loss_ce \u00d7 the task&#39;s loss_weight 2 (config.yaml)."), std::string::npos)
+      << seg;
+  // Parts that do not add up under the assumed weights are called out, not hidden.
+  in.config = parse_run_config("tasks:\n  - {name: det, loss_weight: 1}\n", "config.yaml");
+  EXPECT_NE(figure_of(render_report(in), "loss: det").find("differ from the total by up to 50.0%"), std::string::npos);
 }
 
 TEST(Report, EscapesEverythingFromTheFiles) {
@@ -320,6 +490,12 @@ TEST(Report, CommandLine) {
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << out;
   EXPECT_NE(out.find("report.html"), std::string::npos) << out;
   EXPECT_NE(dir.read("report.html").find("<g class=\"cell\""), std::string::npos);
+  dir.write("config.yaml", kConfig);
+  p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  while (fgets(buf, sizeof buf, p)) out += buf;
+  EXPECT_EQ(pclose(p), 0) << out;
+  EXPECT_NE(dir.read("report.html").find("<figcaption>stage2.block0</figcaption>"), std::string::npos);
 
   dir.write("metrics.jsonl", std::string(kMetrics) + "{oops\n");
   p = popen(cmd.c_str(), "r");

@@ -193,7 +193,7 @@ TEST_F(Simt, TinyRunLearnsAndWritesItsRunDirectory) {
 
 TEST_F(Simt, DescribeListsLayersTasksAndParameterCounts) {
   const TrainConfig c = tiny_config(1);
-  const std::string d = describe_network(c);
+  const std::string d = describe_network(c, open_tasks(c).specs);
   for (const char* want : {"stem", "stage1.block0", "stage2.block0", "bars", "det", "seg", "classification"})
     EXPECT_NE(d.find(want), std::string::npos) << want << " missing from\n" << d;
   Network net(c, specs_of(c));
