@@ -25,6 +25,42 @@ using json = nlohmann::json;
 
 std::string text(const json& v) { return printable(v.is_string() ? v.get<std::string>() : v.dump()); }
 
+// Parameter counts by part of the network, from the checkpoint's file; the backbone's parts by their
+// owner tags.
+struct PartCounts {
+  std::int64_t total = 0, always_on = 0, routers = 0, legos_total = 0;
+  std::map<std::string, std::int64_t> heads;          // head.<task>
+  std::map<std::pair<int, int>, std::int64_t> legos;  // (layer, index among its legos, shared first)
+};
+
+PartCounts count_parts(const std::string& path, nn::Backbone& backbone, int num_shared) {
+  PartCounts c;
+  std::map<std::string, nn::Owner> owners;
+  std::vector<nn::Parameter*> backbone_params;
+  backbone.collect_parameters(backbone_params);
+  for (nn::Parameter* p : backbone_params) owners[p->name] = p->owner;
+  for (const auto& [name, shape] : train::checkpoint_tensor_shapes(path, "params")) {
+    const std::int64_t n = shape_numel(shape);
+    c.total += n;
+    const auto it = owners.find(name);
+    if (it == owners.end()) {
+      c.heads[name.substr(5, name.find('.', 5) - 5)] += n;  // not the backbone's: "head.<task>. ..."
+      continue;
+    }
+    const nn::Owner& o = it->second;
+    if (o.kind == nn::Owner::Kind::Router)
+      c.routers += n;
+    else if (o.kind == nn::Owner::Kind::Lego)
+      c.legos[{o.layer, num_shared + o.lego}] += n;
+    else if (o.layer >= 0 && o.lego >= 0)
+      c.legos[{o.layer, o.lego}] += n;  // an always-on shared lego
+    else
+      c.always_on += n;
+  }
+  for (const auto& [k, n] : c.legos) c.legos_total += n;
+  return c;
+}
+
 // What a checkpoint holds: its metadata, parameter counts by part of the network, and every task's
 // routing at inference. Throws when the checkpoint is damaged or incomplete.
 json checkpoint_json(const std::string& path) {
@@ -59,43 +95,16 @@ json checkpoint_json(const std::string& path) {
   ro.optimizer = false;
   (void)train::read_checkpoint(path, {routers, {}, {}}, ro);
 
-  // Parameter counts by part of the network, from the file; the backbone's parts by their owner tags.
-  std::map<std::string, nn::Owner> owners;
-  std::vector<nn::Parameter*> backbone_params;
-  backbone.collect_parameters(backbone_params);
-  for (nn::Parameter* p : backbone_params) owners[p->name] = p->owner;
-  std::int64_t total = 0, always_on = 0, router_total = 0;
-  std::map<std::string, std::int64_t> heads;          // head.<task>
-  std::map<std::pair<int, int>, std::int64_t> legos;  // (layer, index among its legos, shared first)
-  for (const auto& [name, shape] : train::checkpoint_tensor_shapes(path, "params")) {
-    const std::int64_t n = shape_numel(shape);
-    total += n;
-    const auto it = owners.find(name);
-    if (it == owners.end()) {
-      heads[name.substr(5, name.find('.', 5) - 5)] += n;  // not the backbone's: "head.<task>. ..."
-      continue;
-    }
-    const nn::Owner& o = it->second;
-    if (o.kind == nn::Owner::Kind::Router)
-      router_total += n;
-    else if (o.kind == nn::Owner::Kind::Lego)
-      legos[{o.layer, config.backbone.num_shared + o.lego}] += n;
-    else if (o.layer >= 0 && o.lego >= 0)
-      legos[{o.layer, o.lego}] += n;  // an always-on shared lego
-    else
-      always_on += n;
-  }
-  std::int64_t lego_total = 0;
-  for (const auto& [k, n] : legos) lego_total += n;
-  j["parameters"] = {{"total", total},
-                     {"backbone_outside_legos", always_on},
-                     {"legos", lego_total},
-                     {"routers", router_total},
-                     {"heads", total - always_on - lego_total - router_total}};
+  PartCounts c = count_parts(path, backbone, config.backbone.num_shared);
+  j["parameters"] = {{"total", c.total},
+                     {"backbone_outside_legos", c.always_on},
+                     {"legos", c.legos_total},
+                     {"routers", c.routers},
+                     {"heads", c.total - c.always_on - c.legos_total - c.routers}};
   j["tasks"] = json::array();
   for (std::size_t i = 0; i < meta.tasks.size(); ++i) {
     const auto& t = meta.tasks[i];
-    std::int64_t active = always_on + heads[t.name];
+    std::int64_t active = c.always_on + c.heads[t.name];
     json routes = json::array();  // in layer order
     for (auto* l : layers) {
       const nn::Route r = l->route(static_cast<int>(i), std::numeric_limits<std::int64_t>::max(), false);
@@ -103,7 +112,7 @@ json checkpoint_json(const std::string& path) {
       for (int lego : r.legos) {
         const int shared = l->spec().num_shared;
         used.push_back(lego < shared ? str("shared", lego) : str("lego", lego - shared));
-        active += legos[{l->index(), lego}];
+        active += c.legos[{l->index(), lego}];
       }
       routes.push_back({{"layer", l->name()}, {"legos", used}});
     }
@@ -112,7 +121,7 @@ json checkpoint_json(const std::string& path) {
                           {"dataset", t.dataset},
                           {"loader", {{"epoch", t.loader.epoch}, {"batch", t.loader.batch}}},
                           {"active_parameters", active},
-                          {"head_parameters", heads[t.name]},
+                          {"head_parameters", c.heads[t.name]},
                           {"routes", routes}});
   }
   return j;
