@@ -15,7 +15,7 @@ PACKAGES=(
   # tests/slurm/slurm_test.sh starts its own single-node Slurm (no system service is configured)
   slurmctld slurmd slurm-client munge
   # gppf export --format onnx (optional at build time), and its parity test (tests/interop/check_onnx.py)
-  libonnx-dev libprotobuf-dev python3-onnx python3-opencv python3-h5py python3-numpy
+  libonnx-dev libprotobuf-dev python3-onnx python3-opencv python3-h5py python3-numpy python3-yaml
 )
 PACKAGES+=(${GPPF_EXTRA_PACKAGES:-})
 
