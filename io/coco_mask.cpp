@@ -51,6 +51,8 @@ std::vector<std::uint32_t> rle_from_string(const std::string& s) {
     bool more = true;
     while (more) {
       GPPF_CHECK(p < s.size(), "compressed RLE string ends inside a number");
+      // Seven characters hold 35 bits, enough for a 32-bit run and its sign; more would shift past 64.
+      GPPF_CHECK(k < 7, "compressed RLE string has a number longer than 7 characters");
       const std::int64_t c = static_cast<std::int64_t>(s[p]) - 48;
       GPPF_CHECK(c >= 0 && c < 64, "compressed RLE string has a bad character '", s[p], "'");
       x |= (c & 0x1f) << (5 * k);

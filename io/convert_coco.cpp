@@ -230,7 +230,10 @@ Manifest convert_coco(const CocoOptions& coco, const ConvertOptions& opt) {
         if (!fs::exists(path) && !f.image_dir_hint.empty()) path = image_dir + "/" + f.image_dir_hint + "/" + name;
         if (!fs::exists(path) && opt.skip_bad) {
           if (dropped.missing_images++ == 0) dropped.missing_example = path;
-          dropped.missing_annotations += static_cast<std::int64_t>(anns[img.value("id", std::int64_t(-1))].size());
+          // Not value("id", -1): that casts a float id to an integer as it is (UB out of range; fuzzing).
+          const auto a = img.contains("id") && img["id"].is_number_integer() ? anns.find(img["id"].get<std::int64_t>())
+                                                                             : anns.end();
+          dropped.missing_annotations += a == anns.end() ? 0 : static_cast<std::int64_t>(a->second.size());
           ++skipped;
           continue;
         }

@@ -112,6 +112,10 @@ TEST(CocoMask, RleByHand) {
   EXPECT_EQ(io::rle_from_string("0X135"), (std::vector<std::uint32_t>{0, 40, 3, 45}));
   EXPECT_EQ(io::rle_from_string("5:2J"), (std::vector<std::uint32_t>{5, 10, 2, 4}));
   EXPECT_THROW(io::rle_from_string("X"), Error);
+  // The largest run a mask can have round-trips; a number of more than 7 characters (a fuzzed
+  // annotation had 47) is refused instead of shifting past 64 bits (UBSan).
+  EXPECT_EQ(io::rle_from_string(io::rle_to_string({0xffffffffu})), (std::vector<std::uint32_t>{0xffffffffu}));
+  EXPECT_THROW(io::rle_from_string("PPPPPPPP0"), Error);  // zero in nine characters: accepted before
 }
 
 TEST(CocoMask, PolygonRasterisation) {
