@@ -91,6 +91,11 @@ std::vector<std::uint32_t> rle_from_polygon(const std::vector<double>& xy, int h
   const std::size_t k = xy.size() / 2;
   GPPF_CHECK(k >= 3 && xy.size() % 2 == 0, "polygon needs at least 3 points (got ", xy.size(), " numbers)");
   for (double v : xy) GPPF_CHECK(std::isfinite(v), "polygon with a NaN or infinite coordinate");
+  // Within one image size of the image: the walk below is as long as the scaled outline, and a
+  // coordinate beyond int's range would be undefined to convert (fuzzing).
+  for (std::size_t j = 0; j < k; ++j)
+    GPPF_CHECK(std::fabs(xy[2 * j]) <= 2.0 * w && std::fabs(xy[2 * j + 1]) <= 2.0 * h, "polygon point (", xy[2 * j],
+               ", ", xy[2 * j + 1], ") lies far outside the ", w, "x", h, " image");
   const double scale = 5;
   std::vector<int> x(k + 1), y(k + 1);
   for (std::size_t j = 0; j < k; ++j) {

@@ -133,6 +133,9 @@ TEST(CocoMask, PolygonRasterisation) {
   EXPECT_EQ(tri[28 * 40 + 28], 0);
   EXPECT_EQ(tri[5 * 40 + 5], 0);
   EXPECT_THROW(io::rle_from_polygon({1, 2, 3, 4}, 5, 5), Error);
+  // A point far outside the image (a fuzzed 2e93) is refused, not converted to int.
+  EXPECT_THROW(io::rle_from_polygon({10, 10, 30, 10, 2e93, 30}, 40, 40), Error);
+  EXPECT_NO_THROW(io::rle_from_polygon({-1, -1, 41, -1, 41, 41}, 40, 40));  // just outside: fine
 }
 
 TEST(ConvertCoco, BoxesAndMasksFromPolygonsAndRle) {
