@@ -252,6 +252,11 @@ class Trainer {
   void check_skipped(std::int64_t step);
   void log_window(std::int64_t step, float lr, float balance);
   void live_line(std::int64_t step);
+  // Seconds left after `step`, at this invocation's average pace so far.
+  double eta_seconds(std::int64_t step) const {
+    return seconds_since(m_start) / static_cast<double>(step + 1 - m_start_step) *
+           static_cast<double>(m_config.steps - step - 1);
+  }
   // Re-calibrates BN and evaluates `splits`; writes their lines. Per split: task -> metric -> value.
   std::vector<std::map<std::string, std::map<std::string, double>>> evaluate(std::int64_t step,
                                                                              const std::vector<std::string>& splits,
@@ -452,8 +457,7 @@ void Trainer::check_skipped(std::int64_t step) {
 void Trainer::log_window(std::int64_t step, float lr, float balance) {
   const std::vector<TaskSpec>& specs = m_data.specs;
   const double dt = std::max(1e-9, seconds_since(m_window_start));
-  const double eta = seconds_since(m_start) / static_cast<double>(step + 1 - m_start_step) *
-                     static_cast<double>(m_config.steps - step - 1);
+  const double eta = eta_seconds(step);
   std::string line = str("step ", step + 1, "/", m_config.steps, " lr ", fmt(lr, 5));
   std::vector<json> lines(specs.size());
   for (std::size_t i = 0; i < specs.size(); ++i) {
@@ -499,8 +503,7 @@ void Trainer::live_line(std::int64_t step) {
     line += str(" | ", specs[i].config.name, " ", fmt(w.loss / static_cast<double>(w.steps), 3), " ",
                 fmt(static_cast<double>(w.samples) / dt, 0), "/s");
   }
-  const double eta = seconds_since(m_start) / static_cast<double>(step + 1 - m_start_step) *
-                     static_cast<double>(m_config.steps - step - 1);
+  const double eta = eta_seconds(step);
   std::fprintf(stderr, "\r%s | eta %s s\033[K", printable(line).c_str(), fmt(eta, 0).c_str());
 }
 
