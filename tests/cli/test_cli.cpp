@@ -300,6 +300,12 @@ TEST_F(CliRun, TrainLogAndProgressLines) {
   for (const char* key : {"version", "git", "git_dirty", "build_type", "cuda", "onednn"})
     EXPECT_TRUE(gppf_build.contains(key)) << key << " missing from " << gppf_build.dump();
   EXPECT_TRUE(gppf_build["git_dirty"].is_boolean());
+  // The commit is taken at build time, not at configure time: a commit after configuring used to
+  // leave the old one in every run.json and checkpoint.
+  const auto head = gppf::test::run_command(gppf::str("git -C ", GPPF_SOURCE_DIR, " rev-parse --short HEAD"), "/dev/null");
+  if (head.status == 0 && !head.output.empty()) {
+    EXPECT_EQ(gppf_build["git"], head.output.substr(0, head.output.find_last_not_of("\n") + 1));
+  }
   // Off a terminal: no carriage returns, the windows as plain log lines.
   r = run("eval --checkpoint " + dir.string(), "GPPF_PROGRESS=plain");
   EXPECT_EQ(r.status, 0) << r.output;
