@@ -20,7 +20,7 @@ std::string device_name(int index);
 // Device memory through a caching allocator (freed blocks are kept per device and size class).
 void* malloc_device(std::size_t bytes, int device);
 void free_device(void* ptr, int device);
-// Returns every cached block to the driver.
+// Returns every cached block to the driver (device blocks and page-locked host blocks).
 void empty_cache();
 struct AllocatorStats {
   std::size_t allocated = 0;  // bytes handed out now
@@ -30,7 +30,9 @@ struct AllocatorStats {
 };
 AllocatorStats allocator_stats(int device);
 
-// Page-locked host memory for asynchronous copies.
+// Page-locked host memory for asynchronous copies, through a cache of freed blocks by size class (no
+// device wait once warm). A block freed while a copy from it may still be queued must be kept alive
+// by its user until a sync.
 void* malloc_pinned(std::size_t bytes);
 void free_pinned(void* ptr);
 

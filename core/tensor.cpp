@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/counters.hpp"
 #include "core/cuda_runtime.hpp"
 
 namespace gppf {
@@ -151,6 +152,7 @@ cuda::CopyKind copy_kind(Device dst, Device src) {
 void Tensor::copy_from(const Tensor& src, const Stream& stream) {
   GPPF_CHECK(src.numel() == numel() && src.dtype() == dtype(), "copy_from: ", src.desc(), " into ", desc());
   if (nbytes() == 0) return;
+  runtime::count_launch();
   const auto kind = copy_kind(device(), src.device());
   if (kind == cuda::CopyKind::HostToHost) {
     std::memcpy(data(), src.data(), nbytes());
@@ -172,6 +174,7 @@ Tensor Tensor::clone() const { return to(device()); }
 
 void Tensor::zero_(const Stream& stream) {
   if (nbytes() == 0) return;
+  runtime::count_launch();
   if (device().is_cuda())
     cuda::memset_async(data(), 0, nbytes(), stream);
   else
@@ -181,6 +184,30 @@ void Tensor::zero_(const Stream& stream) {
 void Tensor::fill_(float value) {
   GPPF_CHECK(device().is_host() && dtype() == DType::F32, "fill_ needs a host f32 tensor, got ", desc());
   std::fill_n(data_as<float>(), numel(), value);
+}
+
+Tensor read_back(const Tensor& t, const Stream& stream) {
+  if (!t.device().is_host()) return t.to(Device::host(), stream);  // synchronises (counted there)
+  runtime::count_sync();
+  return t;
+}
+
+std::vector<float> read_back_all(const std::vector<const Tensor*>& ts, const Stream& stream) {
+  if (ts.empty()) return {};
+  std::int64_t total = 0;
+  for (const Tensor* t : ts) {
+    GPPF_CHECK(t->dtype() == DType::F32 && t->device() == ts.front()->device(), "read_back_all: ", t->desc(),
+               " is not f32 on ", ts.front()->device().str());
+    total += t->numel();
+  }
+  Tensor all = Tensor::empty({total}, DType::F32, ts.front()->device());
+  std::int64_t at = 0;
+  for (const Tensor* t : ts) {
+    all.narrow0(at, t->numel()).copy_from(*t, stream);
+    at += t->numel();
+  }
+  const Tensor host = read_back(all, stream);
+  return std::vector<float>(host.data_as<float>(), host.data_as<float>() + total);
 }
 
 std::vector<float> Tensor::to_float_vector() const {

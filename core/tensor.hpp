@@ -90,6 +90,12 @@ class Tensor {
   DType m_dtype = DType::F32;
 };
 
+// t's values where the host can read them: t itself on the host, else a host copy once `stream` has
+// run up to it. A sync on every device (core/counters.hpp), so host tests count the waits of a GPU step.
+Tensor read_back(const Tensor& t, const Stream& stream = Stream::host());
+// The values of several f32 tensors of one device, concatenated, with one sync.
+std::vector<float> read_back_all(const std::vector<const Tensor*>& ts, const Stream& stream = Stream::host());
+
 // Throws "<op>: <what> expected <shape>, got <desc>" when the shape differs.
 void check_shape(const char* op, const char* what, const Tensor& t, const Shape& expected);
 void check_dtype(const char* op, const char* what, const Tensor& t, DType expected);

@@ -53,7 +53,7 @@ void batchnorm_fwd_train(const BatchNormParams& p, const Tensor& x, const Tensor
   check_like(op, "y", y, x);
   check_channel_vector(op, "gamma", gamma, x);
   check_channel_vector(op, "beta", beta, x);
-  if (x.device().is_cuda())
+  if (launch_on_cuda(x.device()))
     cuda::batchnorm_fwd_train(p, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd, s);
   else
     host::batchnorm_fwd_train(p, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd);
@@ -78,7 +78,7 @@ void batchnorm_fwd_infer(const BatchNormParams& p, const Tensor& x, const Tensor
   check_channel_vector(op, "running_mean", running_mean, x);
   check_channel_vector(op, "running_var", running_var, x);
   if (x.numel() == 0) return;
-  if (x.device().is_cuda())
+  if (launch_on_cuda(x.device()))
     cuda::batchnorm_fwd_infer(p, x, gamma, beta, running_mean, running_var, y, s);
   else
     host::batchnorm_fwd_infer(p, x, gamma, beta, running_mean, running_var, y);
@@ -99,7 +99,7 @@ void batchnorm_bwd(const BatchNormParams& p, const Tensor& x, const Tensor& y, c
   check_channel_vector(op, "save_invstd", save_invstd, x);
   check_channel_vector(op, "dgamma", dgamma, x);
   check_channel_vector(op, "dbeta", dbeta, x);
-  if (x.device().is_cuda())
+  if (launch_on_cuda(x.device()))
     cuda::batchnorm_bwd(p, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, param_mode, s);
   else
     host::batchnorm_bwd(p, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, param_mode);

@@ -1,5 +1,7 @@
 #include "kernels/cast.hpp"
 
+#include "kernels/common.hpp"
+
 namespace gppf::kernels {
 
 FloatKind float_kind(const char* op, DType dtype) {
@@ -14,7 +16,7 @@ FloatKind float_kind(const char* op, DType dtype) {
 void cast(const Tensor& src, Tensor& dst, const Stream& stream) {
   GPPF_CHECK(src.numel() == dst.numel(), "cast: ", src.desc(), " into ", dst.desc(), ": element counts differ");
   check_same_device("cast", src, dst);
-  if (src.device().is_cuda())
+  if (launch_on_cuda(src.device()))
     cuda::cast(src, dst, stream);
   else
     host::cast(src, dst);

@@ -21,4 +21,8 @@ enum class GradMode { Overwrite, Accumulate };
 void set_allow_tf32(bool allow);
 bool allow_tf32();
 
+// For the entry points: counts one launch (core/counters.hpp, on every device, so host tests see a
+// GPU step's launches) and says whether the op goes to CUDA.
+bool launch_on_cuda(const Device& device);
+
 }  // namespace gppf::kernels

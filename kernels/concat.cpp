@@ -7,7 +7,7 @@ namespace {
 std::int64_t check_parts(const char* op, const std::vector<Tensor>& xs, const Tensor& y) {
   GPPF_CHECK(!xs.empty(), op, ": no parts");
   GPPF_CHECK(y.defined() && y.ndim() >= 1, op, ": y must have at least one dim");
-  if (y.device().is_cuda())
+  if (launch_on_cuda(y.device()))
     GPPF_CHECK(y.dtype() == DType::F32 || y.dtype() == DType::BF16, op, ": ", y.desc(), " must be f32 or bf16 on CUDA");
   else
     check_dtype(op, "y", y, DType::F32);

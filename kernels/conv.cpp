@@ -70,7 +70,7 @@ void conv2d_fwd(const Conv2dParams& p, const Tensor& x, const Tensor& w, const T
   check_data(op, "y", y, x);
   check_shape(op, "y", y, g.y_shape());
   if (bias.defined()) check_bias(op, "bias", bias, g, x);
-  if (x.device().is_cuda()) {
+  if (launch_on_cuda(x.device())) {
     cuda::conv2d_fwd(p, g, x, w, bias, y, s);
     return;
   }
@@ -86,7 +86,7 @@ void conv2d_bwd_data(const Conv2dParams& p, const Tensor& dy, const Tensor& w, T
   check_data(op, "w", w, dy);
   check_data(op, "dx", dx, dy);
   check_shape(op, "dy", dy, g.y_shape());
-  if (dy.device().is_cuda()) {
+  if (launch_on_cuda(dy.device())) {
     cuda::conv2d_bwd_data(p, g, dy, w, dx, mode, s);
     return;
   }
@@ -104,7 +104,7 @@ void conv2d_bwd_filter(const Conv2dParams& p, const Tensor& x, const Tensor& dy,
   // A null pointer or an undefined tensor both mean "no bias".
   if (dbias && !dbias->defined()) dbias = nullptr;
   if (dbias) check_bias(op, "dbias", *dbias, g, x);
-  if (x.device().is_cuda()) {
+  if (launch_on_cuda(x.device())) {
     cuda::conv2d_bwd_filter(p, g, x, dy, dw, dbias, mode, s);
     return;
   }

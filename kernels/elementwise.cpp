@@ -29,7 +29,7 @@ Stream device_stream(const Stream& s, const Tensor& t) { return s.device.is_cuda
 void relu_fwd(const Tensor& x, Tensor& y, const Stream& s) {
   check_operand("relu_fwd", "x", x, x);
   check_like("relu_fwd", "y", y, x);
-  if (x.device().is_cuda())
+  if (launch_on_cuda(x.device()))
     cuda::relu_fwd(x, y, s);
   else
     host::relu_fwd(x, y);
@@ -40,7 +40,7 @@ void relu_bwd(const Tensor& y, const Tensor& dy, Tensor& dx, GradMode mode, cons
   check_like("relu_bwd", "dy", dy, y);
   check_like("relu_bwd", "dx", dx, y);
   const bool acc = mode == GradMode::Accumulate;
-  if (y.device().is_cuda())
+  if (launch_on_cuda(y.device()))
     cuda::relu_bwd(y, dy, dx, acc, s);
   else
     host::relu_bwd(y, dy, dx, acc);
@@ -51,7 +51,7 @@ void add_impl(const char* op, const Tensor& a, const Tensor& b, Tensor& y, bool 
   check_operand(op, "a", a, a);
   check_like(op, "b", b, a);
   check_like(op, "y", y, a);
-  if (a.device().is_cuda())
+  if (launch_on_cuda(a.device()))
     cuda::add(a, b, y, relu, s);
   else
     host::add(a, b, y, relu);
@@ -68,7 +68,7 @@ void axpby(float alpha, const Tensor& x, float beta, Tensor& y, const Stream& s)
   check_operand("axpby", "x", x, x);
   check_operand("axpby", "y", y, x);
   check_shape("axpby", "y", y, x.shape());
-  if (x.device().is_cuda())
+  if (launch_on_cuda(x.device()))
     cuda::axpby(alpha, x, beta, y, s);
   else
     host::axpby(alpha, x, beta, y);
@@ -81,7 +81,7 @@ void axpby_scalar(const Tensor& alpha, const Tensor& x, float beta, Tensor& y, c
   check_operand("axpby_scalar", "alpha", alpha, x);
   check_shape("axpby_scalar", "alpha", alpha, {1});
   check_dtype("axpby_scalar", "alpha", alpha, DType::F32);
-  if (x.device().is_cuda())
+  if (launch_on_cuda(x.device()))
     cuda::axpby_scalar(alpha, x, beta, y, s);
   else
     host::axpby(alpha.data_as<float>()[0], x, beta, y);
@@ -89,7 +89,7 @@ void axpby_scalar(const Tensor& alpha, const Tensor& x, float beta, Tensor& y, c
 
 void fill(Tensor& y, float value, const Stream& s) {
   check_operand("fill", "y", y, y);
-  if (y.device().is_cuda())
+  if (launch_on_cuda(y.device()))
     cuda::fill(y, value, s);
   else
     host::fill(y, value);
@@ -102,7 +102,7 @@ void dot(const Tensor& a, const Tensor& b, Tensor& out, GradMode mode, const Str
   check_shape("dot", "out", out, {1});
   check_dtype("dot", "out", out, DType::F32);
   const bool acc = mode == GradMode::Accumulate;
-  if (a.device().is_cuda())
+  if (launch_on_cuda(a.device()))
     cuda::dot(a, b, out, acc, device_stream(s, a));
   else
     host::dot(a, b, out, acc);
@@ -114,7 +114,7 @@ void reduce_rows(const Tensor& x, Tensor& y, GradMode mode, const Stream& s) {
   check_operand("reduce_rows", "y", y, x);
   check_shape("reduce_rows", "y", y, {x.dim(-1)});
   const bool acc = mode == GradMode::Accumulate;
-  if (x.device().is_cuda())
+  if (launch_on_cuda(x.device()))
     cuda::reduce_rows(x, y, acc, device_stream(s, x));
   else
     host::reduce_rows(x, y, acc);

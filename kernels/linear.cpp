@@ -37,7 +37,7 @@ void run_gemm(const GemmShape& g, float alpha, const Tensor& a, const Tensor& b,
   constexpr std::int64_t kMax = 2147483647;  // BLAS and cuBLAS take 32-bit sizes
   GPPF_CHECK(g.m <= kMax && g.n <= kMax && g.k <= kMax, "gemm: sizes m=", g.m, " n=", g.n, " k=", g.k,
              " exceed the 32-bit limit of BLAS; split the batch");
-  if (a.device().is_cuda())
+  if (launch_on_cuda(a.device()))
     cuda::gemm(g, alpha, a, b, beta, c, device_stream(s, a));
   else
     host::gemm(g, alpha, a, b, beta, c);

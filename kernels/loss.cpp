@@ -50,14 +50,14 @@ void softmax_cross_entropy(const CrossEntropyParams& p, const Tensor& logits, co
   check_outputs(op, logits, loss, dlogits);
   GPPF_CHECK(p.label_smoothing >= 0.0f && p.label_smoothing <= 1.0f, op, ": label_smoothing ", p.label_smoothing,
              " must be in [0, 1]");
-  if (logits.device().is_cuda())
+  if (launch_on_cuda(logits.device()))
     cuda::softmax_cross_entropy(p, logits, labels, loss, loss_mode, dlogits, s);
   else
     host::softmax_cross_entropy(p, logits, labels, loss, loss_mode, dlogits);
 }
 
-void check_label_errors(const Stream& s) {
-  if (s.device.is_cuda()) cuda::check_label_errors(s);
+void check_label_errors(const Stream& s, bool wait) {
+  if (s.device.is_cuda()) cuda::check_label_errors(s, wait);
 }
 
 void centernet_focal_loss(const FocalParams& p, const Tensor& logits, const Tensor& target, Tensor& loss,
@@ -67,7 +67,7 @@ void centernet_focal_loss(const FocalParams& p, const Tensor& logits, const Tens
   check_like(op, "target", target, logits);
   check_outputs(op, logits, loss, dlogits);
   GPPF_CHECK(p.alpha >= 0.0f && p.beta >= 0.0f, op, ": alpha ", p.alpha, " and beta ", p.beta, " must be >= 0");
-  if (logits.device().is_cuda())
+  if (launch_on_cuda(logits.device()))
     cuda::centernet_focal_loss(p, logits, target, loss, loss_mode, dlogits, s);
   else
     host::centernet_focal_loss(p, logits, target, loss, loss_mode, dlogits);
@@ -80,7 +80,7 @@ void sigmoid_focal_loss(const SigmoidFocalParams& p, const Tensor& logits, const
   check_like(op, "target", target, logits);
   check_outputs(op, logits, loss, dlogits);
   GPPF_CHECK(p.gamma >= 0.0f, op, ": gamma ", p.gamma, " must be >= 0");
-  if (logits.device().is_cuda())
+  if (launch_on_cuda(logits.device()))
     cuda::sigmoid_focal_loss(p, logits, target, loss, loss_mode, dlogits, s);
   else
     host::sigmoid_focal_loss(p, logits, target, loss, loss_mode, dlogits);
@@ -94,7 +94,7 @@ void smooth_l1_loss(const RegressionParams& p, const Tensor& pred, const Tensor&
   if (weight.defined()) check_like(op, "weight", weight, pred);
   check_outputs(op, pred, loss, dpred);
   GPPF_CHECK(p.beta >= 0.0f, op, ": beta ", p.beta, " must be >= 0");
-  if (pred.device().is_cuda())
+  if (launch_on_cuda(pred.device()))
     cuda::smooth_l1_loss(p, pred, target, weight, loss, loss_mode, dpred, s);
   else
     host::smooth_l1_loss(p, pred, target, weight, loss, loss_mode, dpred);

@@ -29,10 +29,11 @@ struct CrossEntropyParams {
 void softmax_cross_entropy(const CrossEntropyParams& p, const Tensor& logits, const Tensor& labels, Tensor& loss,
                            GradMode loss_mode, Tensor* dlogits, const Stream& s = Stream::host());
 
-// Waits for `s` and throws gppf::Error when a CUDA softmax_cross_entropy on s's device has seen labels
-// outside [0, C) since the last report (naming the first offending row and value); clears the record.
+// Throws gppf::Error when a CUDA softmax_cross_entropy on s's device has seen labels outside [0, C)
+// since the last report (naming the first offending row and value); clears the record. `wait`: waits
+// for `s` first; without, sees what the device has finished (all of it right after a sync).
 // A no-op for the host (the host throws at once).
-void check_label_errors(const Stream& s);
+void check_label_errors(const Stream& s, bool wait = true);
 
 struct FocalParams {
   float alpha = 2.0f;
@@ -90,7 +91,7 @@ void smooth_l1_loss(const RegressionParams& p, const Tensor& pred, const Tensor&
 namespace cuda {
 void softmax_cross_entropy(const CrossEntropyParams& p, const Tensor& logits, const Tensor& labels, Tensor& loss,
                            GradMode loss_mode, Tensor* dlogits, const Stream& s);
-void check_label_errors(const Stream& s);
+void check_label_errors(const Stream& s, bool wait);
 void centernet_focal_loss(const FocalParams& p, const Tensor& logits, const Tensor& target, Tensor& loss,
                           GradMode loss_mode, Tensor* dlogits, const Stream& s);
 void sigmoid_focal_loss(const SigmoidFocalParams& p, const Tensor& logits, const Tensor& target, Tensor& loss,

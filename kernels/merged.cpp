@@ -1,5 +1,7 @@
 #include "kernels/merged.hpp"
 
+#include "core/counters.hpp"
+
 namespace gppf::kernels {
 namespace {
 
@@ -31,6 +33,7 @@ void center_channels(const Tensor& x, const Tensor& mean, Tensor& out, const Str
   check("center_channels", "x", x, x, C);
   check_vec("center_channels", "mean", mean, x, C);
   check_like("center_channels", "out", out, x, C);
+  runtime::count_launch();
   host::center_channels(x, mean, out);
 }
 
@@ -40,6 +43,7 @@ void add_affine_relu(Tensor& y, const Tensor& shortcut, const Tensor& scale, con
   check_like("add_affine_relu", "shortcut", shortcut, y, C);
   check_vec("add_affine_relu", "scale", scale, y, C);
   check_vec("add_affine_relu", "shift", shift, y, C);
+  runtime::count_launch();
   host::add_affine_relu(y, shortcut, scale, shift);
 }
 
@@ -54,6 +58,8 @@ std::vector<double> relu_bwd_channel_sums(const Tensor& y, const Tensor& dy, con
     check_like(op, "z", z, y, C);
     check_vec(op, "zmean", zmean, y, C);
   }
+  runtime::count_launch();
+  runtime::count_sync();  // the sums come back to the host
   return host::relu_bwd_channel_sums(y, dy, z, zmean, da);
 }
 
@@ -63,6 +69,7 @@ void gram_correct(Tensor& d, const Tensor& ac, const Tensor& g, const Tensor& h,
   check_like("gram_correct", "ac", ac, d, K);
   check_vec("gram_correct", "g", g, d, K * K);
   check_vec("gram_correct", "h", h, d, K);
+  runtime::count_launch();
   host::gram_correct(d, ac, g, h);
 }
 
@@ -76,6 +83,7 @@ void bn_input_grad(const Tensor& da, const Tensor& z, const Tensor& zmean, const
   for (const auto& [what, t] :
        {std::pair<const char*, const Tensor*>{"zmean", &zmean}, {"k1", &k1}, {"k0", &k0}, {"k2", &k2}})
     check_vec(op, what, *t, da, C);
+  runtime::count_launch();
   host::bn_input_grad(da, z, zmean, k1, k0, k2, out);
 }
 

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/common.hpp"
+
 namespace gppf::kernels {
 namespace {
 
@@ -52,7 +54,7 @@ void sgd_update(std::span<const SgdUpdate> updates, const Stream& stream) {
         {f32(u.param), f32(u.grad), f32(u.momentum), p.lr, p.momentum, p.weight_decay, p.grad_scale, p.nesterov});
     ns.push_back(u.param->numel());
   }
-  if (updates[0].param->device().is_cuda())
+  if (launch_on_cuda(updates[0].param->device()))
     cuda::sgd_update(fs, ns, stream);
   else
     host::sgd_update(fs, ns);
@@ -75,7 +77,7 @@ void adamw_update(std::span<const AdamWUpdate> updates, const Stream& stream) {
                   inv_bias_correction(op, p.beta2, p.step)});
     ns.push_back(u.param->numel());
   }
-  if (updates[0].param->device().is_cuda())
+  if (launch_on_cuda(updates[0].param->device()))
     cuda::adamw_update(fs, ns, stream);
   else
     host::adamw_update(fs, ns);
@@ -98,7 +100,7 @@ void lars_update(std::span<const LarsUpdate> updates, const Stream& stream) {
                   p.nesterov});
     ns.push_back(u.param->numel());
   }
-  if (updates[0].param->device().is_cuda())
+  if (launch_on_cuda(updates[0].param->device()))
     cuda::lars_update(fs, ns, stream);
   else
     host::lars_update(fs, ns);
@@ -123,7 +125,7 @@ void lamb_moments(std::span<const LambMoments> updates, const Stream& stream) {
     ns.push_back(u.param->numel());
     outs.push_back(u.out);
   }
-  if (updates[0].param->device().is_cuda())
+  if (launch_on_cuda(updates[0].param->device()))
     cuda::lamb_moments(fs, ns, outs, stream);
   else
     host::lamb_moments(fs, ns, outs);
@@ -144,7 +146,7 @@ void lamb_apply(std::span<const LambApply> updates, const Stream& stream) {
                   inv_bias_correction(op, p.beta1, p.step), inv_bias_correction(op, p.beta2, p.step)});
     ns.push_back(u.param->numel());
   }
-  if (updates[0].param->device().is_cuda())
+  if (launch_on_cuda(updates[0].param->device()))
     cuda::lamb_apply(fs, ns, stream);
   else
     host::lamb_apply(fs, ns);
@@ -166,7 +168,7 @@ void sum_squares(std::span<const SumSquares> sums, const Stream& stream) {
     ns.push_back(s.x->numel());
     outs.push_back(s.out);
   }
-  if (sums[0].x->device().is_cuda())
+  if (launch_on_cuda(sums[0].x->device()))
     cuda::sum_squares(fs, ns, outs, stream);
   else
     host::sum_squares(fs, ns, outs);
@@ -180,7 +182,7 @@ void sum_squares(const Tensor& x, const Tensor* y, double* out, const Stream& st
 void scale_(Tensor& x, float alpha, const Stream& stream) {
   check_dtype("scale_", "x", x, DType::F32);
   const ScaleFunctor f{x.data_as<float>(), alpha};
-  if (x.device().is_cuda())
+  if (launch_on_cuda(x.device()))
     cuda::scale_(f, x.numel(), stream);
   else
     host::scale_(f, x.numel());

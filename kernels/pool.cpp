@@ -42,7 +42,7 @@ void maxpool2d_fwd(const Pool2dParams& p, const Tensor& x, Tensor& y, const Stre
   check_image(op, "x", x);
   check_like(op, "y", y, x, pool2d_output_shape(p, x.shape()));
   if (x.numel() == 0) return;
-  if (x.device().is_cuda())
+  if (launch_on_cuda(x.device()))
     cuda::maxpool2d_fwd(p, x, y, s);
   else
     host::maxpool2d_fwd(p, x, y);
@@ -57,7 +57,7 @@ void maxpool2d_bwd(const Pool2dParams& p, const Tensor& x, const Tensor& y, cons
   check_like(op, "dy", dy, x, out);
   check_like(op, "dx", dx, x, x.shape());
   if (x.numel() == 0) return;
-  if (x.device().is_cuda())
+  if (launch_on_cuda(x.device()))
     cuda::maxpool2d_bwd(p, x, y, dy, dx, s);
   else
     host::maxpool2d_bwd(p, x, y, dy, dx);
@@ -68,7 +68,7 @@ void avgpool2d_fwd(const Pool2dParams& p, const Tensor& x, Tensor& y, const Stre
   check_image(op, "x", x);
   check_like(op, "y", y, x, pool2d_output_shape(p, x.shape()));
   if (x.numel() == 0) return;
-  if (x.device().is_cuda())
+  if (launch_on_cuda(x.device()))
     cuda::avgpool2d_fwd(p, x, y, s);
   else
     host::avgpool2d_fwd(p, x, y);
@@ -79,7 +79,7 @@ void avgpool2d_bwd(const Pool2dParams& p, const Tensor& dy, Tensor& dx, const St
   check_image(op, "dx", dx);
   check_like(op, "dy", dy, dx, pool2d_output_shape(p, dx.shape()));
   if (dx.numel() == 0) return;
-  if (dx.device().is_cuda())
+  if (launch_on_cuda(dx.device()))
     cuda::avgpool2d_bwd(p, dy, dx, s);
   else
     host::avgpool2d_bwd(p, dy, dx);
@@ -91,7 +91,7 @@ void global_avgpool_fwd(const Tensor& x, Tensor& y, const Stream& s) {
   GPPF_CHECK(x.dim(1) * x.dim(2) > 0, op, ": x ", x.desc(), " has no pixels to average");
   check_like(op, "y", y, x, {x.dim(0), x.dim(3)});
   if (x.numel() == 0) return;
-  if (x.device().is_cuda())
+  if (launch_on_cuda(x.device()))
     cuda::global_avgpool_fwd(x, y, s);
   else
     host::global_avgpool_fwd(x, y);
@@ -103,7 +103,7 @@ void global_avgpool_bwd(const Tensor& dy, Tensor& dx, GradMode mode, const Strea
   GPPF_CHECK(dx.dim(1) * dx.dim(2) > 0, op, ": dx ", dx.desc(), " has no pixels");
   check_like(op, "dy", dy, dx, {dx.dim(0), dx.dim(3)});
   if (dx.numel() == 0) return;
-  if (dx.device().is_cuda())
+  if (launch_on_cuda(dx.device()))
     cuda::global_avgpool_bwd(dy, dx, mode, s);
   else
     host::global_avgpool_bwd(dy, dx, mode);

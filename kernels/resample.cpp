@@ -11,7 +11,7 @@ void check_images(const char* op, const Tensor& a, const char* a_name, const Ten
              b.desc(), " differ in batch or channels");
   check_same_device(op, a, b);
   check_dtype(op, b_name, b, a.dtype());
-  if (a.device().is_cuda())
+  if (launch_on_cuda(a.device()))
     GPPF_CHECK(a.dtype() == DType::F32 || a.dtype() == DType::BF16, op, ": ", a.desc(), " must be f32 or bf16 on CUDA");
   else
     check_dtype(op, a_name, a, DType::F32);
@@ -26,7 +26,7 @@ const char* upsample_mode_name(UpsampleMode mode) { return mode == UpsampleMode:
 void upsample_fwd(const UpsampleParams& p, const Tensor& x, Tensor& y, const Stream& s) {
   check_images("upsample_fwd", x, "x", y, "y");
   if (y.numel() == 0) return;
-  if (x.device().is_cuda())
+  if (launch_on_cuda(x.device()))
     cuda::upsample_fwd(p, x, y, s);
   else
     host::upsample_fwd(p, x, y);
@@ -40,7 +40,7 @@ void upsample_bwd(const UpsampleParams& p, const Tensor& dy, Tensor& dx, GradMod
     if (!acc) dx.zero_(s);
     return;
   }
-  if (dy.device().is_cuda())
+  if (launch_on_cuda(dy.device()))
     cuda::upsample_bwd(p, dy, dx, acc, s);
   else
     host::upsample_bwd(p, dy, dx, acc);

@@ -2,6 +2,7 @@
 #include <mutex>
 #include <vector>
 
+#include "core/counters.hpp"
 #include "core/cuda/check.hpp"
 #include "core/cuda_runtime.hpp"
 
@@ -23,6 +24,12 @@ struct DeviceCache {
 
 std::mutex g_mutex;
 std::map<int, DeviceCache> g_caches;
+// Freed page-locked blocks by size class: cudaMallocHost and cudaFreeHost each wait for the device, and
+// the loader made a pair per batch. A block is handed out again at once; whoever enqueued an
+// asynchronous copy from it keeps it alive until a sync (Network keeps a step's batches until
+// end_step).
+std::multimap<std::size_t, void*> g_pinned_free;
+std::map<void*, std::size_t> g_pinned_live;
 
 class DeviceGuard {
  public:
@@ -118,6 +125,11 @@ void free_device(void* ptr, int device) {
 
 void empty_cache() {
   std::lock_guard<std::mutex> lock(g_mutex);
+  for (auto& [size, block] : g_pinned_free) {
+    runtime::count_sync();  // cudaFreeHost waits for the device
+    cudaFreeHost(block);
+  }
+  g_pinned_free.clear();
   for (auto& [device, cache] : g_caches) {
     DeviceGuard guard(device);
     for (auto& [size, block] : cache.free_blocks) cudaFree(block);
@@ -132,12 +144,28 @@ AllocatorStats allocator_stats(int device) {
 }
 
 void* malloc_pinned(std::size_t bytes) {
+  const std::size_t cls = size_class(bytes);
+  std::lock_guard<std::mutex> lock(g_mutex);
   void* ptr = nullptr;
-  GPPF_CUDA_CHECK(cudaMallocHost(&ptr, bytes));
+  auto it = g_pinned_free.find(cls);
+  if (it != g_pinned_free.end()) {
+    ptr = it->second;
+    g_pinned_free.erase(it);
+  } else {
+    runtime::count_sync();  // cudaMallocHost waits for the device
+    GPPF_CUDA_CHECK(cudaMallocHost(&ptr, cls));
+  }
+  g_pinned_live[ptr] = cls;
   return ptr;
 }
 
-void free_pinned(void* ptr) { cudaFreeHost(ptr); }
+void free_pinned(void* ptr) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = g_pinned_live.find(ptr);
+  if (it == g_pinned_live.end()) return;
+  g_pinned_free.emplace(it->second, ptr);
+  g_pinned_live.erase(it);
+}
 
 void memcpy_async(void* dst, const void* src, std::size_t bytes, CopyKind kind, const Stream& stream) {
   GPPF_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, native_kind(kind), native(stream)));
@@ -159,6 +187,7 @@ void destroy_stream(const Stream& stream) {
 }
 
 void synchronize(const Stream& stream) {
+  runtime::count_sync();
   if (stream.device.is_host() && !stream.handle) {
     GPPF_CUDA_CHECK(cudaDeviceSynchronize());
     return;
@@ -167,6 +196,7 @@ void synchronize(const Stream& stream) {
 }
 
 void device_synchronize(int device) {
+  runtime::count_sync();
   DeviceGuard guard(device);
   GPPF_CUDA_CHECK(cudaDeviceSynchronize());
 }

@@ -269,7 +269,7 @@ void softmax_cross_entropy(const CrossEntropyParams& p, const Tensor& logits, co
   GPPF_CUDA_CHECK(cudaMemcpyAsync(slot.host, slot.dev, sizeof(LabelRecord), cudaMemcpyDeviceToHost, st));
 }
 
-void check_label_errors(const Stream& s) { report_label_errors(s.device.index, s, true); }
+void check_label_errors(const Stream& s, bool wait) { report_label_errors(s.device.index, s, wait); }
 
 void centernet_focal_loss(const FocalParams& p, const Tensor& logits, const Tensor& target, Tensor& loss,
                           GradMode loss_mode, Tensor* dlogits, const Stream& s) {

@@ -9,7 +9,7 @@ void softmax_cross_entropy(const CrossEntropyParams&, const Tensor&, const Tenso
                            const Stream&) {
   no_cuda("softmax_cross_entropy");
 }
-void check_label_errors(const Stream&) { no_cuda("check_label_errors"); }
+void check_label_errors(const Stream&, bool) { no_cuda("check_label_errors"); }
 void centernet_focal_loss(const FocalParams&, const Tensor&, const Tensor&, Tensor&, GradMode, Tensor*, const Stream&) {
   no_cuda("centernet_focal_loss");
 }

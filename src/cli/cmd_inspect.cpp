@@ -94,6 +94,7 @@ json checkpoint_json(const std::string& path) {
   ro.exact = false;
   ro.optimizer = false;
   (void)train::read_checkpoint(path, {routers, {}, {}}, ro);
+  backbone.refresh_routing(Stream::host());
 
   PartCounts c = count_parts(path, backbone, config.backbone.num_shared);
   j["parameters"] = {{"total", c.total},

@@ -4,6 +4,7 @@
 
 #include "kernels/cast.hpp"
 #include "kernels/elementwise.hpp"
+#include "kernels/linear.hpp"
 #include "kernels/pool.hpp"
 
 namespace gppf::nn {
@@ -42,16 +43,21 @@ Stem::Stem(const BackboneSpec& spec, int num_tasks, std::uint64_t seed)
 }
 
 namespace {
-// [C, k, k, 3] -> [C, k, k, 1], summing the input channels (grey input).
-Tensor sum_input_channels(const Tensor& w) {
-  const std::int64_t rows = w.numel() / 3;
-  Tensor out = Tensor::empty({w.dim(0), w.dim(1), w.dim(2), 1}, DType::F32);
-  const float* src = w.data_as<float>();
-  float* dst = out.data_as<float>();
-  for (std::int64_t i = 0; i < rows; ++i) dst[i] = src[3 * i] + src[3 * i + 1] + src[3 * i + 2];
-  return out;
+// A vector of three ones on `device` in `dtype`: summing or repeating the stem's input channels is a
+// GEMM with it, on the tensors' device (a host round trip would be two syncs per grey pass on a GPU).
+Tensor ones3(DType dtype, Device device, const Stream& s) {
+  Tensor t = Tensor::from_vector({3}, {1.0f, 1.0f, 1.0f});
+  if (!device.is_host()) t = t.to(device, s);
+  return dtype == DType::F32 ? t : kernels::cast(t, dtype, s);
 }
 }  // namespace
+
+const Tensor& Stem::ones(DType dtype, Device device, const Stream& s) {
+  for (const Tensor& t : m_ones)
+    if (t.dtype() == dtype && t.device() == device) return t;
+  m_ones.push_back(ones3(dtype, device, s));
+  return m_ones.back();
+}
 
 Shape Stem::output_shape(const Shape& x) const {
   Shape w = m_weight.value.shape();
@@ -70,8 +76,15 @@ Tensor Stem::forward(const RunState& rs, const Tensor& x) {
   GPPF_CHECK(x.ndim() == 4 && (x.dim(3) == 1 || x.dim(3) == 3), "stem: input expected [N,H,W,1] or [N,H,W,3], got ",
              x.desc());
   const Tensor& v = m_weight.value;
-  Tensor w = x.dim(3) == 3 ? m_weight.operand(x.dtype())
-                           : sum_input_channels(v.device().is_host() ? v : v.to(Device::host(), rs.stream));
+  Tensor w;
+  if (x.dim(3) == 3) {
+    w = m_weight.operand(x.dtype());
+  } else {  // [C, k, k, 3] -> [C, k, k, 1], the input channels summed
+    w = Tensor::empty({v.dim(0), v.dim(1), v.dim(2), 1}, DType::F32, v.device());
+    Tensor w_col = w.reshape({-1, 1});
+    kernels::gemm(false, false, 1.0f, v.reshape({-1, 3}), ones(DType::F32, v.device(), rs.stream).reshape({3, 1}), 0.0f,
+                  w_col, rs.stream);
+  }
   if (w.device() != x.device()) w = w.to(x.device(), rs.stream);
   if (w.dtype() != x.dtype()) w = kernels::cast(w, x.dtype(), rs.stream);
   Shape w_shape = m_weight.value.shape();
@@ -112,12 +125,9 @@ void Stem::backward(const RunState& rs, const Tensor& dy_in) {
     // d/dW_c of conv(x, sum_c W_c) is the same for every c.
     Tensor dw1 = Tensor::empty(m_w_used.shape(), m_x.dtype(), m_w_used.device());
     kernels::conv2d_bwd_filter(m_params, m_x, dc, dw1, nullptr, kernels::GradMode::Overwrite, rs.stream);
-    const std::vector<float> h = dw1.to_float_vector();
-    Tensor expanded = Tensor::empty(m_weight.grad.shape(), DType::F32);
-    for (std::size_t i = 0; i < h.size(); ++i)
-      for (std::size_t c = 0; c < 3; ++c) expanded.data_as<float>()[3 * i + c] = h[i];
-    const Tensor e = m_weight.grad.device().is_host() ? expanded : expanded.to(m_weight.grad.device(), rs.stream);
-    kernels::axpby(1.0f, e, mode == kernels::GradMode::Overwrite ? 0.0f : 1.0f, m_weight.grad, rs.stream);
+    Tensor g = m_weight.grad.reshape({-1, 3});
+    kernels::gemm(false, false, 1.0f, dw1.reshape({-1, 1}), ones(dw1.dtype(), dw1.device(), rs.stream).reshape({1, 3}),
+                  mode == kernels::GradMode::Overwrite ? 0.0f : 1.0f, g, rs.stream);
   }
   m_x = m_w_used = m_pool_in = m_pool_out = Tensor();
 }
@@ -223,6 +233,27 @@ void Backbone::backward(const RunState& rs, const std::vector<Tensor>& d_feature
 void Backbone::set_strategy(const std::shared_ptr<LegoStrategy>& strategy) {
   for (auto& l : m_layers) l->set_strategy(strategy);
 }
+
+std::vector<const Tensor*> Backbone::router_values() {
+  std::vector<const Tensor*> out;
+  for (auto& l : m_layers)
+    for (int t = 0; t < l->num_tasks(); ++t) out.push_back(&l->router(t).value);
+  return out;
+}
+
+std::size_t Backbone::set_router_copies(const std::vector<float>& values, std::size_t at) {
+  for (auto& l : m_layers)
+    for (int t = 0; t < l->num_tasks(); ++t) {
+      const auto n = static_cast<std::size_t>(l->router(t).value.numel());
+      GPPF_CHECK(at + n <= values.size(), "set_router_copies: ", values.size(), " values, more routers");
+      l->set_router_copy(t, std::vector<float>(values.begin() + static_cast<std::ptrdiff_t>(at),
+                                               values.begin() + static_cast<std::ptrdiff_t>(at + n)));
+      at += n;
+    }
+  return at;
+}
+
+void Backbone::refresh_routing(const Stream& s) { set_router_copies(read_back_all(router_values(), s), 0); }
 
 float Backbone::apply_balance(const std::vector<int>& tasks) {
   float total = 0;

@@ -55,6 +55,8 @@ class Stem final : public Module {
   Parameter m_weight;  // [C, k, k, 3]
   BatchNorm m_bn;
   Tensor m_x, m_w_used, m_pool_in, m_pool_out;
+  std::vector<Tensor> m_ones;  // three ones per dtype and device (see ones())
+  const Tensor& ones(DType dtype, Device device, const Stream& s);
 };
 
 // What a backbone forward saved for its backward: one context per lego layer (the stem still keeps
@@ -77,6 +79,13 @@ class Backbone final : public Module {
   void set_strategy(const std::shared_ptr<LegoStrategy>& strategy);
   // The usage-balance regulariser over `tasks`, every lego layer; returns the summed value.
   float apply_balance(const std::vector<int>& tasks);
+  // Copies every router's logits to the host copies that routing reads (LegoLayer::set_router_copy),
+  // with one sync; after anything that changed them (an optimizer step, a checkpoint load).
+  void refresh_routing(const Stream& s);
+  // The same in two halves, for a caller that reads more with the same sync: every router's logits
+  // (layer by layer, task by task), and their host copies from values[at...]; returns the end.
+  std::vector<const Tensor*> router_values();
+  std::size_t set_router_copies(const std::vector<float>& values, std::size_t at);
 
   void collect_parameters(std::vector<Parameter*>& out) override;
   void collect_buffers(std::vector<Buffer>& out) override;

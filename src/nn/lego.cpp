@@ -1,10 +1,12 @@
 #include "src/nn/lego.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <numeric>
 
 #include "kernels/elementwise.hpp"
+#include "kernels/routing.hpp"
 #include "src/nn/lego_strategy.hpp"
 
 namespace gppf::nn {
@@ -16,6 +18,8 @@ std::uint64_t fnv1a(const std::string& s) {
   return h;
 }
 
+std::atomic<std::int64_t> g_stale_router_reads{0};
+
 std::vector<float> softmax(const std::vector<float>& z) {
   std::vector<float> p(z.size());
   if (z.empty()) return p;
@@ -24,19 +28,6 @@ std::vector<float> softmax(const std::vector<float>& z) {
   for (std::size_t i = 0; i < z.size(); ++i) sum += p[i] = std::exp(z[i] - m);
   for (auto& v : p) v = static_cast<float>(v / sum);
   return p;
-}
-
-// Adds `delta` to a router's gradient, the first writer of a step overwriting. Routers are a few
-// floats: on a GPU they go through the host (one small copy each way, after the lego backward).
-void add_router_grad(Parameter& router, const std::vector<double>& delta) {
-  const bool overwrite = router.take_grad_mode() == kernels::GradMode::Overwrite;
-  std::vector<float> g = overwrite ? std::vector<float>(delta.size(), 0.0f) : router.grad.to_float_vector();
-  for (std::size_t i = 0; i < delta.size(); ++i) g[i] += static_cast<float>(delta[i]);
-  if (router.grad.device().is_host()) {
-    std::copy(g.begin(), g.end(), router.grad.data_as<float>());
-  } else {
-    router.grad.copy_from(Tensor::from_vector(router.grad.shape(), g));
-  }
 }
 
 }  // namespace
@@ -126,6 +117,7 @@ LegoLayer::LegoLayer(const std::string& name, const LegoLayerSpec& spec, int num
     Tensor logits = Tensor::empty({spec.num_legos}, DType::F32);
     for (int i = 0; i < spec.num_legos; ++i) logits.data_as<float>()[i] = dist(task_rng);
     m_router.push_back(make_parameter(str(name, ".router.task", t), logits, false));
+    m_router_host.push_back(logits.to_float_vector());
   }
   tag_owners();
   m_strategy = make_merged_strategy();
@@ -156,9 +148,22 @@ void LegoLayer::set_strategy(std::shared_ptr<LegoStrategy> strategy) {
   m_strategy = std::move(strategy);
 }
 
+std::int64_t LegoLayer::stale_router_reads() { return g_stale_router_reads.load(); }
+
+std::vector<float> LegoLayer::router_logits(int task) const {
+  // On a GPU the host copy (no sync); on the host the values themselves, and a copy that differs is
+  // counted: a refresh (Network::parameters_changed) was missed, which a GPU run would route by.
+  const auto ti = static_cast<std::size_t>(task);
+  const Tensor& logits = m_router[ti].value;
+  if (!logits.device().is_host()) return m_router_host[ti];
+  std::vector<float> z = logits.to_float_vector();
+  if (z != m_router_host[ti]) ++g_stale_router_reads;
+  return z;
+}
+
 Route LegoLayer::route(int task, std::int64_t step, bool training) const {
   GPPF_CHECK(task >= 0 && task < static_cast<int>(m_router.size()), m_name, ": task ", task, " has no router");
-  std::vector<float> z = m_router[static_cast<std::size_t>(task)].value.to_float_vector();
+  std::vector<float> z = router_logits(task);
   Route r;
   for (int i = 0; i < m_spec.num_shared; ++i) {
     r.legos.push_back(i);
@@ -226,23 +231,25 @@ Tensor LegoLayer::backward(const RunState& rs, const Tensor& dy, std::unique_ptr
   return m_strategy->backward(*this, rs, dy, *saved);
 }
 
-void LegoLayer::accumulate_router_grad(int task, const Route& route, const std::vector<float>& dgate) {
-  // Gates are p = softmax(z over all L) at the selected legos S; with D_i = dg_i on S and 0
-  // elsewhere, dz_i = p_i (D_i - sum_{j in S} p_j dg_j): every logit gets a gradient, at every k.
+void LegoLayer::accumulate_router_grad(int task, const Route& route, const Tensor& dgate, const Stream& s) {
   const auto L = static_cast<std::size_t>(m_spec.num_legos);
   GPPF_CHECK(route.probs.size() == L, m_name, ": route of task ", task, " has ", route.probs.size(),
              " router probabilities, expected ", L);
-  std::vector<double> d(L, 0.0);
-  double inner = 0;
-  for (std::size_t j = 0; j < route.legos.size(); ++j) {
-    if (route.routed[j] < 0) continue;
-    const auto i = static_cast<std::size_t>(route.routed[j]);
-    d[i] = dgate[j];
-    inner += static_cast<double>(route.probs[i]) * dgate[j];
-  }
-  std::vector<double> dz(L);
-  for (std::size_t i = 0; i < L; ++i) dz[i] = static_cast<double>(route.probs[i]) * (d[i] - inner);
-  add_router_grad(m_router[static_cast<std::size_t>(task)], dz);
+  Parameter& router = m_router[static_cast<std::size_t>(task)];
+  kernels::router_grad({route.routed, route.probs}, dgate, router.grad, router.take_grad_mode(), s);
+}
+
+void LegoLayer::accumulate_router_grad(int task, const Route& route, const std::vector<float>& dgate) {
+  const Tensor& grad = m_router[static_cast<std::size_t>(task)].grad;
+  const auto n = static_cast<std::int64_t>(dgate.size());
+  const Tensor host = Tensor::from_vector({n}, dgate);
+  accumulate_router_grad(task, route, grad.device().is_host() ? host : host.to(grad.device()), Stream::host());
+}
+
+void LegoLayer::set_router_copy(int task, std::vector<float> logits) {
+  GPPF_CHECK(logits.size() == static_cast<std::size_t>(m_spec.num_legos), m_name, ": ", logits.size(),
+             " router logits for task ", task, ", expected ", m_spec.num_legos);
+  m_router_host.at(static_cast<std::size_t>(task)) = std::move(logits);
 }
 
 float LegoLayer::apply_balance(const std::vector<int>& tasks) {
@@ -254,7 +261,7 @@ float LegoLayer::apply_balance(const std::vector<int>& tasks) {
   std::vector<std::vector<float>> p;
   std::vector<double> P(L, 0.0);
   for (int t : tasks) {
-    p.push_back(softmax(m_router[static_cast<std::size_t>(t)].value.to_float_vector()));
+    p.push_back(softmax(router_logits(t)));
     for (std::size_t i = 0; i < L; ++i) P[i] += p.back()[i] / T;
   }
   const double w = m_routing.balance_weight * static_cast<double>(L);
@@ -263,9 +270,10 @@ float LegoLayer::apply_balance(const std::vector<int>& tasks) {
   for (std::size_t n = 0; n < tasks.size(); ++n) {
     double inner = 0;
     for (std::size_t i = 0; i < L; ++i) inner += p[n][i] * (2 * w * P[i] / T);
-    std::vector<double> dz(L);
+    std::vector<float> dz(L);
     for (std::size_t i = 0; i < L; ++i) dz[i] = static_cast<float>(p[n][i] * (2 * w * P[i] / T - inner));
-    add_router_grad(m_router[static_cast<std::size_t>(tasks[n])], dz);
+    Parameter& router = m_router[static_cast<std::size_t>(tasks[n])];
+    kernels::add_router_values(dz, router.grad, router.take_grad_mode());
   }
   return static_cast<float>(loss);
 }

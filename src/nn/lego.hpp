@@ -101,6 +101,7 @@ class LegoLayer final : public Module {
   const std::string& name() const { return m_name; }
   int num_legos_total() const { return static_cast<int>(m_legos.size()); }
   Parameter& router(int task) { return m_router[static_cast<std::size_t>(task)]; }
+  int num_tasks() const { return static_cast<int>(m_router.size()); }
   // Multiply-adds of task's path through this layer for input shape x (shared + k legos + shortcut).
   std::int64_t macs(const Shape& x, int active_legos) const;
   Shape output_shape(const Shape& x) const;
@@ -116,10 +117,19 @@ class LegoLayer final : public Module {
   Bottleneck& lego(int i) { return *m_legos[static_cast<std::size_t>(i)]; }
   Conv2d* proj() { return m_proj.get(); }
   BatchNorm* proj_bn() { return m_proj_bn.get(); }
+  // dgate [route entries] on the router's device; the host-vector form uploads it first.
+  void accumulate_router_grad(int task, const Route& route, const Tensor& dgate, const Stream& s);
   void accumulate_router_grad(int task, const Route& route, const std::vector<float>& dgate);
+  // The host's copy of task's router logits, which route() reads (Backbone::refresh_routing keeps it
+  // current: on a GPU, routing from the device values would read them back in every layer).
+  void set_router_copy(int task, std::vector<float> logits);
+  // Host routes whose host copy differed from the router's values, since the start (tests assert 0).
+  static std::int64_t stale_router_reads();
 
  private:
   void tag_owners();
+  // Task's router logits as routing reads them (see route()).
+  std::vector<float> router_logits(int task) const;
 
   std::string m_name;
   LegoLayerSpec m_spec;
@@ -128,7 +138,8 @@ class LegoLayer final : public Module {
   std::vector<std::unique_ptr<Bottleneck>> m_legos;  // shared first, then routed
   std::unique_ptr<Conv2d> m_proj;                    // projection shortcut when shape changes
   std::unique_ptr<BatchNorm> m_proj_bn;
-  std::vector<Parameter> m_router;  // per task: logits [num_legos], on the host
+  std::vector<Parameter> m_router;                // per task: logits [num_legos], on the network's device
+  std::vector<std::vector<float>> m_router_host;  // their host copy (set_router_copy)
   std::shared_ptr<LegoStrategy> m_strategy;
 };
 

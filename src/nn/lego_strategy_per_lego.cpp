@@ -35,7 +35,7 @@ Tensor shortcut_backward(LegoLayer& layer, const RunState& rs, const Tensor& da,
 float gate_gradient(const RunState& rs, const Tensor& da, const Tensor& out, Tensor& scratch) {
   if (!scratch.defined()) scratch = Tensor::empty({1}, DType::F32, da.device());
   kernels::dot(da, out, scratch, kernels::GradMode::Overwrite, rs.stream);
-  return scratch.to_float_vector().at(0);
+  return read_back(scratch, rs.stream).to_float_vector().at(0);
 }
 
 namespace {
@@ -83,17 +83,21 @@ class PerLegoStrategy final : public LegoStrategy {
     kernels::relu_bwd(ctx.y, dy, da, kernels::GradMode::Overwrite, rs.stream);
     Tensor dx = shortcut_backward(layer, rs, da, ctx.shortcut);
     const Route& r = ctx.route;
-    std::vector<float> dgate(r.legos.size());
-    Tensor dot_out;
+    // The gate gradients stay on the device: the router's gradient is computed there.
+    Tensor dgate = Tensor::empty({static_cast<std::int64_t>(r.legos.size())}, DType::F32, da.device());
+    dgate.zero_(rs.stream);
     Tensor scaled = Tensor::empty(da.shape(), da.dtype(), da.device());
     for (std::size_t j = 0; j < r.legos.size(); ++j) {
-      if (r.routed[j] >= 0) dgate[j] = gate_gradient(rs, da, ctx.outputs[j], dot_out);
+      if (r.routed[j] >= 0) {
+        Tensor slot = dgate.narrow0(static_cast<std::int64_t>(j), 1);
+        kernels::dot(da, ctx.outputs[j], slot, kernels::GradMode::Overwrite, rs.stream);
+      }
       kernels::axpby(r.gates[j], da, 0.0f, scaled, rs.stream);
       Bottleneck& lego = layer.lego(r.legos[j]);
       lego.restore_saved(std::move(ctx.legos[j]));
       lego.backward(rs, scaled, dx, kernels::GradMode::Accumulate);
     }
-    layer.accumulate_router_grad(rs.task, r, dgate);
+    layer.accumulate_router_grad(rs.task, r, dgate, rs.stream);
     return dx;
   }
 };

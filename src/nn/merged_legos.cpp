@@ -10,9 +10,10 @@ namespace gppf::nn {
 namespace {
 
 // The block's per-channel algebra (a few hundred values) runs on the host on every device; its
-// pixel-wise passes run behind kernels/merged.hpp. A tensor's values on the host (itself when there),
-// and a host tensor moved to `device` (itself when that is the host).
-Tensor on_host(const Tensor& t) { return t.device().is_host() ? t : t.to(Device::host()); }
+// pixel-wise passes run behind kernels/merged.hpp. A tensor's values on the host (itself when there;
+// a sync on a GPU, counted on every device), and a host tensor moved to `device` (itself when that is
+// the host).
+Tensor on_host(const Tensor& t) { return read_back(t); }
 Tensor on(Device device, const Tensor& host) { return device.is_host() ? host : host.to(device); }
 Tensor values(Device device, const Shape& shape, const std::vector<float>& v) {
   return on(device, Tensor::from_vector(shape, v));

@@ -30,7 +30,7 @@ struct Parameter {
   bool decay = true;  // parameter groups: BN affine parameters and biases are created with decay = false
   bool trainable = true;
   // bf16 training (precision: bf16): the weight as the passes multiply with it, cast from `value`
-  // before every pass; undefined otherwise. Gradients stay f32 in `grad`.
+  // once per step (Network::parameters_changed); undefined otherwise. Gradients stay f32 in `grad`.
   Tensor working{};
   Owner owner{};
 

@@ -23,13 +23,8 @@ double* SumBuffer::slot(std::size_t i) {
 const std::vector<double>& SumBuffer::fetch(const Stream& stream) {
   m_host.resize(2 * m_slots);
   if (m_slots == 0) return m_host;
-  const Tensor used = m_storage.narrow0(0, static_cast<std::int64_t>(2 * m_slots));
-  if (used.device().is_cuda()) {
-    const Tensor on_host = used.to(Device::host(), stream);  // synchronises the stream
-    std::memcpy(m_host.data(), on_host.data(), on_host.nbytes());
-  } else {
-    std::memcpy(m_host.data(), used.data(), used.nbytes());
-  }
+  const Tensor used = read_back(m_storage.narrow0(0, static_cast<std::int64_t>(2 * m_slots)), stream);
+  std::memcpy(m_host.data(), used.data(), used.nbytes());
   return m_host;
 }
 

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "core/counters.hpp"
 #include "core/cuda_runtime.hpp"
 #include "src/optim/optimizer.hpp"
 #include "src/train/executor_local.hpp"
@@ -168,21 +169,28 @@ StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps, con
   for (int s = 0; s < warmup_steps + steps; ++s) {
     const bool timed = s >= warmup_steps;
     const auto t_step = Clock::now();
-    auto run_task = [&](int t) {
+    const runtime::Counters c0 = runtime::counters();
+    auto run_pass = [&](int t) {
       const auto ti = static_cast<std::size_t>(t);
       const auto t0 = Clock::now();
-      net.train_step(t, batches[ti][static_cast<std::size_t>(s % kBatches)], s);
+      PendingLoss loss = net.train_step(t, batches[ti][static_cast<std::size_t>(s % kBatches)], s);
       if (timed) task_ms[ti].push_back(ms_since(t0));
+      return loss;
     };
     Clock::time_point t_update;
-    simt_step(executor, net, *optimizer, s, config.optimizer.lr, all, run_task, [&] { t_update = Clock::now(); });
+    simt_step(executor, net, *optimizer, s, config.optimizer.lr, all, run_pass, [&] { t_update = Clock::now(); });
+    const runtime::Counters used = runtime::counters() - c0;
     if (net.device().is_cuda()) cuda::synchronize(net.stream());  // the update's kernels are part of the step
     if (timed) {
       opt_ms.push_back(ms_since(t_update));
       step_ms.push_back(ms_since(t_step));
+      // Every timed step makes the same calls; the largest is reported.
+      r.syncs_per_step = std::max(r.syncs_per_step, used.syncs);
+      r.launches_per_step = std::max(r.launches_per_step, used.launches);
     }
   }
   summarize(r, net, task_ms, step_ms, opt_ms);
+  if (!host) r.peak_bytes = static_cast<std::int64_t>(cuda::allocator_stats(net.device().index).peak);
   // The machine's rate is the best seen, before and after the steps (a slow sample is the neighbours).
   r.sgemm_gflops = host ? std::max(sgemm_before, sgemm_gflops()) : 0.0;
   return r;
@@ -208,6 +216,10 @@ std::string StepBench::to_table() const {
     std::snprintf(line, sizeof line, "SIMT step %.2f ms (optimizer %.2f ms): %.1f GFLOP/s on %s, %d steps\n", step_ms,
                   optimizer_ms, gflops, device.c_str(), steps);
   out += line;
+  const std::string peak = peak_bytes > 0 ? str(", peak device memory ", peak_bytes >> 20, " MiB") : std::string();
+  std::snprintf(line, sizeof line, "per step: %lld host syncs, %lld launches (kernels, copies, memsets)%s\n",
+                static_cast<long long>(syncs_per_step), static_cast<long long>(launches_per_step), peak.c_str());
+  out += line;
   return out;
 }
 
@@ -219,6 +231,9 @@ std::string StepBench::to_json() const {
                       {"sgemm_gflops", sgemm_gflops},
                       {"threads", threads},
                       {"steps", steps},
+                      {"syncs_per_step", syncs_per_step},
+                      {"launches_per_step", launches_per_step},
+                      {"peak_bytes", peak_bytes},
                       {"tasks", nlohmann::json::array()}};
   for (const auto& t : tasks)
     j["tasks"].push_back({{"task", t.name},

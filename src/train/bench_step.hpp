@@ -1,6 +1,7 @@
 #pragma once
 // `gppf bench step`: times SIMT training steps of a config on its real data and reports samples/s
 // and achieved GFLOP/s per task, next to the machine's SGEMM rate measured in the same run.
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,9 @@ struct StepBench {
   double gflops = 0;        // all tasks' FLOPs / step time
   double sgemm_gflops = 0;  // OpenBLAS SGEMM 1024^3 on the same threads, best before/after (0 on a GPU)
   int steps = 0, threads = 0;
+  // Host waits and work enqueued per step (core/counters.hpp: counted on every device, so the host
+  // shows what a GPU step would make), and the caching allocator's peak on a GPU (0 on the host).
+  std::int64_t syncs_per_step = 0, launches_per_step = 0, peak_bytes = 0;
   std::string device;  // "host" or the GPU's name
   std::string to_table() const;
   std::string to_json() const;

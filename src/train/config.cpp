@@ -410,6 +410,9 @@ void read_run_keys(Reader& r, const YAML::Node& root, const std::string& where, 
              "' is not fp32 or bf16");
   GPPF_CHECK(c.precision == "fp32" || c.target_device.is_cuda(), where,
              ": key 'precision': bf16 trains on CUDA only (device is ", c.device, ")");
+  r.get(root, "", "lego_strategy", c.lego_strategy);
+  GPPF_CHECK(c.lego_strategy == "auto" || c.lego_strategy == "merged" || c.lego_strategy == "per-lego", where,
+             ": key 'lego_strategy': '", c.lego_strategy, "' is not auto, merged or per-lego");
   r.get(root, "", "threads", c.threads);
   GPPF_CHECK(c.threads >= 0, where, ": key 'threads' must be >= 0 (0: the OpenMP default), got ", c.threads);
   r.get(root, "", "log_every", c.log_every);
@@ -503,6 +506,7 @@ TrainConfig parse_root(YAML::Node root, const std::string& where, const DataPath
                 "device",
                 "tf32",
                 "precision",
+                "lego_strategy",
                 "threads",
                 "log_every",
                 "eval_every",

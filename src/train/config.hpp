@@ -72,6 +72,10 @@ struct TrainConfig {
   // Activations: "fp32", or "bf16" (CUDA only): bf16 activations and working copies of the conv and
   // linear weights, f32 master weights, gradients, BN statistics, losses and optimizer state.
   std::string precision = "fp32";
+  // How lego layers run a routed step (src/nn/lego_strategy.hpp): "merged", "per-lego", or "auto"
+  // (merged where its kernels exist: host f32; per-lego otherwise). Expert parallelism always
+  // exchanges. The function is the same; the speed and the host syncs differ.
+  std::string lego_strategy = "auto";
   int threads = 0;  // OpenMP threads; 0: the runtime's default
   std::int64_t log_every = 50;
   std::int64_t eval_every = 0;    // 0: only at the end

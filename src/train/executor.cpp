@@ -15,13 +15,16 @@ std::unique_ptr<Executor> make_executor(const TrainConfig& config, Network& net,
   return std::make_unique<MpiExecutor>(std::move(distributed));
 }
 
-float simt_step(Executor& executor, Network& net, optim::Optimizer& optimizer, std::int64_t step, float lr,
-                const std::vector<int>& active, const TaskRunner& run_task,
-                const std::function<void()>& before_update) {
-  const float balance = executor.run_step(net, step, active, run_task);
+StepResult simt_step(Executor& executor, Network& net, optim::Optimizer& optimizer, std::int64_t step, float lr,
+                     const std::vector<int>& active, const std::function<PendingLoss(int task)>& run_pass,
+                     const std::function<void()>& before_update) {
+  std::vector<PendingLoss> pending;
+  StepResult r;
+  r.balance = executor.run_step(net, step, active, [&](int t) { pending.push_back(run_pass(t)); });
   if (before_update) before_update();
   optimizer.step(lr, net.stream());
-  return balance;
+  r.losses = net.end_step(pending);
+  return r;
 }
 
 }  // namespace gppf::train

@@ -19,10 +19,9 @@
 #include "src/optim/optimizer.hpp"
 #include "src/train/checkpoint.hpp"
 #include "src/train/config.hpp"
+#include "src/train/network.hpp"
 
 namespace gppf::train {
-
-class Network;
 
 // One task's evaluation on one split.
 struct TaskEval {
@@ -95,11 +94,17 @@ class Executor {
 // An MpiExecutor when MPI runs several ranks (and !single_process), else a LocalExecutor.
 std::unique_ptr<Executor> make_executor(const TrainConfig& config, Network& net, bool single_process);
 
-// The SIMT step shared by `gppf train` and `gppf bench step`: the executor's gradients, then the
-// optimizer's update at `lr` (`before_update`, if set, runs in between: the benchmark's timer).
-// Returns the routing regulariser's value.
-float simt_step(Executor& executor, Network& net, optim::Optimizer& optimizer, std::int64_t step, float lr,
-                const std::vector<int>& active, const TaskRunner& run_task,
-                const std::function<void()>& before_update = nullptr);
+// The SIMT step shared by `gppf train` and `gppf bench step`: the executor's gradients (`run_pass`
+// runs one task's pass: Network::train_step), the optimizer's update at `lr` (`before_update`, if
+// set, runs in between: the benchmark's timer), then Network::end_step: the host's copies of the
+// routers and the losses of every pass, with one sync. A step makes at most two syncs on a GPU:
+// that one and the optimizer's gradient norm.
+struct StepResult {
+  float balance = 0;             // the routing regulariser's value
+  std::vector<TaskLoss> losses;  // one per pass, in the order they ran
+};
+StepResult simt_step(Executor& executor, Network& net, optim::Optimizer& optimizer, std::int64_t step, float lr,
+                     const std::vector<int>& active, const std::function<PendingLoss(int task)>& run_pass,
+                     const std::function<void()>& before_update = nullptr);
 
 }  // namespace gppf::train

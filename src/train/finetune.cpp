@@ -182,6 +182,7 @@ TrainSummary run_probe(const TrainConfig& config, const FinetuneOptions& options
       p->trainable = is_router(p->name);
       if (is_router(p->name)) p->value.zero_(net.stream());
     }
+    net.parameters_changed();
     notify(options, "probe", net);
   });
   const std::string probe_done = options.resume.empty() ? std::string() : finished_checkpoint(po.run_dir, probe.steps);
@@ -206,6 +207,7 @@ void run_tune(const TrainConfig& config, const FinetuneOptions& options, const s
     ro.exact = false;  // the same network: every name must be there; the probe's optimizer state is not wanted
     ro.optimizer = false;
     (void)read_checkpoint(probe_checkpoint, {net.parameters(), net.buffers(), {}}, ro);
+    net.parameters_changed();  // chosen_legos routes by the probe's routers
     for (auto* p : backbone_parameters(net)) p->trainable = !is_router(p->name) && !f.freeze_backbone;
     result.legos = chosen_legos(net);
     const auto layers = net.backbone().lego_layers();

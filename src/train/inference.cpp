@@ -35,6 +35,7 @@ LoadedModel load_model(const std::string& checkpoint, const std::string& device,
   m.data = open_tasks(m.config);
   m.net = std::make_unique<Network>(m.config, m.data.specs);
   (void)read_checkpoint(m.path, {m.net->parameters(), m.net->buffers(), {}}, {true, false});
+  m.net->parameters_changed();
   return m;
 }
 

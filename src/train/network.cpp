@@ -110,10 +110,13 @@ class CommStatSync final : public nn::StatSync {
   dist::Comm& m_comm;
 };
 
-// The local lego strategy of a run: merged, but per-lego where the merged block's kernels are missing
-// (kernels/merged.hpp: host f32 only so far).
-std::shared_ptr<nn::LegoStrategy> local_strategy(Device device, DType act) {
-  return device.is_host() && act == DType::F32 ? nn::make_merged_strategy() : nn::make_per_lego_strategy();
+// The local lego strategy of a run (config `lego_strategy`): merged, but per-lego where the merged
+// block's kernels are missing (kernels/merged.hpp: host f32 only so far).
+std::shared_ptr<nn::LegoStrategy> local_strategy(const std::string& choice, Device device, DType act) {
+  const bool merged_runs = device.is_host() && act == DType::F32;
+  GPPF_CHECK(choice != "merged" || merged_runs, "key 'lego_strategy': merged runs on the host in fp32 only so far (",
+             device.str(), ", ", dtype_name(act), "); use per-lego or auto");
+  return choice != "per-lego" && merged_runs ? nn::make_merged_strategy() : nn::make_per_lego_strategy();
 }
 
 }  // namespace
@@ -179,14 +182,16 @@ Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
     }
     cuda::synchronize(stream());
   }
-  m_backbone->set_strategy(local_strategy(m_device, m_act));
+  m_backbone->set_strategy(local_strategy(m_config.lego_strategy, m_device, m_act));
+  parameters_changed();
 }
 
 void Network::set_distributed(const NetworkDist& d) {
   m_dist = d;
   m_bn_sync = d.bn_sync ? std::make_unique<CommStatSync>(*d.bn_sync) : nullptr;
   const bool experts = d.exchange && d.exchange->size() > 1;
-  m_backbone->set_strategy(experts ? dist::make_exchange_strategy(*d.exchange) : local_strategy(m_device, m_act));
+  m_backbone->set_strategy(experts ? dist::make_exchange_strategy(*d.exchange)
+                                   : local_strategy(m_config.lego_strategy, m_device, m_act));
 }
 
 Stream Network::stream() const { return m_device.is_cuda() ? Stream{m_device, nullptr} : Stream::host(); }
@@ -213,6 +218,72 @@ void Network::refresh_working_copies() {
   if (m_act == DType::F32) return;
   for (nn::Parameter* p : parameters())
     if (p->working.defined()) kernels::cast(p->value, p->working, stream());
+}
+
+std::vector<float> Network::refresh_host_copies(const std::vector<const Tensor*>& extra) {
+  refresh_working_copies();
+  std::vector<const Tensor*> all = m_backbone->router_values();
+  const std::size_t routers = all.size();
+  all.insert(all.end(), extra.begin(), extra.end());
+  const std::vector<float> values = read_back_all(all, stream());
+  m_step_inputs.clear();  // synchronised: their uploads are done
+  const std::size_t end = m_backbone->set_router_copies(values, 0);
+  GPPF_CHECK(all.size() - routers == values.size() - end, "refresh_host_copies: extras are f32 [1] each");
+  return {values.begin() + static_cast<std::ptrdiff_t>(end), values.end()};
+}
+
+void Network::check_labels(const std::vector<PendingLoss>& pending) const {
+  if (!m_device.is_cuda()) return;
+  try {
+    kernels::check_label_errors(stream(), /*wait=*/false);  // the caller's read_back synchronised
+  } catch (const Error& e) {
+    std::string tasks;
+    for (const PendingLoss& p : pending) {
+      const TaskSpec& spec = m_tasks[static_cast<std::size_t>(p.task)];
+      if (spec.config.type != io::TaskType::Detection)
+        tasks += str(tasks.empty() ? "" : ", ", "'", spec.config.name, "' (", spec.config.dataset, ")");
+    }
+    GPPF_THROW("task ", tasks, ": ", e.reason());
+  }
+}
+
+void Network::parameters_changed() { (void)refresh_host_copies({}); }
+
+std::vector<TaskLoss> Network::end_step(const std::vector<PendingLoss>& pending) {
+  std::vector<const Tensor*> losses;
+  for (const PendingLoss& p : pending)
+    for (const auto& named : p.losses) losses.push_back(&named.second);
+  const std::vector<float> values = refresh_host_copies(losses);
+  check_labels(pending);
+  std::vector<TaskLoss> out;
+  std::size_t at = 0;
+  for (const PendingLoss& p : pending) {
+    TaskLoss result;
+    result.task = p.task;
+    for (const auto& named : p.losses) {
+      const float v = values[at++];
+      result.total += v;
+      result.parts[named.first] = v * p.inv_weight * (named.first == "size" ? p.part_scale_size : 1.0f);
+    }
+    out.push_back(std::move(result));
+  }
+  return out;
+}
+
+TaskLoss Network::read_loss(const PendingLoss& pending) {
+  std::vector<const Tensor*> losses;
+  for (const auto& named : pending.losses) losses.push_back(&named.second);
+  const std::vector<float> values = read_back_all(losses, stream());
+  m_step_inputs.clear();
+  check_labels({pending});
+  TaskLoss result;
+  result.task = pending.task;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const std::string& name = pending.losses[i].first;
+    result.total += values[i];
+    result.parts[name] = values[i] * pending.inv_weight * (name == "size" ? pending.part_scale_size : 1.0f);
+  }
+  return result;
 }
 
 Network::~Network() = default;
@@ -261,13 +332,8 @@ std::int64_t Network::path_macs(int task) const {
   return backbone_macs(task) + head;
 }
 
-namespace {
-float scalar(const Tensor& t) { return t.to_float_vector().at(0); }
-}  // namespace
-
 nn::RunState Network::begin(int task, bool training, bool backward, float bn_momentum, std::int64_t step,
                             const Shape& input) {
-  refresh_working_copies();
   nn::RunState rs;
   rs.task = task;
   rs.training = training;
@@ -362,10 +428,13 @@ Network::HeadPass Network::head_pass(int task, nn::RunState& rs, const std::vect
   return hp;
 }
 
-TaskLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t step) {
+PendingLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t step) {
   const auto t = static_cast<std::size_t>(task);
   const TaskSpec& spec = m_tasks[t];
   const io::Batch batch = on_device(host_batch);
+  // The upload from the loader's page-locked memory may still be queued: the block must not go back
+  // to the pinned cache (and the loader) before the step's sync.
+  if (m_device.is_cuda()) m_step_inputs.push_back(host_batch);
   // Replicas each hold 1/R of the micro-batch: the loss of a slice counts 1/R, and the all-reduce sums.
   const float w = spec.config.loss_weight / static_cast<float>(m_dist.replicas);
   nn::RunState rs = begin(task, true, true, -1.0f, step, batch.images.shape());
@@ -374,26 +443,14 @@ TaskLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t
   const HeadPass hp = head_pass(task, rs, features, batch, w);
   if (rs.grads_final) (*rs.grads_final)(static_cast<int>(m_backbone->lego_layers().size()));
   m_backbone->backward(rs, hp.dfeat, saved);
-  // Labels outside [0, C) found on the GPU are recorded there; on the host the loss throws at once.
-  if (m_device.is_cuda() && spec.config.type != io::TaskType::Detection) {
-    try {
-      kernels::check_label_errors(rs.stream);
-    } catch (const Error& e) {
-      GPPF_THROW("task '", spec.config.name, "' (", spec.config.dataset, ") at step ", step, ": ", e.reason());
-    }
-  }
-  TaskLoss result;
-  const float inv = w > 0 ? 1.0f / w : 0.0f;
-  for (const auto& [name, loss] : hp.losses) {
-    const float v = scalar(loss);
-    result.total += v;
-    result.parts[name] = v * inv * (name == "size" ? hp.part_scale_size : 1.0f);
-  }
-  return result;
+  // Labels outside [0, C) found on the GPU are recorded there and reported after the step's sync
+  // (end_step, read_loss); on the host the loss throws at once.
+  return {task, hp.losses, w > 0 ? 1.0f / w : 0.0f, hp.part_scale_size};
 }
 
 void Network::calibrate(int task, const io::Batch& host_batch, int index) {
   const io::Batch batch = on_device(host_batch);
+  if (m_device.is_cuda()) m_step_inputs.push_back(host_batch);  // no sync here: see train_step
   const std::int64_t after_warmup = std::numeric_limits<std::int64_t>::max();
   nn::RunState rs = begin(task, true, false, 1.0f / static_cast<float>(index + 1), after_warmup, batch.images.shape());
   rs.bn_momentum = 1.0f / static_cast<float>(index + 1);

@@ -36,8 +36,18 @@ struct TaskData {
 TaskData open_tasks(const TrainConfig& config);
 
 struct TaskLoss {
+  int task = -1;
   float total = 0;                     // weighted by the task's loss_weight
   std::map<std::string, float> parts;  // unweighted components ("ce"; "heatmap", "size", "offset")
+};
+
+// A training pass's losses, still where they were computed: reading them is a sync on a GPU, so a
+// step reads all of them at once, after its update (Network::end_step).
+struct PendingLoss {
+  int task = -1;
+  std::vector<std::pair<std::string, Tensor>> losses;  // name, weighted loss [1]
+  float inv_weight = 0;                                // undoes the task's loss weight in `parts`
+  float part_scale_size = 1;                           // undoes the size loss's weight in `parts`
 };
 
 // Accumulates a task's test metrics over batches.
@@ -82,8 +92,17 @@ class Network {
   Network& operator=(const Network&) = delete;
 
   // Forward, loss and backward of one task's micro-batch at training step `step`; parameter
-  // gradients are written or accumulated (Parameter::take_grad_mode). One host sync for the loss.
-  TaskLoss train_step(int task, const io::Batch& batch, std::int64_t step);
+  // gradients are written or accumulated (Parameter::take_grad_mode). No host sync: the losses stay
+  // on the device until end_step (or read_loss) reads them.
+  PendingLoss train_step(int task, const io::Batch& batch, std::int64_t step);
+  // After the optimizer's update: refreshes what the host keeps of the parameters (parameters_changed)
+  // and reads the step's losses, with one sync for all of it.
+  std::vector<TaskLoss> end_step(const std::vector<PendingLoss>& pending);
+  // One pass's losses on their own (one sync), for callers outside a training step.
+  TaskLoss read_loss(const PendingLoss& pending);
+  // After anything wrote parameter values (an update, a checkpoint load, fine-tune set-up): the bf16
+  // working copies and the host's copy of the router logits that routing reads. One sync.
+  void parameters_changed();
   // Re-estimates the task's BN running statistics on its current routing: call with batches
   // 0, 1, ..., n-1 (a cumulative average; no gradients). Legos a task switched to late in training
   // otherwise carry stale or initial statistics for it.
@@ -136,13 +155,17 @@ class Network {
   DType m_act = DType::F32;  // activations (config precision)
   std::function<void(int)> m_grads_final;
   std::unique_ptr<nn::StatSync> m_bn_sync;  // m_dist.bn_sync as nn sees it
+  std::vector<io::Batch> m_step_inputs;     // host batches whose uploads may be queued, kept to the next sync
   // A tensor on the network's device (itself when it is there), and the input images there in the
   // activations' dtype.
   Tensor to_device(const Tensor& t) const;
   Tensor input_on_device(const Tensor& images) const;
-  // bf16: casts every weight's master value into its working copy (before each pass; cheap next to
-  // the pass, and always current after optimizer steps, checkpoint loads and fine-tune set-up).
+  // bf16: casts every weight's master value into its working copy (parameters_changed: once per step).
   void refresh_working_copies();
+  // Reads the router logits and `extra` tensors (f32 [1] each) with one sync; returns the extras' values.
+  std::vector<float> refresh_host_copies(const std::vector<const Tensor*>& extra);
+  // After a sync: throws naming the passes' tasks when a CUDA loss saw labels outside [0, C).
+  void check_labels(const std::vector<PendingLoss>& pending) const;
   // Starts a round on the exchange and returns the RunState of this rank's part.
   nn::RunState begin(int task, bool training, bool backward, float bn_momentum, std::int64_t step, const Shape& input);
   // A training step's head: forward, the task's losses (weighted by w, left on the device) and their

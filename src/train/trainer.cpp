@@ -406,26 +406,31 @@ std::vector<int> Trainer::sample_active() {
 }
 
 float Trainer::train_step(std::int64_t step, float lr, const std::vector<int>& active) {
-  auto run_task = [&](int t) {
+  // A replica's loss counts 1/replicas of the task's: scaled back, it estimates the whole batch's.
+  const double scale = m_executor->shares();
+  auto run_pass = [&](int t) {
     const auto ti = static_cast<std::size_t>(t);
     io::Batch batch = m_loaders[ti]->next();
     m_executor->take_share(batch);
-    const TaskLoss loss = m_net.train_step(t, batch, step);
+    m_windows[ti].samples += batch.size() * static_cast<std::int64_t>(scale);
+    return m_net.train_step(t, batch, step);
+  };
+  keep_buffers();
+  const StepResult r = simt_step(*m_executor, m_net, *m_optimizer, step, lr, active, run_pass);
+  // Read after the update with the step's one sync; a non-finite loss also made the gradient norm
+  // non-finite, so the optimizer skipped the step and the error below loses nothing.
+  for (const TaskLoss& loss : r.losses) {
+    const auto ti = static_cast<std::size_t>(loss.task);
     const TaskSpec& spec = m_data.specs[ti];
     GPPF_CHECK(std::isfinite(loss.total), "task '", spec.config.name, "': the loss is ", loss.total, " at step ", step,
                " (lr ", lr, "); lower optimizer.lr or check the data set ", spec.config.dataset);
-    // A replica's loss counts 1/replicas of the task's: scaled back, it estimates the whole batch's.
-    const double scale = m_executor->shares();
     Window& w = m_windows[ti];
     w.loss += loss.total * scale;
     for (const auto& [k, v] : loss.parts) w.parts[k] += v;
     ++w.steps;
-    w.samples += batch.size() * static_cast<std::int64_t>(scale);
-  };
-  keep_buffers();
-  const float balance = simt_step(*m_executor, m_net, *m_optimizer, step, lr, active, run_task);
+  }
   check_skipped(step);
-  return balance;
+  return r.balance;
 }
 
 void Trainer::keep_buffers() {
@@ -631,6 +636,7 @@ TrainSummary Trainer::run_steps() {
   m_metrics = std::make_unique<MetricsLog>(m_run_dir / "metrics.jsonl", m_resume_path.empty() ? -1 : m_start_step,
                                            m_executor->root());
   m_window_start = Clock::now();
+  m_net.parameters_changed();  // after a resume or a fine-tune's set-up wrote parameter values
   for (std::int64_t step = m_start_step; step < m_config.steps; ++step) {
     m_step = step;
     const float lr = m_schedule.lr_at(step);

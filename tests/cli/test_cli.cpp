@@ -302,7 +302,8 @@ TEST_F(CliRun, TrainLogAndProgressLines) {
   EXPECT_TRUE(gppf_build["git_dirty"].is_boolean());
   // The commit is taken at build time, not at configure time: a commit after configuring used to
   // leave the old one in every run.json and checkpoint.
-  const auto head = gppf::test::run_command(gppf::str("git -C ", GPPF_SOURCE_DIR, " rev-parse --short HEAD"), "/dev/null");
+  const auto head =
+      gppf::test::run_command(gppf::str("git -C ", GPPF_SOURCE_DIR, " rev-parse --short HEAD"), "/dev/null");
   if (head.status == 0 && !head.output.empty()) {
     EXPECT_EQ(gppf_build["git"], head.output.substr(0, head.output.find_last_not_of("\n") + 1));
   }

@@ -11,6 +11,7 @@
 #include "kernels/elementwise.hpp"
 #include "kernels/linear.hpp"
 #include "kernels/resample.hpp"
+#include "kernels/routing.hpp"
 #include "tests/common/util.hpp"
 
 namespace gppf {
@@ -207,6 +208,23 @@ TEST(ElemCuda, ConcatAndSplitMatchHost) {
       for (std::size_t i = 0; i < channels.size(); ++i)
         EXPECT_LT(test::max_rel_error(back(dg[i]), hg[i]), tol(dt)) << "split part " << i << dtype_name(dt);
     }
+  }
+}
+
+// The router gradient stays on the device (no read-back mid-step): same double arithmetic as the host.
+TEST(ElemCuda, RouterGradMatchesHost) {
+  GPPF_REQUIRE_GPU();
+  const kernels::RouterGradParams p{{-1, 1, 3}, {0.1f, 0.4f, 0.2f, 0.3f}};
+  const Tensor dgate = Tensor::from_vector({3}, {2.0f, -0.5f, 1.25f});
+  const Tensor old = Tensor::from_vector({4}, {0.5f, -1.0f, 2.0f, 0.0f});
+  for (const GradMode mode : {GradMode::Overwrite, GradMode::Accumulate}) {
+    Tensor h = old.clone(), d = old.to(kGpu);
+    kernels::router_grad(p, dgate, h, mode);
+    kernels::router_grad(p, dgate.to(kGpu), d, mode);
+    EXPECT_EQ(back(d).to_float_vector(), h.to_float_vector());
+    kernels::add_router_values({1.0f, 2.0f, 3.0f, 4.0f}, h, mode);
+    kernels::add_router_values({1.0f, 2.0f, 3.0f, 4.0f}, d, mode);
+    EXPECT_EQ(back(d).to_float_vector(), h.to_float_vector());
   }
 }
 

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "core/counters.hpp"
 #include "core/cuda_runtime.hpp"
 #include "core/tensor.hpp"
 #include "tests/common/util.hpp"
@@ -34,6 +35,23 @@ TEST(CudaRuntime, CachingAllocatorReusesBlocks) {
   EXPECT_EQ(cuda::allocator_stats(0).driver_allocs - before, 1u);
   Tensor z = Tensor::zeros({257}, DType::BF16, Device::cuda(0));
   for (float v : z.to_float_vector()) ASSERT_EQ(v, 0.0f);
+}
+
+// The loader's batches: page-locked blocks come back from the cache, not from cudaMallocHost (which,
+// like cudaFreeHost, waits for the device).
+TEST(CudaRuntime, PinnedBlocksAreReused) {
+  GPPF_REQUIRE_GPU();
+  cuda::empty_cache();
+  void* first = cuda::malloc_pinned(3000);
+  cuda::free_pinned(first);
+  const auto before = runtime::counters();
+  void* again = cuda::malloc_pinned(2900);  // the same size class
+  EXPECT_EQ(again, first);
+  EXPECT_EQ((runtime::counters() - before).syncs, 0);
+  cuda::free_pinned(again);
+  Tensor pinned = Tensor::empty({1000}, DType::F32, Device::host(), /*pinned=*/true);
+  pinned.fill_(2.0f);
+  EXPECT_EQ(pinned.to(Device::cuda(0)).to_float_vector(), std::vector<float>(1000, 2.0f));
 }
 
 TEST(CudaRuntime, StreamsOrderCopies) {

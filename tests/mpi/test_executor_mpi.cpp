@@ -57,9 +57,9 @@ TEST(MpiExecutor, OneRankEqualsTheLocalExecutor) {
   }
   for (int step = 0; step < 3; ++step) {
     simt_step(local, local_net, *local_opt, step, 0.05f, all,
-              [&](int t) { local_net.train_step(t, batches[static_cast<std::size_t>(t)], step); });
+              [&](int t) { return local_net.train_step(t, batches[static_cast<std::size_t>(t)], step); });
     simt_step(mpi, mpi_net, *mpi_opt, step, 0.05f, all,
-              [&](int t) { mpi_net.train_step(t, batches[static_cast<std::size_t>(t)], step); });
+              [&](int t) { return mpi_net.train_step(t, batches[static_cast<std::size_t>(t)], step); });
   }
   const auto a = local_net.parameters(), b = mpi_net.parameters();
   ASSERT_EQ(a.size(), b.size());

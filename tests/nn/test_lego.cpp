@@ -101,9 +101,10 @@ TEST(Router, SharedLegosAreAlwaysOn) {
 
 // Gradient of sum(r * layer(x)) with respect to x, one lego weight and the router logits, against
 // central differences of the float forward (training-mode BN included).
-void check_lego_gradients(int stride, int cin, int cout, int top_k = 2) {
+void check_lego_gradients(int stride, int cin, int cout, int top_k = 2, bool per_lego = false) {
   std::mt19937_64 rng(7);
   LegoLayer layer("l", small_spec(stride, cin, cout, top_k), 2, RoutingOptions{}, rng);
+  if (per_lego) layer.set_strategy(make_per_lego_strategy());
   RunState rs;
   rs.task = 1;
   Tensor x = test::random_tensor({3, 5, 4, cin}, 11);
@@ -163,6 +164,12 @@ void check_lego_gradients(int stride, int cin, int cout, int top_k = 2) {
 
 TEST(LegoLayer, GradientsIdentityShortcut) { check_lego_gradients(1, 4, 4); }
 TEST(LegoLayer, GradientsProjectionShortcut) { check_lego_gradients(2, 3, 6); }
+// The per-lego strategy (the CUDA path) at k = 2: its gate gradients stay on the device and the router's
+// gradient is computed there (kernels::router_grad).
+TEST(LegoLayer, GradientsPerLegoTopTwo) {
+  check_lego_gradients(1, 4, 4, 2, true);
+  check_lego_gradients(2, 3, 6, 2, true);
+}
 TEST(LegoLayer, GradientsTopOne) {
   check_lego_gradients(1, 4, 4, 1);
   check_lego_gradients(2, 3, 6, 1);

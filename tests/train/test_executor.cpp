@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include "src/train/executor.hpp"
@@ -67,11 +68,15 @@ TEST_F(Executors, LocalStepRunsEachActiveTaskOnceInOrderAndCheckpointsEverything
   auto optimizer = optim::Optimizer::create(c.optimizer, ex.held_parameters());
   std::vector<int> ran;
   const std::vector<int> active{2, 0};
-  (void)simt_step(ex, net, *optimizer, 0, 0.01f, active, [&](int t) {
+  const StepResult r = simt_step(ex, net, *optimizer, 0, 0.01f, active, [&](int t) {
     ran.push_back(t);
-    net.train_step(t, test::first_batch(c.tasks[static_cast<std::size_t>(t)]), 0);
+    return net.train_step(t, test::first_batch(c.tasks[static_cast<std::size_t>(t)]), 0);
   });
   EXPECT_EQ(ran, active);
+  ASSERT_EQ(r.losses.size(), 2u);  // the passes' losses, read with the step's one sync, in pass order
+  EXPECT_EQ(r.losses[0].task, 2);
+  EXPECT_EQ(r.losses[1].task, 0);
+  for (const TaskLoss& l : r.losses) EXPECT_TRUE(std::isfinite(l.total) && l.total > 0) << l.task;
   const CheckpointTensors saved = ex.checkpoint_tensors(net, *optimizer);
   EXPECT_EQ(saved.params, net.parameters());
   EXPECT_EQ(saved.buffers.size(), net.buffers().size());

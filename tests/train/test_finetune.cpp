@@ -299,6 +299,7 @@ TEST_F(Finetune, ResumeAutoSkipsAFinishedProbeAndContinuesBitwise) {
   FinetuneOptions o;
   o.checkpoint = s_checkpoint;
   o.run_dir = (s_dir / "resume").string();
+  const std::int64_t stale = nn::LegoLayer::stale_router_reads();
   const FinetuneResult straight = run_finetune(c, o);
   ASSERT_FALSE(straight.interrupted());
   const Values full = checkpoint_values(resolve_checkpoint(o.run_dir));
@@ -316,6 +317,8 @@ TEST_F(Finetune, ResumeAutoSkipsAFinishedProbeAndContinuesBitwise) {
   EXPECT_EQ(phases, std::vector<std::string>{"finetune"});
   EXPECT_EQ(resumed.summary.steps, 12);
   EXPECT_EQ(resumed.legos, straight.legos);
+  // Probe (routers zeroed, then trained), fine-tune and resume all routed by current host copies.
+  EXPECT_EQ(nn::LegoLayer::stale_router_reads(), stale);
   EXPECT_TRUE(fs::exists(fs::path(o.run_dir) / "summary.json"));
   EXPECT_EQ(fs::last_write_time(kept), kept_time);  // resumed after step 4: that checkpoint is not rewritten
   const Values again = checkpoint_values(resolve_checkpoint(o.run_dir));

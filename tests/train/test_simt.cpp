@@ -132,6 +132,30 @@ TEST_F(Simt, BenchStepOnSyntheticDataOpensNoDataSet) {
   }
 }
 
+// A SIMT step's host syncs and launches, counted on every device (core/counters.hpp), so this host test
+// sees what a GPU step would wait for. The per-lego strategy, which CUDA runs, waits twice per step:
+// the optimizer's gradient norm, and end_step's one read of the routers and every pass's losses.
+// Nothing routed is read back mid-step (router logits from the host copy, gate gradients and router
+// gradients on the device, the grey stem's channel sum a GEMM), for gppf-mini and gppf-r50.
+TEST_F(Simt, AStepMakesAtMostTwoHostSyncs) {
+  const std::vector<std::pair<std::string, std::string>> cases = {{"gppf-mini", "40x40x1:5"},
+                                                                  {"gppf-r50", "64x64x3:5"}};
+  for (const auto& [backbone, shape] : cases) {
+    const std::string yaml =
+        str("steps: 3\nthreads: 1\nlego_strategy: per-lego\n", "optimizer: {type: sgd, lr: 0.01, max_grad_norm: 5.0}\n",
+            "model: {backbone: ", backbone, ", routing: {warmup: soft, warmup_steps: 1}}\n",
+            test::tiny_tasks_yaml("/nonexistent"));
+    const TrainConfig c =
+        parse_config(yaml, {"tasks.bars.batch_size=2", "tasks.det.batch_size=2", "tasks.seg.batch_size=2"}, "s.yaml");
+    const SyntheticData d = parse_synthetic(shape);
+    const StepBench r = bench_step(c, 1, 2, &d);  // the timed steps route top-k, the warm-up all legos
+    EXPECT_GE(r.syncs_per_step, 1) << backbone;
+    EXPECT_LE(r.syncs_per_step, 2) << backbone;
+    EXPECT_GT(r.launches_per_step, 100) << backbone;
+    EXPECT_NE(r.to_table().find("host syncs"), std::string::npos);
+  }
+}
+
 // Routes every task of every layer to legos 0 .. top_k - 1: the others must stay untouched.
 void check_unused_legos_untouched(const TrainConfig& c) {
   const auto specs = specs_of(c);
@@ -141,6 +165,7 @@ void check_unused_legos_untouched(const TrainConfig& c) {
       float* z = layer->router(t).value.data_as<float>();
       z[0] = 1.0f, z[1] = 0.0f, z[2] = -1.0f;
     }
+  net.parameters_changed();
   for (int t = 0; t < 3; ++t) net.train_step(t, first_batch(c.tasks[static_cast<std::size_t>(t)]), 0);
   int untouched = 0;
   for (auto* p : net.parameters()) {
@@ -157,8 +182,11 @@ TEST_F(Simt, LegosNoTaskUsedAreUntouchedTopTwo) { check_unused_legos_untouched(t
 TEST_F(Simt, TinyRunLearnsAndWritesItsRunDirectory) {
   const TrainConfig c = tiny_config(80);
   const fs::path run = s_dir / "run";
+  const std::int64_t stale = nn::LegoLayer::stale_router_reads();
   const TrainSummary s = run_training(c, {run.string(), ""});
   EXPECT_EQ(s.steps, 80);
+  // Training and evaluation routed by current host copies of the routers, as a GPU run would.
+  EXPECT_EQ(nn::LegoLayer::stale_router_reads(), stale);
   EXPECT_GT(s.metrics.at("bars").at("top1"), 0.9);
   // metrics.jsonl: the classification loss of the last window is below that of the first.
   std::ifstream in(run / "metrics.jsonl");

@@ -1,0 +1,12 @@
+#include "core/counters.hpp"
+
+namespace gppf::runtime {
+namespace {
+thread_local Counters t_counters;
+}  // namespace
+
+Counters counters() { return t_counters; }
+void count_sync() { ++t_counters.syncs; }
+void count_launch() { ++t_counters.launches; }
+
+}  // namespace gppf::runtime
