@@ -29,6 +29,18 @@ YAML::Node child(const YAML::Node& node, const std::string& key) {
 }
 
 // Typed reads that name the key and the file in every error, and refuse unknown keys.
+// A mapping key as text. YAML allows a list or a mapping as a key (`? [a, b]: 1`); yaml-cpp's as<string>()
+// then threw its own exception past our handlers (fuzzing, fuzz/regressions/config/complex-key.yaml).
+std::string key_text(const std::string& where, const YAML::Node& key, const std::string& path) {
+  GPPF_CHECK(key.IsScalar(), where, ": a key ", path.empty() ? std::string("at the top level") : "in '" + path + "'",
+             " is a YAML ",
+             key.IsSequence() ? "list"
+             : key.IsMap()    ? "mapping"
+                              : "null",
+             ", not a name (line ", key.Mark().line + 1, ")");
+  return key.Scalar();
+}
+
 class Reader {
  public:
   explicit Reader(std::string where) : m_where(std::move(where)) {}
@@ -48,7 +60,7 @@ class Reader {
   void allow_keys(const YAML::Node& node, const std::string& path, const std::vector<std::string>& known) const {
     if (!node || !node.IsMap()) return;
     for (const auto& kv : node) {
-      const std::string key = kv.first.as<std::string>();
+      const std::string key = key_text(m_where, kv.first, path);
       bool ok = false;
       for (const auto& k : known) ok |= k == key;
       GPPF_CHECK(ok, m_where, ": unknown key '", path.empty() ? key : path + "." + key, "'", did_you_mean(key, known),
@@ -253,7 +265,7 @@ void read_finetune(const Reader& r, const YAML::Node& n, FinetuneConfig& f) {
 void merge_into(YAML::Node dst, const YAML::Node& src) {
   if (!src || !src.IsMap()) return;
   for (const auto& kv : src) {
-    const std::string key = kv.first.as<std::string>();
+    const std::string key = key_text("the fine-tune config", kv.first, "");
     const YAML::Node existing = child(dst, key);
     if (kv.second.IsMap() && existing && existing.IsMap())
       merge_into(dst[key], kv.second);

@@ -97,6 +97,11 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_NE(error_of(kBase, {"tasks.mnist.context_levels=1"}).find("'tasks.mnist.context_levels' applies to"),
             std::string::npos);
   EXPECT_NE(error_of("tasks: []\n").find("'tasks' must be a non-empty list"), std::string::npos);
+  // A list or a mapping as a key (YAML's `? ...`) is named, not a yaml-cpp exception past our handlers.
+  const std::string tasks = "tasks:\n  - {name: mnist, type: classification, dataset: data/mnist}\n";
+  EXPECT_NE(error_of(tasks + "model:\n  ? [top_k, legos]\n  : 2\n").find("a key in 'model' is a YAML list"),
+            std::string::npos);
+  EXPECT_NE(error_of(tasks + "? {a: 1}\n: 2\n").find("a key at the top level is a YAML mapping"), std::string::npos);
   EXPECT_EQ(error_of(kBase), "");
   // Every message names the file.
   EXPECT_EQ(error_of(kBase, {"steps=0"}).rfind("cfg.yaml", 0), 0u);
