@@ -41,11 +41,15 @@ for c in json.load(open(sys.argv[1] + "/compile_commands.json")):
 EOF
 )
   local cxx=(ccache clang++ $flags -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined)
+  # An object is stale when its source or any header changed: a struct that grew a member in a header,
+  # linked against objects of the old layout, overflows the stack (ccache makes rebuilding cheap).
+  local newest_header
+  newest_header=$(find core io src kernels fuzz -name '*.hpp' -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2)
   for src in fuzz/targets.cpp fuzz/seeds.cpp io/image_codec.cpp io/dataset.cpp io/h5.cpp io/convert_coco.cpp \
     io/coco_mask.cpp io/convert_common.cpp src/train/config.cpp src/train/checkpoint_*.cpp; do
     obj=$out/quick/$(echo "$src" | tr / _).o
     objs+=("$obj")
-    [ "$obj" -nt "$src" ] && continue
+    [ "$obj" -nt "$src" ] && [ "$obj" -nt "$newest_header" ] && continue
     while [ "$(jobs -rp | wc -l)" -ge "${GPPF_JOBS:-$(nproc)}" ]; do wait -n; done
     "${cxx[@]}" -c "$src" -o "$obj" &
   done
