@@ -8,5 +8,6 @@ thread_local Counters t_counters;
 Counters counters() { return t_counters; }
 void count_sync() { ++t_counters.syncs; }
 void count_launch() { ++t_counters.launches; }
+void count_launches(std::int64_t n) { t_counters.launches += n; }
 
 }  // namespace gppf::runtime

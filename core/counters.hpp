@@ -20,5 +20,6 @@ struct Counters {
 Counters counters();
 void count_sync();
 void count_launch();
+void count_launches(std::int64_t n);
 
 }  // namespace gppf::runtime

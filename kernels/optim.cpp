@@ -1,12 +1,29 @@
 #include "kernels/optim.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "core/counters.hpp"
 #include "kernels/common.hpp"
+#include "kernels/functors/multi_tensor.hpp"
 
 namespace gppf::kernels {
 namespace {
+
+// launch_on_cuda counts one launch; the CUDA backend makes one per pack of tensors, and one or two per
+// tensor of a reduction (kernels/functors/multi_tensor.hpp): the rest are counted here, on every device.
+template <class F>
+void count_packs(const std::vector<F>& fs, const std::vector<std::int64_t>& ns) {
+  const auto packs = make_packs(std::span<const F>(fs), std::span<const std::int64_t>(ns));
+  runtime::count_launches(std::max<std::int64_t>(0, static_cast<std::int64_t>(packs.size()) - 1));
+}
+template <class F>
+void count_reductions(const std::vector<F>& fs, const std::vector<std::int64_t>& ns, const std::vector<double*>& outs) {
+  const auto packs =
+      make_reduce_packs(std::span<const F>(fs), std::span<const std::int64_t>(ns), std::span<double* const>(outs));
+  runtime::count_launches(std::max<std::int64_t>(0, 2 * static_cast<std::int64_t>(packs.size()) - 1));
+}
 
 void check_param(const char* op, const Tensor* param) {
   GPPF_CHECK(param && param->defined(), op, ": parameter is not allocated");
@@ -54,6 +71,7 @@ void sgd_update(std::span<const SgdUpdate> updates, const Stream& stream) {
         {f32(u.param), f32(u.grad), f32(u.momentum), p.lr, p.momentum, p.weight_decay, p.grad_scale, p.nesterov});
     ns.push_back(u.param->numel());
   }
+  count_packs(fs, ns);
   if (launch_on_cuda(updates[0].param->device()))
     cuda::sgd_update(fs, ns, stream);
   else
@@ -77,6 +95,7 @@ void adamw_update(std::span<const AdamWUpdate> updates, const Stream& stream) {
                   inv_bias_correction(op, p.beta2, p.step)});
     ns.push_back(u.param->numel());
   }
+  count_packs(fs, ns);
   if (launch_on_cuda(updates[0].param->device()))
     cuda::adamw_update(fs, ns, stream);
   else
@@ -100,6 +119,7 @@ void lars_update(std::span<const LarsUpdate> updates, const Stream& stream) {
                   p.nesterov});
     ns.push_back(u.param->numel());
   }
+  count_packs(fs, ns);
   if (launch_on_cuda(updates[0].param->device()))
     cuda::lars_update(fs, ns, stream);
   else
@@ -125,6 +145,7 @@ void lamb_moments(std::span<const LambMoments> updates, const Stream& stream) {
     ns.push_back(u.param->numel());
     outs.push_back(u.out);
   }
+  count_reductions(fs, ns, outs);
   if (launch_on_cuda(updates[0].param->device()))
     cuda::lamb_moments(fs, ns, outs, stream);
   else
@@ -146,6 +167,7 @@ void lamb_apply(std::span<const LambApply> updates, const Stream& stream) {
                   inv_bias_correction(op, p.beta1, p.step), inv_bias_correction(op, p.beta2, p.step)});
     ns.push_back(u.param->numel());
   }
+  count_packs(fs, ns);
   if (launch_on_cuda(updates[0].param->device()))
     cuda::lamb_apply(fs, ns, stream);
   else
@@ -168,6 +190,7 @@ void sum_squares(std::span<const SumSquares> sums, const Stream& stream) {
     ns.push_back(s.x->numel());
     outs.push_back(s.out);
   }
+  count_reductions(fs, ns, outs);
   if (launch_on_cuda(sums[0].x->device()))
     cuda::sum_squares(fs, ns, outs, stream);
   else
