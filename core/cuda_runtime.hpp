@@ -16,6 +16,8 @@ int device_count();
 void set_device(int index);
 // "NVIDIA H100 80GB HBM3, sm_90, 79 GiB" for logs and benchmark tables.
 std::string device_name(int index);
+// The device's memory in bytes.
+std::size_t device_memory_bytes(int index);
 
 // Device memory through a caching allocator (freed blocks are kept per device and size class).
 void* malloc_device(std::size_t bytes, int device);

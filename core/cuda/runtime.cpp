@@ -78,6 +78,12 @@ std::string device_name(int index) {
   return str(prop.name, ", sm_", prop.major, prop.minor, ", ", prop.totalGlobalMem >> 30, " GiB");
 }
 
+std::size_t device_memory_bytes(int index) {
+  cudaDeviceProp prop{};
+  GPPF_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
+  return prop.totalGlobalMem;
+}
+
 void* malloc_device(std::size_t bytes, int device) {
   static const int visible = device_count();
   GPPF_CHECK(device >= 0 && device < visible, "allocation on cuda:", device, ": ", visible,

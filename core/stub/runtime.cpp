@@ -17,6 +17,7 @@ bool available() { return false; }
 int device_count() { return 0; }
 void set_device(int) { no_cuda("set_device"); }
 std::string device_name(int) { no_cuda("device_name"); }
+std::size_t device_memory_bytes(int) { no_cuda("device_memory_bytes"); }
 void* malloc_device(std::size_t, int device) { no_cuda(str("allocation on cuda:", device).c_str()); }
 void free_device(void*, int) {}
 void empty_cache() {}

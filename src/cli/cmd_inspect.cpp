@@ -12,6 +12,7 @@
 #include "io/verify.hpp"
 #include "src/cli/commands.hpp"
 #include "src/nn/backbone.hpp"
+#include "src/train/auto_layout.hpp"
 #include "src/train/bench_step.hpp"
 #include "src/train/checkpoint.hpp"
 #include "src/train/config.hpp"
@@ -273,6 +274,7 @@ void inspect_run(const std::string& dir, bool as_json) {
 struct ConfigArgs {
   std::vector<std::string> overrides;
   std::string checkpoint, input, data_root;
+  int world = 0, ranks_per_node = 8;  // world > 0: also the layout `distributed: auto` would pick
 };
 
 // A config's network: the data sets give image sizes and class counts (--input stands in for data
@@ -317,6 +319,16 @@ void inspect_config(const std::string& path, const ConfigArgs& a, bool as_json) 
   }
   for (const auto& n : notes) std::printf("%s\n", printable(n).c_str());
   std::printf("%s", train::describe_network(config, specs).c_str());
+  if (a.world > 0) {
+    // Shapes and routes only: the network is built on the host whatever the config's device.
+    train::TrainConfig host = config;
+    host.target_device = Device::host();
+    host.precision = "fp32";
+    train::Network net(host, specs);
+    const train::LinkModel links = train::auto_link_model(config);
+    const train::AutoPlan plan = train::plan_auto_layout(config, net, a.world, a.ranks_per_node, links);
+    std::printf("\n%s", plan.table(a.world, a.ranks_per_node, links).c_str());
+  }
 }
 
 }  // namespace
@@ -340,6 +352,12 @@ void register_inspect(CLI::App& app) {
   cmd->add_option("--input", o->config.input,
                   "config: describe every task on input of this shape, HxWxC[:CLASSES], instead of its data set");
   add_data_root_option(cmd, o->config.data_root);
+  cmd->add_option("--world", o->config.world,
+                  "config: also price every layout of this many ranks and show the one `distributed: auto` picks")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--ranks-per-node", o->config.ranks_per_node, "config, with --world: ranks (GPUs) per node")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
   cmd->add_flag("--decode", o->decode, "data sets: also decode every PNG/JPEG image");
   cmd->callback([o] {
     namespace fs = std::filesystem;

@@ -28,7 +28,6 @@ YAML::Node child(const YAML::Node& node, const std::string& key) {
   return node[key];
 }
 
-// Typed reads that name the key and the file in every error, and refuse unknown keys.
 // A mapping key as text. YAML allows a list or a mapping as a key (`? [a, b]: 1`); yaml-cpp's as<string>()
 // then threw its own exception past our handlers (fuzzing, fuzz/regressions/config/complex-key.yaml).
 std::string key_text(const std::string& where, const YAML::Node& key, const std::string& path) {
@@ -41,6 +40,7 @@ std::string key_text(const std::string& where, const YAML::Node& key, const std:
   return key.Scalar();
 }
 
+// Typed reads that name the key and the file in every error, and refuse unknown keys.
 class Reader {
  public:
   explicit Reader(std::string where) : m_where(std::move(where)) {}
@@ -450,11 +450,27 @@ void read_run_keys(Reader& r, const YAML::Node& root, const std::string& where, 
 }
 
 void read_distributed(Reader& r, const YAML::Node& d, const std::string& where, DistributedConfig& dc) {
+  if (d && d.IsScalar()) {  // `distributed: auto`
+    GPPF_CHECK(d.Scalar() == "auto", where, ": key 'distributed' is 'auto' or a mapping, got '", d.Scalar(), "'");
+    dc.auto_layout = true;
+    return;
+  }
   r.expect_map(d, "distributed");
-  r.allow_keys(d, "distributed", {"task_groups", "expert_parallel", "replicas", "watchdog_seconds", "bucket_mb"});
-  r.get(d, "distributed", "task_groups", dc.task_groups);
-  r.get(d, "distributed", "expert_parallel", dc.expert_parallel);
-  r.get(d, "distributed", "replicas", dc.replicas);
+  r.allow_keys(d, "distributed",
+               {"layout", "task_groups", "expert_parallel", "replicas", "watchdog_seconds", "bucket_mb"});
+  std::string layout = "manual";
+  r.get(d, "distributed", "layout", layout);
+  GPPF_CHECK(layout == "auto" || layout == "manual", where, ": key 'distributed.layout' is auto or manual, got '",
+             layout, "'");
+  dc.auto_layout = layout == "auto";
+  for (const char* k : {"task_groups", "expert_parallel", "replicas"})
+    GPPF_CHECK(!dc.auto_layout || child(d, k).IsNull(), where, ": key 'distributed.", k,
+               "' is chosen by layout: auto; remove it, or write the whole layout by hand (layout: manual)");
+  if (!dc.auto_layout) {  // read (and written out in the resolved config) only when written by hand
+    r.get(d, "distributed", "task_groups", dc.task_groups);
+    r.get(d, "distributed", "expert_parallel", dc.expert_parallel);
+    r.get(d, "distributed", "replicas", dc.replicas);
+  }
   r.get(d, "distributed", "watchdog_seconds", dc.watchdog_seconds);
   r.get(d, "distributed", "bucket_mb", dc.bucket_mb);
   GPPF_CHECK(dc.task_groups >= 0, where, ": key 'distributed.task_groups' must be >= 0 (0: one per rank)");

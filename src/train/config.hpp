@@ -35,6 +35,10 @@ struct TaskConfig {
 // How the ranks of an MPI job split the work (docs/SCALING.md). world = replicas x task_groups; the
 // legos of every layer are sharded over blocks of `expert_parallel` consecutive task groups.
 struct DistributedConfig {
+  // `distributed: auto` or `layout: auto`: the planner picks task groups, expert shards and replicas
+  // from the world size and a cost model (src/train/auto_layout.hpp); the three keys below must then
+  // stay unset.
+  bool auto_layout = false;
   int task_groups = 0;            // 0: one per rank (world size / replicas)
   int expert_parallel = 1;        // ranks of a block that share one copy of the legos, each holding a shard
   int replicas = 1;               // data-parallel copies; each takes 1/replicas of every task's batch

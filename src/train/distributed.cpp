@@ -9,6 +9,7 @@
 
 #include "core/log.hpp"
 #include "src/dist/mpi.hpp"
+#include "src/train/auto_layout.hpp"
 #include "src/train/network.hpp"
 
 namespace gppf::train {
@@ -43,6 +44,14 @@ std::unique_ptr<Distributed> Distributed::create(const TrainConfig& config, Netw
   q.task_groups = config.distributed.task_groups;
   q.expert_parallel = config.distributed.expert_parallel;
   q.replicas = config.distributed.replicas;
+  if (config.distributed.auto_layout) {
+    const LinkModel links = auto_link_model(config);
+    const AutoPlan plan = plan_auto_layout(config, net, world, per_node, links);
+    if (rank == 0) log::info(plan.table(world, per_node, links));
+    q.task_groups = plan.best().task_groups;
+    q.expert_parallel = plan.best().expert_parallel;
+    q.replicas = plan.best().replicas;
+  }
   for (std::size_t t = 0; t < net.tasks().size(); ++t) {
     const TaskSpec& s = net.tasks()[t];
     q.task_names.push_back(s.config.name);

@@ -15,6 +15,7 @@
 #include <set>
 
 #include "src/dist/layout.hpp"
+#include "src/train/auto_layout.hpp"
 #include "src/train/checkpoint.hpp"
 #include "src/train/finetune.hpp"
 #include "src/train/network.hpp"
@@ -172,6 +173,33 @@ TEST_F(Distributed, EveryLayoutMatchesOneProcess) { check_every_layout(s_dir + "
 TEST_F(Distributed, EveryLayoutMatchesOneProcessTopTwo) {
   const std::vector<std::string> k2{"model.top_k=2"};
   check_every_layout(s_dir + "/layout-k2-", reference("reference-k2", k2), k2);
+}
+
+// `distributed: auto`: the planner's choice for this world is what the run uses (its checkpoint
+// records the layout), and it trains to the one-process parameters like the hand-written layouts.
+TEST_F(Distributed, AutoLayoutTakesThePlannersChoiceAndMatchesOneProcess) {
+  const std::string ref = reference();
+  const TrainConfig c = config({"distributed.layout=auto"});
+  TrainOptions o;
+  o.run_dir = s_dir + "/auto";
+  run_training(c, o);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) {
+    const std::string ckpt = o.run_dir + "/checkpoints/step-00000004.h5";
+    if (world_size() > 1) {
+      std::vector<TaskSpec> specs;
+      for (const auto& t : c.tasks) specs.push_back(resolve_task(t, io::Dataset::open(t.dataset).manifest()));
+      Network net(c, specs);
+      const int per_node = world_size();  // mpirun on one machine: every rank on this node
+      const LayoutChoice best = plan_auto_layout(c, net, world_size(), per_node, auto_link_model(c)).best();
+      const auto layout = nlohmann::json::parse(read_checkpoint_meta(ckpt).layout);
+      EXPECT_EQ(layout["replicas"], best.replicas);
+      EXPECT_EQ(layout["task_groups"], best.task_groups);
+      EXPECT_EQ(layout["expert_parallel"], best.expert_parallel);
+    }
+    max_relative_error(ckpt, ref + "/checkpoints/step-00000004.h5");
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
 }
 
 TEST_F(Distributed, ExpertParallelLayoutsSendTasksToLegosOnOtherRanks) {
