@@ -158,6 +158,8 @@ void Tensor::copy_from(const Tensor& src, const Stream& stream) {
     std::memcpy(data(), src.data(), nbytes());
     return;
   }
+  // From pageable host memory CUDA stages the copy after the stream's earlier work: the host waits.
+  if (kind == cuda::CopyKind::HostToDevice && !src.is_pinned()) runtime::count_sync();
   cuda::memcpy_async(data(), src.data(), nbytes(), kind, stream);
   // Pageable host memory makes the copy synchronous for the host side anyway; with a pinned
   // buffer the caller owns the synchronisation (explicit, per STYLE.md).

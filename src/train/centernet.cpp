@@ -17,13 +17,18 @@ float gaussian_radius(float height, float width, float min_overlap) {
 }
 
 CenterNetTargets encode_centernet(const std::vector<std::vector<io::Box>>& boxes, int out_h, int out_w, int stride,
-                                  int num_classes) {
+                                  int num_classes, bool pinned) {
   const auto n = static_cast<std::int64_t>(boxes.size());
+  auto zeros = [&](const Shape& shape) {
+    Tensor z = Tensor::empty(shape, DType::F32, Device::host(), pinned);
+    z.zero_();
+    return z;
+  };
   CenterNetTargets t;
-  t.heatmap = Tensor::zeros({n, out_h, out_w, num_classes}, DType::F32);
-  t.size = Tensor::zeros({n, out_h, out_w, 2}, DType::F32);
-  t.offset = Tensor::zeros({n, out_h, out_w, 2}, DType::F32);
-  t.weight = Tensor::zeros({n, out_h, out_w, 2}, DType::F32);
+  t.heatmap = zeros({n, out_h, out_w, num_classes});
+  t.size = zeros({n, out_h, out_w, 2});
+  t.offset = zeros({n, out_h, out_w, 2});
+  t.weight = zeros({n, out_h, out_w, 2});
   float* heat = t.heatmap.data_as<float>();
   float* size = t.size.data_as<float>();
   float* off = t.offset.data_as<float>();

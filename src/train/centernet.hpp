@@ -28,8 +28,9 @@ struct CenterNetTargets {
 // radius keeps IoU >= min_overlap with it.
 float gaussian_radius(float height, float width, float min_overlap = 0.7f);
 
+// `pinned`: in page-locked host memory, for an upload that does not wait for the GPU (training on CUDA).
 CenterNetTargets encode_centernet(const std::vector<std::vector<io::Box>>& boxes, int out_h, int out_w, int stride,
-                                  int num_classes);
+                                  int num_classes, bool pinned = false);
 
 // Peaks of sigmoid(heat) that are maxima of their 3x3 neighbourhood, best `k` first, above
 // `min_score`; boxes in input pixels. heat/size/offset point at one image's [h, w, C|2] maps.

@@ -390,8 +390,12 @@ Network::HeadPass Network::head_pass(int task, nn::RunState& rs, const std::vect
       nn::DetectionOutputs out = m_heads->det[t]->forward(rs, features);
       const int oh = static_cast<int>(out.heatmap.dim(1)), ow = static_cast<int>(out.heatmap.dim(2));
       const int stride = spec.height / oh;
-      CenterNetTargets tg = encode_centernet(batch.boxes, oh, ow, stride, spec.num_classes);
-      for (Tensor* x : {&tg.heatmap, &tg.size, &tg.offset, &tg.weight}) *x = to_device(*x);
+      // Page-locked on a GPU: an upload from pageable memory would wait for the device (four per pass).
+      CenterNetTargets tg = encode_centernet(batch.boxes, oh, ow, stride, spec.num_classes, m_device.is_cuda());
+      for (Tensor* x : {&tg.heatmap, &tg.size, &tg.offset, &tg.weight}) {
+        if (m_device.is_cuda()) m_step_inputs.push_back(*x);  // kept to the next sync, as the batches
+        *x = to_device(*x);
+      }
       nn::DetectionOutputs grads{Tensor::empty(out.heatmap.shape(), m_act, m_device),
                                  Tensor::empty(out.size.shape(), m_act, m_device),
                                  Tensor::empty(out.offset.shape(), m_act, m_device)};
@@ -434,7 +438,8 @@ PendingLoss Network::train_step(int task, const io::Batch& host_batch, std::int6
   const io::Batch batch = on_device(host_batch);
   // The upload from the loader's page-locked memory may still be queued: the block must not go back
   // to the pinned cache (and the loader) before the step's sync.
-  if (m_device.is_cuda()) m_step_inputs.push_back(host_batch);
+  if (m_device.is_cuda())
+    for (const Tensor* x : {&host_batch.images, &host_batch.labels, &host_batch.masks}) m_step_inputs.push_back(*x);
   // Replicas each hold 1/R of the micro-batch: the loss of a slice counts 1/R, and the all-reduce sums.
   const float w = spec.config.loss_weight / static_cast<float>(m_dist.replicas);
   nn::RunState rs = begin(task, true, true, -1.0f, step, batch.images.shape());
@@ -450,7 +455,8 @@ PendingLoss Network::train_step(int task, const io::Batch& host_batch, std::int6
 
 void Network::calibrate(int task, const io::Batch& host_batch, int index) {
   const io::Batch batch = on_device(host_batch);
-  if (m_device.is_cuda()) m_step_inputs.push_back(host_batch);  // no sync here: see train_step
+  if (m_device.is_cuda())  // no sync here: see train_step
+    for (const Tensor* x : {&host_batch.images, &host_batch.labels, &host_batch.masks}) m_step_inputs.push_back(*x);
   const std::int64_t after_warmup = std::numeric_limits<std::int64_t>::max();
   nn::RunState rs = begin(task, true, false, 1.0f / static_cast<float>(index + 1), after_warmup, batch.images.shape());
   rs.bn_momentum = 1.0f / static_cast<float>(index + 1);
