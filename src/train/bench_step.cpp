@@ -213,8 +213,11 @@ std::string StepBench::to_table() const {
                   "threads, %d steps\n",
                   step_ms, optimizer_ms, gflops, 100.0 * gflops / sgemm_gflops, sgemm_gflops, threads, steps);
   else
-    std::snprintf(line, sizeof line, "SIMT step %.2f ms (optimizer %.2f ms): %.1f GFLOP/s on %s, %d steps\n", step_ms,
-                  optimizer_ms, gflops, device.c_str(), steps);
+    std::snprintf(
+        line, sizeof line,
+        "SIMT step %.2f ms (optimizer %.2f ms): %.1f GFLOP/s on %s, %d steps (per-task ms: the host's time to "
+        "queue the pass; the step has no sync inside)\n",
+        step_ms, optimizer_ms, gflops, device.c_str(), steps);
   out += line;
   const std::string peak = peak_bytes > 0 ? str(", peak device memory ", peak_bytes >> 20, " MiB") : std::string();
   std::snprintf(line, sizeof line, "per step: %lld host syncs, %lld launches (kernels, copies, memsets)%s\n",
