@@ -202,6 +202,26 @@ void sum_squares(const Tensor& x, const Tensor* y, double* out, const Stream& st
   sum_squares(std::span<const SumSquares>(&one, 1), stream);
 }
 
+void copy_tensors(std::span<const CopyJob> jobs, const Stream& stream) {
+  constexpr const char* op = "copy_tensors";
+  if (jobs.empty()) return;
+  std::vector<CopyFunctor> fs;
+  std::vector<std::int64_t> ns;
+  for (const CopyJob& j : jobs) {
+    GPPF_CHECK(j.src && j.dst && j.src->defined() && j.dst->defined(), op, ": undefined tensor");
+    check_dtype(op, "src", *j.src, DType::F32);
+    check_device(op, *jobs[0].src, *j.src);
+    check_like(op, "dst", j.dst, *j.src);
+    fs.push_back({j.src->data_as<float>(), j.dst->data_as<float>()});
+    ns.push_back(j.src->numel());
+  }
+  count_packs(fs, ns);
+  if (launch_on_cuda(jobs[0].src->device()))
+    cuda::copy_tensors(fs, ns, stream);
+  else
+    host::copy_tensors(fs, ns);
+}
+
 void scale_(Tensor& x, float alpha, const Stream& stream) {
   check_dtype("scale_", "x", x, DType::F32);
   const ScaleFunctor f{x.data_as<float>(), alpha};

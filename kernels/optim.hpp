@@ -105,6 +105,13 @@ void sum_squares(std::span<const SumSquares> sums, const Stream& stream = Stream
 void sum_squares(const Tensor& x, const Tensor* y, double* out, const Stream& stream = Stream::host());
 // x *= alpha.
 void scale_(Tensor& x, float alpha, const Stream& stream = Stream::host());
+// dst = src for many f32 tensors of one device in a few launches (one per pack of tensors): the
+// trainer's snapshot of the BN statistics before a step, and their restore after a skipped one.
+struct CopyJob {
+  const Tensor* src;
+  Tensor* dst;
+};
+void copy_tensors(std::span<const CopyJob> jobs, const Stream& stream = Stream::host());
 
 // Backends: functors with their element counts (and reduction outputs), already checked.
 namespace host {
@@ -117,6 +124,7 @@ void lamb_apply(std::span<const LambApplyFunctor> fs, std::span<const std::int64
 void sum_squares(std::span<const SumSquaresFunctor> fs, std::span<const std::int64_t> ns,
                  std::span<double* const> outs);
 void scale_(const ScaleFunctor& f, std::int64_t n);
+void copy_tensors(std::span<const CopyFunctor> fs, std::span<const std::int64_t> ns);
 }  // namespace host
 namespace cuda {
 void sgd_update(std::span<const SgdFunctor> fs, std::span<const std::int64_t> ns, const Stream& stream);
@@ -128,6 +136,7 @@ void lamb_apply(std::span<const LambApplyFunctor> fs, std::span<const std::int64
 void sum_squares(std::span<const SumSquaresFunctor> fs, std::span<const std::int64_t> ns, std::span<double* const> outs,
                  const Stream& stream);
 void scale_(const ScaleFunctor& f, std::int64_t n, const Stream& stream);
+void copy_tensors(std::span<const CopyFunctor> fs, std::span<const std::int64_t> ns, const Stream& stream);
 }  // namespace cuda
 
 }  // namespace gppf::kernels

@@ -103,5 +103,8 @@ void sum_squares(std::span<const SumSquaresFunctor> fs, std::span<const std::int
 void scale_(const ScaleFunctor& f, std::int64_t n, const Stream& stream) {
   parallel_for_cuda(n, f, gppf::cuda::native(stream));
 }
+void copy_tensors(std::span<const CopyFunctor> fs, std::span<const std::int64_t> ns, const Stream& stream) {
+  apply(fs, ns, stream);
+}
 
 }  // namespace gppf::kernels::cuda

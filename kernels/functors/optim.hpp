@@ -126,4 +126,10 @@ struct ScaleFunctor {
   GPPF_HD void operator()(std::int64_t i) const { x[i] *= alpha; }
 };
 
+struct CopyFunctor {
+  const float* src;
+  float* dst;
+  GPPF_HD void operator()(std::int64_t i) const { dst[i] = src[i]; }
+};
+
 }  // namespace gppf::kernels

@@ -1,6 +1,7 @@
 #include "kernels/optim.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 namespace gppf::kernels::host {
@@ -91,5 +92,10 @@ void sum_squares(std::span<const SumSquaresFunctor> fs, std::span<const std::int
   reduce(fs, ns, outs);
 }
 void scale_(const ScaleFunctor& f, std::int64_t n) { parallel_for_host(n, f); }
+
+void copy_tensors(std::span<const CopyFunctor> fs, std::span<const std::int64_t> ns) {
+  for (std::size_t k = 0; k < fs.size(); ++k)
+    if (ns[k] > 0) std::memcpy(fs[k].dst, fs[k].src, static_cast<std::size_t>(ns[k]) * sizeof(float));
+}
 
 }  // namespace gppf::kernels::host

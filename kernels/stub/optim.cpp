@@ -14,5 +14,8 @@ void lamb_moments(std::span<const LambMomentsFunctor>, Ns, Outs, const Stream&) 
 void lamb_apply(std::span<const LambApplyFunctor>, Ns, const Stream&) { no_cuda("lamb_apply"); }
 void sum_squares(std::span<const SumSquaresFunctor>, Ns, Outs, const Stream&) { no_cuda("sum_squares"); }
 void scale_(const ScaleFunctor&, std::int64_t, const Stream&) { no_cuda("scale_"); }
+void copy_tensors(std::span<const CopyFunctor>, std::span<const std::int64_t>, const Stream&) {
+  no_cuda("copy_tensors");
+}
 
 }  // namespace gppf::kernels::cuda

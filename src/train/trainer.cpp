@@ -23,6 +23,7 @@
 #include "core/log.hpp"
 #include "core/progress.hpp"
 #include "io/checksum.hpp"
+#include "kernels/optim.hpp"
 #include "src/dist/mpi.hpp"
 #include "src/optim/optimizer.hpp"
 #include "src/optim/schedule.hpp"
@@ -440,7 +441,9 @@ void Trainer::keep_buffers() {
     for (const auto& b : buffers) m_buffers_before.push_back(b.second->clone());
     return;
   }
-  for (std::size_t i = 0; i < buffers.size(); ++i) m_buffers_before[i].copy_from(*buffers[i].second, m_net.stream());
+  std::vector<kernels::CopyJob> jobs;  // one launch per pack of tensors, not one per buffer
+  for (std::size_t i = 0; i < buffers.size(); ++i) jobs.push_back({buffers[i].second, &m_buffers_before[i]});
+  kernels::copy_tensors(jobs, m_net.stream());
 }
 
 // A step the optimizer skipped (non-finite gradient norm, the same on every process) must leave no
@@ -451,7 +454,9 @@ void Trainer::check_skipped(std::int64_t step) {
     return;
   }
   const std::vector<nn::NamedTensor> buffers = m_net.buffers();
-  for (std::size_t i = 0; i < buffers.size(); ++i) buffers[i].second->copy_from(m_buffers_before[i], m_net.stream());
+  std::vector<kernels::CopyJob> jobs;
+  for (std::size_t i = 0; i < buffers.size(); ++i) jobs.push_back({&m_buffers_before[i], buffers[i].second});
+  kernels::copy_tensors(jobs, m_net.stream());
   ++m_nonfinite_in_a_row;
   GPPF_CHECK(m_nonfinite_in_a_row < m_config.max_nonfinite_steps, "step ", step + 1,
              ": the gradient norm was non-finite in ", m_nonfinite_in_a_row,

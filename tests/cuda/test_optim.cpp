@@ -28,8 +28,11 @@ struct Twin {
   }
 };
 
-Twin make_twin() {
-  const std::vector<Shape> shapes = {{64, 3, 3, 17}, {17}, {1000, 257}, {3}};
+Twin make_twin(int extra = 0) {
+  std::vector<Shape> shapes = {{64, 3, 3, 17}, {17}, {1000, 257}, {3}};
+  // Many more tensors: the multi-tensor launches then span several packs, and some tensors several
+  // reduction chunks.
+  for (int i = 0; i < extra; ++i) shapes.push_back({1 + (i * 37) % 20000});
   Twin t;
   for (std::size_t i = 0; i < shapes.size(); ++i) {
     nn::Parameter h;
@@ -85,6 +88,41 @@ TEST(OptimCuda, EveryOptimizerMatchesTheHost) {
       }
     }
   }
+}
+
+// 300 tensors: every optimizer's update and norm run in several packs (kernels/functors/multi_tensor.hpp).
+TEST(OptimCuda, ManyTensorsSpanSeveralPacksAndMatchTheHost) {
+  GPPF_REQUIRE_GPU();
+  for (const char* type : {"sgd", "adamw", "lars", "lamb"}) {
+    Twin t = make_twin(300);
+    optim::OptimizerConfig c;
+    c.type = type;
+    c.max_grad_norm = 50.0f;
+    auto oh = optim::Optimizer::create(c, t.host_ptrs());
+    auto od = optim::Optimizer::create(c, t.dev_ptrs());
+    for (int s = 0; s < 2; ++s) {
+      for (std::size_t i = 0; i < t.host.size(); ++i) {
+        const Tensor g = test::random_tensor(t.host[i].value.shape(), 7 + 13 * s + i);
+        t.host[i].grad.copy_from(g);
+        t.dev[i].grad.copy_from(g);
+        t.host[i].touched = t.dev[i].touched = i % 5 != 3;
+      }
+      const float nh = oh->step(0.1f);
+      const float nd = od->step(0.1f);
+      EXPECT_NEAR(nd, nh, 1e-5 * nh) << type;
+      for (std::size_t i = 0; i < t.host.size(); ++i)
+        ASSERT_LT(test::max_rel_error(t.dev[i].value.to(Device::host()), t.host[i].value), 1e-3) << type << " " << i;
+    }
+  }
+  std::vector<Tensor> src, dst;
+  std::vector<kernels::CopyJob> jobs;
+  for (int k = 0; k < 200; ++k) {
+    src.push_back(test::random_tensor({1 + k % 11}, 300 + k).to(Device::cuda(0)));
+    dst.push_back(Tensor::zeros({1 + k % 11}, DType::F32, Device::cuda(0)));
+  }
+  for (std::size_t k = 0; k < src.size(); ++k) jobs.push_back({&src[k], &dst[k]});
+  kernels::copy_tensors(jobs);
+  for (std::size_t k = 0; k < src.size(); ++k) ASSERT_EQ(dst[k].to_float_vector(), src[k].to_float_vector()) << k;
 }
 
 TEST(OptimCuda, SumOfSquaresIsDeterministicAndMatchesTheHost) {

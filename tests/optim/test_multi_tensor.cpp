@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "core/counters.hpp"
 #include "kernels/functors/multi_tensor.hpp"
 #include "kernels/optim.hpp"
 #include "tests/common/util.hpp"
@@ -92,6 +93,27 @@ TEST(MultiTensor, ReducePacksCoverEveryChunkOnce) {
     EXPECT_NEAR(outs[2 * static_cast<std::size_t>(k)], want, 1e-9 * std::max(1.0, want)) << "tensor " << k;
     EXPECT_EQ(outs[2 * static_cast<std::size_t>(k) + 1], 0.0);
   }
+}
+
+// The trainer's BN snapshot: many tensors copied with one count of launches per pack, refusing a
+// mismatch by name.
+TEST(MultiTensor, CopyTensorsCopiesEveryTensorAndCountsPacks) {
+  std::vector<Tensor> src, dst;
+  for (int k = 0; k < 150; ++k) {
+    src.push_back(test::random_tensor({1 + k % 9}, 7 + k));
+    dst.push_back(Tensor::zeros({1 + k % 9}, DType::F32));
+  }
+  std::vector<kernels::CopyJob> jobs;
+  for (std::size_t k = 0; k < src.size(); ++k) jobs.push_back({&src[k], &dst[k]});
+  const auto before = runtime::counters();
+  kernels::copy_tensors(jobs);
+  const std::int64_t packs = (150 + kernels::TensorPack<kernels::CopyFunctor>::kCapacity - 1) /
+                             kernels::TensorPack<kernels::CopyFunctor>::kCapacity;
+  EXPECT_EQ((runtime::counters() - before).launches, packs);
+  for (std::size_t k = 0; k < src.size(); ++k) EXPECT_EQ(dst[k].to_float_vector(), src[k].to_float_vector()) << k;
+  Tensor wrong = Tensor::zeros({3}, DType::F32);
+  const kernels::CopyJob bad{&src[10], &wrong};  // 2 values into 3
+  EXPECT_THROW(kernels::copy_tensors(std::span<const kernels::CopyJob>(&bad, 1)), Error);
 }
 
 }  // namespace
