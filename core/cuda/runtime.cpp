@@ -1,7 +1,9 @@
 #include <map>
+#include <memory>
 #include <mutex>
 #include <vector>
 
+#include "core/block_cache.hpp"
 #include "core/counters.hpp"
 #include "core/cuda/check.hpp"
 #include "core/cuda_runtime.hpp"
@@ -9,21 +11,17 @@
 namespace gppf::cuda {
 namespace {
 
-// Size classes: 512 B granularity below 1 MiB, 2 MiB above, so that the per-step allocation
-// pattern of a training loop is served from the cache after the first step.
+// Size classes of page-locked blocks: 512 B granularity below 1 MiB, 2 MiB above, so that the loader's
+// batches are served from the cache after the first ones.
 std::size_t size_class(std::size_t bytes) {
   constexpr std::size_t kSmall = 512, kLarge = 2u << 20, kSplit = 1u << 20;
   return bytes < kSplit ? (bytes + kSmall - 1) / kSmall * kSmall : (bytes + kLarge - 1) / kLarge * kLarge;
 }
 
-struct DeviceCache {
-  std::multimap<std::size_t, void*> free_blocks;
-  std::map<void*, std::size_t> live;
-  AllocatorStats stats;
-};
-
 std::mutex g_mutex;
-std::map<int, DeviceCache> g_caches;
+// Never destroyed: freeing device memory while the CUDA runtime unloads at exit fails, and the driver
+// takes it back with the process anyway.
+auto& g_caches = *new std::map<int, std::unique_ptr<BlockCache>>;
 // Freed page-locked blocks by size class: cudaMallocHost and cudaFreeHost each wait for the device, and
 // the loader made a pair per batch. A block is handed out again at once; whoever enqueued an
 // asynchronous copy from it keeps it alive until a sync (Network keeps a step's batches until
@@ -84,49 +82,48 @@ std::size_t device_memory_bytes(int index) {
   return prop.totalGlobalMem;
 }
 
+namespace {
+// The device's caching allocator (core/block_cache.hpp: best fit, split, merge), made on first use.
+BlockCache& device_cache(int device) {
+  auto it = g_caches.find(device);
+  if (it == g_caches.end()) {
+    auto raw_alloc = [device](std::size_t bytes) -> void* {
+      DeviceGuard guard(device);
+      void* ptr = nullptr;
+      const cudaError_t err = cudaMalloc(&ptr, bytes);
+      if (err == cudaErrorMemoryAllocation) {
+        cudaGetLastError();  // not sticky: the cache gives its free segments back and tries again
+        return nullptr;
+      }
+      GPPF_CUDA_CHECK(err);
+      return ptr;
+    };
+    auto raw_free = [device](void* ptr) {
+      runtime::count_sync();  // cudaFree waits for the device
+      DeviceGuard guard(device);
+      cudaFree(ptr);
+    };
+    it = g_caches.emplace(device, std::make_unique<BlockCache>(raw_alloc, raw_free)).first;
+  }
+  return *it->second;
+}
+}  // namespace
+
 void* malloc_device(std::size_t bytes, int device) {
   static const int visible = device_count();
   GPPF_CHECK(device >= 0 && device < visible, "allocation on cuda:", device, ": ", visible,
              " CUDA device(s) visible; check CUDA_VISIBLE_DEVICES and the driver");
-  const std::size_t cls = size_class(bytes);
   std::lock_guard<std::mutex> lock(g_mutex);
-  DeviceCache& cache = g_caches[device];
-  void* ptr = nullptr;
-  auto it = cache.free_blocks.find(cls);
-  if (it != cache.free_blocks.end()) {
-    ptr = it->second;
-    cache.free_blocks.erase(it);
-    cache.stats.cached -= cls;
-  } else {
-    DeviceGuard guard(device);
-    cudaError_t err = cudaMalloc(&ptr, cls);
-    if (err == cudaErrorMemoryAllocation) {  // give the cache back and try once more
-      cudaGetLastError();
-      for (auto& [size, block] : cache.free_blocks) cudaFree(block);
-      cache.free_blocks.clear();
-      cache.stats.cached = 0;
-      err = cudaMalloc(&ptr, cls);
-    }
-    GPPF_CHECK(err == cudaSuccess, "cudaMalloc of ", cls, " bytes on cuda:", device,
-               " failed: ", cudaGetErrorString(err), " (", cache.stats.allocated,
-               " bytes in use); reduce the batch size");
-    ++cache.stats.driver_allocs;
-  }
-  cache.live[ptr] = cls;
-  cache.stats.allocated += cls;
-  cache.stats.peak = std::max(cache.stats.peak, cache.stats.allocated);
+  BlockCache& cache = device_cache(device);
+  void* ptr = cache.allocate(bytes);
+  GPPF_CHECK(ptr, "cudaMalloc of ", bytes, " bytes on cuda:", device, " failed: out of memory (",
+             cache.stats().allocated, " bytes in use, peak ", cache.stats().peak, "); reduce the batch size");
   return ptr;
 }
 
 void free_device(void* ptr, int device) {
   std::lock_guard<std::mutex> lock(g_mutex);
-  DeviceCache& cache = g_caches[device];
-  auto it = cache.live.find(ptr);
-  if (it == cache.live.end()) return;
-  cache.free_blocks.emplace(it->second, ptr);
-  cache.stats.allocated -= it->second;
-  cache.stats.cached += it->second;
-  cache.live.erase(it);
+  device_cache(device).release(ptr);
 }
 
 void empty_cache() {
@@ -136,17 +133,13 @@ void empty_cache() {
     cudaFreeHost(block);
   }
   g_pinned_free.clear();
-  for (auto& [device, cache] : g_caches) {
-    DeviceGuard guard(device);
-    for (auto& [size, block] : cache.free_blocks) cudaFree(block);
-    cache.free_blocks.clear();
-    cache.stats.cached = 0;
-  }
+  for (auto& [device, cache] : g_caches) cache->empty();
 }
 
 AllocatorStats allocator_stats(int device) {
   std::lock_guard<std::mutex> lock(g_mutex);
-  return g_caches[device].stats;
+  const BlockCacheStats& s = device_cache(device).stats();
+  return {s.allocated, s.cached, s.peak, s.driver_allocs};
 }
 
 void* malloc_pinned(std::size_t bytes) {

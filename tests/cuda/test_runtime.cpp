@@ -32,7 +32,7 @@ TEST(CudaRuntime, CachingAllocatorReusesBlocks) {
   cuda::empty_cache();
   const auto before = cuda::allocator_stats(0).driver_allocs;
   for (int i = 0; i < 10; ++i) Tensor::empty({1000}, DType::F32, Device::cuda(0));
-  EXPECT_EQ(cuda::allocator_stats(0).driver_allocs - before, 1u);
+  EXPECT_LE(cuda::allocator_stats(0).driver_allocs - before, 1u);  // 0: a segment other tests left had room
   Tensor z = Tensor::zeros({257}, DType::BF16, Device::cuda(0));
   for (float v : z.to_float_vector()) ASSERT_EQ(v, 0.0f);
 }
