@@ -11,6 +11,7 @@
 
 #include "core/log.hpp"
 #include "core/suggest.hpp"
+#include "kernels/functors/routing.hpp"
 
 namespace gppf::train {
 namespace {
@@ -225,6 +226,11 @@ void read_model(const Reader& r, const YAML::Node& n, nn::BackboneSpec& b, nn::N
   GPPF_CHECK(b.top_k >= 1 && b.top_k <= b.num_legos, r.where(),
              ": key 'model.top_k' must be in [1, legos = ", b.num_legos, "], got ", b.top_k);
   GPPF_CHECK(b.num_shared >= 0, r.where(), ": key 'model.shared_legos' must be >= 0");
+  // The router's gradient kernel carries a route's values in its parameters (kernels/routing.hpp).
+  GPPF_CHECK(b.num_legos + b.num_shared <= kernels::kMaxRouteEntries, r.where(),
+             ": keys 'model.legos' + "
+             "'model.shared_legos' must be at most ",
+             kernels::kMaxRouteEntries, ", got ", b.num_legos + b.num_shared);
   const YAML::Node ro = child(n, "routing");
   r.expect_map(ro, "model.routing");
   r.allow_keys(ro, "model.routing", {"warmup", "warmup_steps", "noise_std", "balance_weight", "init_std"});

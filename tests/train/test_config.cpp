@@ -87,6 +87,8 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_NE(error_of(kBase, {"tasks.mnist.batch_size=0"}).find("'tasks.mnist.batch_size' must be >= 1"),
             std::string::npos);
   EXPECT_NE(error_of(kBase, {"model.top_k=5"}).find("'model.top_k' must be in [1, legos = 4]"), std::string::npos);
+  EXPECT_NE(error_of(kBase, {"model.legos=60", "model.shared_legos=5"}).find("must be at most 64, got 65"),
+            std::string::npos);
   EXPECT_NE(error_of(kBase, {"optimizer.lr=fast"}).find("'optimizer.lr' has a value of the wrong type"),
             std::string::npos);
   EXPECT_NE(error_of(kBase, {"tasks.nope.batch_size=3"}).find("no entry named 'nope'"), std::string::npos);
