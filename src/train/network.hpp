@@ -155,7 +155,7 @@ class Network {
   DType m_act = DType::F32;  // activations (config precision)
   std::function<void(int)> m_grads_final;
   std::unique_ptr<nn::StatSync> m_bn_sync;  // m_dist.bn_sync as nn sees it
-  std::vector<Tensor> m_step_inputs;  // host tensors whose uploads may be queued, kept to the next sync
+  std::vector<Tensor> m_step_inputs;        // host tensors whose uploads may be queued, kept to the next sync
   // A tensor on the network's device (itself when it is there), and the input images there in the
   // activations' dtype.
   Tensor to_device(const Tensor& t) const;
