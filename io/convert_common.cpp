@@ -147,8 +147,12 @@ std::vector<std::string> list_images(const std::string& dir) {
 }
 
 std::vector<std::uint8_t> read_file(const std::string& path) {
-  // A folder opens as a stream, and reading it throws std::ios_base::failure, not our Error.
-  GPPF_CHECK(std::filesystem::is_regular_file(path), "cannot read ", path, ": not a regular file");
+  // A folder opens as a stream, and reading it throws std::ios_base::failure, not our Error. The
+  // error_code form: a name too long for the file system threw std::filesystem_error (fuzzing).
+  std::error_code ec;
+  const bool regular = std::filesystem::is_regular_file(path, ec);
+  GPPF_CHECK(!ec || ec == std::errc::no_such_file_or_directory, "cannot read ", path, ": ", ec.message());
+  GPPF_CHECK(regular, "cannot read ", path, ": not a regular file");
   std::ifstream in(path, std::ios::binary);
   GPPF_CHECK(in, "cannot read ", path);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};

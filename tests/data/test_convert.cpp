@@ -219,6 +219,18 @@ TEST(ConvertCoco, BoxesAndMasksFromPolygonsAndRle) {
   } catch (const Error& e) {
     EXPECT_NE(e.reason().find("ann.json image 11"), std::string::npos) << e.reason();
   }
+  // A file name longer than the file system allows is an image not found, not a filesystem_error
+  // past our handlers (fuzzing, fuzz/regressions/coco/file-name-too-long.json).
+  j["annotations"][0]["bbox"] = {1, 1, 3, 2};
+  j["images"][0]["file_name"] = std::string(300, 'a') + ".png";
+  const std::string long_name = j.dump();
+  test::write_bytes(dir / "ann.json", std::vector<std::uint8_t>(long_name.begin(), long_name.end()));
+  try {
+    io::convert_coco({dir / "ann.json", dir / "imgs", 3}, opt);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(e.reason().find("image file not found"), std::string::npos) << e.reason();
+  }
 }
 
 TEST(ConvertCanvas, BoxesAndMasksMatchThePastedPixels) {
