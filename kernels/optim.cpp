@@ -14,15 +14,15 @@ namespace {
 // launch_on_cuda counts one launch; the CUDA backend makes one per pack of tensors, and one or two per
 // tensor of a reduction (kernels/functors/multi_tensor.hpp): the rest are counted here, on every device.
 template <class F>
-void count_packs(const std::vector<F>& fs, const std::vector<std::int64_t>& ns) {
-  const auto packs = make_packs(std::span<const F>(fs), std::span<const std::int64_t>(ns));
-  runtime::count_launches(std::max<std::int64_t>(0, static_cast<std::int64_t>(packs.size()) - 1));
+void count_packs(const std::vector<F>&, const std::vector<std::int64_t>& ns) {
+  const auto nonempty =
+      static_cast<std::int64_t>(std::count_if(ns.begin(), ns.end(), [](std::int64_t n) { return n > 0; }));
+  runtime::count_launches(std::max<std::int64_t>(0, pack_count(nonempty, TensorPack<F>::kCapacity) - 1));
 }
 template <class F>
-void count_reductions(const std::vector<F>& fs, const std::vector<std::int64_t>& ns, const std::vector<double*>& outs) {
-  const auto packs =
-      make_reduce_packs(std::span<const F>(fs), std::span<const std::int64_t>(ns), std::span<double* const>(outs));
-  runtime::count_launches(std::max<std::int64_t>(0, 2 * static_cast<std::int64_t>(packs.size()) - 1));
+void count_reductions(const std::vector<F>&, const std::vector<std::int64_t>& ns, const std::vector<double*>&) {
+  const auto packs = pack_count(static_cast<std::int64_t>(ns.size()), ReducePack<F>::kCapacity);
+  runtime::count_launches(std::max<std::int64_t>(0, 2 * packs - 1));
 }
 
 void check_param(const char* op, const Tensor* param) {

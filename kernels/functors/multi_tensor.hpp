@@ -38,6 +38,10 @@ struct TensorPack {
   }
 };
 
+// How many packs of capacity `capacity` hold `tensors` tensors (the launch counters' arithmetic; no
+// pack is built for it).
+inline std::int64_t pack_count(std::int64_t tensors, int capacity) { return (tensors + capacity - 1) / capacity; }
+
 // The packs of a list (tensors of no elements skipped), in list order: each element of each tensor
 // is visited once, as by one launch per tensor.
 template <class F>

@@ -18,24 +18,6 @@ int state_per_parameter(const optim::OptimizerConfig& o) {
   return o.momentum > 0 ? 1 : 0;
 }
 
-dist::LayoutRequest request_for(const Network& net, int world, int per_node, int groups, int experts, int replicas) {
-  dist::LayoutRequest q;
-  q.world = world;
-  q.ranks_per_node = per_node;
-  q.task_groups = groups;
-  q.expert_parallel = experts;
-  q.replicas = replicas;
-  for (std::size_t t = 0; t < net.tasks().size(); ++t) {
-    const TaskSpec& s = net.tasks()[t];
-    q.task_names.push_back(s.config.name);
-    q.batch_sizes.push_back(s.config.batch_size);
-    q.step_flops.push_back(6.0 * static_cast<double>(net.path_macs(static_cast<int>(t))) * s.config.batch_size);
-  }
-  q.num_layers = static_cast<int>(const_cast<Network&>(net).backbone().lego_layers().size());
-  q.num_legos = const_cast<Network&>(net).backbone().spec().num_legos;
-  return q;
-}
-
 LayoutChoice price(const TrainConfig& config, Network& net, const dist::LayoutRequest& q, const LinkModel& m) {
   LayoutChoice c;
   c.replicas = q.replicas;
@@ -137,7 +119,8 @@ AutoPlan plan_auto_layout(const TrainConfig& config, Network& net, int world, in
     const int groups = world / replicas;
     for (int experts = 1; experts <= std::min(groups, legos); ++experts) {
       if (groups % experts != 0) continue;
-      plan.choices.push_back(price(config, net, request_for(net, world, ranks_per_node, groups, experts, replicas), m));
+      plan.choices.push_back(
+          price(config, net, layout_request(net, world, ranks_per_node, groups, experts, replicas), m));
     }
   }
   // Fastest first; ties: fewer replicas (no synchronised BN), then fewer expert shards.

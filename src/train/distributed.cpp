@@ -37,13 +37,9 @@ std::unique_ptr<Distributed> Distributed::create(const TrainConfig& config, Netw
   MPI_Comm_size(node, &per_node);
   MPI_Comm_free(&node);
 
-  dist::LayoutRequest q;
-  q.world = world;
+  dist::LayoutRequest q = layout_request(net, world, per_node, config.distributed.task_groups,
+                                         config.distributed.expert_parallel, config.distributed.replicas);
   q.rank = rank;
-  q.ranks_per_node = per_node;
-  q.task_groups = config.distributed.task_groups;
-  q.expert_parallel = config.distributed.expert_parallel;
-  q.replicas = config.distributed.replicas;
   if (config.distributed.auto_layout) {
     const LinkModel links = auto_link_model(config);
     const AutoPlan plan = plan_auto_layout(config, net, world, per_node, links);
@@ -52,14 +48,6 @@ std::unique_ptr<Distributed> Distributed::create(const TrainConfig& config, Netw
     q.expert_parallel = plan.best().expert_parallel;
     q.replicas = plan.best().replicas;
   }
-  for (std::size_t t = 0; t < net.tasks().size(); ++t) {
-    const TaskSpec& s = net.tasks()[t];
-    q.task_names.push_back(s.config.name);
-    q.batch_sizes.push_back(s.config.batch_size);
-    q.step_flops.push_back(6.0 * static_cast<double>(net.path_macs(static_cast<int>(t))) * s.config.batch_size);
-  }
-  q.num_layers = static_cast<int>(net.backbone().lego_layers().size());
-  q.num_legos = config.backbone.num_legos;
   return std::unique_ptr<Distributed>(new Distributed(config, net, dist::plan_layout(q), per_node));
 }
 
@@ -286,6 +274,25 @@ bool Distributed::writes_buffer(const nn::Buffer& b) const {
   const int holder =
       m_layout.block_of_group(g) * m_layout.expert_parallel + m_layout.lego_owner[static_cast<std::size_t>(lego)];
   return rank() == m_layout.world_rank(0, holder);
+}
+
+dist::LayoutRequest layout_request(Network& net, int world, int ranks_per_node, int task_groups, int expert_parallel,
+                                   int replicas) {
+  dist::LayoutRequest q;
+  q.world = world;
+  q.ranks_per_node = ranks_per_node;
+  q.task_groups = task_groups;
+  q.expert_parallel = expert_parallel;
+  q.replicas = replicas;
+  for (std::size_t t = 0; t < net.tasks().size(); ++t) {
+    const TaskSpec& s = net.tasks()[t];
+    q.task_names.push_back(s.config.name);
+    q.batch_sizes.push_back(s.config.batch_size);
+    q.step_flops.push_back(6.0 * static_cast<double>(net.path_macs(static_cast<int>(t))) * s.config.batch_size);
+  }
+  q.num_layers = static_cast<int>(net.backbone().lego_layers().size());
+  q.num_legos = net.backbone().spec().num_legos;
+  return q;
 }
 
 TrafficEstimate estimate_traffic(const dist::Layout& L, Network& net, double bytes_per_value) {

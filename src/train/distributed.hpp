@@ -36,6 +36,10 @@ struct TrafficEstimate {
 // The traffic of one training step of `layout` for this network at its current routing (top-k after
 // warm-up), activations of `bytes_per_value` (4: f32 on the host, 2: bf16 on GPUs).
 TrafficEstimate estimate_traffic(const dist::Layout& layout, Network& net, double bytes_per_value);
+// The planner's request for `net`'s tasks (names, batches, forward+backward FLOPs of each path) and
+// lego layers, for a layout of `world` ranks; rank 0.
+dist::LayoutRequest layout_request(Network& net, int world, int ranks_per_node, int task_groups, int expert_parallel,
+                                   int replicas);
 
 class Distributed {
  public:

@@ -249,6 +249,20 @@ void Network::check_labels(const std::vector<PendingLoss>& pending) const {
 
 void Network::parameters_changed() { (void)refresh_host_copies({}); }
 
+namespace {
+// A pass's losses from their values read back (values[i] for pending.losses[i]).
+TaskLoss task_loss(const PendingLoss& pending, const float* values) {
+  TaskLoss result;
+  result.task = pending.task;
+  for (std::size_t i = 0; i < pending.losses.size(); ++i) {
+    const std::string& name = pending.losses[i].first;
+    result.total += values[i];
+    result.parts[name] = values[i] * pending.inv_weight * (name == "size" ? pending.part_scale_size : 1.0f);
+  }
+  return result;
+}
+}  // namespace
+
 std::vector<TaskLoss> Network::end_step(const std::vector<PendingLoss>& pending) {
   std::vector<const Tensor*> losses;
   for (const PendingLoss& p : pending)
@@ -258,14 +272,8 @@ std::vector<TaskLoss> Network::end_step(const std::vector<PendingLoss>& pending)
   std::vector<TaskLoss> out;
   std::size_t at = 0;
   for (const PendingLoss& p : pending) {
-    TaskLoss result;
-    result.task = p.task;
-    for (const auto& named : p.losses) {
-      const float v = values[at++];
-      result.total += v;
-      result.parts[named.first] = v * p.inv_weight * (named.first == "size" ? p.part_scale_size : 1.0f);
-    }
-    out.push_back(std::move(result));
+    out.push_back(task_loss(p, values.data() + at));
+    at += p.losses.size();
   }
   return out;
 }
@@ -276,14 +284,7 @@ TaskLoss Network::read_loss(const PendingLoss& pending) {
   const std::vector<float> values = read_back_all(losses, stream());
   m_step_inputs.clear();
   check_labels({pending});
-  TaskLoss result;
-  result.task = pending.task;
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    const std::string& name = pending.losses[i].first;
-    result.total += values[i];
-    result.parts[name] = values[i] * pending.inv_weight * (name == "size" ? pending.part_scale_size : 1.0f);
-  }
-  return result;
+  return task_loss(pending, values.data());
 }
 
 Network::~Network() = default;
