@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "core/counters.hpp"
+
 namespace gppf::kernels {
 namespace {
 
@@ -53,6 +55,7 @@ void batchnorm_fwd_train(const BatchNormParams& p, const Tensor& x, const Tensor
   check_like(op, "y", y, x);
   check_channel_vector(op, "gamma", gamma, x);
   check_channel_vector(op, "beta", beta, x);
+  runtime::count_launches(2);  // CUDA's statistics, finalize and apply kernels, counted on every device
   if (launch_on_cuda(x.device()))
     cuda::batchnorm_fwd_train(p, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd, s);
   else
@@ -78,6 +81,7 @@ void batchnorm_fwd_infer(const BatchNormParams& p, const Tensor& x, const Tensor
   check_channel_vector(op, "running_mean", running_mean, x);
   check_channel_vector(op, "running_var", running_var, x);
   if (x.numel() == 0) return;
+  runtime::count_launches(1);  // CUDA's scale and apply kernels
   if (launch_on_cuda(x.device()))
     cuda::batchnorm_fwd_infer(p, x, gamma, beta, running_mean, running_var, y, s);
   else
@@ -99,6 +103,7 @@ void batchnorm_bwd(const BatchNormParams& p, const Tensor& x, const Tensor& y, c
   check_channel_vector(op, "save_invstd", save_invstd, x);
   check_channel_vector(op, "dgamma", dgamma, x);
   check_channel_vector(op, "dbeta", dbeta, x);
+  runtime::count_launches(2);  // CUDA's sums, finalize and input-gradient kernels
   if (launch_on_cuda(x.device()))
     cuda::batchnorm_bwd(p, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, param_mode, s);
   else

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "kernels/batchnorm.hpp"
+#include "kernels/cuda/bn_sums.cuh"
 #include "kernels/cuda/context.hpp"
 #include "kernels/cuda/parallel_for.cuh"
 #include "kernels/functors/batchnorm.hpp"
@@ -12,8 +13,8 @@
 namespace gppf::kernels::cuda {
 namespace {
 
-constexpr int kTileC = 32;
-constexpr int kTileR = 8;
+constexpr int kTileC = kBnTileC;
+constexpr int kTileR = kBnTileR;
 
 // Row slices per channel tile: enough blocks to fill an H100 several times, at most one per 8 rows.
 int row_slices(std::int64_t rows, std::int64_t channels) {
@@ -23,42 +24,16 @@ int row_slices(std::int64_t rows, std::int64_t channels) {
       std::clamp<std::int64_t>((rows + kTileR - 1) / kTileR, 1, std::min<std::int64_t>(want, 4096)));
 }
 
-// Forward (kBwd false): a = sum(x - x[row 0]), b = sum((x - x[row 0])^2). Backward: a = sum(g),
-// b = sum(g * (x - mean)), g = dy masked by y > 0 when relu. Writes part_a/part_b[slice][channel].
+// Forward (kBwd false): sums of x - x[row 0] and its square; backward: of g and g * (x - mean) (see
+// bn_sums.cuh). Writes part_a/part_b[slice][channel].
 template <class T, bool kBwd>
 __global__ void partial_sums_kernel(const T* x, const T* y, const T* dy, const float* mean, std::int64_t rows,
                                     std::int64_t channels, bool relu, float* part_a, float* part_b) {
   const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * kTileC + threadIdx.x;
-  float a = 0.0f, b = 0.0f;
-  if (c < channels) {
-    const float center = kBwd ? mean[c] : normpool::load(x[c]);
-    for (std::int64_t r = static_cast<std::int64_t>(blockIdx.y) * kTileR + threadIdx.y; r < rows;
-         r += static_cast<std::int64_t>(gridDim.y) * kTileR) {
-      const std::int64_t i = r * channels + c;
-      const float d = normpool::load(x[i]) - center;
-      if constexpr (kBwd) {
-        float g = normpool::load(dy[i]);
-        if (relu && !(normpool::load(y[i]) > 0.0f)) g = 0.0f;
-        a += g;
-        b += g * d;
-      } else {
-        a += d;
-        b += d * d;
-      }
-    }
-  }
-  __shared__ float sa[kTileR][kTileC + 1], sb[kTileR][kTileC + 1];
-  sa[threadIdx.y][threadIdx.x] = a;
-  sb[threadIdx.y][threadIdx.x] = b;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < channels) {
-    for (int k = 1; k < kTileR; ++k) {
-      a += sa[k][threadIdx.x];
-      b += sb[k][threadIdx.x];
-    }
-    part_a[blockIdx.y * channels + c] = a;
-    part_b[blockIdx.y * channels + c] = b;
-  }
+  const float center = c >= channels ? 0.0f : kBwd ? mean[c] : normpool::load(x[c]);
+  const std::int64_t at = blockIdx.y * channels + c;
+  bn_tile_sums<T, kBwd>(x, y, dy, center, static_cast<std::int64_t>(blockIdx.y) * kTileR, rows,
+                        static_cast<std::int64_t>(gridDim.y) * kTileR, channels, relu, part_a + at, part_b + at);
 }
 
 template <class T>

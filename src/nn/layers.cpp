@@ -89,6 +89,7 @@ BatchNorm::BatchNorm(std::string name, int channels, int num_tasks, bool relu, f
 }
 
 Tensor BatchNorm::forward(const RunState& rs, const Tensor& x) {
+  if (!rs.segments.empty()) return forward_segments(rs, x);
   GPPF_CHECK(rs.task >= 0 && rs.task < static_cast<int>(m_running_mean.size()), m_name, ": task ", rs.task,
              " out of range (", m_running_mean.size(), " tasks)");
   const auto t = static_cast<std::size_t>(rs.task);
@@ -100,6 +101,7 @@ Tensor BatchNorm::forward(const RunState& rs, const Tensor& x) {
   }
   if (rs.bn_sync) return forward_synced(rs, x, t);
   m_count = 0;
+  m_segments.clear();
   const Shape c{x.dim(-1)};
   m_save_mean = Tensor::empty(c, DType::F32, x.device());
   m_save_invstd = Tensor::empty(c, DType::F32, x.device());
@@ -118,10 +120,43 @@ Tensor BatchNorm::backward(const RunState& rs, const Tensor& dy) {
   Tensor dx = Tensor::empty(m_x.shape(), m_x.dtype(), m_x.device());
   const auto mode = m_gamma.take_grad_mode();
   m_beta.take_grad_mode();
-  kernels::batchnorm_bwd(m_params, m_x, m_y, dy, m_gamma.value, m_save_mean, m_save_invstd, dx, m_gamma.grad,
-                         m_beta.grad, mode, rs.stream);
+  if (m_segments.empty())
+    kernels::batchnorm_bwd(m_params, m_x, m_y, dy, m_gamma.value, m_save_mean, m_save_invstd, dx, m_gamma.grad,
+                           m_beta.grad, mode, rs.stream);
+  else
+    kernels::batchnorm_bwd_segments(m_params, m_x, m_y, dy, m_gamma.value, m_segments, m_save_mean, m_save_invstd, dx,
+                                    m_gamma.grad, m_beta.grad, mode, rs.stream);
   m_x = m_y = Tensor();
+  m_segments.clear();
   return dx;
+}
+
+Tensor BatchNorm::forward_segments(const RunState& rs, const Tensor& x) {
+  GPPF_CHECK(rs.training && !rs.bn_sync, m_name,
+             ": several tasks' samples in one batch are for single-process training only");
+  m_segments.clear();
+  std::int64_t rows = 0;
+  for (const TaskSegment& seg : rs.segments) {
+    GPPF_CHECK(seg.task >= 0 && seg.task < num_tasks(), m_name, ": task ", seg.task, " out of range (", num_tasks(),
+               " tasks)");
+    const auto t = static_cast<std::size_t>(seg.task);
+    m_segments.push_back({seg.count, &m_running_mean[t], &m_running_var[t]});
+    rows += seg.count;
+  }
+  GPPF_CHECK(x.ndim() >= 1 && x.dim(0) == rows, m_name, ": input ", x.desc(), " does not hold the ", rows,
+             " samples of its task segments");
+  m_count = 0;
+  const Shape sc{static_cast<std::int64_t>(m_segments.size()), x.dim(-1)};
+  m_save_mean = Tensor::empty(sc, DType::F32, x.device());
+  m_save_invstd = Tensor::empty(sc, DType::F32, x.device());
+  kernels::BatchNormParams p = m_params;
+  if (rs.bn_momentum >= 0) p.momentum = rs.bn_momentum;
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  kernels::batchnorm_fwd_train_segments(p, x, m_gamma.value, m_beta.value, m_segments, y, m_save_mean, m_save_invstd,
+                                        rs.stream);
+  m_x = x;
+  m_y = y;
+  return y;
 }
 
 Tensor BatchNorm::forward_synced(const RunState& rs, const Tensor& x, std::size_t t) {

@@ -4,6 +4,7 @@
 
 #include "kernels/batchnorm.hpp"
 #include "kernels/conv.hpp"
+#include "kernels/segments.hpp"
 #include "src/nn/module.hpp"
 
 namespace gppf::nn {
@@ -69,9 +70,11 @@ class BatchNorm final : public Module {
   struct Saved {
     Tensor x, y, mean, invstd;
     double count = 0;
+    std::vector<kernels::BatchNormSegment> segments;
   };
   Saved take_saved() {
-    return {std::move(m_x), std::move(m_y), std::move(m_save_mean), std::move(m_save_invstd), m_count};
+    return {std::move(m_x),           std::move(m_y), std::move(m_save_mean),
+            std::move(m_save_invstd), m_count,        std::move(m_segments)};
   }
   void restore_saved(Saved s) {
     m_x = std::move(s.x);
@@ -79,6 +82,7 @@ class BatchNorm final : public Module {
     m_save_mean = std::move(s.mean);
     m_save_invstd = std::move(s.invstd);
     m_count = s.count;
+    m_segments = std::move(s.segments);
   }
 
  private:
@@ -86,13 +90,16 @@ class BatchNorm final : public Module {
   // share the task's micro-batch; host f32.
   Tensor forward_synced(const RunState& rs, const Tensor& x, std::size_t task);
   Tensor backward_synced(const RunState& rs, const Tensor& dy);
+  // Several tasks' samples (RunState::segments): statistics per task.
+  Tensor forward_segments(const RunState& rs, const Tensor& x);
 
   std::string m_name;
   kernels::BatchNormParams m_params;
   Parameter m_gamma, m_beta;
   std::vector<Tensor> m_running_mean, m_running_var;  // one per task
   Tensor m_x, m_y, m_save_mean, m_save_invstd;
-  double m_count = 0;  // synchronised BN: the global number of rows of the last forward
+  double m_count = 0;                                 // synchronised BN: the global number of rows of the last forward
+  std::vector<kernels::BatchNormSegment> m_segments;  // several tasks' samples: their counts
 };
 
 class Linear final : public Module {

@@ -222,13 +222,19 @@ LegoLayer::Output LegoLayer::forward(const RunState& rs, const Tensor& x, std::i
     GPPF_CHECK(m_strategy->serves_without_input(), m_name, ": forward without an input (", m_strategy->name(),
                " strategy)");
   Output out;
-  out.y = m_strategy->forward(*this, rs, x, step, out.saved);
+  out.y = strategy_for(rs).forward(*this, rs, x, step, out.saved);
   return out;
 }
 
 Tensor LegoLayer::backward(const RunState& rs, const Tensor& dy, std::unique_ptr<LegoContext> saved) {
   GPPF_CHECK(saved, m_name, ": backward without a training forward");
-  return m_strategy->backward(*this, rs, dy, *saved);
+  return strategy_for(rs).backward(*this, rs, dy, *saved);
+}
+
+LegoStrategy& LegoLayer::strategy_for(const RunState& rs) const {
+  if (rs.segments.empty()) return *m_strategy;
+  static const std::shared_ptr<LegoStrategy> batched = make_batched_strategy();
+  return *batched;
 }
 
 void LegoLayer::accumulate_router_grad(int task, const Route& route, const Tensor& dgate, const Stream& s) {

@@ -128,6 +128,8 @@ class LegoLayer final : public Module {
 
  private:
   void tag_owners();
+  // The layer's strategy, or the task-batched one for a batch of several tasks.
+  LegoStrategy& strategy_for(const RunState& rs) const;
   // Task's router logits as routing reads them (see route()).
   std::vector<float> router_logits(int task) const;
 

@@ -3,7 +3,8 @@
 // chosen once per run (docs/ARCHITECTURE.md, "Lego layers"):
 //  - per-lego: each active lego in turn (lego_strategy_per_lego.cpp);
 //  - merged: a task's active legos as one wide block (lego_strategy_merged.cpp, src/nn/merged_legos.hpp);
-//  - exchange: expert parallelism, each lego on the rank holding it (src/dist/exchange_strategy.hpp).
+//  - exchange: expert parallelism, each lego on the rank holding it (src/dist/exchange_strategy.hpp);
+//  - task-batched: several tasks' samples in one batch, each lego once (lego_strategy_batched.cpp).
 // The layer owns legos, router and statistics; a strategy owns nothing of a step but what its
 // forward returns as the saved context. Strategies are device-agnostic: the same code runs on the
 // host and on CUDA, only the kernels behind kernels/*.hpp differ.
@@ -31,6 +32,10 @@ std::shared_ptr<LegoStrategy> make_per_lego_strategy();
 // Falls back to per-lego for routes of one lego and for synchronised BN (RunState::bn_sync): the
 // merged block computes its batch statistics from the local batch.
 std::shared_ptr<LegoStrategy> make_merged_strategy();
+// Several tasks' samples in one batch (RunState::segments): each lego runs once on the samples of
+// every task that routed to it (lego_strategy_batched.cpp). Lego layers take it for any forward with
+// segments, whatever their strategy.
+std::shared_ptr<LegoStrategy> make_batched_strategy();
 
 // The shortcut (x itself, or the projection conv + BN) with what its backward needs.
 struct ShortcutSaved {

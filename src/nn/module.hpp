@@ -24,9 +24,19 @@ class StatSync {
   virtual void allreduce_sum(double* data, std::int64_t n, const std::string& what) = 0;
 };
 
+// Several tasks' samples batched along dim 0 (the task-batched step, src/nn/lego_strategy_batched.cpp):
+// one task's `count` consecutive samples.
+struct TaskSegment {
+  int task = 0;
+  std::int64_t count = 0;
+};
+
 // What a forward pass runs for: which task (routing, BN statistics), training or inference, and where.
 struct RunState {
   int task = 0;
+  // Non-empty: the batch holds these tasks' samples in this order, and `task` is -1 (a layer that
+  // cannot tell tasks apart then fails loudly instead of using one task's state for all).
+  std::vector<TaskSegment> segments;
   bool training = true;
   Device device = Device::host();
   Stream stream = Stream::host();

@@ -170,15 +170,30 @@ StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps, con
     const bool timed = s >= warmup_steps;
     const auto t_step = Clock::now();
     const runtime::Counters c0 = runtime::counters();
-    auto run_pass = [&](int t) {
-      const auto ti = static_cast<std::size_t>(t);
+    // Tasks batched into one pass share its time in proportion to their batches.
+    auto run_group = [&](const std::vector<int>& tasks) {
+      std::vector<io::Batch> step_batches;
+      double samples = 0;
+      for (int t : tasks) {
+        step_batches.push_back(batches[static_cast<std::size_t>(t)][static_cast<std::size_t>(s % kBatches)]);
+        samples += static_cast<double>(step_batches.back().size());
+      }
       const auto t0 = Clock::now();
-      PendingLoss loss = net.train_step(t, batches[ti][static_cast<std::size_t>(s % kBatches)], s);
-      if (timed) task_ms[ti].push_back(ms_since(t0));
-      return loss;
+      std::vector<PendingLoss> losses = net.train_tasks(tasks, step_batches, s);
+      const double ms = ms_since(t0);
+      for (std::size_t k = 0; k < tasks.size() && timed; ++k)
+        task_ms[static_cast<std::size_t>(tasks[k])].push_back(ms * static_cast<double>(step_batches[k].size()) /
+                                                              samples);
+      return losses;
+    };
+    auto run_passes = [&](const std::vector<int>& tasks) {
+      if (net.batches_tasks()) return run_group(tasks);
+      std::vector<PendingLoss> out;
+      for (int t : tasks) out.push_back(std::move(run_group({t}).at(0)));
+      return out;
     };
     Clock::time_point t_update;
-    simt_step(executor, net, *optimizer, s, config.optimizer.lr, all, run_pass, [&] { t_update = Clock::now(); });
+    simt_step(executor, net, *optimizer, s, config.optimizer.lr, all, run_passes, [&] { t_update = Clock::now(); });
     const runtime::Counters used = runtime::counters() - c0;
     if (net.device().is_cuda()) cuda::synchronize(net.stream());  // the update's kernels are part of the step
     if (timed) {

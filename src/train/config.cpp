@@ -431,6 +431,9 @@ void read_run_keys(Reader& r, const YAML::Node& root, const std::string& where, 
   r.get(root, "", "lego_strategy", c.lego_strategy);
   GPPF_CHECK(c.lego_strategy == "auto" || c.lego_strategy == "merged" || c.lego_strategy == "per-lego", where,
              ": key 'lego_strategy': '", c.lego_strategy, "' is not auto, merged or per-lego");
+  r.get(root, "", "task_batching", c.task_batching);
+  GPPF_CHECK(c.task_batching == "auto" || c.task_batching == "on" || c.task_batching == "off", where,
+             ": key 'task_batching': '", c.task_batching, "' is not auto, on or off");
   r.get(root, "", "threads", c.threads);
   GPPF_CHECK(c.threads >= 0, where, ": key 'threads' must be >= 0 (0: the OpenMP default), got ", c.threads);
   r.get(root, "", "log_every", c.log_every);
@@ -541,6 +544,7 @@ TrainConfig parse_root(YAML::Node root, const std::string& where, const DataPath
                 "tf32",
                 "precision",
                 "lego_strategy",
+                "task_batching",
                 "threads",
                 "log_every",
                 "eval_every",

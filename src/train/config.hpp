@@ -80,6 +80,10 @@ struct TrainConfig {
   // (merged where its kernels exist: host f32; per-lego otherwise). Expert parallelism always
   // exchanges. The function is the same; the speed and the host syncs differ.
   std::string lego_strategy = "auto";
+  // Whether tasks of the same input shape run the backbone as one batch in a training step, each lego
+  // once on the samples of the tasks that routed to it (src/nn/lego_strategy_batched.cpp): "on",
+  // "off", or "auto" (on for CUDA, where it halves the launches; off on the host). One process only.
+  std::string task_batching = "auto";
   int threads = 0;  // OpenMP threads; 0: the runtime's default
   std::int64_t log_every = 50;
   std::int64_t eval_every = 0;    // 0: only at the end

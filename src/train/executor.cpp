@@ -16,11 +16,14 @@ std::unique_ptr<Executor> make_executor(const TrainConfig& config, Network& net,
 }
 
 StepResult simt_step(Executor& executor, Network& net, optim::Optimizer& optimizer, std::int64_t step, float lr,
-                     const std::vector<int>& active, const std::function<PendingLoss(int task)>& run_pass,
+                     const std::vector<int>& active,
+                     const std::function<std::vector<PendingLoss>(const std::vector<int>& tasks)>& run_passes,
                      const std::function<void()>& before_update) {
   std::vector<PendingLoss> pending;
   StepResult r;
-  r.balance = executor.run_step(net, step, active, [&](int t) { pending.push_back(run_pass(t)); });
+  r.balance = executor.run_step(net, step, active, [&](const std::vector<int>& tasks) {
+    for (PendingLoss& p : run_passes(tasks)) pending.push_back(std::move(p));
+  });
   if (before_update) before_update();
   optimizer.step(lr, net.stream());
   r.losses = net.end_step(pending);

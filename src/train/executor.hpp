@@ -39,8 +39,9 @@ struct EvalRequest {
 // Per split (request order), per task (config order); every process gets every task's numbers.
 using EvalResults = std::vector<std::vector<TaskEval>>;
 
-// Runs one task's micro-batch (forward, loss, backward) in a step.
-using TaskRunner = std::function<void(int task)>;
+// Runs the micro-batches (forward, loss, backward) of these tasks in a step; one call may batch them
+// (Network::train_tasks).
+using TaskRunner = std::function<void(const std::vector<int>& tasks)>;
 
 class Executor {
  public:
@@ -94,8 +95,8 @@ class Executor {
 // An MpiExecutor when MPI runs several ranks (and !single_process), else a LocalExecutor.
 std::unique_ptr<Executor> make_executor(const TrainConfig& config, Network& net, bool single_process);
 
-// The SIMT step shared by `gppf train` and `gppf bench step`: the executor's gradients (`run_pass`
-// runs one task's pass: Network::train_step), the optimizer's update at `lr` (`before_update`, if
+// The SIMT step shared by `gppf train` and `gppf bench step`: the executor's gradients (`run_passes`
+// runs the passes of some tasks: Network::train_tasks), the optimizer's update at `lr` (`before_update`, if
 // set, runs in between: the benchmark's timer), then Network::end_step: the host's copies of the
 // routers and the losses of every pass, with one sync. A step makes at most two syncs on a GPU:
 // that one and the optimizer's gradient norm.
@@ -104,7 +105,8 @@ struct StepResult {
   std::vector<TaskLoss> losses;  // one per pass, in the order they ran
 };
 StepResult simt_step(Executor& executor, Network& net, optim::Optimizer& optimizer, std::int64_t step, float lr,
-                     const std::vector<int>& active, const std::function<PendingLoss(int task)>& run_pass,
+                     const std::vector<int>& active,
+                     const std::function<std::vector<PendingLoss>(const std::vector<int>& tasks)>& run_passes,
                      const std::function<void()>& before_update = nullptr);
 
 }  // namespace gppf::train

@@ -8,7 +8,7 @@ namespace gppf::train {
 std::vector<nn::Parameter*> LocalExecutor::held_parameters() { return m_net.parameters(); }
 
 float LocalExecutor::run_step(Network& net, std::int64_t, const std::vector<int>& active, const TaskRunner& run_task) {
-  for (int t : active) run_task(t);
+  if (!active.empty()) run_task(active);
   return net.apply_balance(active);
 }
 

@@ -96,7 +96,7 @@ float MpiExecutor::run_step(Network& net, std::int64_t step, const std::vector<i
   m_dist->begin_step(active, step);
   float balance = 0.0f;
   if (m_dist->root()) balance = net.apply_balance(active);
-  m_dist->run_train_rounds(net, step, active, run_task);
+  m_dist->run_train_rounds(net, step, active, [&](int t) { run_task({t}); });
   m_dist->finish_step();
   return balance;
 }

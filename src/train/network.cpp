@@ -183,6 +183,7 @@ Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
     cuda::synchronize(stream());
   }
   m_backbone->set_strategy(local_strategy(m_config.lego_strategy, m_device, m_act));
+  m_batch_tasks = config.task_batching == "on" || (config.task_batching == "auto" && m_device.is_cuda());
   parameters_changed();
 }
 
@@ -192,6 +193,8 @@ void Network::set_distributed(const NetworkDist& d) {
   const bool experts = d.exchange && d.exchange->size() > 1;
   m_backbone->set_strategy(experts ? dist::make_exchange_strategy(*d.exchange)
                                    : local_strategy(m_config.lego_strategy, m_device, m_act));
+  // A distributed step runs one task per round (its exchange and replicas are per task).
+  m_batch_tasks = false;
 }
 
 Stream Network::stream() const { return m_device.is_cuda() ? Stream{m_device, nullptr} : Stream::host(); }
@@ -433,14 +436,108 @@ Network::HeadPass Network::head_pass(int task, nn::RunState& rs, const std::vect
   return hp;
 }
 
-PendingLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t step) {
-  const auto t = static_cast<std::size_t>(task);
-  const TaskSpec& spec = m_tasks[t];
-  const io::Batch batch = on_device(host_batch);
+io::Batch Network::step_input(const io::Batch& host_batch) {
   // The upload from the loader's page-locked memory may still be queued: the block must not go back
   // to the pinned cache (and the loader) before the step's sync.
   if (m_device.is_cuda())
     for (const Tensor* x : {&host_batch.images, &host_batch.labels, &host_batch.masks}) m_step_inputs.push_back(*x);
+  return on_device(host_batch);
+}
+
+std::vector<PendingLoss> Network::train_tasks(const std::vector<int>& tasks, const std::vector<io::Batch>& batches,
+                                              std::int64_t step) {
+  GPPF_CHECK(tasks.size() == batches.size(), "train_tasks: ", batches.size(), " batches for ", tasks.size(), " tasks");
+  std::vector<PendingLoss> out(tasks.size());
+  std::vector<bool> done(tasks.size(), false);
+  for (std::size_t i = 0; i < tasks.size(); ++i) {
+    if (done[i]) continue;
+    // The tasks from i on whose input has task i's shape (all samples but the batch size).
+    std::vector<std::size_t> group{i};
+    const Shape& si = batches[i].images.shape();
+    for (std::size_t j = i + 1; j < tasks.size() && m_batch_tasks; ++j) {
+      const Shape& sj = batches[j].images.shape();
+      if (!done[j] && sj.size() == si.size() && std::equal(si.begin() + 1, si.end(), sj.begin() + 1))
+        group.push_back(j);
+    }
+    if (group.size() == 1) {
+      out[i] = train_step(tasks[i], batches[i], step);
+      done[i] = true;
+      continue;
+    }
+    std::vector<int> group_tasks;
+    std::vector<const io::Batch*> group_batches;
+    for (std::size_t j : group) {
+      group_tasks.push_back(tasks[j]);
+      group_batches.push_back(&batches[j]);
+    }
+    std::vector<PendingLoss> losses = train_batched(group_tasks, group_batches, step);
+    for (std::size_t k = 0; k < group.size(); ++k) {
+      out[group[k]] = std::move(losses[k]);
+      done[group[k]] = true;
+    }
+  }
+  return out;
+}
+
+std::vector<PendingLoss> Network::train_batched(const std::vector<int>& tasks,
+                                                const std::vector<const io::Batch*>& host_batches, std::int64_t step) {
+  std::vector<io::Batch> batches;
+  nn::RunState rs = begin(-1, true, true, -1.0f, step, {});
+  rs.task = -1;
+  std::int64_t n = 0;
+  for (std::size_t k = 0; k < tasks.size(); ++k) {
+    batches.push_back(step_input(*host_batches[k]));
+    rs.segments.push_back({tasks[k], batches.back().images.dim(0)});
+    n += rs.segments.back().count;
+  }
+  Shape shape = batches[0].images.shape();
+  shape[0] = n;
+  Tensor x = Tensor::empty(shape, batches[0].images.dtype(), m_device);
+  std::int64_t at = 0;
+  for (const io::Batch& b : batches) {
+    x.narrow0(at, b.images.dim(0)).copy_from(b.images, rs.stream);
+    at += b.images.dim(0);
+  }
+  nn::BackboneSaved saved;
+  const std::vector<Tensor> features = m_backbone->forward(rs, x, step, &saved);
+  // Each task's head on its rows of the features; their gradients gathered into the batch's.
+  std::vector<Tensor> dfeat(features.size());
+  std::vector<PendingLoss> out;
+  at = 0;
+  for (std::size_t k = 0; k < tasks.size(); ++k) {
+    const int task = tasks[k];
+    const std::int64_t count = rs.segments[k].count;
+    nn::RunState rt = rs;
+    rt.task = task;
+    rt.segments.clear();
+    std::vector<Tensor> mine;
+    for (const Tensor& f : features) mine.push_back(f.narrow0(at, count));
+    const float w = m_tasks[static_cast<std::size_t>(task)].config.loss_weight;
+    HeadPass hp = head_pass(task, rt, mine, batches[k], w);
+    for (std::size_t i = 0; i < features.size(); ++i) {
+      const bool has = i < hp.dfeat.size() && hp.dfeat[i].defined();
+      if (!has && !dfeat[i].defined()) continue;
+      if (!dfeat[i].defined()) {
+        dfeat[i] = Tensor::empty(features[i].shape(), features[i].dtype(), m_device);
+        if (at > 0) dfeat[i].narrow0(0, at).zero_(rs.stream);  // earlier tasks sent no gradient here
+      }
+      Tensor rows = dfeat[i].narrow0(at, count);
+      if (has)
+        rows.copy_from(hp.dfeat[i], rs.stream);
+      else
+        rows.zero_(rs.stream);
+    }
+    out.push_back({task, hp.losses, w > 0 ? 1.0f / w : 0.0f, hp.part_scale_size});
+    at += count;
+  }
+  m_backbone->backward(rs, dfeat, saved);
+  return out;
+}
+
+PendingLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t step) {
+  const auto t = static_cast<std::size_t>(task);
+  const TaskSpec& spec = m_tasks[t];
+  const io::Batch batch = step_input(host_batch);
   // Replicas each hold 1/R of the micro-batch: the loss of a slice counts 1/R, and the all-reduce sums.
   const float w = spec.config.loss_weight / static_cast<float>(m_dist.replicas);
   nn::RunState rs = begin(task, true, true, -1.0f, step, batch.images.shape());

@@ -95,6 +95,13 @@ class Network {
   // gradients are written or accumulated (Parameter::take_grad_mode). No host sync: the losses stay
   // on the device until end_step (or read_loss) reads them.
   PendingLoss train_step(int task, const io::Batch& batch, std::int64_t step);
+  // The passes of several tasks (batches[i] for tasks[i]); with task batching on (batches_tasks()),
+  // tasks of the same input shape run the backbone as one batch, each its own head. One pending loss
+  // per task, in `tasks` order.
+  std::vector<PendingLoss> train_tasks(const std::vector<int>& tasks, const std::vector<io::Batch>& batches,
+                                       std::int64_t step);
+  // Config `task_batching`, in a single-process run.
+  bool batches_tasks() const { return m_batch_tasks; }
   // After the optimizer's update: refreshes what the host keeps of the parameters (parameters_changed)
   // and reads the step's losses, with one sync for all of it.
   std::vector<TaskLoss> end_step(const std::vector<PendingLoss>& pending);
@@ -156,6 +163,12 @@ class Network {
   std::function<void(int)> m_grads_final;
   std::unique_ptr<nn::StatSync> m_bn_sync;  // m_dist.bn_sync as nn sees it
   std::vector<Tensor> m_step_inputs;        // host tensors whose uploads may be queued, kept to the next sync
+  bool m_batch_tasks = false;
+  // Tasks of one input shape as one backbone batch (train_tasks); losses in `tasks` order.
+  std::vector<PendingLoss> train_batched(const std::vector<int>& tasks, const std::vector<const io::Batch*>& batches,
+                                         std::int64_t step);
+  // What every training pass does first: the batch on the device, its host tensors kept to the sync.
+  io::Batch step_input(const io::Batch& host_batch);
   // A tensor on the network's device (itself when it is there), and the input images there in the
   // activations' dtype.
   Tensor to_device(const Tensor& t) const;

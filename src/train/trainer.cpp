@@ -409,15 +409,18 @@ std::vector<int> Trainer::sample_active() {
 float Trainer::train_step(std::int64_t step, float lr, const std::vector<int>& active) {
   // A replica's loss counts 1/replicas of the task's: scaled back, it estimates the whole batch's.
   const double scale = m_executor->shares();
-  auto run_pass = [&](int t) {
-    const auto ti = static_cast<std::size_t>(t);
-    io::Batch batch = m_loaders[ti]->next();
-    m_executor->take_share(batch);
-    m_windows[ti].samples += batch.size() * static_cast<std::int64_t>(scale);
-    return m_net.train_step(t, batch, step);
+  auto run_passes = [&](const std::vector<int>& tasks) {
+    std::vector<io::Batch> batches;
+    for (int t : tasks) {
+      const auto ti = static_cast<std::size_t>(t);
+      batches.push_back(m_loaders[ti]->next());
+      m_executor->take_share(batches.back());
+      m_windows[ti].samples += batches.back().size() * static_cast<std::int64_t>(scale);
+    }
+    return m_net.train_tasks(tasks, batches, step);
   };
   keep_buffers();
-  const StepResult r = simt_step(*m_executor, m_net, *m_optimizer, step, lr, active, run_pass);
+  const StepResult r = simt_step(*m_executor, m_net, *m_optimizer, step, lr, active, run_passes);
   // Read after the update with the step's one sync; a non-finite loss also made the gradient norm
   // non-finite, so the optimizer skipped the step and the error below loses nothing.
   for (const TaskLoss& loss : r.losses) {

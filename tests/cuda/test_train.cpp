@@ -136,6 +136,41 @@ TEST_F(TrainCuda, StepsGradientsUpdateAndEvaluationMatchTheHost) {
   }
 }
 
+// Task batching on the GPU (the default there): det and seg run the backbone as one batch through
+// kernels/segments.hpp's CUDA kernels; the same step as the host's passes one by one.
+TEST_F(TrainCuda, TaskBatchedStepMatchesTheHostsPassesOneByOne) {
+  GPPF_REQUIRE_GPU();
+  TrainConfig hc = config("host"), dc = config("cuda");
+  hc.lego_strategy = "per-lego";
+  hc.task_batching = "off";
+  dc.task_batching = "auto";
+  const TaskData data = open_tasks(hc);
+  Network host(hc, data.specs), dev(dc, data.specs);
+  ASSERT_TRUE(dev.batches_tasks());
+  std::vector<io::Batch> batches;
+  for (const auto& t : hc.tasks) batches.push_back(first_batch(t));
+  const std::vector<int> all = {0, 1, 2};
+  for (std::int64_t step : {0, 1}) {  // 0: soft warm-up (all legos); 1: top-2
+    const auto a = host.train_tasks(all, batches, step), b = dev.train_tasks(all, batches, step);
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      const float la = host.read_loss(a[i]).total, lb = dev.read_loss(b[i]).total;
+      EXPECT_NEAR(lb, la, 1e-4 * std::max(1.0f, std::abs(la))) << "task " << all[i] << " step " << step;
+    }
+    auto hp = host.parameters(), dp = dev.parameters();
+    for (std::size_t i = 0; i < hp.size(); ++i) {
+      ASSERT_EQ(dp[i]->touched, hp[i]->touched) << dp[i]->name;
+      if (hp[i]->touched) {
+        EXPECT_LT(scaled_error(dp[i]->grad, hp[i]->grad), 2e-3) << dp[i]->name << " step " << step;
+      }
+      hp[i]->clear_grad();
+      dp[i]->clear_grad();
+    }
+  }
+  auto hb = host.buffers(), db = dev.buffers();
+  for (std::size_t i = 0; i < hb.size(); ++i)
+    EXPECT_LT(scaled_error(*db[i].second, *hb[i].second), 1e-4) << hb[i].first;
+}
+
 double cosine(const Tensor& a, const Tensor& b) {
   const auto x = a.to_float_vector(), y = b.to_float_vector();
   double xy = 0, xx = 0, yy = 0;

@@ -56,10 +56,15 @@ TEST(MpiExecutor, OneRankEqualsTheLocalExecutor) {
     EXPECT_TRUE(mpi.runs(static_cast<int>(t)) && mpi.reports(static_cast<int>(t)));
   }
   for (int step = 0; step < 3; ++step) {
-    simt_step(local, local_net, *local_opt, step, 0.05f, all,
-              [&](int t) { return local_net.train_step(t, batches[static_cast<std::size_t>(t)], step); });
-    simt_step(mpi, mpi_net, *mpi_opt, step, 0.05f, all,
-              [&](int t) { return mpi_net.train_step(t, batches[static_cast<std::size_t>(t)], step); });
+    auto passes = [&](Network& net) {
+      return [&](const std::vector<int>& tasks) {
+        std::vector<PendingLoss> out;
+        for (int t : tasks) out.push_back(net.train_step(t, batches[static_cast<std::size_t>(t)], step));
+        return out;
+      };
+    };
+    simt_step(local, local_net, *local_opt, step, 0.05f, all, passes(local_net));
+    simt_step(mpi, mpi_net, *mpi_opt, step, 0.05f, all, passes(mpi_net));
   }
   const auto a = local_net.parameters(), b = mpi_net.parameters();
   ASSERT_EQ(a.size(), b.size());

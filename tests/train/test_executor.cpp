@@ -68,9 +68,13 @@ TEST_F(Executors, LocalStepRunsEachActiveTaskOnceInOrderAndCheckpointsEverything
   auto optimizer = optim::Optimizer::create(c.optimizer, ex.held_parameters());
   std::vector<int> ran;
   const std::vector<int> active{2, 0};
-  const StepResult r = simt_step(ex, net, *optimizer, 0, 0.01f, active, [&](int t) {
-    ran.push_back(t);
-    return net.train_step(t, test::first_batch(c.tasks[static_cast<std::size_t>(t)]), 0);
+  const StepResult r = simt_step(ex, net, *optimizer, 0, 0.01f, active, [&](const std::vector<int>& tasks) {
+    std::vector<io::Batch> batches;
+    for (int t : tasks) {
+      ran.push_back(t);
+      batches.push_back(test::first_batch(c.tasks[static_cast<std::size_t>(t)]));
+    }
+    return net.train_tasks(tasks, batches, 0);
   });
   EXPECT_EQ(ran, active);
   ASSERT_EQ(r.losses.size(), 2u);  // the passes' losses, read with the step's one sync, in pass order

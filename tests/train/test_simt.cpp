@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "core/counters.hpp"
 #include "io/dataset.hpp"
 #include "io/loader.hpp"
 #include "src/train/bench_step.hpp"
@@ -107,6 +108,70 @@ void check_one_step_accumulates(const TrainConfig& c) {
 TEST_F(Simt, OneStepAccumulatesThePerTaskGradients) { check_one_step_accumulates(tiny_config(1)); }
 TEST_F(Simt, OneStepAccumulatesThePerTaskGradientsTopTwo) { check_one_step_accumulates(tiny_config(1, 2)); }
 
+// Task batching (config `task_batching`): tasks of one input shape (det and seg here; bars is 8x8)
+// run the backbone as one batch, each lego once on the samples of the tasks that routed to it. The
+// same function as their passes one by one (per-task BN statistics, routes and gates): losses,
+// gradients and running statistics agree to rounding.
+void check_batching_matches(const TrainConfig& c) {
+  const auto specs = specs_of(c);
+  std::vector<io::Batch> batches;
+  for (const auto& t : c.tasks) batches.push_back(first_batch(t));
+  TrainConfig on = c;
+  on.task_batching = "on";
+  Network one(c, specs), batched(on, specs);
+  ASSERT_FALSE(one.batches_tasks());
+  ASSERT_TRUE(batched.batches_tasks());
+  const std::vector<int> tasks{2, 0, 1};
+  std::vector<io::Batch> ordered;
+  for (int t : tasks) ordered.push_back(batches[static_cast<std::size_t>(t)]);
+  const std::int64_t launches0 = runtime::counters().launches;
+  const std::vector<PendingLoss> la = one.train_tasks(tasks, ordered, 5);
+  const std::int64_t launches1 = runtime::counters().launches;
+  const std::vector<PendingLoss> lb = batched.train_tasks(tasks, ordered, 5);
+  const std::int64_t launches2 = runtime::counters().launches;
+  EXPECT_LT(launches2 - launches1, launches1 - launches0);
+  ASSERT_EQ(la.size(), 3u);
+  ASSERT_EQ(lb.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(la[i].task, tasks[i]);
+    EXPECT_EQ(lb[i].task, tasks[i]);
+    const double a = one.read_loss(la[i]).total, b = batched.read_loss(lb[i]).total;
+    EXPECT_NEAR(a, b, 1e-5 * std::max(1.0, std::abs(a))) << "task " << tasks[i];
+  }
+  auto near = [](const std::string& what, const Tensor& x, const Tensor& y) {
+    const auto a = x.to_float_vector(), b = y.to_float_vector();
+    ASSERT_EQ(a.size(), b.size()) << what;
+    double scale = 1e-6;
+    for (float v : a) scale = std::max(scale, static_cast<double>(std::abs(v)));
+    for (std::size_t k = 0; k < a.size(); ++k) ASSERT_NEAR(a[k], b[k], 2e-5 * scale) << what << "[" << k << "]";
+  };
+  auto pa = one.parameters(), pb = batched.parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  int checked = 0;
+  for (std::size_t i = 0; i < pa.size(); ++i) {
+    ASSERT_EQ(pa[i]->touched, pb[i]->touched) << pa[i]->name;
+    if (!pa[i]->touched) continue;
+    near(pa[i]->name + ".grad", pa[i]->grad, pb[i]->grad);
+    ++checked;
+  }
+  EXPECT_GT(checked, 10);
+  auto ba = one.buffers(), bb = batched.buffers();
+  ASSERT_EQ(ba.size(), bb.size());
+  for (std::size_t i = 0; i < ba.size(); ++i) near(ba[i].first, *ba[i].second, *bb[i].second);
+}
+
+// Against the per-lego strategy (the merged block is the same function to 1e-5 only).
+TrainConfig per_lego(const TrainConfig& c, std::vector<std::string> overrides = {}) {
+  overrides.push_back("lego_strategy=per-lego");
+  return parse_config(c.yaml, overrides, "per-lego.yaml");
+}
+
+TEST_F(Simt, TaskBatchingIsThePassesOneByOne) { check_batching_matches(per_lego(tiny_config(1))); }
+TEST_F(Simt, TaskBatchingIsThePassesOneByOneTopTwo) { check_batching_matches(per_lego(tiny_config(1, 2))); }
+TEST_F(Simt, TaskBatchingIsThePassesOneByOneWithASharedLego) {
+  check_batching_matches(per_lego(tiny_config(1, 2), {"model.shared_legos=1"}));
+}
+
 TEST_F(Simt, BenchStepOnSyntheticDataOpensNoDataSet) {
   const TrainConfig c = parse_config(
       tiny_config(1).yaml,
@@ -154,6 +219,33 @@ TEST_F(Simt, AStepMakesAtMostTwoHostSyncs) {
     EXPECT_GT(r.launches_per_step, 100) << backbone;
     EXPECT_NE(r.to_table().find("host syncs"), std::string::npos);
   }
+}
+
+// Task batching's launches, counted on the host as for a GPU, at the shape
+// (configs/r50-bench-4x64.yaml: gppf-r50, 4 tasks of one input shape, k = 2 of 4 legos). Each lego
+// runs once per layer instead of once per task that chose it: about half the launches of the
+// per-task step, fewer than the dense network run task by task (docs/PERFORMANCE.md, "The GPU step").
+TEST_F(Simt, TaskBatchingHalvesTheLaunchesOfAStep) {
+  auto launches = [](const std::string& batching, int legos, int top_k) {
+    std::vector<std::string> set = {"device=host",
+                                    "precision=fp32",
+                                    "threads=1",
+                                    "lego_strategy=per-lego",
+                                    "task_batching=" + batching,
+                                    str("model.legos=", legos),
+                                    str("model.top_k=", top_k)};
+    for (int t = 0; t < 4; ++t) set.push_back(str("tasks.task", t, ".batch_size=2"));
+    const TrainConfig c = load_config(std::string(GPPF_SOURCE_DIR) + "/configs/r50-bench-4x64.yaml", set);
+    const SyntheticData d = parse_synthetic("64x64x3:5");
+    const StepBench r = bench_step(c, 1, 1, &d);
+    EXPECT_LE(r.syncs_per_step, 2) << batching;
+    return r.launches_per_step;
+  };
+  const std::int64_t per_task = launches("off", 4, 2), batched = launches("on", 4, 2);
+  const std::int64_t dense = launches("off", 1, 1), dense_batched = launches("on", 1, 1);
+  EXPECT_LT(batched, per_task * 11 / 20) << per_task;
+  EXPECT_LT(batched, dense) << dense;
+  EXPECT_LT(dense_batched, dense);
 }
 
 // Routes every task of every layer to legos 0 .. top_k - 1: the others must stay untouched.

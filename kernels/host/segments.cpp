@@ -1,0 +1,137 @@
+// Host segment ops. Copy and dot walk the segments' rows as one flat range of fixed blocks, so one
+// OpenMP loop covers every segment whatever their sizes; the dot's blocks are kDotChunk elements of
+// one segment, summed in double in a fixed order (as host::dot). Batch norm runs host::batchnorm_* on
+// each segment's rows, so a segment gives bit for bit what batchnorm_fwd_train gives it alone.
+#include "kernels/segments.hpp"
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/functors/elementwise.hpp"
+
+namespace gppf::kernels::host {
+namespace {
+
+std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
+
+constexpr std::int64_t kCopyBlock = 16384;
+
+std::int64_t row_size(const Tensor& t) { return t.dim(0) ? t.numel() / t.dim(0) : 0; }
+
+template <class T, bool kAccumulate>
+void copy_range(const T* src, T* dst, std::int64_t n, float scale) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float v = scale * to_f32(src[i]);
+    dst[i] = from_f32<T>(kAccumulate ? to_f32(dst[i]) + v : v);
+  }
+}
+
+template <class T, bool kAccumulate>
+void copy_segments(const Tensor& src, Tensor& dst, const std::vector<SegmentCopy>& segments) {
+  const std::int64_t row = row_size(src);
+  std::vector<SegmentCopy> live;
+  std::vector<std::int64_t> begin{0};  // element offsets of the live segments in the flat range
+  for (const SegmentCopy& g : segments)
+    if (g.count > 0) {
+      live.push_back(g);
+      begin.push_back(begin.back() + g.count * row);
+    }
+  const T* s = data_ptr<const T>(src);
+  T* d = data_ptr<T>(dst);
+  const std::int64_t total = begin.back(), blocks = (total + kCopyBlock - 1) / kCopyBlock;
+#pragma omp parallel for schedule(static) if (total >= kParallelThreshold)
+  for (std::int64_t blk = 0; blk < blocks; ++blk) {
+    std::int64_t i = blk * kCopyBlock;
+    const std::int64_t end = std::min(total, i + kCopyBlock);
+    auto k = static_cast<std::size_t>(std::upper_bound(begin.begin(), begin.end(), i) - begin.begin() - 1);
+    for (; i < end; ++k) {
+      const std::int64_t off = i - begin[k], n = std::min(end, begin[k + 1]) - i;
+      copy_range<T, kAccumulate>(s + live[k].src * row + off, d + live[k].dst * row + off, n, live[k].scale);
+      i += n;
+    }
+  }
+}
+
+// sum(a[i] * b[i]) over n <= kDotChunk elements: four accumulators (a fixed order) so that the adds
+// pipeline.
+template <class T>
+double chunk_dot(const T* a, const T* b, std::int64_t n) {
+  double s[4] = {0.0, 0.0, 0.0, 0.0};
+  std::int64_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int k = 0; k < 4; ++k) s[k] += static_cast<double>(to_f32(a[i + k])) * to_f32(b[i + k]);
+  for (; i < n; ++i) s[0] += static_cast<double>(to_f32(a[i])) * to_f32(b[i]);
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+template <class T>
+void dot_segments(const Tensor& a, const Tensor& b, const std::vector<SegmentDot>& segments, Tensor& out) {
+  const std::int64_t row = row_size(a);
+  std::vector<std::int64_t> first{0};  // segment k's chunks: [first[k], first[k + 1])
+  for (const SegmentDot& g : segments) first.push_back(first.back() + (g.count * row + kDotChunk - 1) / kDotChunk);
+  const std::int64_t chunks = first.back();
+  std::vector<double> partial(at(chunks), 0.0);
+  const T* pa = data_ptr<const T>(a);
+  const T* pb = data_ptr<const T>(b);
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    const auto k = static_cast<std::size_t>(std::upper_bound(first.begin(), first.end(), c) - first.begin() - 1);
+    const std::int64_t lo = (c - first[k]) * kDotChunk, n = std::min(kDotChunk, segments[k].count * row - lo);
+    partial[at(c)] = chunk_dot(pa + segments[k].a * row + lo, pb + segments[k].b * row + lo, n);
+  }
+  float* o = out.data_as<float>();
+  for (std::size_t k = 0; k < segments.size(); ++k) {
+    double total = 0.0;
+    for (std::int64_t c = first[k]; c < first[k + 1]; ++c) total += partial[at(c)];
+    o[segments[k].slot] = static_cast<float>(total);
+  }
+}
+
+// Row s of a [S, C] statistics tensor, as the [C] vector batchnorm_* takes.
+Tensor stats_row(const Tensor& t, std::int64_t s) { return t.narrow0(s, 1).reshape({t.dim(1)}); }
+
+}  // namespace
+
+void segment_copy(const Tensor& src, Tensor& dst, const std::vector<SegmentCopy>& segments, bool accumulate) {
+  dispatch_float("segment_copy", src, [&](auto tag) {
+    using T = decltype(tag);
+    if (accumulate)
+      copy_segments<T, true>(src, dst, segments);
+    else
+      copy_segments<T, false>(src, dst, segments);
+  });
+}
+
+void segment_dot(const Tensor& a, const Tensor& b, const std::vector<SegmentDot>& segments, Tensor& out) {
+  dispatch_float("segment_dot", a, [&](auto tag) { dot_segments<decltype(tag)>(a, b, segments, out); });
+}
+
+void batchnorm_fwd_train_segments(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                  const std::vector<BatchNormSegment>& segments, Tensor& y, Tensor& save_mean,
+                                  Tensor& save_invstd) {
+  std::int64_t begin = 0;
+  for (std::size_t k = 0; k < segments.size(); ++k) {
+    const BatchNormSegment& g = segments[k];
+    const auto s = static_cast<std::int64_t>(k);
+    Tensor ys = y.narrow0(begin, g.count), sm = stats_row(save_mean, s), si = stats_row(save_invstd, s);
+    host::batchnorm_fwd_train(p, x.narrow0(begin, g.count), gamma, beta, *g.running_mean, *g.running_var, ys, sm, si);
+    begin += g.count;
+  }
+}
+
+void batchnorm_bwd_segments(const BatchNormParams& p, const Tensor& x, const Tensor& y, const Tensor& dy,
+                            const Tensor& gamma, const std::vector<BatchNormSegment>& segments, const Tensor& save_mean,
+                            const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta, GradMode param_mode) {
+  std::int64_t begin = 0;
+  for (std::size_t k = 0; k < segments.size(); ++k) {
+    const std::int64_t n = segments[k].count, s = static_cast<std::int64_t>(k);
+    Tensor dxs = dx.narrow0(begin, n);
+    // Without relu y is not read and may be undefined.
+    const Tensor ys = p.relu ? y.narrow0(begin, n) : Tensor();
+    host::batchnorm_bwd(p, x.narrow0(begin, n), ys, dy.narrow0(begin, n), gamma, stats_row(save_mean, s),
+                        stats_row(save_invstd, s), dxs, dgamma, dbeta, k == 0 ? param_mode : GradMode::Accumulate);
+    begin += n;
+  }
+}
+
+}  // namespace gppf::kernels::host

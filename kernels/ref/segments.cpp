@@ -1,0 +1,85 @@
+#include "kernels/ref/segments.hpp"
+
+#include "core/error.hpp"
+#include "kernels/ref/batchnorm.hpp"
+
+namespace gppf::kernels::ref {
+namespace {
+
+std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
+
+// Values [begin, begin + n) of v.
+Vec slice(const Vec& v, std::int64_t begin, std::int64_t n) { return Vec(v.begin() + begin, v.begin() + begin + n); }
+
+void put(Vec& v, std::int64_t begin, const Vec& part) {
+  for (std::size_t i = 0; i < part.size(); ++i) v[at(begin) + i] = part[i];
+}
+
+std::int64_t total_values(const char* op, std::int64_t channels, const std::vector<std::int64_t>& rows, const Vec& x) {
+  std::int64_t n = 0;
+  for (std::int64_t r : rows) n += r * channels;
+  GPPF_CHECK(n == static_cast<std::int64_t>(x.size()), op, ": segments of ", n, " values for ", x.size());
+  return n;
+}
+
+}  // namespace
+
+void segment_copy(std::int64_t row, const Vec& src, Vec& dst, const std::vector<SegmentCopy>& segments, GradMode mode) {
+  for (const SegmentCopy& g : segments)
+    for (std::int64_t i = 0; i < g.count * row; ++i) {
+      double& d = dst[at(g.dst * row + i)];
+      d = (mode == GradMode::Accumulate ? d : 0.0) + double(g.scale) * src[at(g.src * row + i)];
+    }
+}
+
+void segment_dot(std::int64_t row, const Vec& a, const Vec& b, const std::vector<SegmentDot>& segments, Vec& out) {
+  for (const SegmentDot& g : segments) {
+    double s = 0.0;
+    for (std::int64_t i = 0; i < g.count * row; ++i) s += a[at(g.a * row + i)] * b[at(g.b * row + i)];
+    out[at(g.slot)] = s;
+  }
+}
+
+void batchnorm_fwd_train_segments(const BatchNormParams& p, std::int64_t channels,
+                                  const std::vector<std::int64_t>& rows, const Vec& x, const Vec& gamma,
+                                  const Vec& beta, std::vector<Vec>& running_mean, std::vector<Vec>& running_var,
+                                  Vec& y, Vec& save_mean, Vec& save_invstd) {
+  total_values("ref::batchnorm_fwd_train_segments", channels, rows, x);
+  y.assign(x.size(), 0.0);
+  save_mean.assign(rows.size() * at(channels), 0.0);
+  save_invstd.assign(rows.size() * at(channels), 0.0);
+  std::int64_t begin = 0;
+  for (std::size_t s = 0; s < rows.size(); ++s) {
+    const std::int64_t n = rows[s] * channels;
+    Vec ys, sm, si;
+    batchnorm_fwd_train(p, channels, slice(x, begin, n), gamma, beta, running_mean[s], running_var[s], ys, sm, si);
+    put(y, begin, ys);
+    put(save_mean, static_cast<std::int64_t>(s) * channels, sm);
+    put(save_invstd, static_cast<std::int64_t>(s) * channels, si);
+    begin += n;
+  }
+}
+
+void batchnorm_bwd_segments(const BatchNormParams& p, std::int64_t channels, const std::vector<std::int64_t>& rows,
+                            const Vec& x, const Vec& y, const Vec& dy, const Vec& gamma, const Vec& save_mean,
+                            const Vec& save_invstd, Vec& dx, Vec& dgamma, Vec& dbeta) {
+  total_values("ref::batchnorm_bwd_segments", channels, rows, x);
+  dx.assign(x.size(), 0.0);
+  dgamma.assign(at(channels), 0.0);
+  dbeta.assign(at(channels), 0.0);
+  std::int64_t begin = 0;
+  for (std::size_t s = 0; s < rows.size(); ++s) {
+    const std::int64_t n = rows[s] * channels, first = static_cast<std::int64_t>(s) * channels;
+    Vec dxs, dg, db;
+    batchnorm_bwd(p, channels, slice(x, begin, n), p.relu ? slice(y, begin, n) : Vec(), slice(dy, begin, n), gamma,
+                  slice(save_mean, first, channels), slice(save_invstd, first, channels), dxs, dg, db);
+    put(dx, begin, dxs);
+    for (std::size_t c = 0; c < at(channels); ++c) {
+      dgamma[c] += dg[c];
+      dbeta[c] += db[c];
+    }
+    begin += n;
+  }
+}
+
+}  // namespace gppf::kernels::ref

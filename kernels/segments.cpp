@@ -1,0 +1,217 @@
+#include "kernels/segments.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "core/counters.hpp"
+#include "kernels/elementwise.hpp"
+
+namespace gppf::kernels {
+namespace {
+
+std::string undefined_or_desc(const Tensor& t) { return t.defined() ? t.desc() : std::string("an undefined tensor"); }
+
+// Values per row (dim 0 is the samples): numel / N without dividing by N = 0.
+std::int64_t row_size(const Tensor& t) {
+  std::int64_t n = 1;
+  for (int d = 1; d < t.ndim(); ++d) n *= t.dim(d);
+  return n;
+}
+
+// f32 or bf16, at least 1-D.
+void check_rows(const char* op, const char* what, const Tensor& t) {
+  GPPF_CHECK(t.defined() && t.ndim() >= 1, op, ": ", what, " must be [N, ...], got ", undefined_or_desc(t));
+  GPPF_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16, op, ": ", what, " must be f32 or bf16, got ",
+             t.desc());
+}
+
+// Same dtype, device and row size as ref (whose rows it is paired with).
+void check_rows_like(const char* op, const char* what, const Tensor& t, const char* ref_name, const Tensor& ref) {
+  check_rows(op, what, t);
+  check_dtype(op, what, t, ref.dtype());
+  check_same_device(op, ref, t);
+  GPPF_CHECK(row_size(t) == row_size(ref), op, ": rows of ", what, " ", t.desc(), " and ", ref_name, " ", ref.desc(),
+             " differ in size");
+}
+
+// Rows [begin, begin + count) inside t.
+void check_range(const char* op, std::size_t segment, const char* what, std::int64_t begin, std::int64_t count,
+                 const Tensor& t) {
+  GPPF_CHECK(count >= 0 && begin >= 0 && begin <= t.dim(0) - count, op, ": segment ", segment, " reads rows [", begin,
+             ", ", begin + count, ") of ", what, " ", t.desc());
+}
+
+void check_like(const char* op, const char* what, const Tensor& t, const Tensor& x) {
+  check_shape(op, what, t, x.shape());
+  check_dtype(op, what, t, x.dtype());
+  check_same_device(op, x, t);
+}
+
+void check_f32(const char* op, const char* what, const Tensor& t, const Shape& shape, const Tensor& x) {
+  check_shape(op, what, t, shape);
+  check_dtype(op, what, t, DType::F32);
+  check_same_device(op, x, t);
+}
+
+// The activation and the segments of a batch norm: [N, ..., C], segments of count > 0 covering N in
+// order, every segment with at least `min_values` values per channel. Returns C.
+std::int64_t check_bn_segments(const char* op, const BatchNormParams& p, const Tensor& x,
+                               const std::vector<BatchNormSegment>& segments, std::int64_t min_values) {
+  GPPF_CHECK(p.eps > 0.0f && std::isfinite(p.eps), op, ": eps must be positive, got ", p.eps);
+  GPPF_CHECK(p.momentum >= 0.0f && p.momentum <= 1.0f, op, ": momentum must be in [0, 1], got ", p.momentum);
+  GPPF_CHECK(x.defined() && x.ndim() >= 2, op, ": x must be [N, ..., C] with at least 2 dims, got ",
+             undefined_or_desc(x));
+  GPPF_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::BF16, op, ": x must be f32 or bf16, got ", x.desc());
+  const std::int64_t c = x.dim(-1);
+  GPPF_CHECK(c > 0, op, ": x ", x.desc(), " has no channels");
+  const std::int64_t per_sample = row_size(x) / c;
+  std::int64_t covered = 0;
+  for (std::size_t k = 0; k < segments.size(); ++k) {
+    const std::int64_t n = segments[k].count;
+    GPPF_CHECK(n > 0, op, ": segment ", k, " has ", n, " samples (each segment needs at least 1)");
+    GPPF_CHECK(n * per_sample >= min_values, op, ": segment ", k, " of x ", x.desc(), " holds ", n * per_sample,
+               " values per channel, needs at least ", min_values, " to estimate batch statistics");
+    covered += n;
+  }
+  GPPF_CHECK(covered == x.dim(0), op, ": segments cover ", covered, " samples of x ", x.desc(), ", must cover all ",
+             x.dim(0));
+  return c;
+}
+
+}  // namespace
+
+// What CUDA launches for a call, counted on every device (core/counters.hpp: host counts are a GPU
+// step's); the CUDA backends return their count and the entry points check that the two agree.
+std::int64_t packs(std::int64_t n) { return (n + kMaxSegments - 1) / kMaxSegments; }
+
+void count_cuda_launches(const char* op, std::int64_t expected, std::int64_t launched) {
+  GPPF_CHECK(launched < 0 || launched == expected, op, ": CUDA launched ", launched, " kernels, the counters say ",
+             expected);
+  runtime::count_launches(expected - 1);  // launch_on_cuda counted one
+}
+
+void segment_copy(const Tensor& src, Tensor& dst, const std::vector<SegmentCopy>& segments, GradMode mode,
+                  const Stream& s) {
+  constexpr const char* op = "segment_copy";
+  check_rows(op, "src", src);
+  check_rows_like(op, "dst", dst, "src", src);
+  std::vector<std::pair<std::int64_t, std::int64_t>> written;  // dst row ranges
+  for (std::size_t k = 0; k < segments.size(); ++k) {
+    const SegmentCopy& g = segments[k];
+    check_range(op, k, "src", g.src, g.count, src);
+    check_range(op, k, "dst", g.dst, g.count, dst);
+    if (g.count > 0) written.emplace_back(g.dst, g.dst + g.count);
+  }
+  std::sort(written.begin(), written.end());
+  for (std::size_t k = 1; k < written.size(); ++k)
+    GPPF_CHECK(written[k].first >= written[k - 1].second, op, ": destination rows [", written[k - 1].first, ", ",
+               written[k - 1].second, ") and [", written[k].first, ", ", written[k].second, ") overlap");
+  if (written.empty() || row_size(src) == 0) return;
+  const bool acc = mode == GradMode::Accumulate;
+  const std::int64_t expected = packs(static_cast<std::int64_t>(written.size()));
+  std::int64_t launched = -1;
+  if (launch_on_cuda(src.device()))
+    launched = cuda::segment_copy(src, dst, segments, acc, device_stream(s, src));
+  else
+    host::segment_copy(src, dst, segments, acc);
+  count_cuda_launches(op, expected, launched);
+}
+
+void segment_dot(const Tensor& a, const Tensor& b, const std::vector<SegmentDot>& segments, Tensor& out,
+                 const Stream& s) {
+  constexpr const char* op = "segment_dot";
+  check_rows(op, "a", a);
+  check_rows_like(op, "b", b, "a", a);
+  GPPF_CHECK(out.defined(), op, ": out is undefined");
+  check_dtype(op, "out", out, DType::F32);
+  check_same_device(op, a, out);
+  std::vector<std::int64_t> slots;
+  for (std::size_t k = 0; k < segments.size(); ++k) {
+    const SegmentDot& g = segments[k];
+    check_range(op, k, "a", g.a, g.count, a);
+    check_range(op, k, "b", g.b, g.count, b);
+    GPPF_CHECK(g.slot >= 0 && g.slot < out.numel(), op, ": segment ", k, " writes slot ", g.slot, " of out ",
+               out.desc());
+    slots.push_back(g.slot);
+  }
+  std::sort(slots.begin(), slots.end());
+  const auto twice = std::adjacent_find(slots.begin(), slots.end());
+  GPPF_CHECK(twice == slots.end(), op, ": two segments write slot ", twice == slots.end() ? 0 : *twice, " of out");
+  // Segments of no rows still write their slot (0), so only an empty list launches nothing.
+  if (segments.empty()) return;
+  // Per pack: a fold kernel, and a partial-sum kernel when the pack has rows.
+  std::int64_t expected = 0;
+  for (std::size_t k = 0; k < segments.size(); k += kMaxSegments) {
+    bool rows = false;
+    for (std::size_t i = k; i < std::min(segments.size(), k + kMaxSegments); ++i) rows = rows || segments[i].count > 0;
+    expected += rows ? 2 : 1;
+  }
+  std::int64_t launched = -1;
+  if (launch_on_cuda(a.device()))
+    launched = cuda::segment_dot(a, b, segments, out, device_stream(s, a));
+  else
+    host::segment_dot(a, b, segments, out);
+  count_cuda_launches(op, expected, launched);
+}
+
+void batchnorm_fwd_train_segments(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                  const std::vector<BatchNormSegment>& segments, Tensor& y, Tensor& save_mean,
+                                  Tensor& save_invstd, const Stream& s) {
+  constexpr const char* op = "batchnorm_fwd_train_segments";
+  const std::int64_t c = check_bn_segments(op, p, x, segments, 2);
+  const auto n_seg = static_cast<std::int64_t>(segments.size());
+  check_like(op, "y", y, x);
+  check_f32(op, "gamma", gamma, {c}, x);
+  check_f32(op, "beta", beta, {c}, x);
+  check_f32(op, "save_mean", save_mean, {n_seg, c}, x);
+  check_f32(op, "save_invstd", save_invstd, {n_seg, c}, x);
+  std::vector<const void*> stats;
+  for (std::size_t k = 0; k < segments.size(); ++k) {
+    const BatchNormSegment& g = segments[k];
+    GPPF_CHECK(g.running_mean && g.running_var, op, ": segment ", k, " has no running statistics");
+    check_f32(op, "running_mean", *g.running_mean, {c}, x);
+    check_f32(op, "running_var", *g.running_var, {c}, x);
+    stats.push_back(g.running_mean->data());
+    stats.push_back(g.running_var->data());
+  }
+  // CUDA updates every segment's statistics at once: shared ones would race.
+  std::sort(stats.begin(), stats.end());
+  GPPF_CHECK(std::adjacent_find(stats.begin(), stats.end()) == stats.end(), op,
+             ": two segments share running statistics; each segment needs its own");
+  if (segments.empty()) return;
+  std::int64_t launched = -1;
+  if (launch_on_cuda(x.device()))
+    launched =
+        cuda::batchnorm_fwd_train_segments(p, x, gamma, beta, segments, y, save_mean, save_invstd, device_stream(s, x));
+  else
+    host::batchnorm_fwd_train_segments(p, x, gamma, beta, segments, y, save_mean, save_invstd);
+  count_cuda_launches(op, 3 * packs(n_seg), launched);  // statistics, finalize, apply
+}
+
+void batchnorm_bwd_segments(const BatchNormParams& p, const Tensor& x, const Tensor& y, const Tensor& dy,
+                            const Tensor& gamma, const std::vector<BatchNormSegment>& segments, const Tensor& save_mean,
+                            const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta, GradMode param_mode,
+                            const Stream& s) {
+  constexpr const char* op = "batchnorm_bwd_segments";
+  const std::int64_t c = check_bn_segments(op, p, x, segments, 1);
+  const auto n_seg = static_cast<std::int64_t>(segments.size());
+  if (p.relu) check_like(op, "y", y, x);
+  check_like(op, "dy", dy, x);
+  check_like(op, "dx", dx, x);
+  check_f32(op, "gamma", gamma, {c}, x);
+  check_f32(op, "save_mean", save_mean, {n_seg, c}, x);
+  check_f32(op, "save_invstd", save_invstd, {n_seg, c}, x);
+  check_f32(op, "dgamma", dgamma, {c}, x);
+  check_f32(op, "dbeta", dbeta, {c}, x);
+  if (segments.empty()) return;
+  std::int64_t launched = -1;
+  if (launch_on_cuda(x.device()))
+    launched = cuda::batchnorm_bwd_segments(p, x, y, dy, gamma, segments, save_mean, save_invstd, dx, dgamma, dbeta,
+                                            param_mode, device_stream(s, x));
+  else
+    host::batchnorm_bwd_segments(p, x, y, dy, gamma, segments, save_mean, save_invstd, dx, dgamma, dbeta, param_mode);
+  count_cuda_launches(op, 3 * packs(n_seg), launched);  // sums, finalize, dx
+}
+
+}  // namespace gppf::kernels

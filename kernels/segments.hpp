@@ -1,0 +1,95 @@
+#pragma once
+// Ops over the samples of several tasks batched along dim 0 (the task-batched SIMT step, src/nn/
+// lego_strategy_batched.cpp): samples of tasks that picked the same lego run through it as one batch,
+// so the lego's batch is a gather of row ranges of the layer's batch, its gated output a scatter-add
+// back, its batch norm keeps each task's statistics apart, and each task's gate gradient is a dot
+// over that task's rows. A few launches each, whatever the number of tasks: on CUDA, per kMaxSegments
+// segments, segment_copy launches 1 kernel, segment_dot 2 (partial sums, fold) and the batch norms 3
+// (partial sums, per-segment statistics, element-wise pass); the host counts 1 per call.
+//
+// A tensor is seen as [N, row]: dim 0 the samples, the rest one row of row = numel / N values.
+#include <vector>
+
+#include "kernels/batchnorm.hpp"
+#include "kernels/common.hpp"
+
+namespace gppf::kernels {
+
+// Segments handled by one CUDA launch (they ride in the kernel's parameters).
+inline constexpr int kMaxSegments = 32;
+
+// A range of rows copied from src to dst.
+struct SegmentCopy {
+  std::int64_t src = 0, dst = 0, count = 0;  // in rows (samples); count may be 0
+  float scale = 1.0f;
+};
+
+// For every segment: dst[dst + i] = (mode == Accumulate ? dst[dst + i] : 0) + scale * src[src + i],
+// i < count. src and dst: same dtype (f32 or bf16; math in f32), same device, same row size; the
+// destination ranges must not overlap. Rows of dst outside every segment are left alone; nothing is
+// launched when no segment has rows.
+void segment_copy(const Tensor& src, Tensor& dst, const std::vector<SegmentCopy>& segments, GradMode mode,
+                  const Stream& s = Stream::host());
+
+// Rows of a and b dotted into one output slot.
+struct SegmentDot {
+  std::int64_t a = 0, b = 0, count = 0;  // in rows
+  std::int64_t slot = 0;                 // index into out
+};
+
+// For every segment: out[slot] = sum_{i < count} a[a + i] . b[b + i] (f32 out, written, 0 for a
+// count of 0; slots distinct, indexing out's values). a and b: same dtype (f32 or bf16), same row
+// size. Deterministic (a fixed reduction order, independent of the thread count), accumulated in
+// double.
+void segment_dot(const Tensor& a, const Tensor& b, const std::vector<SegmentDot>& segments, Tensor& out,
+                 const Stream& s = Stream::host());
+
+// One task's samples in a batch-norm input: consecutive segments cover dim 0 in order.
+struct BatchNormSegment {
+  std::int64_t count = 0;          // samples (dim 0), > 0
+  Tensor* running_mean = nullptr;  // the task's running statistics, f32 [C] (forward only)
+  Tensor* running_var = nullptr;
+};
+
+// Training batch norm with statistics per segment: each segment is normalised by its own batch
+// statistics and updates its own running statistics, exactly as batchnorm_fwd_train on that
+// segment alone. save_mean, save_invstd: f32 [S, C], row s for segment s. With p.relu, y = relu(bn(x)).
+// Each segment needs at least 2 values per channel, and running statistics of its own.
+void batchnorm_fwd_train_segments(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                  const std::vector<BatchNormSegment>& segments, Tensor& y, Tensor& save_mean,
+                                  Tensor& save_invstd, const Stream& s = Stream::host());
+// Its backward: dx as batchnorm_bwd on each segment; dgamma and dbeta summed over the segments,
+// written or added per param_mode. Only the segments' counts are read. With no segments (N = 0)
+// nothing is launched and dgamma/dbeta are left alone.
+void batchnorm_bwd_segments(const BatchNormParams& p, const Tensor& x, const Tensor& y, const Tensor& dy,
+                            const Tensor& gamma, const std::vector<BatchNormSegment>& segments, const Tensor& save_mean,
+                            const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta, GradMode param_mode,
+                            const Stream& s = Stream::host());
+
+// Backends, called after the checks above; `accumulate` is GradMode::Accumulate. The CUDA ones return
+// the number of kernels they launched (the entry points count them, core/counters.hpp).
+namespace host {
+void segment_copy(const Tensor& src, Tensor& dst, const std::vector<SegmentCopy>& segments, bool accumulate);
+void segment_dot(const Tensor& a, const Tensor& b, const std::vector<SegmentDot>& segments, Tensor& out);
+void batchnorm_fwd_train_segments(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                  const std::vector<BatchNormSegment>& segments, Tensor& y, Tensor& save_mean,
+                                  Tensor& save_invstd);
+void batchnorm_bwd_segments(const BatchNormParams& p, const Tensor& x, const Tensor& y, const Tensor& dy,
+                            const Tensor& gamma, const std::vector<BatchNormSegment>& segments, const Tensor& save_mean,
+                            const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta, GradMode param_mode);
+}  // namespace host
+namespace cuda {
+std::int64_t segment_copy(const Tensor& src, Tensor& dst, const std::vector<SegmentCopy>& segments, bool accumulate,
+                          const Stream& s);
+std::int64_t segment_dot(const Tensor& a, const Tensor& b, const std::vector<SegmentDot>& segments, Tensor& out,
+                         const Stream& s);
+std::int64_t batchnorm_fwd_train_segments(const BatchNormParams& p, const Tensor& x, const Tensor& gamma,
+                                          const Tensor& beta, const std::vector<BatchNormSegment>& segments, Tensor& y,
+                                          Tensor& save_mean, Tensor& save_invstd, const Stream& s);
+std::int64_t batchnorm_bwd_segments(const BatchNormParams& p, const Tensor& x, const Tensor& y, const Tensor& dy,
+                                    const Tensor& gamma, const std::vector<BatchNormSegment>& segments,
+                                    const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma,
+                                    Tensor& dbeta, GradMode param_mode, const Stream& s);
+}  // namespace cuda
+
+}  // namespace gppf::kernels

@@ -1,0 +1,233 @@
+// CUDA segment ops against the host backend (itself tested against kernels/ref and batchnorm_*): f32
+// within 1e-5 (copy, dot) or 1e-3 (batch norm), bf16 within 2e-2, the host fed the same bf16 values;
+// more than kMaxSegments segments (several launches); the launches each call counts.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <functional>
+#include <string>
+
+#include "core/counters.hpp"
+#include "core/cuda_runtime.hpp"
+#include "kernels/cast.hpp"
+#include "kernels/segments.hpp"
+#include "tests/common/util.hpp"
+
+namespace gppf {
+namespace {
+
+using kernels::BatchNormParams;
+using kernels::BatchNormSegment;
+using kernels::GradMode;
+using kernels::SegmentCopy;
+using kernels::SegmentDot;
+
+const Device kGpu = Device::cuda(0);
+const DType kDtypes[] = {DType::F32, DType::BF16};
+constexpr std::int64_t kMax = kernels::kMaxSegments;
+
+Tensor input(const Shape& shape, std::uint64_t seed, DType dt, double lo = -1.0, double hi = 1.0) {
+  return kernels::cast(test::random_tensor(shape, seed, lo, hi), dt);
+}
+Tensor back(const Tensor& t) {
+  cuda::device_synchronize(0);
+  return t.to(Device::host());
+}
+std::int64_t packs(std::int64_t segments) { return (segments + kMax - 1) / kMax; }
+
+std::int64_t launches_of(const std::function<void()>& f) {
+  const auto before = runtime::counters();
+  f();
+  return (runtime::counters() - before).launches;
+}
+
+// src/dst rows of `row_shape`; segments of 0 to 3 rows with gaps between them in dst.
+void check_copy(DType dt, const Shape& row_shape, int count, GradMode mode, std::uint64_t seed) {
+  SCOPED_TRACE(std::string(dtype_name(dt)) + " rows " + shape_str(row_shape) + " " + std::to_string(count) +
+               " segments" + (mode == GradMode::Accumulate ? " accumulate" : ""));
+  std::vector<SegmentCopy> segments;
+  std::int64_t at = 0, live = 0;
+  for (int k = 0; k < count; ++k) {
+    const std::int64_t n = k % 4;
+    segments.push_back({(k * 13) % 97, at, n, 0.5f * static_cast<float>(k % 3 + 1)});
+    at += n + (k % 3 == 0 ? 1 : 0);
+    live += n > 0;
+  }
+  Shape src_shape = row_shape, dst_shape = row_shape;
+  src_shape.insert(src_shape.begin(), 100);
+  dst_shape.insert(dst_shape.begin(), at);
+  const Tensor src = input(src_shape, seed, dt);
+  Tensor dst = input(dst_shape, seed + 1, dt);
+  const Tensor src_d = src.to(kGpu);
+  Tensor dst_d = dst.to(kGpu);
+  kernels::segment_copy(src, dst, segments, mode);
+  EXPECT_EQ(launches_of([&] { kernels::segment_copy(src_d, dst_d, segments, mode); }), packs(live));
+  // Rows outside the segments keep their bits on both sides, so the whole tensors compare.
+  EXPECT_LT(test::max_rel_error(back(dst_d), dst), dt == DType::F32 ? 1e-6 : 1e-2);
+}
+
+TEST(SegmentsCuda, CopyMatchesHost) {
+  GPPF_REQUIRE_GPU();
+  std::uint64_t seed = 1;
+  for (const DType dt : kDtypes)
+    for (const GradMode mode : {GradMode::Overwrite, GradMode::Accumulate})
+      // Rows of 16 values take 16-byte accesses; 3 and 1 do not.
+      for (const Shape& row : {Shape{4, 4}, Shape{3}, Shape{}})
+        for (const int count : {5, static_cast<int>(2 * kMax + 7)}) check_copy(dt, row, count, mode, seed += 2);
+}
+
+TEST(SegmentsCuda, CopyOfUnalignedViews) {
+  GPPF_REQUIRE_GPU();
+  // Rows of 4 f32 values starting 4 bytes into their storage: no 16-byte accesses.
+  const Tensor src = input({37}, 5, DType::F32);
+  Tensor dst = input({37}, 6, DType::F32);
+  const Tensor src_d = src.to(kGpu);
+  Tensor dst_d = dst.to(kGpu);
+  auto rows = [](const Tensor& t) { return t.narrow0(1, 36).reshape({9, 4}); };
+  Tensor view = rows(dst), view_d = rows(dst_d);
+  const std::vector<SegmentCopy> segments = {{1, 0, 4, 1.0f}, {6, 5, 2, -1.0f}};
+  kernels::segment_copy(rows(src), view, segments, GradMode::Accumulate);
+  kernels::segment_copy(rows(src_d), view_d, segments, GradMode::Accumulate);
+  EXPECT_LT(test::max_rel_error(back(dst_d), dst), 1e-6);
+}
+
+TEST(SegmentsCuda, DotMatchesHostAndIsDeterministic) {
+  GPPF_REQUIRE_GPU();
+  std::uint64_t seed = 100;
+  for (const DType dt : kDtypes)
+    for (const int count : {4, static_cast<int>(2 * kMax + 5)}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " " + std::to_string(count) + " segments");
+      std::vector<SegmentDot> segments;
+      for (int k = 0; k < count; ++k) segments.push_back({(k * 7) % 90, (k * 11) % 80, k % 9, count - 1 - k});
+      segments[1] = {0, 100, 2900, count - 2};  // several kDotChunk chunks
+      const Tensor a = input({3000, 7}, seed, dt), b = input({3000, 7}, seed + 1, dt);
+      const Tensor a_d = a.to(kGpu), b_d = b.to(kGpu);
+      Tensor out = Tensor::zeros({count}, DType::F32), out_d = test::random_tensor({count}, seed + 2).to(kGpu);
+      kernels::segment_dot(a, b, segments, out);
+      const std::int64_t expected = 2 * packs(count);  // every pack has rows: partial sums and fold
+      EXPECT_EQ(launches_of([&] { kernels::segment_dot(a_d, b_d, segments, out_d); }), expected);
+      const Tensor first = back(out_d);
+      EXPECT_LT(test::max_rel_error(first, out), 1e-5);
+      EXPECT_EQ(first.data_as<float>()[count - 1], 0.0f);  // segment 0 has no rows
+      kernels::segment_dot(a_d, b_d, segments, out_d);
+      EXPECT_EQ(std::memcmp(first.data(), back(out_d).data(), first.nbytes()), 0);
+      seed += 3;
+    }
+  // Segments without rows: the fold alone writes their zeros.
+  const Tensor a_d = input({4, 3}, 7, DType::F32).to(kGpu);
+  Tensor out_d = test::random_tensor({2}, 8).to(kGpu);
+  EXPECT_EQ(launches_of([&] { kernels::segment_dot(a_d, a_d, {{0, 0, 0, 0}, {1, 1, 0, 1}}, out_d); }), 1);
+  EXPECT_EQ(back(out_d).to_float_vector(), (std::vector<float>{0.0f, 0.0f}));
+}
+
+struct BnSide {
+  Tensor x, y, save_mean, save_invstd, dy, dx, dgamma, dbeta;
+  std::vector<Tensor> rm, rv;
+  std::vector<BatchNormSegment> segments(const std::vector<std::int64_t>& counts) {
+    std::vector<BatchNormSegment> out;
+    for (std::size_t k = 0; k < counts.size(); ++k) out.push_back({counts[k], &rm[k], &rv[k]});
+    return out;
+  }
+};
+
+BnSide bn_side(const Shape& shape, std::size_t n_seg, DType dt, Device device, std::uint64_t seed) {
+  const std::int64_t c = shape.back(), s = static_cast<std::int64_t>(n_seg);
+  BnSide side{input(shape, seed, dt, -1.0, 3.0).to(device),
+              Tensor::empty(shape, dt, device),
+              Tensor::empty({s, c}, DType::F32, device),
+              Tensor::empty({s, c}, DType::F32, device),
+              input(shape, seed + 1, dt).to(device),
+              Tensor::empty(shape, dt, device),
+              test::random_tensor({c}, seed + 2).to(device),
+              test::random_tensor({c}, seed + 3).to(device),
+              {},
+              {}};
+  for (std::size_t k = 0; k < n_seg; ++k) {
+    side.rm.push_back(test::random_tensor({c}, seed + 10 + 2 * k).to(device));
+    side.rv.push_back(test::random_tensor({c}, seed + 11 + 2 * k, 0.5, 2.0).to(device));
+  }
+  return side;
+}
+
+void check_bn(const Shape& shape, const std::vector<std::int64_t>& counts, DType dt, bool relu, GradMode mode,
+              std::uint64_t seed) {
+  SCOPED_TRACE(shape_str(shape) + " " + std::to_string(counts.size()) + " segments " + dtype_name(dt) +
+               (relu ? " relu" : "") + (mode == GradMode::Accumulate ? " accumulate" : ""));
+  const double tol = dt == DType::F32 ? 1e-3 : 2e-2;
+  const std::int64_t c = shape.back();
+  BatchNormParams p;
+  p.relu = relu;
+  p.momentum = 0.2f;
+  BnSide h = bn_side(shape, counts.size(), dt, Device::host(), seed);
+  BnSide d = bn_side(shape, counts.size(), dt, kGpu, seed);
+  const Tensor gamma = test::random_tensor({c}, seed + 4, 0.5, 1.5), beta = test::random_tensor({c}, seed + 5);
+  const Tensor gamma_d = gamma.to(kGpu), beta_d = beta.to(kGpu);
+  const std::int64_t expected = 3 * packs(static_cast<std::int64_t>(counts.size()));
+
+  kernels::batchnorm_fwd_train_segments(p, h.x, gamma, beta, h.segments(counts), h.y, h.save_mean, h.save_invstd);
+  EXPECT_EQ(launches_of([&] {
+              kernels::batchnorm_fwd_train_segments(p, d.x, gamma_d, beta_d, d.segments(counts), d.y, d.save_mean,
+                                                    d.save_invstd);
+            }),
+            expected);
+  EXPECT_LT(test::max_rel_error(back(d.y), h.y), tol);
+  EXPECT_LT(test::max_rel_error(back(d.save_mean), h.save_mean), 1e-3);
+  EXPECT_LT(test::max_rel_error(back(d.save_invstd), h.save_invstd), 1e-3);
+  for (std::size_t k = 0; k < counts.size(); ++k) {
+    EXPECT_LT(test::max_rel_error(back(d.rm[k]), h.rm[k]), 1e-3) << "running_mean " << k;
+    EXPECT_LT(test::max_rel_error(back(d.rv[k]), h.rv[k]), 1e-3) << "running_var " << k;
+  }
+
+  kernels::batchnorm_bwd_segments(p, h.x, h.y, h.dy, gamma, h.segments(counts), h.save_mean, h.save_invstd, h.dx,
+                                  h.dgamma, h.dbeta, mode);
+  EXPECT_EQ(launches_of([&] {
+              kernels::batchnorm_bwd_segments(p, d.x, d.y, d.dy, gamma_d, d.segments(counts), d.save_mean,
+                                              d.save_invstd, d.dx, d.dgamma, d.dbeta, mode);
+            }),
+            expected);
+  EXPECT_LT(test::max_rel_error(back(d.dx), h.dx), tol);
+  EXPECT_LT(test::max_rel_error(back(d.dgamma), h.dgamma), tol);
+  EXPECT_LT(test::max_rel_error(back(d.dbeta), h.dbeta), tol);
+}
+
+std::vector<std::int64_t> many_counts(std::int64_t segments) {
+  std::vector<std::int64_t> counts;
+  for (std::int64_t k = 0; k < segments; ++k) counts.push_back(1 + k % 3);
+  return counts;
+}
+
+std::int64_t sum(const std::vector<std::int64_t>& v) {
+  std::int64_t s = 0;
+  for (std::int64_t x : v) s += x;
+  return s;
+}
+
+TEST(SegmentsCuda, BatchNormMatchesHost) {
+  GPPF_REQUIRE_GPU();
+  std::uint64_t seed = 1000;
+  const auto many = many_counts(2 * kMax + 3);
+  for (const DType dt : kDtypes)
+    for (const bool relu : {false, true}) {
+      check_bn({8, 5, 7, 5}, {3, 1, 4}, dt, relu, GradMode::Overwrite, seed += 100);
+      check_bn({16, 28, 28, 64}, {2, 9, 5}, dt, relu, GradMode::Accumulate, seed += 100);
+      check_bn({9, 70}, {2, 5, 2}, dt, relu, GradMode::Overwrite, seed += 100);
+      check_bn({sum(many), 3, 3, 6}, many, dt, relu, GradMode::Accumulate, seed += 100);
+    }
+}
+
+TEST(SegmentsCuda, RejectsMixedDevices) {
+  GPPF_REQUIRE_GPU();
+  const Tensor src = Tensor::zeros({4, 3}, DType::F32, kGpu);
+  Tensor dst = Tensor::zeros({4, 3}, DType::F32);
+  EXPECT_THROW(kernels::segment_copy(src, dst, {{0, 0, 1, 1.0f}}, GradMode::Overwrite), Error);
+  Tensor out = Tensor::zeros({1}, DType::F32);
+  EXPECT_THROW(kernels::segment_dot(src, src, {{0, 0, 1, 0}}, out), Error);
+  const Tensor x = Tensor::zeros({4, 3}, DType::F32, kGpu), gamma = Tensor::zeros({3}, DType::F32, kGpu);
+  Tensor y = Tensor::empty({4, 3}, DType::F32, kGpu), sm = Tensor::empty({1, 3}, DType::F32, kGpu);
+  Tensor rm = Tensor::zeros({3}, DType::F32), rv = Tensor::zeros({3}, DType::F32);  // on the host
+  EXPECT_THROW(kernels::batchnorm_fwd_train_segments(BatchNormParams{}, x, gamma, gamma, {{4, &rm, &rv}}, y, sm, sm),
+               Error);
+}
+
+}  // namespace
+}  // namespace gppf
