@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <set>
 #include <utility>
 
 #include "core/counters.hpp"
@@ -79,7 +81,78 @@ std::int64_t check_bn_segments(const char* op, const BatchNormParams& p, const T
   return c;
 }
 
+// A segment's own affine tensor (gamma, beta, dgamma or dbeta): f32 [C] on x's device.
+void check_segment_param(const char* op, std::size_t k, const char* what, const Tensor& t, std::int64_t c,
+                         const Tensor& x) {
+  GPPF_CHECK(t.defined() && t.shape() == Shape{c} && t.dtype() == DType::F32 && t.device() == x.device(), op,
+             ": segment ", k, "'s ", what, " must be f32 [", c, "] on ", x.device().str(), ", got ",
+             undefined_or_desc(t));
+}
+
+// The affine tensor `what` of every segment: its own (checked), else the call's, which must then be
+// valid; a defined call's tensor is checked even when no segment uses it.
+template <class T>
+void check_affine(const char* op, const char* what, const std::vector<BatchNormSegment>& segments,
+                  T* BatchNormSegment::*member, const Tensor& call, std::int64_t c, const Tensor& x) {
+  bool needed = false;
+  std::size_t first_without = 0;
+  for (std::size_t k = 0; k < segments.size(); ++k) {
+    if (const T* own = segments[k].*member) {
+      check_segment_param(op, k, what, *own, c, x);
+    } else if (!needed) {
+      needed = true;
+      first_without = k;
+    }
+  }
+  if (!needed && !call.defined()) return;
+  GPPF_CHECK(call.defined(), op, ": ", what, " is undefined, but segment ", first_without, " has no ", what,
+             " of its own");
+  check_f32(op, what, call, {c}, x);
+}
+
+// The dgamma and dbeta targets of a backward: CUDA writes each target's channel c from one thread,
+// segment after segment, so two targets must be the same tensor or apart, and a dgamma never a dbeta.
+void check_grad_targets(const char* op, const std::vector<BatchNormSegment>& segments, const Tensor& dgamma,
+                        const Tensor& dbeta, std::int64_t c) {
+  struct Target {
+    std::uintptr_t begin;
+    std::size_t k;
+    bool dbeta;
+  };
+  std::vector<Target> targets;
+  for (std::size_t k = 0; k < segments.size(); ++k) {
+    const BatchNormSegment& g = segments[k];
+    targets.push_back({reinterpret_cast<std::uintptr_t>((g.dgamma ? *g.dgamma : dgamma).data()), k, false});
+    targets.push_back({reinterpret_cast<std::uintptr_t>((g.dbeta ? *g.dbeta : dbeta).data()), k, true});
+  }
+  std::stable_sort(targets.begin(), targets.end(), [](const Target& a, const Target& b) { return a.begin < b.begin; });
+  const auto bytes = static_cast<std::uintptr_t>(c) * sizeof(float);
+  auto name = [](const Target& t) { return t.dbeta ? "dbeta" : "dgamma"; };
+  for (std::size_t i = 1; i < targets.size(); ++i) {
+    const Target &a = targets[i - 1], &b = targets[i];
+    if (a.begin == b.begin)
+      GPPF_CHECK(a.dbeta == b.dbeta, op, ": segment ", a.k, "'s ", name(a), " is segment ", b.k, "'s ", name(b),
+                 "; a tensor cannot take both gradients");
+    else
+      GPPF_CHECK(b.begin >= a.begin + bytes, op, ": segment ", a.k, "'s ", name(a), " and segment ", b.k, "'s ",
+                 name(b), " overlap without being the same tensor");
+  }
+}
+
 }  // namespace
+
+std::vector<bool> bn_overwrites(const std::vector<BatchNormSegment>& segments, const Tensor& call, bool dbeta,
+                                GradMode param_mode) {
+  std::set<const void*> written;
+  std::vector<bool> overwrite;
+  for (const BatchNormSegment& g : segments) {
+    const Tensor* own = dbeta ? g.dbeta : g.dgamma;
+    const GradMode mode = own && g.target_mode ? *g.target_mode : param_mode;
+    const bool first = written.insert(own ? own->data() : call.data()).second;
+    overwrite.push_back(first && mode == GradMode::Overwrite);
+  }
+  return overwrite;
+}
 
 // What CUDA launches for a call, counted on every device (core/counters.hpp: host counts are a GPU
 // step's); the CUDA backends return their count and the entry points check that the two agree.
@@ -162,8 +235,8 @@ void batchnorm_fwd_train_segments(const BatchNormParams& p, const Tensor& x, con
   const std::int64_t c = check_bn_segments(op, p, x, segments, 2);
   const auto n_seg = static_cast<std::int64_t>(segments.size());
   check_like(op, "y", y, x);
-  check_f32(op, "gamma", gamma, {c}, x);
-  check_f32(op, "beta", beta, {c}, x);
+  check_affine(op, "gamma", segments, &BatchNormSegment::gamma, gamma, c, x);
+  check_affine(op, "beta", segments, &BatchNormSegment::beta, beta, c, x);
   check_f32(op, "save_mean", save_mean, {n_seg, c}, x);
   check_f32(op, "save_invstd", save_invstd, {n_seg, c}, x);
   std::vector<const void*> stats;
@@ -199,11 +272,12 @@ void batchnorm_bwd_segments(const BatchNormParams& p, const Tensor& x, const Ten
   if (p.relu) check_like(op, "y", y, x);
   check_like(op, "dy", dy, x);
   check_like(op, "dx", dx, x);
-  check_f32(op, "gamma", gamma, {c}, x);
+  check_affine(op, "gamma", segments, &BatchNormSegment::gamma, gamma, c, x);
   check_f32(op, "save_mean", save_mean, {n_seg, c}, x);
   check_f32(op, "save_invstd", save_invstd, {n_seg, c}, x);
-  check_f32(op, "dgamma", dgamma, {c}, x);
-  check_f32(op, "dbeta", dbeta, {c}, x);
+  check_affine(op, "dgamma", segments, &BatchNormSegment::dgamma, dgamma, c, x);
+  check_affine(op, "dbeta", segments, &BatchNormSegment::dbeta, dbeta, c, x);
+  check_grad_targets(op, segments, dgamma, dbeta, c);
   if (segments.empty()) return;
   std::int64_t launched = -1;
   if (launch_on_cuda(x.device()))

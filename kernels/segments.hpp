@@ -8,6 +8,7 @@
 // (partial sums, per-segment statistics, element-wise pass); the host counts 1 per call.
 //
 // A tensor is seen as [N, row]: dim 0 the samples, the rest one row of row = numel / N values.
+#include <optional>
 #include <vector>
 
 #include "kernels/batchnorm.hpp"
@@ -49,22 +50,41 @@ struct BatchNormSegment {
   std::int64_t count = 0;          // samples (dim 0), > 0
   Tensor* running_mean = nullptr;  // the task's running statistics, f32 [C] (forward only)
   Tensor* running_var = nullptr;
+  const Tensor* gamma = nullptr;  // this segment's affine parameters, f32 [C]; null: the call's gamma / beta
+  const Tensor* beta = nullptr;
+  Tensor* dgamma = nullptr;  // backward: where this segment's affine gradients go; null: the call's
+  Tensor* dbeta = nullptr;
+  // What the first segment to write its own targets does (each lego's parameters have their own
+  // Parameter::take_grad_mode); unset: the call's param_mode.
+  std::optional<GradMode> target_mode{};
 };
 
 // Training batch norm with statistics per segment: each segment is normalised by its own batch
 // statistics and updates its own running statistics, exactly as batchnorm_fwd_train on that
-// segment alone. save_mean, save_invstd: f32 [S, C], row s for segment s. With p.relu, y = relu(bn(x)).
-// Each segment needs at least 2 values per channel, and running statistics of its own.
+// segment alone with its gamma and beta (its own, else the call's). save_mean, save_invstd: f32
+// [S, C], row s for segment s. With p.relu, y = relu(bn(x)). Each segment needs at least 2 values
+// per channel, and running statistics of its own. The call's gamma (beta) may be undefined when
+// every segment has its own.
 void batchnorm_fwd_train_segments(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                   const std::vector<BatchNormSegment>& segments, Tensor& y, Tensor& save_mean,
                                   Tensor& save_invstd, const Stream& s = Stream::host());
-// Its backward: dx as batchnorm_bwd on each segment; dgamma and dbeta summed over the segments,
-// written or added per param_mode. Only the segments' counts are read. With no segments (N = 0)
-// nothing is launched and dgamma/dbeta are left alone.
+// Its backward: dx as batchnorm_bwd on each segment with its gamma. Each segment's dgamma/dbeta go
+// to its own targets, else the call's: exactly batchnorm_bwd on each segment in order, the first
+// segment to write a target taking its mode (target_mode for its own targets, else param_mode) and
+// later ones adding. Targets are told apart by
+// address: two are the same tensor or do not overlap, and no tensor is both a dgamma and a dbeta.
+// Running statistics are not read. The call's gamma, dgamma, dbeta may be undefined when every
+// segment has its own. With no segments (N = 0) nothing is launched and nothing is written.
 void batchnorm_bwd_segments(const BatchNormParams& p, const Tensor& x, const Tensor& y, const Tensor& dy,
                             const Tensor& gamma, const std::vector<BatchNormSegment>& segments, const Tensor& save_mean,
                             const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta, GradMode param_mode,
                             const Stream& s = Stream::host());
+
+// For the backends: per segment, whether it overwrites its dgamma target (`dbeta` false) or its
+// dbeta target (`dbeta` true), its own or the call's: it is the first (in order) to write it, and
+// the target's mode is Overwrite.
+std::vector<bool> bn_overwrites(const std::vector<BatchNormSegment>& segments, const Tensor& call, bool dbeta,
+                                GradMode param_mode);
 
 // Backends, called after the checks above; `accumulate` is GradMode::Accumulate. The CUDA ones return
 // the number of kernels they launched (the entry points count them, core/counters.hpp).

@@ -189,6 +189,12 @@ struct BnPack {
   int slice_begin[kMaxSegments + 1] = {};         // segment k: slices [slice_begin[k], slice_begin[k + 1]) of the pack
   float* running_mean[kMaxSegments] = {};
   float* running_var[kMaxSegments] = {};
+  const float* gamma[kMaxSegments] = {};  // each segment's own affine parameters, else the call's
+  const float* beta[kMaxSegments] = {};
+  float* dgamma[kMaxSegments] = {};  // backward: each segment's gradient targets, its own or the call's
+  float* dbeta[kMaxSegments] = {};
+  bool overwrite_dgamma[kMaxSegments] = {};  // the first writer of an Overwrite target (bn_overwrites)
+  bool overwrite_dbeta[kMaxSegments] = {};
 };
 
 // Forward (kBwd false): sums of x - x[segment's row 0] and its square; backward: of g and
@@ -225,10 +231,10 @@ struct BnFwdFinalize {
   const float* part_b;
   std::int64_t channels;
   float eps, momentum;
-  const float* gamma;
   float* save_mean;
   float* save_invstd;
-  float* scale;  // [S, C]: gamma * invstd
+  float* scale;  // [S, C] each: the segment's gamma * invstd, and its beta
+  float* shift;
 };
 
 // grid (channel blocks, segments of the pack): one thread per (segment, channel).
@@ -248,7 +254,8 @@ __global__ void bn_finalize_fwd_kernel(const T* x, BnFwdFinalize f, const __grid
   const std::int64_t i = (p.first + k) * f.channels + c;
   f.save_mean[i] = static_cast<float>(mean);
   f.save_invstd[i] = static_cast<float>(invstd);
-  f.scale[i] = static_cast<float>(f.gamma[c] * invstd);
+  f.scale[i] = static_cast<float>(p.gamma[k][c] * invstd);
+  f.shift[i] = p.beta[k][c];
   p.running_mean[k][c] = static_cast<float>((1.0 - m) * p.running_mean[k][c] + m * mean);
   p.running_var[k][c] = static_cast<float>((1.0 - m) * p.running_var[k][c] + m * var * n / (n - 1.0));
 }
@@ -257,42 +264,51 @@ struct BnBwdFinalize {
   const float* part_a;
   const float* part_b;
   std::int64_t channels;
-  const float* gamma;
   const float* invstd;  // [S, C]
-  float* dgamma;
-  float* dbeta;
-  bool accumulate;
-  float* ca;  // [S, C] each: BatchNormBwdDataFunctor's a, b, k
+  float* ca;            // [S, C] each: BatchNormBwdDataFunctor's a, b, k
   float* cb;
   float* ck;
 };
 
-// One thread per channel, over the pack's segments in order: dgamma/dbeta summed in a fixed order.
+// Adds segment k's gradient v to the run of consecutive segments writing target[k], and writes the
+// run's sum when the run ends: written when the run starts with a segment that overwrites its
+// target (bn_overwrites), added otherwise.
+__device__ void add_to_target(float* const* target, const bool* overwrites, int k, int count, std::int64_t c, double v,
+                              double& run, bool& overwrite) {
+  if (k == 0 || target[k] != target[k - 1]) overwrite = overwrites[k];
+  run += v;
+  if (k + 1 < count && target[k + 1] == target[k]) return;
+  float& t = target[k][c];
+  t = static_cast<float>(overwrite ? run : t + run);
+  run = 0.0;
+}
+
+// One thread per channel, over the pack's segments in order: each target's gradients are summed in
+// a fixed order, and targets shared by several segments are read and written by one thread only.
 __global__ void bn_finalize_bwd_kernel(BnBwdFinalize f, const __grid_constant__ BnPack p) {
   const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= f.channels) return;
   double dgamma = 0.0, dbeta = 0.0;
+  bool dgamma_overwrite = false, dbeta_overwrite = false;
   for (int k = 0; k < p.count; ++k) {
     double sg, sgx;
     fold_slices(p, k, f.part_a, f.part_b, f.channels, c, sg, sgx);
     const std::int64_t i = (p.first + k) * f.channels + c;
     const double is = f.invstd[i], n = static_cast<double>(p.row_begin[k + 1] - p.row_begin[k]);
-    dgamma += sgx * is;
-    dbeta += sg;
-    f.ca[i] = static_cast<float>(f.gamma[c] * is);
+    f.ca[i] = static_cast<float>(p.gamma[k][c] * is);
     f.cb[i] = static_cast<float>(sg / n);
     f.ck[i] = static_cast<float>(sgx * is * is / n);
+    add_to_target(p.dgamma, p.overwrite_dgamma, k, p.count, c, sgx * is, dgamma, dgamma_overwrite);
+    add_to_target(p.dbeta, p.overwrite_dbeta, k, p.count, c, sg, dbeta, dbeta_overwrite);
   }
-  f.dgamma[c] = static_cast<float>(f.accumulate ? f.dgamma[c] + dgamma : dgamma);
-  f.dbeta[c] = static_cast<float>(f.accumulate ? f.dbeta[c] + dbeta : dbeta);
 }
 
 template <class T, bool kRelu, class I>
 __global__ void bn_apply_kernel(const __grid_constant__ Ranges<I> r, int first, I channels, const T* x, T* y,
-                                const float* mean, const float* scale, const float* beta) {
+                                const float* mean, const float* scale, const float* shift) {
   for_each_in_ranges(r, [&](I i, int k) {
     const std::int64_t s = static_cast<std::int64_t>(first + k) * channels;
-    const BatchNormApplyFunctor<T, kRelu> f{x, y, mean + s, scale + s, beta, channels};
+    const BatchNormApplyFunctor<T, kRelu> f{x, y, mean + s, scale + s, shift + s, channels};
     f.at(i, i % channels);
   });
 }
@@ -342,6 +358,35 @@ std::vector<BnPack> bn_packs(const Tensor& x, const std::vector<BatchNormSegment
   return packs;
 }
 
+// Forward: each segment's gamma and beta, its own or the call's.
+void set_fwd_affine(std::vector<BnPack>& packs, const std::vector<BatchNormSegment>& segments, const Tensor& gamma,
+                    const Tensor& beta) {
+  for (BnPack& p : packs)
+    for (int k = 0; k < p.count; ++k) {
+      const BatchNormSegment& g = segments[static_cast<std::size_t>(p.first + k)];
+      p.gamma[k] = (g.gamma ? *g.gamma : gamma).data_as<float>();
+      p.beta[k] = (g.beta ? *g.beta : beta).data_as<float>();
+    }
+}
+
+// Backward: each segment's gamma and gradient targets, and whether it writes its targets first. A
+// target first written in an earlier pack is added to in later ones.
+void set_bwd_affine(std::vector<BnPack>& packs, const std::vector<BatchNormSegment>& segments, const Tensor& gamma,
+                    Tensor& dgamma, Tensor& dbeta, GradMode param_mode) {
+  const std::vector<bool> overwrite_dgamma = bn_overwrites(segments, dgamma, false, param_mode);
+  const std::vector<bool> overwrite_dbeta = bn_overwrites(segments, dbeta, true, param_mode);
+  for (BnPack& p : packs)
+    for (int k = 0; k < p.count; ++k) {
+      const auto j = static_cast<std::size_t>(p.first + k);
+      const BatchNormSegment& g = segments[j];
+      p.gamma[k] = (g.gamma ? *g.gamma : gamma).data_as<float>();
+      p.dgamma[k] = (g.dgamma ? *g.dgamma : dgamma).data_as<float>();
+      p.dbeta[k] = (g.dbeta ? *g.dbeta : dbeta).data_as<float>();
+      p.overwrite_dgamma[k] = overwrite_dgamma[j];
+      p.overwrite_dbeta[k] = overwrite_dbeta[j];
+    }
+}
+
 int max_slices(const std::vector<BnPack>& packs) {
   int most = 0;
   for (const BnPack& p : packs) most = std::max(most, p.slice_begin[p.count]);
@@ -377,25 +422,21 @@ std::int64_t fwd_train(const BatchNormParams& p, const Tensor& x, const Tensor& 
                        const std::vector<BatchNormSegment>& segments, Tensor& y, Tensor& save_mean, Tensor& save_invstd,
                        const Stream& s) {
   const std::int64_t channels = x.dim(-1), n_seg = static_cast<std::int64_t>(segments.size());
-  const std::vector<BnPack> packs = bn_packs(x, segments, true);
+  std::vector<BnPack> packs = bn_packs(x, segments, true);
+  set_fwd_affine(packs, segments, gamma, beta);
   const std::int64_t slices = max_slices(packs);
-  // Slices are reused pack after pack (the stream orders them); scale has a row per segment.
+  // Slices are reused pack after pack (the stream orders them); scale and shift have a row per segment.
   auto* ws =
-      static_cast<float*>(workspace(s, sizeof(float) * static_cast<std::size_t>((2 * slices + n_seg) * channels)));
+      static_cast<float*>(workspace(s, sizeof(float) * static_cast<std::size_t>((2 * slices + 2 * n_seg) * channels)));
   float* part_a = ws;
   float* part_b = ws + slices * channels;
   float* scale = ws + 2 * slices * channels;
+  float* shift = scale + n_seg * channels;
   const cudaStream_t st = gppf::cuda::native(s);
   const T* xs = data_ptr<const T>(x);
-  const BnFwdFinalize f{part_a,
-                        part_b,
-                        channels,
-                        p.eps,
-                        p.momentum,
-                        gamma.data_as<float>(),
-                        save_mean.data_as<float>(),
-                        save_invstd.data_as<float>(),
-                        scale};
+  const BnFwdFinalize f{
+      part_a, part_b, channels, p.eps, p.momentum, save_mean.data_as<float>(), save_invstd.data_as<float>(),
+      scale,  shift};
   for (const BnPack& pk : packs) {
     launch_bn_partial<T>(false, xs, nullptr, nullptr, nullptr, channels, false, pk, part_a, part_b, st);
     bn_finalize_fwd_kernel<T>
@@ -403,7 +444,7 @@ std::int64_t fwd_train(const BatchNormParams& p, const Tensor& x, const Tensor& 
     GPPF_CUDA_CHECK(cudaGetLastError());
     const Ranges<I> r = element_ranges<I>(pk, channels);
     bn_apply_kernel<T, kRelu, I><<<grid_for(r.begin[r.count] - r.begin[0]), kThreads, 0, st>>>(
-        r, pk.first, static_cast<I>(channels), xs, data_ptr<T>(y), f.save_mean, scale, beta.data_as<float>());
+        r, pk.first, static_cast<I>(channels), xs, data_ptr<T>(y), f.save_mean, scale, shift);
     GPPF_CUDA_CHECK(cudaGetLastError());
   }
   return 3 * static_cast<std::int64_t>(packs.size());
@@ -414,7 +455,8 @@ std::int64_t bwd(const Tensor& x, const Tensor& y, const Tensor& dy, const Tenso
                  const std::vector<BatchNormSegment>& segments, const Tensor& save_mean, const Tensor& save_invstd,
                  Tensor& dx, Tensor& dgamma, Tensor& dbeta, GradMode param_mode, const Stream& s) {
   const std::int64_t channels = x.dim(-1), n_seg = static_cast<std::int64_t>(segments.size());
-  const std::vector<BnPack> packs = bn_packs(x, segments, false);
+  std::vector<BnPack> packs = bn_packs(x, segments, false);
+  set_bwd_affine(packs, segments, gamma, dgamma, dbeta, param_mode);
   const std::int64_t slices = max_slices(packs);
   auto* ws =
       static_cast<float*>(workspace(s, sizeof(float) * static_cast<std::size_t>((2 * slices + 3 * n_seg) * channels)));
@@ -428,22 +470,11 @@ std::int64_t bwd(const Tensor& x, const Tensor& y, const Tensor& dy, const Tenso
   const T* ys = kRelu ? data_ptr<const T>(y) : nullptr;
   const T* dys = data_ptr<const T>(dy);
   const float* mean = save_mean.data_as<float>();
-  BnBwdFinalize f{part_a,
-                  part_b,
-                  channels,
-                  gamma.data_as<float>(),
-                  save_invstd.data_as<float>(),
-                  dgamma.data_as<float>(),
-                  dbeta.data_as<float>(),
-                  param_mode == GradMode::Accumulate,
-                  ca,
-                  cb,
-                  ck};
+  const BnBwdFinalize f{part_a, part_b, channels, save_invstd.data_as<float>(), ca, cb, ck};
   for (const BnPack& pk : packs) {
     launch_bn_partial<T>(true, xs, ys, dys, mean, channels, kRelu, pk, part_a, part_b, st);
     bn_finalize_bwd_kernel<<<channel_blocks(channels), kThreads, 0, st>>>(f, pk);
     GPPF_CUDA_CHECK(cudaGetLastError());
-    f.accumulate = true;  // later packs add to the first one's sums
     const Ranges<I> r = element_ranges<I>(pk, channels);
     bn_bwd_data_kernel<T, kRelu, I><<<grid_for(r.begin[r.count] - r.begin[0]), kThreads, 0, st>>>(
         r, pk.first, static_cast<I>(channels), xs, ys, dys, data_ptr<T>(dx), mean, ca, cb, ck);

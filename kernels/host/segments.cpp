@@ -114,7 +114,8 @@ void batchnorm_fwd_train_segments(const BatchNormParams& p, const Tensor& x, con
     const BatchNormSegment& g = segments[k];
     const auto s = static_cast<std::int64_t>(k);
     Tensor ys = y.narrow0(begin, g.count), sm = stats_row(save_mean, s), si = stats_row(save_invstd, s);
-    host::batchnorm_fwd_train(p, x.narrow0(begin, g.count), gamma, beta, *g.running_mean, *g.running_var, ys, sm, si);
+    host::batchnorm_fwd_train(p, x.narrow0(begin, g.count), g.gamma ? *g.gamma : gamma, g.beta ? *g.beta : beta,
+                              *g.running_mean, *g.running_var, ys, sm, si);
     begin += g.count;
   }
 }
@@ -122,14 +123,32 @@ void batchnorm_fwd_train_segments(const BatchNormParams& p, const Tensor& x, con
 void batchnorm_bwd_segments(const BatchNormParams& p, const Tensor& x, const Tensor& y, const Tensor& dy,
                             const Tensor& gamma, const std::vector<BatchNormSegment>& segments, const Tensor& save_mean,
                             const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta, GradMode param_mode) {
+  const std::vector<bool> overwrite_dgamma = bn_overwrites(segments, dgamma, false, param_mode);
+  const std::vector<bool> overwrite_dbeta = bn_overwrites(segments, dbeta, true, param_mode);
   std::int64_t begin = 0;
   for (std::size_t k = 0; k < segments.size(); ++k) {
-    const std::int64_t n = segments[k].count, s = static_cast<std::int64_t>(k);
+    const BatchNormSegment& g = segments[k];
+    const std::int64_t n = g.count, s = static_cast<std::int64_t>(k);
     Tensor dxs = dx.narrow0(begin, n);
+    Tensor& dg = g.dgamma ? *g.dgamma : dgamma;
+    Tensor& db = g.dbeta ? *g.dbeta : dbeta;
+    const GradMode dg_mode = overwrite_dgamma[k] ? GradMode::Overwrite : GradMode::Accumulate;
+    const GradMode db_mode = overwrite_dbeta[k] ? GradMode::Overwrite : GradMode::Accumulate;
     // Without relu y is not read and may be undefined.
     const Tensor ys = p.relu ? y.narrow0(begin, n) : Tensor();
-    host::batchnorm_bwd(p, x.narrow0(begin, n), ys, dy.narrow0(begin, n), gamma, stats_row(save_mean, s),
-                        stats_row(save_invstd, s), dxs, dgamma, dbeta, k == 0 ? param_mode : GradMode::Accumulate);
+    auto run = [&](Tensor& to_dgamma, Tensor& to_dbeta, GradMode mode) {
+      host::batchnorm_bwd(p, x.narrow0(begin, n), ys, dy.narrow0(begin, n), g.gamma ? *g.gamma : gamma,
+                          stats_row(save_mean, s), stats_row(save_invstd, s), dxs, to_dgamma, to_dbeta, mode);
+    };
+    if (dg_mode == db_mode) {
+      run(dg, db, dg_mode);
+    } else {
+      // One target is new, the other was written by an earlier segment: batchnorm_bwd takes one
+      // mode, so each target gets a pass of its own (both write the same dx).
+      Tensor scratch = Tensor::zeros({dg.dim(0)}, DType::F32);
+      run(dg, scratch, dg_mode);
+      run(scratch, db, db_mode);
+    }
     begin += n;
   }
 }

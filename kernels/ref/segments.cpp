@@ -22,6 +22,14 @@ std::int64_t total_values(const char* op, std::int64_t channels, const std::vect
   return n;
 }
 
+// One set of affine parameters per segment, among `sets`.
+void check_affine(const char* op, const std::vector<std::int64_t>& rows, const std::vector<std::size_t>& affine,
+                  std::size_t sets) {
+  GPPF_CHECK(affine.size() == rows.size(), op, ": ", affine.size(), " affine indices for ", rows.size(), " segments");
+  for (std::size_t s = 0; s < affine.size(); ++s)
+    GPPF_CHECK(affine[s] < sets, op, ": segment ", s, " uses affine set ", affine[s], " of ", sets);
+}
+
 }  // namespace
 
 void segment_copy(std::int64_t row, const Vec& src, Vec& dst, const std::vector<SegmentCopy>& segments, GradMode mode) {
@@ -41,10 +49,14 @@ void segment_dot(std::int64_t row, const Vec& a, const Vec& b, const std::vector
 }
 
 void batchnorm_fwd_train_segments(const BatchNormParams& p, std::int64_t channels,
-                                  const std::vector<std::int64_t>& rows, const Vec& x, const Vec& gamma,
-                                  const Vec& beta, std::vector<Vec>& running_mean, std::vector<Vec>& running_var,
-                                  Vec& y, Vec& save_mean, Vec& save_invstd) {
-  total_values("ref::batchnorm_fwd_train_segments", channels, rows, x);
+                                  const std::vector<std::int64_t>& rows, const std::vector<std::size_t>& affine,
+                                  const Vec& x, const std::vector<Vec>& gamma, const std::vector<Vec>& beta,
+                                  std::vector<Vec>& running_mean, std::vector<Vec>& running_var, Vec& y, Vec& save_mean,
+                                  Vec& save_invstd) {
+  constexpr const char* op = "ref::batchnorm_fwd_train_segments";
+  total_values(op, channels, rows, x);
+  check_affine(op, rows, affine, gamma.size());
+  GPPF_CHECK(beta.size() == gamma.size(), op, ": ", gamma.size(), " gammas and ", beta.size(), " betas");
   y.assign(x.size(), 0.0);
   save_mean.assign(rows.size() * at(channels), 0.0);
   save_invstd.assign(rows.size() * at(channels), 0.0);
@@ -52,7 +64,8 @@ void batchnorm_fwd_train_segments(const BatchNormParams& p, std::int64_t channel
   for (std::size_t s = 0; s < rows.size(); ++s) {
     const std::int64_t n = rows[s] * channels;
     Vec ys, sm, si;
-    batchnorm_fwd_train(p, channels, slice(x, begin, n), gamma, beta, running_mean[s], running_var[s], ys, sm, si);
+    batchnorm_fwd_train(p, channels, slice(x, begin, n), gamma[affine[s]], beta[affine[s]], running_mean[s],
+                        running_var[s], ys, sm, si);
     put(y, begin, ys);
     put(save_mean, static_cast<std::int64_t>(s) * channels, sm);
     put(save_invstd, static_cast<std::int64_t>(s) * channels, si);
@@ -61,25 +74,47 @@ void batchnorm_fwd_train_segments(const BatchNormParams& p, std::int64_t channel
 }
 
 void batchnorm_bwd_segments(const BatchNormParams& p, std::int64_t channels, const std::vector<std::int64_t>& rows,
-                            const Vec& x, const Vec& y, const Vec& dy, const Vec& gamma, const Vec& save_mean,
-                            const Vec& save_invstd, Vec& dx, Vec& dgamma, Vec& dbeta) {
-  total_values("ref::batchnorm_bwd_segments", channels, rows, x);
+                            const std::vector<std::size_t>& affine, const Vec& x, const Vec& y, const Vec& dy,
+                            const std::vector<Vec>& gamma, const Vec& save_mean, const Vec& save_invstd, Vec& dx,
+                            std::vector<Vec>& dgamma, std::vector<Vec>& dbeta) {
+  constexpr const char* op = "ref::batchnorm_bwd_segments";
+  total_values(op, channels, rows, x);
+  check_affine(op, rows, affine, gamma.size());
   dx.assign(x.size(), 0.0);
-  dgamma.assign(at(channels), 0.0);
-  dbeta.assign(at(channels), 0.0);
+  dgamma.assign(gamma.size(), Vec(at(channels), 0.0));
+  dbeta.assign(gamma.size(), Vec(at(channels), 0.0));
   std::int64_t begin = 0;
   for (std::size_t s = 0; s < rows.size(); ++s) {
     const std::int64_t n = rows[s] * channels, first = static_cast<std::int64_t>(s) * channels;
     Vec dxs, dg, db;
-    batchnorm_bwd(p, channels, slice(x, begin, n), p.relu ? slice(y, begin, n) : Vec(), slice(dy, begin, n), gamma,
-                  slice(save_mean, first, channels), slice(save_invstd, first, channels), dxs, dg, db);
+    batchnorm_bwd(p, channels, slice(x, begin, n), p.relu ? slice(y, begin, n) : Vec(), slice(dy, begin, n),
+                  gamma[affine[s]], slice(save_mean, first, channels), slice(save_invstd, first, channels), dxs, dg,
+                  db);
     put(dx, begin, dxs);
     for (std::size_t c = 0; c < at(channels); ++c) {
-      dgamma[c] += dg[c];
-      dbeta[c] += db[c];
+      dgamma[affine[s]][c] += dg[c];
+      dbeta[affine[s]][c] += db[c];
     }
     begin += n;
   }
+}
+
+void batchnorm_fwd_train_segments(const BatchNormParams& p, std::int64_t channels,
+                                  const std::vector<std::int64_t>& rows, const Vec& x, const Vec& gamma,
+                                  const Vec& beta, std::vector<Vec>& running_mean, std::vector<Vec>& running_var,
+                                  Vec& y, Vec& save_mean, Vec& save_invstd) {
+  batchnorm_fwd_train_segments(p, channels, rows, std::vector<std::size_t>(rows.size(), 0), x, {gamma}, {beta},
+                               running_mean, running_var, y, save_mean, save_invstd);
+}
+
+void batchnorm_bwd_segments(const BatchNormParams& p, std::int64_t channels, const std::vector<std::int64_t>& rows,
+                            const Vec& x, const Vec& y, const Vec& dy, const Vec& gamma, const Vec& save_mean,
+                            const Vec& save_invstd, Vec& dx, Vec& dgamma, Vec& dbeta) {
+  std::vector<Vec> dg, db;
+  batchnorm_bwd_segments(p, channels, rows, std::vector<std::size_t>(rows.size(), 0), x, y, dy, {gamma}, save_mean,
+                         save_invstd, dx, dg, db);
+  dgamma = dg[0];
+  dbeta = db[0];
 }
 
 }  // namespace gppf::kernels::ref

@@ -26,4 +26,17 @@ void batchnorm_bwd_segments(const BatchNormParams& p, std::int64_t channels, con
                             const Vec& x, const Vec& y, const Vec& dy, const Vec& gamma, const Vec& save_mean,
                             const Vec& save_invstd, Vec& dx, Vec& dgamma, Vec& dbeta);
 
+// With several sets of affine parameters: segment s is normalised with gamma[affine[s]] and
+// beta[affine[s]]. The backward resizes dgamma and dbeta to one vector per set, each overwritten
+// with the sum over the segments of that set (zeros for a set no segment uses).
+void batchnorm_fwd_train_segments(const BatchNormParams& p, std::int64_t channels,
+                                  const std::vector<std::int64_t>& rows, const std::vector<std::size_t>& affine,
+                                  const Vec& x, const std::vector<Vec>& gamma, const std::vector<Vec>& beta,
+                                  std::vector<Vec>& running_mean, std::vector<Vec>& running_var, Vec& y, Vec& save_mean,
+                                  Vec& save_invstd);
+void batchnorm_bwd_segments(const BatchNormParams& p, std::int64_t channels, const std::vector<std::int64_t>& rows,
+                            const std::vector<std::size_t>& affine, const Vec& x, const Vec& y, const Vec& dy,
+                            const std::vector<Vec>& gamma, const Vec& save_mean, const Vec& save_invstd, Vec& dx,
+                            std::vector<Vec>& dgamma, std::vector<Vec>& dbeta);
+
 }  // namespace gppf::kernels::ref

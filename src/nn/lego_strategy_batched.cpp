@@ -1,8 +1,10 @@
 // The task-batched strategy: the layer's batch holds several tasks' samples (RunState::segments),
 // and each lego runs once, on the samples of every task that routed to it (DESIGN.md, "Where the
 // speed must come from": 4 tasks x 64 images at k = 2 of 4 make 4 lego batches of about 128 instead of
-// 8 of 64, half the convolution launches, each twice as large). Batch norm keeps each task's
-// statistics apart (kernels/segments.hpp), so a task's outputs are what its own pass would give.
+// 8 of 64). The legos' batches are stacked in one buffer, so each of the three stages runs one
+// convolution per lego and ONE batch norm for all (lego, task) segments: each segment normalised by
+// its task's statistics with its lego's affine parameters (kernels/segments.hpp). A task's outputs
+// are what its own pass would give.
 #include "kernels/elementwise.hpp"
 #include "kernels/segments.hpp"
 #include "src/nn/lego_strategy.hpp"
@@ -10,49 +12,84 @@
 namespace gppf::nn {
 namespace {
 
-// Where one task's samples sit in the layer's batch and in one lego's batch.
+// Where one task's samples sit in the layer's batch and in the stacked lego batches.
 struct LegoPart {
   std::size_t segment = 0;  // index into RunState::segments
   std::size_t entry = 0;    // index into that task's route
   std::int64_t begin = 0;   // first sample in the layer's batch
-  std::int64_t local = 0;   // first sample in the lego's batch
+  std::int64_t local = 0;   // first sample in the stacked batches
   std::int64_t count = 0;
 };
 
 struct LegoRun {
   int lego = 0;
+  std::int64_t offset = 0, rows = 0;  // the lego's batch in the stacked batches
   std::vector<LegoPart> parts;
-  std::vector<TaskSegment> segments;  // the lego's batch, in part order
-  bool whole = false;                 // the lego's batch is the layer's (no gather)
-  Tensor out;                         // the lego's output (its gates' gradients)
-  Bottleneck::Saved saved;
+};
+
+struct Stage {
+  Tensor z, y;          // the convolutions' outputs (BN input) and the BN's output, stacked
+  Tensor mean, invstd;  // [segments, C]
 };
 
 struct BatchedSaved final : LegoContext {
   std::vector<Route> routes;  // per segment
   ShortcutSaved shortcut;
   std::vector<LegoRun> runs;
+  std::vector<LegoPart> parts;   // every run's, in run order
   std::int64_t max_entries = 0;  // the longest route (dgate slots per segment)
+  Tensor in;                     // the stacked lego input (x itself when one lego takes the whole batch)
+  bool whole = false;            // one lego over the whole batch in order (a dense layer): no gather
+  Stage stages[3];
   Tensor y;
 };
 
-std::vector<kernels::SegmentCopy> to_lego(const LegoRun& run, const std::vector<Route>& routes, bool gated) {
+std::vector<kernels::SegmentCopy> to_stack(const std::vector<LegoPart>& parts, const std::vector<Route>& routes,
+                                           bool gated) {
   std::vector<kernels::SegmentCopy> c;
-  for (const LegoPart& p : run.parts)
+  for (const LegoPart& p : parts)
     c.push_back({p.begin, p.local, p.count, gated ? routes[p.segment].gates[p.entry] : 1.0f});
   return c;
 }
 
-std::vector<kernels::SegmentCopy> from_lego(const LegoRun& run, const std::vector<Route>& routes, bool gated) {
-  std::vector<kernels::SegmentCopy> c;
-  for (const LegoPart& p : run.parts)
-    c.push_back({p.local, p.begin, p.count, gated ? routes[p.segment].gates[p.entry] : 1.0f});
-  return c;
+// Adds the stacked rows back into the layer's batch (gated: times each part's gate). A task's rows
+// get one addition per route entry, so each entry is its own call: destinations within a call do
+// not overlap (CUDA adds a call's segments concurrently).
+void add_from_stack(const Tensor& stack, Tensor& out, const std::vector<LegoPart>& parts,
+                    const std::vector<Route>& routes, std::int64_t max_entries, bool gated, const Stream& s) {
+  for (std::int64_t j = 0; j < max_entries; ++j) {
+    std::vector<kernels::SegmentCopy> c;
+    for (const LegoPart& p : parts)
+      if (static_cast<std::int64_t>(p.entry) == j)
+        c.push_back({p.local, p.begin, p.count, gated ? routes[p.segment].gates[p.entry] : 1.0f});
+    kernels::segment_copy(stack, out, c, kernels::GradMode::Accumulate, s);
+  }
 }
 
 Shape with_batch(Shape s, std::int64_t n) {
   s[0] = n;
   return s;
+}
+
+// Stage i's batch-norm segments: each part of each run, its task's statistics, its lego's parameters.
+// For the backward, `modes` (one per run) is each lego's gradient mode, taken once.
+std::vector<kernels::BatchNormSegment> bn_segments(LegoLayer& layer, const RunState& rs, const BatchedSaved& ctx, int i,
+                                                   const std::vector<kernels::GradMode>* modes) {
+  std::vector<kernels::BatchNormSegment> segs;
+  for (std::size_t r = 0; r < ctx.runs.size(); ++r) {
+    BatchNorm& bn = layer.lego(ctx.runs[r].lego).bn(i);
+    for (const LegoPart& p : ctx.runs[r].parts) {
+      const int task = rs.segments[p.segment].task;
+      kernels::BatchNormSegment s{p.count, &bn.running_mean(task), &bn.running_var(task)};
+      s.gamma = &bn.gamma().value;
+      s.beta = &bn.beta().value;
+      s.dgamma = &bn.gamma().grad;
+      s.dbeta = &bn.beta().grad;
+      if (modes) s.target_mode = (*modes)[r];
+      segs.push_back(s);
+    }
+  }
+  return segs;
 }
 
 class BatchedStrategy final : public LegoStrategy {
@@ -61,7 +98,8 @@ class BatchedStrategy final : public LegoStrategy {
 
   Tensor forward(LegoLayer& layer, const RunState& rs, const Tensor& x, std::int64_t step,
                  std::unique_ptr<LegoContext>& saved) override {
-    GPPF_CHECK(!rs.segments.empty(), layer.name(), ": the task-batched strategy needs task segments");
+    GPPF_CHECK(!rs.segments.empty() && rs.training, layer.name(),
+               ": the task-batched strategy runs training passes of task segments");
     auto ctx = std::make_unique<BatchedSaved>();
     std::vector<std::int64_t> begin;
     std::int64_t n = 0;
@@ -73,48 +111,59 @@ class BatchedStrategy final : public LegoStrategy {
     }
     GPPF_CHECK(x.dim(0) == n, layer.name(), ": input ", x.desc(), " does not hold the ", n,
                " samples of its task segments");
-    // Each lego's batch: the samples of the tasks that routed to it, in segment order.
+    // Each lego's batch: the samples of the tasks that routed to it, in segment order; stacked.
+    std::int64_t stacked = 0;
     for (int lego = 0; lego < layer.num_legos_total(); ++lego) {
       LegoRun run;
       run.lego = lego;
-      std::int64_t local = 0;
+      run.offset = stacked;
       for (std::size_t s = 0; s < rs.segments.size(); ++s) {
         const Route& r = ctx->routes[s];
         for (std::size_t j = 0; j < r.legos.size(); ++j)
           if (r.legos[j] == lego) {
-            run.parts.push_back({s, j, begin[s], local, rs.segments[s].count});
-            run.segments.push_back(rs.segments[s]);
-            local += rs.segments[s].count;
+            run.parts.push_back({s, j, begin[s], stacked, rs.segments[s].count});
+            stacked += rs.segments[s].count;
           }
       }
+      run.rows = stacked - run.offset;
       if (run.parts.empty()) continue;
-      run.whole = run.parts.size() == rs.segments.size();
+      ctx->parts.insert(ctx->parts.end(), run.parts.begin(), run.parts.end());
       ctx->runs.push_back(std::move(run));
     }
-    Tensor acc = shortcut_forward(layer, rs, x, rs.training ? &ctx->shortcut : nullptr);
-    for (LegoRun& run : ctx->runs) {
-      Tensor xi = x;
-      if (!run.whole) {
-        xi = Tensor::empty(with_batch(x.shape(), run.parts.back().local + run.parts.back().count), x.dtype(),
-                           x.device());
-        kernels::segment_copy(x, xi, to_lego(run, ctx->routes, false), kernels::GradMode::Overwrite, rs.stream);
-      }
-      RunState rsi = rs;
-      rsi.segments = run.segments;
-      Bottleneck& lego = layer.lego(run.lego);
-      Tensor o = lego.forward(rsi, xi);
-      kernels::segment_copy(o, acc, from_lego(run, ctx->routes, true), kernels::GradMode::Accumulate, rs.stream);
-      if (rs.training) {
-        run.saved = lego.take_saved();
-        run.out = std::move(o);
-      }
+    Tensor acc = shortcut_forward(layer, rs, x, &ctx->shortcut);
+    ctx->whole = ctx->runs.size() == 1 && stacked == n;
+    ctx->in = x;
+    if (!ctx->whole) {
+      ctx->in = Tensor::empty(with_batch(x.shape(), stacked), x.dtype(), x.device());
+      kernels::segment_copy(x, ctx->in, to_stack(ctx->parts, ctx->routes, false), kernels::GradMode::Overwrite,
+                            rs.stream);
     }
+    Tensor h = ctx->in;
+    for (int i = 1; i <= 3; ++i) {
+      Stage& st = ctx->stages[i - 1];
+      Conv2d& first = layer.lego(ctx->runs[0].lego).conv(i);
+      st.z = Tensor::empty(with_batch(first.output_shape(h.shape()), stacked), h.dtype(), h.device());
+      for (const LegoRun& run : ctx->runs) {
+        Conv2d& conv = layer.lego(run.lego).conv(i);
+        Tensor z = st.z.narrow0(run.offset, run.rows);
+        kernels::conv2d_fwd(conv.params(), h.narrow0(run.offset, run.rows), conv.weight().operand(h.dtype()), Tensor(),
+                            z, rs.stream);
+      }
+      const auto segs = bn_segments(layer, rs, *ctx, i, nullptr);
+      const std::int64_t C = st.z.dim(-1), S = static_cast<std::int64_t>(segs.size());
+      st.mean = Tensor::empty({S, C}, DType::F32, x.device());
+      st.invstd = Tensor::empty({S, C}, DType::F32, x.device());
+      st.y = Tensor::empty(st.z.shape(), st.z.dtype(), st.z.device());
+      kernels::BatchNormParams p = layer.lego(ctx->runs[0].lego).bn(i).params();
+      if (rs.bn_momentum >= 0) p.momentum = rs.bn_momentum;
+      kernels::batchnorm_fwd_train_segments(p, st.z, Tensor(), Tensor(), segs, st.y, st.mean, st.invstd, rs.stream);
+      h = st.y;
+    }
+    add_from_stack(h, acc, ctx->parts, ctx->routes, ctx->max_entries, true, rs.stream);
     Tensor y = Tensor::empty(acc.shape(), acc.dtype(), acc.device());
     kernels::relu_fwd(acc, y, rs.stream);
-    if (rs.training) {
-      ctx->y = y;
-      saved = std::move(ctx);
-    }
+    ctx->y = y;
+    saved = std::move(ctx);
     return y;
   }
 
@@ -128,29 +177,48 @@ class BatchedStrategy final : public LegoStrategy {
     const auto S = static_cast<std::int64_t>(ctx.routes.size());
     Tensor dgate = Tensor::empty({S * ctx.max_entries}, DType::F32, da.device());
     if (layer.spec().num_shared > 0) dgate.zero_(rs.stream);
-    for (LegoRun& run : ctx.runs) {
-      std::vector<kernels::SegmentDot> dots;
-      for (const LegoPart& p : run.parts)
-        if (ctx.routes[p.segment].routed[p.entry] >= 0)
-          dots.push_back({p.begin, p.local, p.count,
-                          static_cast<std::int64_t>(p.segment) * ctx.max_entries + static_cast<std::int64_t>(p.entry)});
-      if (!dots.empty()) kernels::segment_dot(da, run.out, dots, dgate, rs.stream);
-      Tensor scaled = Tensor::empty(run.out.shape(), da.dtype(), da.device());
-      kernels::segment_copy(da, scaled, to_lego(run, ctx.routes, true), kernels::GradMode::Overwrite, rs.stream);
-      run.out = Tensor();
-      RunState rsi = rs;
-      rsi.segments = run.segments;
-      Bottleneck& lego = layer.lego(run.lego);
-      lego.restore_saved(std::move(run.saved));
-      if (run.whole) {
-        lego.backward(rsi, scaled, dx, kernels::GradMode::Accumulate);
-        continue;
+    const Tensor& out = ctx.stages[2].y;
+    std::vector<kernels::SegmentDot> dots;
+    for (const LegoPart& p : ctx.parts)
+      if (ctx.routes[p.segment].routed[p.entry] >= 0)
+        dots.push_back({p.begin, p.local, p.count,
+                        static_cast<std::int64_t>(p.segment) * ctx.max_entries + static_cast<std::int64_t>(p.entry)});
+    if (!dots.empty()) kernels::segment_dot(da, out, dots, dgate, rs.stream);
+    Tensor dh = Tensor::empty(out.shape(), da.dtype(), da.device());
+    kernels::segment_copy(da, dh, to_stack(ctx.parts, ctx.routes, true), kernels::GradMode::Overwrite, rs.stream);
+    for (int i = 3; i >= 1; --i) {
+      Stage& st = ctx.stages[i - 1];
+      std::vector<kernels::GradMode> modes;
+      for (const LegoRun& run : ctx.runs) {
+        BatchNorm& bn = layer.lego(run.lego).bn(i);
+        modes.push_back(bn.gamma().take_grad_mode());
+        bn.beta().take_grad_mode();
       }
-      Tensor dxi = Tensor::empty(with_batch(dx.shape(), run.parts.back().local + run.parts.back().count), dx.dtype(),
-                                 dx.device());
-      lego.backward(rsi, scaled, dxi, kernels::GradMode::Overwrite);
-      kernels::segment_copy(dxi, dx, from_lego(run, ctx.routes, false), kernels::GradMode::Accumulate, rs.stream);
+      const auto segs = bn_segments(layer, rs, ctx, i, &modes);
+      const kernels::BatchNormParams p = layer.lego(ctx.runs[0].lego).bn(i).params();
+      Tensor dz = Tensor::empty(st.z.shape(), st.z.dtype(), st.z.device());
+      Tensor none;
+      kernels::batchnorm_bwd_segments(p, st.z, st.y, dh, Tensor(), segs, st.mean, st.invstd, dz, none, none,
+                                      kernels::GradMode::Overwrite, rs.stream);
+      st = Stage{};
+      const Tensor& h = i == 1 ? ctx.in : ctx.stages[i - 2].y;
+      // The first stage's input gradient goes straight into dx when the lego took the whole batch.
+      const bool into_dx = i == 1 && ctx.whole;
+      Tensor din = into_dx ? dx : Tensor::empty(h.shape(), h.dtype(), h.device());
+      for (const LegoRun& run : ctx.runs) {
+        Conv2d& conv = layer.lego(run.lego).conv(i);
+        const Tensor dzr = dz.narrow0(run.offset, run.rows);
+        Tensor dinr = din.narrow0(run.offset, run.rows);
+        kernels::conv2d_bwd_data(conv.params(), dzr, conv.weight().operand(dz.dtype()), dinr,
+                                 into_dx ? kernels::GradMode::Accumulate : kernels::GradMode::Overwrite, rs.stream);
+        Parameter& w = conv.weight();
+        if (w.trainable)
+          conv2d_filter_grad(conv.params(), h.narrow0(run.offset, run.rows), dzr, w, nullptr, w.take_grad_mode(),
+                             rs.stream);
+      }
+      dh = din;
     }
+    if (!ctx.whole) add_from_stack(dh, dx, ctx.parts, ctx.routes, ctx.max_entries, false, rs.stream);
     for (std::int64_t s = 0; s < S; ++s) {
       const Route& r = ctx.routes[static_cast<std::size_t>(s)];
       const Tensor slots = dgate.narrow0(s * ctx.max_entries, static_cast<std::int64_t>(r.legos.size()));

@@ -3,6 +3,7 @@
 // more than kMaxSegments segments (several launches); the launches each call counts.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -120,17 +121,59 @@ TEST(SegmentsCuda, DotMatchesHostAndIsDeterministic) {
   EXPECT_EQ(back(out_d).to_float_vector(), (std::vector<float>{0.0f, 0.0f}));
 }
 
+// The affine tensors a segment uses, per role: 0 the call's (null in BatchNormSegment), j > 0 its
+// own set j. Segments with the same index share the tensor.
+struct AffineUse {
+  std::size_t gamma = 0, beta = 0, dgamma = 0, dbeta = 0;
+};
+
+AffineUse use_of(const std::vector<AffineUse>& uses, std::size_t k) { return uses.empty() ? AffineUse{} : uses[k]; }
+
+// One tensor per index of each role; index 0 (the call's) undefined when no segment uses it.
+struct AffineSets {
+  std::vector<Tensor> gamma, beta, dgamma, dbeta;
+};
+
+AffineSets affine_sets(const std::vector<AffineUse>& uses, std::size_t n_seg, std::int64_t c, Device device,
+                       std::uint64_t seed) {
+  AffineSets sets;
+  auto fill = [&](std::vector<Tensor>& role, std::size_t AffineUse::*member, double lo, double hi) {
+    std::size_t count = 1;
+    bool call = false;
+    for (std::size_t k = 0; k < n_seg; ++k) {
+      count = std::max(count, use_of(uses, k).*member + 1);
+      call = call || use_of(uses, k).*member == 0;
+    }
+    for (std::size_t j = 0; j < count; ++j)
+      role.push_back(j > 0 || call ? test::random_tensor({c}, seed++, lo, hi).to(device) : Tensor());
+  };
+  fill(sets.gamma, &AffineUse::gamma, 0.5, 1.5);
+  fill(sets.beta, &AffineUse::beta, -1.0, 1.0);
+  fill(sets.dgamma, &AffineUse::dgamma, -1.0, 1.0);
+  fill(sets.dbeta, &AffineUse::dbeta, -1.0, 1.0);
+  return sets;
+}
+
 struct BnSide {
-  Tensor x, y, save_mean, save_invstd, dy, dx, dgamma, dbeta;
+  Tensor x, y, save_mean, save_invstd, dy, dx;
   std::vector<Tensor> rm, rv;
-  std::vector<BatchNormSegment> segments(const std::vector<std::int64_t>& counts) {
+  AffineSets affine;
+  std::vector<BatchNormSegment> segments(const std::vector<std::int64_t>& counts, const std::vector<AffineUse>& uses) {
     std::vector<BatchNormSegment> out;
-    for (std::size_t k = 0; k < counts.size(); ++k) out.push_back({counts[k], &rm[k], &rv[k]});
+    for (std::size_t k = 0; k < counts.size(); ++k) {
+      BatchNormSegment& g = out.emplace_back(BatchNormSegment{counts[k], &rm[k], &rv[k]});
+      const AffineUse u = use_of(uses, k);
+      if (u.gamma) g.gamma = &affine.gamma[u.gamma];
+      if (u.beta) g.beta = &affine.beta[u.beta];
+      if (u.dgamma) g.dgamma = &affine.dgamma[u.dgamma];
+      if (u.dbeta) g.dbeta = &affine.dbeta[u.dbeta];
+    }
     return out;
   }
 };
 
-BnSide bn_side(const Shape& shape, std::size_t n_seg, DType dt, Device device, std::uint64_t seed) {
+BnSide bn_side(const Shape& shape, std::size_t n_seg, DType dt, Device device, std::uint64_t seed,
+               const std::vector<AffineUse>& uses) {
   const std::int64_t c = shape.back(), s = static_cast<std::int64_t>(n_seg);
   BnSide side{input(shape, seed, dt, -1.0, 3.0).to(device),
               Tensor::empty(shape, dt, device),
@@ -138,36 +181,43 @@ BnSide bn_side(const Shape& shape, std::size_t n_seg, DType dt, Device device, s
               Tensor::empty({s, c}, DType::F32, device),
               input(shape, seed + 1, dt).to(device),
               Tensor::empty(shape, dt, device),
-              test::random_tensor({c}, seed + 2).to(device),
-              test::random_tensor({c}, seed + 3).to(device),
               {},
-              {}};
+              {},
+              affine_sets(uses, n_seg, c, device, seed + 2)};
   for (std::size_t k = 0; k < n_seg; ++k) {
-    side.rm.push_back(test::random_tensor({c}, seed + 10 + 2 * k).to(device));
-    side.rv.push_back(test::random_tensor({c}, seed + 11 + 2 * k, 0.5, 2.0).to(device));
+    side.rm.push_back(test::random_tensor({c}, seed + 100 + 2 * k).to(device));
+    side.rv.push_back(test::random_tensor({c}, seed + 101 + 2 * k, 0.5, 2.0).to(device));
   }
   return side;
 }
 
+// Every defined tensor of `d` (on the GPU) within tol of `h`'s.
+void expect_close(const std::vector<Tensor>& d, const std::vector<Tensor>& h, double tol, const char* what) {
+  for (std::size_t j = 0; j < d.size(); ++j)
+    if (d[j].defined()) {
+      EXPECT_LT(test::max_rel_error(back(d[j]), h[j]), tol) << what << " " << j;
+    }
+}
+
+// uses as AffineUse, one per segment; empty: every segment the call's affine tensors.
 void check_bn(const Shape& shape, const std::vector<std::int64_t>& counts, DType dt, bool relu, GradMode mode,
-              std::uint64_t seed) {
+              std::uint64_t seed, const std::vector<AffineUse>& uses = {}) {
   SCOPED_TRACE(shape_str(shape) + " " + std::to_string(counts.size()) + " segments " + dtype_name(dt) +
-               (relu ? " relu" : "") + (mode == GradMode::Accumulate ? " accumulate" : ""));
+               (relu ? " relu" : "") + (mode == GradMode::Accumulate ? " accumulate" : "") +
+               (uses.empty() ? "" : " own affine"));
   const double tol = dt == DType::F32 ? 1e-3 : 2e-2;
-  const std::int64_t c = shape.back();
   BatchNormParams p;
   p.relu = relu;
   p.momentum = 0.2f;
-  BnSide h = bn_side(shape, counts.size(), dt, Device::host(), seed);
-  BnSide d = bn_side(shape, counts.size(), dt, kGpu, seed);
-  const Tensor gamma = test::random_tensor({c}, seed + 4, 0.5, 1.5), beta = test::random_tensor({c}, seed + 5);
-  const Tensor gamma_d = gamma.to(kGpu), beta_d = beta.to(kGpu);
+  BnSide h = bn_side(shape, counts.size(), dt, Device::host(), seed, uses);
+  BnSide d = bn_side(shape, counts.size(), dt, kGpu, seed, uses);
   const std::int64_t expected = 3 * packs(static_cast<std::int64_t>(counts.size()));
 
-  kernels::batchnorm_fwd_train_segments(p, h.x, gamma, beta, h.segments(counts), h.y, h.save_mean, h.save_invstd);
+  kernels::batchnorm_fwd_train_segments(p, h.x, h.affine.gamma[0], h.affine.beta[0], h.segments(counts, uses), h.y,
+                                        h.save_mean, h.save_invstd);
   EXPECT_EQ(launches_of([&] {
-              kernels::batchnorm_fwd_train_segments(p, d.x, gamma_d, beta_d, d.segments(counts), d.y, d.save_mean,
-                                                    d.save_invstd);
+              kernels::batchnorm_fwd_train_segments(p, d.x, d.affine.gamma[0], d.affine.beta[0],
+                                                    d.segments(counts, uses), d.y, d.save_mean, d.save_invstd);
             }),
             expected);
   EXPECT_LT(test::max_rel_error(back(d.y), h.y), tol);
@@ -178,16 +228,17 @@ void check_bn(const Shape& shape, const std::vector<std::int64_t>& counts, DType
     EXPECT_LT(test::max_rel_error(back(d.rv[k]), h.rv[k]), 1e-3) << "running_var " << k;
   }
 
-  kernels::batchnorm_bwd_segments(p, h.x, h.y, h.dy, gamma, h.segments(counts), h.save_mean, h.save_invstd, h.dx,
-                                  h.dgamma, h.dbeta, mode);
+  kernels::batchnorm_bwd_segments(p, h.x, h.y, h.dy, h.affine.gamma[0], h.segments(counts, uses), h.save_mean,
+                                  h.save_invstd, h.dx, h.affine.dgamma[0], h.affine.dbeta[0], mode);
   EXPECT_EQ(launches_of([&] {
-              kernels::batchnorm_bwd_segments(p, d.x, d.y, d.dy, gamma_d, d.segments(counts), d.save_mean,
-                                              d.save_invstd, d.dx, d.dgamma, d.dbeta, mode);
+              kernels::batchnorm_bwd_segments(p, d.x, d.y, d.dy, d.affine.gamma[0], d.segments(counts, uses),
+                                              d.save_mean, d.save_invstd, d.dx, d.affine.dgamma[0], d.affine.dbeta[0],
+                                              mode);
             }),
             expected);
   EXPECT_LT(test::max_rel_error(back(d.dx), h.dx), tol);
-  EXPECT_LT(test::max_rel_error(back(d.dgamma), h.dgamma), tol);
-  EXPECT_LT(test::max_rel_error(back(d.dbeta), h.dbeta), tol);
+  expect_close(d.affine.dgamma, h.affine.dgamma, tol, "dgamma");
+  expect_close(d.affine.dbeta, h.affine.dbeta, tol, "dbeta");
 }
 
 std::vector<std::int64_t> many_counts(std::int64_t segments) {
@@ -215,6 +266,37 @@ TEST(SegmentsCuda, BatchNormMatchesHost) {
     }
 }
 
+// Over more than two packs: gamma and beta cycle through the call's and two of their own; gradient
+// targets in runs of 5 segments (one crossing the first packs' boundary) through the call's and two
+// of their own, then alternating between two targets first written in the second pack. With
+// `paired` false, dbeta keeps the runs there, so its first writers differ from dgamma's.
+std::vector<AffineUse> many_uses(std::size_t n, bool paired) {
+  std::vector<AffineUse> uses;
+  for (std::size_t k = 0; k < n; ++k) {
+    const std::size_t run = (k / 5) % 3, grad = k >= kMax + 4 ? 3 + k % 2 : run;
+    uses.push_back({k % 3, (k + 1) % 3, grad, paired ? grad : run});
+  }
+  return uses;
+}
+
+TEST(SegmentsCuda, BatchNormOwnAffineMatchesHost) {
+  GPPF_REQUIRE_GPU();
+  std::uint64_t seed = 5000;
+  const auto many = many_counts(2 * kMax + 3);
+  // Segments 0 and 2 share their own set, segment 1 uses the call's; then every segment its own
+  // (the call's undefined).
+  const std::vector<AffineUse> shared_and_call = {{1, 1, 1, 1}, {0, 0, 0, 0}, {1, 1, 1, 1}};
+  const std::vector<AffineUse> all_own = {{1, 2, 1, 2}, {2, 1, 2, 1}, {1, 2, 1, 2}};
+  for (const DType dt : kDtypes)
+    for (const bool relu : {false, true})
+      for (const GradMode mode : {GradMode::Overwrite, GradMode::Accumulate}) {
+        check_bn({8, 5, 7, 5}, {3, 1, 4}, dt, relu, mode, seed += 100, shared_and_call);
+        check_bn({9, 70}, {2, 5, 2}, dt, relu, mode, seed += 100, all_own);
+        check_bn({sum(many), 3, 3, 6}, many, dt, relu, mode, seed += 100, many_uses(many.size(), true));
+        check_bn({sum(many), 3, 3, 6}, many, dt, relu, mode, seed += 100, many_uses(many.size(), false));
+      }
+}
+
 TEST(SegmentsCuda, RejectsMixedDevices) {
   GPPF_REQUIRE_GPU();
   const Tensor src = Tensor::zeros({4, 3}, DType::F32, kGpu);
@@ -227,6 +309,30 @@ TEST(SegmentsCuda, RejectsMixedDevices) {
   Tensor rm = Tensor::zeros({3}, DType::F32), rv = Tensor::zeros({3}, DType::F32);  // on the host
   EXPECT_THROW(kernels::batchnorm_fwd_train_segments(BatchNormParams{}, x, gamma, gamma, {{4, &rm, &rv}}, y, sm, sm),
                Error);
+  // A segment's own affine tensors on the host: one-line errors naming the segment and the tensor.
+  Tensor rm_d = rm.to(kGpu), rv_d = rv.to(kGpu), dx = Tensor::empty({4, 3}, DType::F32, kGpu),
+         dg = Tensor::zeros({3}, DType::F32, kGpu), dg_host = Tensor::zeros({3}, DType::F32);
+  const Tensor beta_host = Tensor::zeros({3}, DType::F32);
+  BatchNormSegment g{4, &rm_d, &rv_d};
+  g.beta = &beta_host;
+  try {
+    kernels::batchnorm_fwd_train_segments(BatchNormParams{}, x, gamma, gamma, {g}, y, sm, sm);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("batchnorm_fwd_train_segments: segment 0's beta"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+  g = BatchNormSegment{4, nullptr, nullptr};
+  g.dgamma = &dg_host;
+  try {
+    kernels::batchnorm_bwd_segments(BatchNormParams{}, x, y, x, gamma, {g}, sm, sm, dx, dg, dg, GradMode::Overwrite);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("batchnorm_bwd_segments: segment 0's dgamma"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
 }
 
 }  // namespace

@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <set>
 #include <string>
 #include <tuple>
 
@@ -225,55 +227,131 @@ std::vector<BatchNormSegment> bn_segments(const std::vector<std::int64_t>& count
 
 std::vector<Tensor> clones(const std::vector<Tensor>& ts) {
   std::vector<Tensor> out;
-  for (const Tensor& t : ts) out.push_back(t.clone());
+  for (const Tensor& t : ts) out.push_back(t.defined() ? t.clone() : Tensor());
   return out;
 }
 
 Tensor stats_row(const Tensor& t, std::int64_t s) { return t.narrow0(s, 1).reshape({t.dim(1)}); }
 
+// The affine tensors a segment uses, per role: 0 the call's (null in BatchNormSegment), j > 0 its
+// own set j. Segments with the same index share the tensor.
+struct AffineUse {
+  std::size_t gamma = 0, beta = 0, dgamma = 0, dbeta = 0;
+};
+
+// One tensor per index of each role; index 0 (the call's) is left undefined when no segment uses it.
+struct AffineSets {
+  std::vector<Tensor> gamma, beta, dgamma, dbeta;
+};
+
+AffineSets affine_sets(const std::vector<AffineUse>& uses, std::size_t n_seg, std::int64_t c, std::uint64_t seed) {
+  AffineSets sets;
+  auto fill = [&](std::vector<Tensor>& role, std::size_t AffineUse::*member, double lo, double hi) {
+    std::size_t count = 1;
+    bool call = uses.empty();
+    for (std::size_t k = 0; k < n_seg && !uses.empty(); ++k) {
+      count = std::max(count, uses[k].*member + 1);
+      call = call || uses[k].*member == 0;
+    }
+    for (std::size_t j = 0; j < count; ++j)
+      role.push_back(j > 0 || call ? test::random_tensor({c}, seed++, lo, hi) : Tensor());
+  };
+  fill(sets.gamma, &AffineUse::gamma, 0.5, 1.5);
+  fill(sets.beta, &AffineUse::beta, -0.5, 0.5);
+  fill(sets.dgamma, &AffineUse::dgamma, -1.0, 1.0);
+  fill(sets.dbeta, &AffineUse::dbeta, -1.0, 1.0);
+  return sets;
+}
+
+AffineUse use_of(const std::vector<AffineUse>& uses, std::size_t k) { return uses.empty() ? AffineUse{} : uses[k]; }
+
+// Segment k with the affine tensors of uses[k] (all the call's when uses is empty).
+std::vector<BatchNormSegment> bn_segments(const std::vector<std::int64_t>& counts, std::vector<Tensor>& rm,
+                                          std::vector<Tensor>& rv, AffineSets& sets,
+                                          const std::vector<AffineUse>& uses) {
+  std::vector<BatchNormSegment> segments = bn_segments(counts, rm, rv);
+  for (std::size_t k = 0; k < counts.size(); ++k) {
+    const AffineUse u = use_of(uses, k);
+    if (u.gamma) segments[k].gamma = &sets.gamma[u.gamma];
+    if (u.beta) segments[k].beta = &sets.beta[u.beta];
+    if (u.dgamma) segments[k].dgamma = &sets.dgamma[u.dgamma];
+    if (u.dbeta) segments[k].dbeta = &sets.dbeta[u.dbeta];
+  }
+  return segments;
+}
+
+bool same_bits_all(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  for (std::size_t j = 0; j < a.size(); ++j)
+    if (a[j].defined() && !same_bits(a[j], b[j])) return false;
+  return true;
+}
+
 // Forward and backward of the segments against batchnorm_fwd_train and batchnorm_bwd on each
-// segment alone (copied out), bit for bit; dgamma/dbeta as those calls accumulate them.
+// segment alone (copied out), in order, bit for bit: each with its gamma and beta, its dgamma and
+// dbeta written per mode by the first segment to write them and added to by later ones (uses as
+// AffineUse; empty: every segment the call's). The launches are those of the plain segments.
 void check_bn_bitwise(const Shape& shape, const std::vector<std::int64_t>& counts, DType dt, bool relu, GradMode mode,
-                      std::uint64_t seed) {
+                      std::uint64_t seed, const std::vector<AffineUse>& uses = {}) {
   SCOPED_TRACE(shape_str(shape) + " " + std::to_string(counts.size()) + " segments " + dtype_name(dt) +
-               (relu ? " relu" : "") + (mode == GradMode::Accumulate ? " accumulate" : ""));
+               (relu ? " relu" : "") + (mode == GradMode::Accumulate ? " accumulate" : "") +
+               (uses.empty() ? "" : " own affine"));
   const std::int64_t c = shape.back(), n_seg = static_cast<std::int64_t>(counts.size());
   BatchNormParams p;
   p.relu = relu;
   p.momentum = 0.3f;
   BnInputs in = bn_inputs(shape, counts.size(), dt, seed);
+  AffineSets sets = affine_sets(uses, counts.size(), c, seed + 60);
+  if (uses.empty()) {
+    sets.gamma[0] = in.gamma;
+    sets.beta[0] = in.beta;
+  }
   std::vector<Tensor> rm_alone = clones(in.rm), rv_alone = clones(in.rv);
+  std::vector<Tensor> dg_alone = clones(sets.dgamma), db_alone = clones(sets.dbeta);
+  const auto segments = bn_segments(counts, in.rm, in.rv, sets, uses);
   Tensor y = Tensor::empty(shape, dt), sm = Tensor::empty({n_seg, c}, DType::F32),
          si = Tensor::empty({n_seg, c}, DType::F32);
-  kernels::batchnorm_fwd_train_segments(p, in.x, in.gamma, in.beta, bn_segments(counts, in.rm, in.rv), y, sm, si);
+  EXPECT_EQ(launches_of([&] {
+              kernels::batchnorm_fwd_train_segments(p, in.x, sets.gamma[0], sets.beta[0], segments, y, sm, si);
+            }),
+            3 * ((n_seg + kernels::kMaxSegments - 1) / kernels::kMaxSegments));
 
   const Tensor dy = input(shape, seed + 50, dt);
-  Tensor dx = Tensor::empty(shape, dt), dg = test::random_tensor({c}, seed + 51),
-         db = test::random_tensor({c}, seed + 52);
-  Tensor dg_alone = dg.clone(), db_alone = db.clone();
-  kernels::batchnorm_bwd_segments(p, in.x, y, dy, in.gamma, bn_segments(counts, in.rm, in.rv), sm, si, dx, dg, db,
+  Tensor dx = Tensor::empty(shape, dt);
+  kernels::batchnorm_bwd_segments(p, in.x, y, dy, sets.gamma[0], segments, sm, si, dx, sets.dgamma[0], sets.dbeta[0],
                                   mode);
 
+  std::set<std::size_t> dg_written, db_written;
   std::int64_t begin = 0;
   for (std::size_t k = 0; k < counts.size(); ++k) {
     const std::int64_t n = counts[k], s = static_cast<std::int64_t>(k);
+    const AffineUse u = use_of(uses, k);
     const Tensor xs = in.x.narrow0(begin, n).clone();
     Tensor ys = Tensor::empty(xs.shape(), dt), smk = Tensor::empty({c}, DType::F32),
            sik = Tensor::empty({c}, DType::F32);
-    kernels::batchnorm_fwd_train(p, xs, in.gamma, in.beta, rm_alone[k], rv_alone[k], ys, smk, sik);
+    kernels::batchnorm_fwd_train(p, xs, sets.gamma[u.gamma], sets.beta[u.beta], rm_alone[k], rv_alone[k], ys, smk, sik);
     EXPECT_TRUE(same_bits(y.narrow0(begin, n), ys)) << "y of segment " << k;
     EXPECT_TRUE(same_bits(stats_row(sm, s), smk)) << "save_mean of segment " << k;
     EXPECT_TRUE(same_bits(stats_row(si, s), sik)) << "save_invstd of segment " << k;
     EXPECT_TRUE(same_bits(in.rm[k], rm_alone[k])) << "running_mean of segment " << k;
     EXPECT_TRUE(same_bits(in.rv[k], rv_alone[k])) << "running_var of segment " << k;
     Tensor dxs = Tensor::empty(xs.shape(), dt);
-    kernels::batchnorm_bwd(p, xs, ys, dy.narrow0(begin, n).clone(), in.gamma, smk, sik, dxs, dg_alone, db_alone,
-                           k == 0 ? mode : GradMode::Accumulate);
+    const GradMode dg_mode = dg_written.insert(u.dgamma).second ? mode : GradMode::Accumulate;
+    const GradMode db_mode = db_written.insert(u.dbeta).second ? mode : GradMode::Accumulate;
+    auto bwd = [&](Tensor& dg, Tensor& db, GradMode m) {
+      kernels::batchnorm_bwd(p, xs, ys, dy.narrow0(begin, n).clone(), sets.gamma[u.gamma], smk, sik, dxs, dg, db, m);
+    };
+    Tensor scratch = Tensor::zeros({c}, DType::F32);
+    if (dg_mode == db_mode) {
+      bwd(dg_alone[u.dgamma], db_alone[u.dbeta], dg_mode);
+    } else {
+      bwd(dg_alone[u.dgamma], scratch, dg_mode);
+      bwd(scratch, db_alone[u.dbeta], db_mode);
+    }
     EXPECT_TRUE(same_bits(dx.narrow0(begin, n), dxs)) << "dx of segment " << k;
     begin += n;
   }
-  EXPECT_TRUE(same_bits(dg, dg_alone));
-  EXPECT_TRUE(same_bits(db, db_alone));
+  EXPECT_TRUE(same_bits_all(sets.dgamma, dg_alone)) << "dgamma";
+  EXPECT_TRUE(same_bits_all(sets.dbeta, db_alone)) << "dbeta";
 }
 
 TEST(BatchNormSegments, BitForBitAsEachSegmentAlone) {
@@ -305,6 +383,39 @@ TEST(BatchNormSegments, MoreThanMaxSegments) {
   const auto counts = many_counts(kernels::kMaxSegments + 9);
   check_bn_bitwise({sum(counts), 2, 3, 5}, counts, DType::F32, true, GradMode::Accumulate, 2000);
   check_bn_bitwise({sum(counts), 2, 3, 5}, counts, DType::BF16, false, GradMode::Overwrite, 2100);
+}
+
+// Segments 0 and 2 share their own affine set (their gradients summed into one target), segment 1
+// uses the call's.
+const std::vector<AffineUse> kSharedAndCall = {{1, 1, 1, 1}, {0, 0, 0, 0}, {1, 1, 1, 1}};
+// Every segment its own set, two of them shared: the call's tensors are undefined.
+const std::vector<AffineUse> kAllOwn = {{1, 2, 1, 2}, {2, 1, 2, 1}, {1, 2, 1, 2}};
+
+// Over kMaxSegments + 9 segments: gamma and beta cycle through the call's and two sets of their own;
+// the gradient targets come in runs of 5 segments cycling through the call's and two own, a run
+// crossing the packs' boundary (segments 30 to 34), and from segment 36 on alternate between two
+// targets first written in the second pack. With `paired` false, dbeta keeps the runs of 5 there,
+// so segment 36 writes its dgamma first but adds to its dbeta.
+std::vector<AffineUse> many_uses(std::size_t n, bool paired) {
+  std::vector<AffineUse> uses;
+  for (std::size_t k = 0; k < n; ++k) {
+    const std::size_t run = (k / 5) % 3, grad = k >= 36 ? 3 + k % 2 : run;
+    uses.push_back({k % 3, (k + 1) % 3, grad, paired ? grad : run});
+  }
+  return uses;
+}
+
+TEST(BatchNormSegments, OwnAffineBitForBitAsEachSegmentAlone) {
+  std::uint64_t seed = 5000;
+  const auto many = many_counts(kernels::kMaxSegments + 9);
+  for (const DType dt : kDtypes)
+    for (const bool relu : {false, true})
+      for (const GradMode mode : {GradMode::Overwrite, GradMode::Accumulate}) {
+        check_bn_bitwise({8, 3, 5, 4}, {3, 1, 4}, dt, relu, mode, seed += 100, kSharedAndCall);
+        check_bn_bitwise({9, 70}, {2, 5, 2}, dt, relu, mode, seed += 100, kAllOwn);
+        check_bn_bitwise({sum(many), 2, 3, 5}, many, dt, relu, mode, seed += 100, many_uses(many.size(), true));
+        check_bn_bitwise({sum(many), 2, 3, 5}, many, dt, relu, mode, seed += 100, many_uses(many.size(), false));
+      }
 }
 
 // Pixel rows of each segment, for the reference.
@@ -352,6 +463,50 @@ void check_bn_against_ref(const Shape& shape, const std::vector<std::int64_t>& c
   EXPECT_LT(test::max_rel_error(tdx, dx), tol);
   EXPECT_LT(test::max_rel_error(tdg, dg), dt == DType::F32 ? 1e-4 : 1e-3);
   EXPECT_LT(test::max_rel_error(tdb, db), dt == DType::F32 ? 1e-4 : 1e-3);
+}
+
+// Each lego's parameters have their own gradient mode: a segment's target_mode decides what the
+// first writer of its own targets does, whatever the call's param_mode.
+TEST(BatchNormSegments, TargetModeDecidesForOwnTargets) {
+  const std::vector<std::int64_t> counts = {3, 2, 4};
+  const Shape shape{9, 2, 3};
+  BnInputs in = bn_inputs(shape, counts.size(), DType::F32, 31);
+  std::vector<kernels::BatchNormSegment> segs;
+  for (std::size_t k = 0; k < counts.size(); ++k) segs.push_back({counts[k], &in.rm[k], &in.rv[k]});
+  Tensor y = Tensor::empty(shape, DType::F32), sm = Tensor::empty({3, 3}, DType::F32),
+         si = Tensor::empty({3, 3}, DType::F32);
+  const BatchNormParams p;
+  kernels::batchnorm_fwd_train_segments(p, in.x, in.gamma, in.beta, segs, y, sm, si);
+  const Tensor dy = input(shape, 32, DType::F32);
+  // Segments 0 and 1 write lego A's targets (already holding a gradient: Accumulate); segment 2
+  // writes the call's (Overwrite).
+  const Tensor before = Tensor::from_vector({3}, {1.0f, -2.0f, 0.5f});
+  Tensor ga = before.clone(), ba = before.clone(), gc = Tensor::zeros({3}, DType::F32),
+         bc = Tensor::zeros({3}, DType::F32), dx = Tensor::empty(shape, DType::F32);
+  for (int k : {0, 1}) {
+    segs[static_cast<std::size_t>(k)].dgamma = &ga;
+    segs[static_cast<std::size_t>(k)].dbeta = &ba;
+    segs[static_cast<std::size_t>(k)].target_mode = GradMode::Accumulate;
+  }
+  kernels::batchnorm_bwd_segments(p, in.x, y, dy, in.gamma, segs, sm, si, dx, gc, bc, GradMode::Overwrite);
+  // Expected: per-segment calls, A accumulating from `before`, the call's targets overwritten.
+  Tensor ea = before.clone(), eb = before.clone(), ec = Tensor::zeros({3}, DType::F32),
+         ed = Tensor::zeros({3}, DType::F32), edx = Tensor::empty(shape, DType::F32);
+  std::int64_t at = 0;
+  for (std::size_t k = 0; k < counts.size(); ++k) {
+    const auto n = counts[k];
+    Tensor edxs = edx.narrow0(at, n);
+    const auto s = static_cast<std::int64_t>(k);
+    kernels::batchnorm_bwd(p, in.x.narrow0(at, n), y.narrow0(at, n), dy.narrow0(at, n), in.gamma,
+                           sm.narrow0(s, 1).reshape({3}), si.narrow0(s, 1).reshape({3}), edxs, k < 2 ? ea : ec,
+                           k < 2 ? eb : ed, k < 2 ? GradMode::Accumulate : GradMode::Overwrite);
+    at += n;
+  }
+  EXPECT_EQ(ga.to_float_vector(), ea.to_float_vector());
+  EXPECT_EQ(ba.to_float_vector(), eb.to_float_vector());
+  EXPECT_EQ(gc.to_float_vector(), ec.to_float_vector());
+  EXPECT_EQ(bc.to_float_vector(), ed.to_float_vector());
+  EXPECT_EQ(dx.to_float_vector(), edx.to_float_vector());
 }
 
 TEST(BatchNormSegments, MatchesReference) {
@@ -410,20 +565,26 @@ double dot(const Vec& a, const Vec& b) {
   return s;
 }
 
-// The reference's backward against central differences of sum(w * y), y the segments' forward.
-void check_ref_gradients(bool relu, std::uint64_t seed) {
+// The reference's backward against central differences of sum(w * y), y the segments' forward;
+// segment s uses affine set affine[s] of `sets`.
+void check_ref_gradients(bool relu, std::uint64_t seed, const std::vector<std::size_t>& affine = {0, 0, 0},
+                         std::size_t sets = 1) {
+  SCOPED_TRACE(std::to_string(sets) + " affine sets");
   BatchNormParams p;
   p.relu = relu;
   const std::int64_t c = 3;
   const std::vector<std::int64_t> rows = {3, 2, 4};
   const Vec x = test::random_vector(9 * c, seed, -2.0, 3.0);
-  const Vec gamma = test::random_vector(c, seed + 1, 0.5, 1.5);
-  const Vec beta = test::random_vector(c, seed + 2, -0.3, 0.3);
-  const Vec w = test::random_vector(9 * c, seed + 3);
-  auto forward = [&](const BatchNormParams& q, const Vec& xv, const Vec& g, const Vec& b) {
+  std::vector<Vec> gamma, beta;
+  for (std::size_t j = 0; j < sets; ++j) {
+    gamma.push_back(test::random_vector(c, seed + 1 + 2 * j, 0.5, 1.5));
+    beta.push_back(test::random_vector(c, seed + 2 + 2 * j, -0.3, 0.3));
+  }
+  const Vec w = test::random_vector(9 * c, seed + 100);
+  auto forward = [&](const BatchNormParams& q, const Vec& xv, const std::vector<Vec>& g, const std::vector<Vec>& b) {
     std::vector<Vec> rm(rows.size(), Vec(c, 0.0)), rv(rows.size(), Vec(c, 1.0));
     Vec y, sm, si;
-    kernels::ref::batchnorm_fwd_train_segments(q, c, rows, xv, g, b, rm, rv, y, sm, si);
+    kernels::ref::batchnorm_fwd_train_segments(q, c, rows, affine, xv, g, b, rm, rv, y, sm, si);
     return std::make_tuple(y, sm, si);
   };
   if (relu) {
@@ -441,24 +602,42 @@ void check_ref_gradients(bool relu, std::uint64_t seed) {
     ASSERT_GT(negatives, 0) << "the ReLU mask must be exercised";
   }
   const auto [y, sm, si] = forward(p, x, gamma, beta);
-  Vec dx, dgamma, dbeta;
-  kernels::ref::batchnorm_bwd_segments(p, c, rows, x, y, w, gamma, sm, si, dx, dgamma, dbeta);
+  Vec dx;
+  std::vector<Vec> dgamma, dbeta;
+  kernels::ref::batchnorm_bwd_segments(p, c, rows, affine, x, y, w, gamma, sm, si, dx, dgamma, dbeta);
+  ASSERT_EQ(dgamma.size(), sets);
+  ASSERT_EQ(dbeta.size(), sets);
   test::GradCheckOptions o;
   o.step = 1e-6;
   auto fx = [&](const Vec& v) { return dot(w, std::get<0>(forward(p, v, gamma, beta))); };
-  auto fg = [&](const Vec& v) { return dot(w, std::get<0>(forward(p, x, v, beta))); };
-  auto fb = [&](const Vec& v) { return dot(w, std::get<0>(forward(p, x, gamma, v))); };
   const auto rx = test::check_gradient(fx, x, dx, o);
-  const auto rg = test::check_gradient(fg, gamma, dgamma, o);
-  const auto rb = test::check_gradient(fb, beta, dbeta, o);
   EXPECT_TRUE(rx.ok) << "dx " << rx.message();
-  EXPECT_TRUE(rg.ok) << "dgamma " << rg.message();
-  EXPECT_TRUE(rb.ok) << "dbeta " << rb.message();
   EXPECT_EQ(rx.checked, x.size());
+  for (std::size_t j = 0; j < sets; ++j) {
+    auto fg = [&](const Vec& v) {
+      std::vector<Vec> g = gamma;
+      g[j] = v;
+      return dot(w, std::get<0>(forward(p, x, g, beta)));
+    };
+    auto fb = [&](const Vec& v) {
+      std::vector<Vec> b = beta;
+      b[j] = v;
+      return dot(w, std::get<0>(forward(p, x, gamma, b)));
+    };
+    const auto rg = test::check_gradient(fg, gamma[j], dgamma[j], o);
+    const auto rb = test::check_gradient(fb, beta[j], dbeta[j], o);
+    EXPECT_TRUE(rg.ok) << "dgamma of set " << j << " " << rg.message();
+    EXPECT_TRUE(rb.ok) << "dbeta of set " << j << " " << rb.message();
+  }
 }
 
 TEST(BatchNormSegmentsRef, BackwardMatchesFiniteDifferences) { check_ref_gradients(false, 11); }
 TEST(BatchNormSegmentsRef, BackwardWithReluMatchesFiniteDifferences) { check_ref_gradients(true, 21); }
+TEST(BatchNormSegmentsRef, OwnAffineBackwardMatchesFiniteDifferences) {
+  // Segments 0 and 2 share set 1; set 2 is used by no segment (zero gradients).
+  check_ref_gradients(false, 31, {1, 0, 1}, 3);
+  check_ref_gradients(true, 41, {0, 1, 2}, 3);
+}
 
 // ---- errors and launch counts ------------------------------------------------------------------
 
@@ -621,6 +800,82 @@ TEST(Segments, BadArgumentsGiveOneLineErrors) {
   // Without relu, y is not read: an undefined tensor is fine.
   EXPECT_NO_THROW(
       kernels::batchnorm_bwd_segments(p, in.x, Tensor(), y, in.gamma, two, sm, si, dx, dg, db, GradMode::Overwrite));
+}
+
+TEST(BatchNormSegments, BadOwnAffineGiveOneLineErrors) {
+  const Shape shape{5, 4, 3};
+  BnInputs in = bn_inputs(shape, 2, DType::F32, 9);
+  Tensor y = Tensor::empty(shape, DType::F32), sm = Tensor::empty({2, 3}, DType::F32),
+         si = Tensor::empty({2, 3}, DType::F32), dx = Tensor::empty(shape, DType::F32);
+  const Tensor g = test::random_tensor({3}, 10), wide = Tensor::zeros({4}, DType::F32),
+               g16 = Tensor::zeros({3}, DType::BF16), none;
+  Tensor dg = Tensor::zeros({3}, DType::F32), db = Tensor::zeros({3}, DType::F32), dg2 = Tensor::zeros({3}, DType::F32),
+         dg16 = Tensor::zeros({3}, DType::BF16), wide_grad = Tensor::zeros({4}, DType::F32), undefined;
+  const BatchNormParams p;
+  auto seg = [&](std::size_t k, std::int64_t n) { return BatchNormSegment{n, &in.rm[k], &in.rv[k]}; };
+  auto run_fwd = [&](const Tensor& gamma, const Tensor& beta, const std::vector<BatchNormSegment>& segments) {
+    kernels::batchnorm_fwd_train_segments(p, in.x, gamma, beta, segments, y, sm, si);
+  };
+  auto run_bwd = [&](const Tensor& gamma, Tensor& dgamma, Tensor& dbeta,
+                     const std::vector<BatchNormSegment>& segments) {
+    kernels::batchnorm_bwd_segments(p, in.x, y, y, gamma, segments, sm, si, dx, dgamma, dbeta, GradMode::Overwrite);
+  };
+  auto fwd_error = [&](const Tensor& gamma, const Tensor& beta, const std::vector<BatchNormSegment>& segments,
+                       const std::string& also) {
+    expect_error(
+        "batchnorm_fwd_train_segments", [&] { run_fwd(gamma, beta, segments); }, also);
+  };
+  auto bwd_error = [&](const Tensor& gamma, Tensor& dgamma, Tensor& dbeta,
+                       const std::vector<BatchNormSegment>& segments, const std::string& also) {
+    expect_error(
+        "batchnorm_bwd_segments", [&] { run_bwd(gamma, dgamma, dbeta, segments); }, also);
+  };
+  BatchNormSegment a = seg(0, 2), b = seg(1, 3);
+  b.gamma = &wide;
+  fwd_error(in.gamma, in.beta, {a, b}, "segment 1's gamma");
+  b = seg(1, 3);
+  a.beta = &g16;
+  fwd_error(in.gamma, in.beta, {a, b}, "segment 0's beta");
+  a = seg(0, 2);
+  a.gamma = &g;
+  fwd_error(none, in.beta, {a, b}, "segment 1 has no gamma");
+  b.gamma = &g;
+  b.beta = &g;
+  fwd_error(none, none, {a, b}, "segment 0 has no beta");
+  // A defined call's tensor is checked even when every segment has its own.
+  a.beta = &g;
+  fwd_error(wide, none, {a, b}, "gamma");
+  EXPECT_NO_THROW(run_fwd(none, none, {a, b}));
+
+  a = seg(0, 2);
+  b = seg(1, 3);
+  b.dgamma = &dg16;
+  bwd_error(in.gamma, dg, db, {a, b}, "segment 1's dgamma");
+  b.dgamma = &dg2;
+  b.dbeta = &wide_grad;
+  bwd_error(in.gamma, dg, db, {a, b}, "segment 1's dbeta");
+  b.dbeta = nullptr;
+  bwd_error(in.gamma, dg, undefined, {a, b}, "dbeta is undefined, but segment 0");
+  // Views of one buffer that overlap without being the same tensor.
+  Tensor buffer = Tensor::zeros({8}, DType::F32), lo = buffer.narrow0(0, 3), mid = buffer.narrow0(2, 3),
+         hi = buffer.narrow0(3, 3);
+  a = seg(0, 2);
+  b = seg(1, 3);
+  a.dgamma = &lo;
+  b.dgamma = &mid;
+  bwd_error(in.gamma, dg, db, {a, b}, "overlap");
+  b.dgamma = &hi;
+  EXPECT_NO_THROW(run_bwd(in.gamma, dg, db, {a, b}));
+  // The call's dgamma passed again as a segment's dbeta.
+  b = seg(1, 3);
+  b.dbeta = &dg;
+  bwd_error(in.gamma, dg, db, {seg(0, 2), b}, "both gradients");
+  // Every segment with its own: the call's may all be undefined.
+  a.gamma = b.gamma = &g;
+  a.dgamma = b.dgamma = &dg;
+  a.dbeta = b.dbeta = &db;
+  EXPECT_NO_THROW(run_bwd(none, undefined, undefined, {a, b}));
+  bwd_error(none, undefined, undefined, {a, seg(1, 3)}, "segment 1 has no gamma");
 }
 
 // Counted on every device as CUDA launches them (core/counters.hpp): one kernel per pack of
