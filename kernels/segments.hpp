@@ -5,7 +5,8 @@
 // back, its batch norm keeps each task's statistics apart, and each task's gate gradient is a dot
 // over that task's rows. A few launches each, whatever the number of tasks: on CUDA, per kMaxSegments
 // segments, segment_copy launches 1 kernel, segment_dot 2 (partial sums, fold) and the batch norms 3
-// (partial sums, per-segment statistics, element-wise pass); the host counts 1 per call.
+// (partial sums, per-segment statistics, element-wise pass); every device counts what CUDA launches
+// (core/counters.hpp).
 //
 // A tensor is seen as [N, row]: dim 0 the samples, the rest one row of row = numel / N values.
 #include <optional>
