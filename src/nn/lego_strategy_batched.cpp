@@ -6,6 +6,8 @@
 // its task's statistics with its lego's affine parameters (kernels/segments.hpp). A task's outputs
 // are what its own pass would give.
 #include "kernels/elementwise.hpp"
+#include "kernels/grouped_gemm.hpp"
+#include "kernels/linear.hpp"
 #include "kernels/segments.hpp"
 #include "src/nn/lego_strategy.hpp"
 
@@ -65,6 +67,37 @@ void add_from_stack(const Tensor& stack, Tensor& out, const std::vector<LegoPart
     kernels::segment_copy(stack, out, c, kernels::GradMode::Accumulate, s);
   }
 }
+
+// A 1x1 convolution of stride 1 is a GEMM over [rows, C]: the legos' run as one grouped GEMM.
+bool pointwise(const Conv2d& c) {
+  const ConvSpec& s = c.spec();
+  return s.kernel == 1 && s.stride == 1 && s.padding == 0 && s.groups == 1 && !s.bias;
+}
+
+// One GEMM per lego run, C_r = op(A_r) op(B_r) + beta_r C_r, with A, B and C the runs' [rows, *]
+// views of stacked tensors, or a lego's weight (w_a / w_b: A or B is the lego's [Cout, Cin] weight
+// operand in `dtype`, or its f32 gradient for C).
+struct RunGemm {
+  bool trans_a = false, trans_b = false;
+  std::vector<Tensor> a, b, c;
+  std::vector<float> beta;
+  void run(const Stream& s) {
+    if (c.size() == 1) {  // one lego: a plain GEMM is one launch, the grouped call two
+      kernels::gemm(trans_a, trans_b, 1.0f, a[0], b[0], beta[0], c[0], s);
+      return;
+    }
+    std::vector<kernels::GemmProblem> problems;
+    for (std::size_t r = 0; r < c.size(); ++r) problems.push_back({&a[r], &b[r], &c[r], beta[r]});
+    kernels::grouped_gemm(trans_a, trans_b, 1.0f, problems, s);
+  }
+};
+
+Tensor rows_of(const Tensor& stacked, std::int64_t offset, std::int64_t rows) {
+  const Tensor v = stacked.narrow0(offset, rows);
+  return v.reshape({-1, v.dim(-1)});
+}
+
+Tensor matrix_of(const Tensor& weight) { return weight.reshape({weight.dim(0), -1}); }
 
 Shape with_batch(Shape s, std::int64_t n) {
   s[0] = n;
@@ -143,11 +176,23 @@ class BatchedStrategy final : public LegoStrategy {
       Stage& st = ctx->stages[i - 1];
       Conv2d& first = layer.lego(ctx->runs[0].lego).conv(i);
       st.z = Tensor::empty(with_batch(first.output_shape(h.shape()), stacked), h.dtype(), h.device());
-      for (const LegoRun& run : ctx->runs) {
-        Conv2d& conv = layer.lego(run.lego).conv(i);
-        Tensor z = st.z.narrow0(run.offset, run.rows);
-        kernels::conv2d_fwd(conv.params(), h.narrow0(run.offset, run.rows), conv.weight().operand(h.dtype()), Tensor(),
-                            z, rs.stream);
+      if (pointwise(first)) {
+        RunGemm g;
+        g.trans_b = true;
+        for (const LegoRun& run : ctx->runs) {
+          g.a.push_back(rows_of(h, run.offset, run.rows));
+          g.b.push_back(matrix_of(layer.lego(run.lego).conv(i).weight().operand(h.dtype())));
+          g.c.push_back(rows_of(st.z, run.offset, run.rows));
+          g.beta.push_back(0.0f);
+        }
+        g.run(rs.stream);
+      } else {
+        for (const LegoRun& run : ctx->runs) {
+          Conv2d& conv = layer.lego(run.lego).conv(i);
+          Tensor z = st.z.narrow0(run.offset, run.rows);
+          kernels::conv2d_fwd(conv.params(), h.narrow0(run.offset, run.rows), conv.weight().operand(h.dtype()),
+                              Tensor(), z, rs.stream);
+        }
       }
       const auto segs = bn_segments(layer, rs, *ctx, i, nullptr);
       const std::int64_t C = st.z.dim(-1), S = static_cast<std::int64_t>(segs.size());
@@ -205,16 +250,36 @@ class BatchedStrategy final : public LegoStrategy {
       // The first stage's input gradient goes straight into dx when the lego took the whole batch.
       const bool into_dx = i == 1 && ctx.whole;
       Tensor din = into_dx ? dx : Tensor::empty(h.shape(), h.dtype(), h.device());
-      for (const LegoRun& run : ctx.runs) {
-        Conv2d& conv = layer.lego(run.lego).conv(i);
-        const Tensor dzr = dz.narrow0(run.offset, run.rows);
-        Tensor dinr = din.narrow0(run.offset, run.rows);
-        kernels::conv2d_bwd_data(conv.params(), dzr, conv.weight().operand(dz.dtype()), dinr,
-                                 into_dx ? kernels::GradMode::Accumulate : kernels::GradMode::Overwrite, rs.stream);
-        Parameter& w = conv.weight();
-        if (w.trainable)
-          conv2d_filter_grad(conv.params(), h.narrow0(run.offset, run.rows), dzr, w, nullptr, w.take_grad_mode(),
-                             rs.stream);
+      if (pointwise(layer.lego(ctx.runs[0].lego).conv(i))) {
+        RunGemm data, filter;
+        filter.trans_a = true;
+        for (const LegoRun& run : ctx.runs) {
+          Parameter& w = layer.lego(run.lego).conv(i).weight();
+          const Tensor dzr = rows_of(dz, run.offset, run.rows);
+          data.a.push_back(dzr);
+          data.b.push_back(matrix_of(w.operand(dz.dtype())));
+          data.c.push_back(rows_of(din, run.offset, run.rows));
+          data.beta.push_back(into_dx ? 1.0f : 0.0f);
+          if (!w.trainable) continue;
+          filter.a.push_back(dzr);
+          filter.b.push_back(rows_of(h, run.offset, run.rows));
+          filter.c.push_back(matrix_of(w.grad));
+          filter.beta.push_back(w.take_grad_mode() == kernels::GradMode::Accumulate ? 1.0f : 0.0f);
+        }
+        data.run(rs.stream);
+        if (!filter.c.empty()) filter.run(rs.stream);
+      } else {
+        for (const LegoRun& run : ctx.runs) {
+          Conv2d& conv = layer.lego(run.lego).conv(i);
+          const Tensor dzr = dz.narrow0(run.offset, run.rows);
+          Tensor dinr = din.narrow0(run.offset, run.rows);
+          kernels::conv2d_bwd_data(conv.params(), dzr, conv.weight().operand(dz.dtype()), dinr,
+                                   into_dx ? kernels::GradMode::Accumulate : kernels::GradMode::Overwrite, rs.stream);
+          Parameter& w = conv.weight();
+          if (w.trainable)
+            conv2d_filter_grad(conv.params(), h.narrow0(run.offset, run.rows), dzr, w, nullptr, w.take_grad_mode(),
+                               rs.stream);
+        }
       }
       dh = din;
     }

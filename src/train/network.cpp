@@ -459,7 +459,8 @@ std::vector<PendingLoss> Network::train_tasks(const std::vector<int>& tasks, con
       if (!done[j] && sj.size() == si.size() && std::equal(si.begin() + 1, si.end(), sj.begin() + 1))
         group.push_back(j);
     }
-    if (group.size() == 1) {
+    // With task batching on, a task alone runs the same way (its legos' batches stacked).
+    if (!m_batch_tasks) {
       out[i] = train_step(tasks[i], batches[i], step);
       done[i] = true;
       continue;
@@ -490,13 +491,17 @@ std::vector<PendingLoss> Network::train_batched(const std::vector<int>& tasks,
     rs.segments.push_back({tasks[k], batches.back().images.dim(0)});
     n += rs.segments.back().count;
   }
-  Shape shape = batches[0].images.shape();
-  shape[0] = n;
-  Tensor x = Tensor::empty(shape, batches[0].images.dtype(), m_device);
+  const bool alone = tasks.size() == 1;  // a task alone: its own tensors, nothing to gather
+  Tensor x = batches[0].images;
   std::int64_t at = 0;
-  for (const io::Batch& b : batches) {
-    x.narrow0(at, b.images.dim(0)).copy_from(b.images, rs.stream);
-    at += b.images.dim(0);
+  if (!alone) {
+    Shape shape = x.shape();
+    shape[0] = n;
+    x = Tensor::empty(shape, x.dtype(), m_device);
+    for (const io::Batch& b : batches) {
+      x.narrow0(at, b.images.dim(0)).copy_from(b.images, rs.stream);
+      at += b.images.dim(0);
+    }
   }
   nn::BackboneSaved saved;
   const std::vector<Tensor> features = m_backbone->forward(rs, x, step, &saved);
@@ -514,7 +519,8 @@ std::vector<PendingLoss> Network::train_batched(const std::vector<int>& tasks,
     for (const Tensor& f : features) mine.push_back(f.narrow0(at, count));
     const float w = m_tasks[static_cast<std::size_t>(task)].config.loss_weight;
     HeadPass hp = head_pass(task, rt, mine, batches[k], w);
-    for (std::size_t i = 0; i < features.size(); ++i) {
+    if (alone) dfeat = hp.dfeat;
+    for (std::size_t i = 0; i < features.size() && !alone; ++i) {
       const bool has = i < hp.dfeat.size() && hp.dfeat[i].defined();
       if (!has && !dfeat[i].defined()) continue;
       if (!dfeat[i].defined()) {

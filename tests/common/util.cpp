@@ -4,7 +4,9 @@
 #include <cmath>
 #include <random>
 
+#include "core/counters.hpp"
 #include "core/cuda_runtime.hpp"
+#include "core/error.hpp"
 
 namespace gppf::test {
 
@@ -53,5 +55,20 @@ double max_rel_error(const Tensor& a, const Tensor& b, double floor) {
 }
 
 bool have_gpu() { return cuda::available(); }
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::int64_t launches_of(const std::function<void()>& f) {
+  const auto before = runtime::counters();
+  f();
+  return (runtime::counters() - before).launches;
+}
 
 }  // namespace gppf::test

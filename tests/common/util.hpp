@@ -1,6 +1,8 @@
 #pragma once
 // Seeded random data and error measures shared by the op, parity and optimizer tests.
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "core/tensor.hpp"
@@ -21,6 +23,11 @@ double max_rel_error(const Tensor& a, const Tensor& b, double floor = 1e-6);
 
 // True when a CUDA device is present; tests that need one GTEST_SKIP otherwise.
 bool have_gpu();
+
+// The message of the gppf::Error that f throws ("" when it throws none).
+std::string error_of(const std::function<void()>& f);
+// The launches f counts (core/counters.hpp).
+std::int64_t launches_of(const std::function<void()>& f);
 
 }  // namespace gppf::test
 

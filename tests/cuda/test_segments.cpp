@@ -16,6 +16,7 @@
 
 namespace gppf {
 namespace {
+using test::launches_of;
 
 using kernels::BatchNormParams;
 using kernels::BatchNormSegment;
@@ -35,12 +36,6 @@ Tensor back(const Tensor& t) {
   return t.to(Device::host());
 }
 std::int64_t packs(std::int64_t segments) { return (segments + kMax - 1) / kMax; }
-
-std::int64_t launches_of(const std::function<void()>& f) {
-  const auto before = runtime::counters();
-  f();
-  return (runtime::counters() - before).launches;
-}
 
 // src/dst rows of `row_shape`; segments of 0 to 3 rows with gaps between them in dst.
 void check_copy(DType dt, const Shape& row_shape, int count, GradMode mode, std::uint64_t seed) {

@@ -23,6 +23,8 @@
 
 namespace gppf {
 namespace {
+using test::error_of;
+using test::launches_of;
 
 using kernels::BatchNormParams;
 using kernels::BatchNormSegment;
@@ -42,15 +44,6 @@ bool same_bits(const Tensor& a, const Tensor& b) {
   return a.dtype() == b.dtype() && a.numel() == b.numel() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 // Throws an Error naming op, on one line.
 void expect_error(const std::string& op, const std::function<void()>& f, const std::string& also = "") {
   const std::string msg = error_of(f);
@@ -59,12 +52,6 @@ void expect_error(const std::string& op, const std::function<void()>& f, const s
   if (!also.empty()) {
     EXPECT_NE(msg.find(also), std::string::npos) << msg;
   }
-}
-
-std::int64_t launches_of(const std::function<void()>& f) {
-  const auto before = runtime::counters();
-  f();
-  return (runtime::counters() - before).launches;
 }
 
 // ---- segment_copy ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 
 namespace gppf {
 namespace {
+using test::error_of;
 
 using kernels::BatchNormParams;
 using kernels::GradMode;
@@ -231,15 +232,6 @@ TEST(BatchNormHost, Bf16MatchesReference) {
   EXPECT_LT(test::max_rel_error(tdx, dx), 2e-2);
   EXPECT_LT(test::max_rel_error(tdg, dg), 1e-3);
   EXPECT_LT(test::max_rel_error(tdb, db), 1e-3);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(BatchNormHost, RejectsBadShapesAndDtypes) {

@@ -14,6 +14,7 @@
 
 namespace gppf {
 namespace {
+using test::error_of;
 
 using kernels::GradMode;
 using kernels::Pool2dParams;
@@ -233,15 +234,6 @@ TEST(GlobalAvgPoolHost, MatchesReferenceInBothModes) {
     kernels::global_avgpool_bwd(dy, dx, GradMode::Overwrite);
     EXPECT_LT(test::max_rel_error(dx, ref), 1e-5);
   }
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(PoolHost, RejectsBadShapesAndParams) {

@@ -138,12 +138,18 @@ void check_batching_matches(const TrainConfig& c) {
     const double a = one.read_loss(la[i]).total, b = batched.read_loss(lb[i]).total;
     EXPECT_NEAR(a, b, 1e-5 * std::max(1.0, std::abs(a))) << "task " << tasks[i];
   }
-  auto near = [](const std::string& what, const Tensor& x, const Tensor& y) {
+  // Largest difference over the tensor's largest value: the 1x1 convolutions run as GEMMs here and
+  // as convolutions one by one, so sums that cancel differ in their last bits; a wrong gate, lego or
+  // statistic is off by O(1).
+  auto near = [](const std::string& what, const Tensor& x, const Tensor& y, double tol) {
     const auto a = x.to_float_vector(), b = y.to_float_vector();
     ASSERT_EQ(a.size(), b.size()) << what;
-    double scale = 1e-6;
-    for (float v : a) scale = std::max(scale, static_cast<double>(std::abs(v)));
-    for (std::size_t k = 0; k < a.size(); ++k) ASSERT_NEAR(a[k], b[k], 2e-5 * scale) << what << "[" << k << "]";
+    double scale = 1e-6, err = 0;
+    for (std::size_t k = 0; k < a.size(); ++k) {
+      scale = std::max(scale, static_cast<double>(std::abs(a[k])));
+      err = std::max(err, static_cast<double>(std::abs(a[k] - b[k])));
+    }
+    EXPECT_LT(err / scale, tol) << what;
   };
   auto pa = one.parameters(), pb = batched.parameters();
   ASSERT_EQ(pa.size(), pb.size());
@@ -151,13 +157,13 @@ void check_batching_matches(const TrainConfig& c) {
   for (std::size_t i = 0; i < pa.size(); ++i) {
     ASSERT_EQ(pa[i]->touched, pb[i]->touched) << pa[i]->name;
     if (!pa[i]->touched) continue;
-    near(pa[i]->name + ".grad", pa[i]->grad, pb[i]->grad);
+    near(pa[i]->name + ".grad", pa[i]->grad, pb[i]->grad, 2e-3);
     ++checked;
   }
   EXPECT_GT(checked, 10);
   auto ba = one.buffers(), bb = batched.buffers();
   ASSERT_EQ(ba.size(), bb.size());
-  for (std::size_t i = 0; i < ba.size(); ++i) near(ba[i].first, *ba[i].second, *bb[i].second);
+  for (std::size_t i = 0; i < ba.size(); ++i) near(ba[i].first, *ba[i].second, *bb[i].second, 1e-5);
 }
 
 // Against the per-lego strategy (the merged block is the same function to 1e-5 only).
@@ -223,9 +229,10 @@ TEST_F(Simt, AStepMakesAtMostTwoHostSyncs) {
 
 // Task batching's launches, counted on the host as for a GPU, at the shape
 // (configs/r50-bench-4x64.yaml: gppf-r50, 4 tasks of one input shape, k = 2 of 4 legos). Each lego
-// runs once per layer instead of once per task that chose it: about half the launches of the
-// per-task step, fewer than the dense network run task by task (docs/PERFORMANCE.md, "The GPU step").
-TEST_F(Simt, TaskBatchingHalvesTheLaunchesOfAStep) {
+// runs once per layer instead of once per task that chose it, its BNs in one call per stage with the
+// other legos' and its 1x1 convolutions in one grouped GEMM: under half the launches of the per-task
+// step, within 1.5x of the dense network (docs/PERFORMANCE.md, "The GPU step").
+TEST_F(Simt, TaskBatchingLaunchesWithinOneAndAHalfOfDense) {
   auto launches = [](const std::string& batching, int legos, int top_k) {
     std::vector<std::string> set = {"device=host",
                                     "precision=fp32",
@@ -246,6 +253,8 @@ TEST_F(Simt, TaskBatchingHalvesTheLaunchesOfAStep) {
   EXPECT_LT(batched, per_task * 11 / 20) << per_task;
   EXPECT_LT(batched, dense) << dense;
   EXPECT_LT(dense_batched, dense);
+  // The target: within 1.5x of our dense network at the same batch (run the same way).
+  EXPECT_LE(batched * 2, dense_batched * 3) << dense_batched;
 }
 
 // Routes every task of every layer to legos 0 .. top_k - 1: the others must stay untouched.

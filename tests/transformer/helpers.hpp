@@ -10,6 +10,7 @@
 #include "core/counters.hpp"
 #include "core/error.hpp"
 #include "kernels/cast.hpp"
+#include "tests/common/util.hpp"
 
 namespace gppf::test {
 
@@ -25,29 +26,12 @@ inline std::vector<double> plus(std::vector<double> a, const std::vector<double>
   return a;
 }
 
-// The message of the gppf::Error f throws, or "" when it throws none.
-inline std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 // f throws one line naming the op and the offending tensor.
 inline void expect_error_names(const std::function<void()>& f, const std::string& op, const std::string& what) {
   const std::string msg = error_of(f);
   EXPECT_NE(msg.find(op + ":"), std::string::npos) << "'" << msg << "' should name " << op;
   EXPECT_NE(msg.find(what), std::string::npos) << "'" << msg << "' should name " << what;
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-}
-
-// Kernel launches f makes (counted on every device).
-inline std::int64_t launches_of(const std::function<void()>& f) {
-  const auto before = runtime::counters();
-  f();
-  return (runtime::counters() - before).launches;
 }
 
 // For the CUDA parity tests: f32 host values rounded through dtype (what the device will hold, as the
