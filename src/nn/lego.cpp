@@ -10,27 +10,6 @@
 #include "src/nn/lego_strategy.hpp"
 
 namespace gppf::nn {
-namespace {
-
-std::uint64_t fnv1a(const std::string& s) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
-
-std::atomic<std::int64_t> g_stale_router_reads{0};
-
-std::vector<float> softmax(const std::vector<float>& z) {
-  std::vector<float> p(z.size());
-  if (z.empty()) return p;
-  const float m = *std::max_element(z.begin(), z.end());
-  double sum = 0;
-  for (std::size_t i = 0; i < z.size(); ++i) sum += p[i] = std::exp(z[i] - m);
-  for (auto& v : p) v = static_cast<float>(v / sum);
-  return p;
-}
-
-}  // namespace
 
 Bottleneck::Bottleneck(const std::string& name, int in_channels, int width, int out_channels, int stride, int num_tasks,
                        std::mt19937_64& rng)
@@ -95,7 +74,7 @@ std::int64_t Bottleneck::macs(const Shape& x) const {
 
 LegoLayer::LegoLayer(const std::string& name, const LegoLayerSpec& spec, int num_tasks, const RoutingOptions& routing,
                      std::mt19937_64& rng)
-    : m_name(name), m_spec(spec), m_routing(routing) {
+    : m_name(name), m_spec(spec), m_router(name, spec.num_legos, spec.top_k, spec.num_shared, num_tasks, routing) {
   GPPF_CHECK(spec.num_legos >= 1 && spec.top_k >= 1 && spec.top_k <= spec.num_legos, name, ": top_k ", spec.top_k,
              " must be in [1, num_legos = ", spec.num_legos, "]");
   GPPF_CHECK(spec.num_shared >= 0 && spec.lego_width > 0, name, ": num_shared ", spec.num_shared, " and lego_width ",
@@ -110,14 +89,6 @@ LegoLayer::LegoLayer(const std::string& name, const LegoLayerSpec& spec, int num
     m_proj = std::make_unique<Conv2d>(name + ".proj",
                                       ConvSpec{spec.in_channels, spec.out_channels, 1, spec.stride, 0, 1, false}, rng);
     m_proj_bn = std::make_unique<BatchNorm>(name + ".proj_bn", spec.out_channels, num_tasks, false);
-  }
-  for (int t = 0; t < num_tasks; ++t) {
-    std::mt19937_64 task_rng(fnv1a(name) ^ (0x9e3779b97f4a7c15ull * static_cast<std::uint64_t>(t + 1)));
-    std::normal_distribution<float> dist(0.0f, routing.init_std);
-    Tensor logits = Tensor::empty({spec.num_legos}, DType::F32);
-    for (int i = 0; i < spec.num_legos; ++i) logits.data_as<float>()[i] = dist(task_rng);
-    m_router.push_back(make_parameter(str(name, ".router.task", t), logits, false));
-    m_router_host.push_back(logits.to_float_vector());
   }
   tag_owners();
   m_strategy = make_merged_strategy();
@@ -139,8 +110,7 @@ void LegoLayer::tag_owners() {
     set_owner(*m_proj, Owner{Owner::Kind::Shared, m_index, -1, -1});
     set_owner(*m_proj_bn, Owner{Owner::Kind::Shared, m_index, -1, -1});
   }
-  for (std::size_t t = 0; t < m_router.size(); ++t)
-    m_router[t].owner = Owner{Owner::Kind::Router, m_index, -1, static_cast<int>(t)};
+  m_router.tag_owners(m_index);
 }
 
 void LegoLayer::set_strategy(std::shared_ptr<LegoStrategy> strategy) {
@@ -148,57 +118,10 @@ void LegoLayer::set_strategy(std::shared_ptr<LegoStrategy> strategy) {
   m_strategy = std::move(strategy);
 }
 
-std::int64_t LegoLayer::stale_router_reads() { return g_stale_router_reads.load(); }
-
-std::vector<float> LegoLayer::router_logits(int task) const {
-  // On a GPU the host copy (no sync); on the host the values themselves, and a copy that differs is
-  // counted: a refresh (Network::parameters_changed) was missed, which a GPU run would route by.
-  const auto ti = static_cast<std::size_t>(task);
-  const Tensor& logits = m_router[ti].value;
-  if (!logits.device().is_host()) return m_router_host[ti];
-  std::vector<float> z = logits.to_float_vector();
-  if (z != m_router_host[ti]) ++g_stale_router_reads;
-  return z;
-}
+std::int64_t LegoLayer::stale_router_reads() { return Router::stale_reads(); }
 
 Route LegoLayer::route(int task, std::int64_t step, bool training) const {
-  GPPF_CHECK(task >= 0 && task < static_cast<int>(m_router.size()), m_name, ": task ", task, " has no router");
-  std::vector<float> z = router_logits(task);
-  Route r;
-  for (int i = 0; i < m_spec.num_shared; ++i) {
-    r.legos.push_back(i);
-    r.gates.push_back(1.0f);
-    r.routed.push_back(-1);
-  }
-  const bool warm = training && step < m_routing.warmup_steps;
-  if (warm && m_routing.warmup == RoutingOptions::Warmup::Noisy && m_routing.noise_std > 0) {
-    std::mt19937_64 rng(fnv1a(m_name) ^ (static_cast<std::uint64_t>(step) * 0x9e3779b97f4a7c15ull) ^
-                        (static_cast<std::uint64_t>(task) << 48));
-    std::normal_distribution<float> noise(0.0f, m_routing.noise_std);
-    for (auto& v : z) v += noise(rng);
-  }
-  r.probs = softmax(z);
-  if (warm && m_routing.warmup == RoutingOptions::Warmup::Soft) {
-    for (int i = 0; i < m_spec.num_legos; ++i) {
-      r.legos.push_back(m_spec.num_shared + i);
-      r.gates.push_back(r.probs[static_cast<std::size_t>(i)]);
-      r.routed.push_back(i);
-    }
-    return r;
-  }
-  std::vector<int> order(static_cast<std::size_t>(m_spec.num_legos));
-  std::iota(order.begin(), order.end(), 0);
-  // Highest logit first; ties to the lower index so that routing is deterministic.
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int a, int b) { return z[static_cast<std::size_t>(a)] > z[static_cast<std::size_t>(b)]; });
-  order.resize(static_cast<std::size_t>(m_spec.top_k));
-  std::sort(order.begin(), order.end());
-  for (int i : order) {
-    r.legos.push_back(m_spec.num_shared + i);
-    r.gates.push_back(r.probs[static_cast<std::size_t>(i)]);
-    r.routed.push_back(i);
-  }
-  return r;
+  return m_router.route(task, step, training);
 }
 
 Shape LegoLayer::output_shape(const Shape& x) const {
@@ -238,51 +161,16 @@ LegoStrategy& LegoLayer::strategy_for(const RunState& rs) const {
 }
 
 void LegoLayer::accumulate_router_grad(int task, const Route& route, const Tensor& dgate, const Stream& s) {
-  const auto L = static_cast<std::size_t>(m_spec.num_legos);
-  GPPF_CHECK(route.probs.size() == L, m_name, ": route of task ", task, " has ", route.probs.size(),
-             " router probabilities, expected ", L);
-  Parameter& router = m_router[static_cast<std::size_t>(task)];
-  kernels::router_grad({route.routed, route.probs}, dgate, router.grad, router.take_grad_mode(), s);
+  m_router.accumulate_grad(task, route, dgate, s);
 }
 
 void LegoLayer::accumulate_router_grad(int task, const Route& route, const std::vector<float>& dgate) {
-  const Tensor& grad = m_router[static_cast<std::size_t>(task)].grad;
-  const auto n = static_cast<std::int64_t>(dgate.size());
-  const Tensor host = Tensor::from_vector({n}, dgate);
-  accumulate_router_grad(task, route, grad.device().is_host() ? host : host.to(grad.device()), Stream::host());
+  m_router.accumulate_grad(task, route, dgate);
 }
 
-void LegoLayer::set_router_copy(int task, std::vector<float> logits) {
-  GPPF_CHECK(logits.size() == static_cast<std::size_t>(m_spec.num_legos), m_name, ": ", logits.size(),
-             " router logits for task ", task, ", expected ", m_spec.num_legos);
-  m_router_host.at(static_cast<std::size_t>(task)) = std::move(logits);
-}
+void LegoLayer::set_router_copy(int task, std::vector<float> logits) { m_router.set_copy(task, std::move(logits)); }
 
-float LegoLayer::apply_balance(const std::vector<int>& tasks) {
-  if (m_routing.balance_weight <= 0 || tasks.empty()) return 0.0f;
-  // loss = w * L * sum_i P_i^2 with P_i the mean over tasks of softmax(logits_t)_i: smallest when the
-  // tasks together spread their routing probability evenly over the legos.
-  const std::size_t L = static_cast<std::size_t>(m_spec.num_legos);
-  const double T = static_cast<double>(tasks.size());
-  std::vector<std::vector<float>> p;
-  std::vector<double> P(L, 0.0);
-  for (int t : tasks) {
-    p.push_back(softmax(router_logits(t)));
-    for (std::size_t i = 0; i < L; ++i) P[i] += p.back()[i] / T;
-  }
-  const double w = m_routing.balance_weight * static_cast<double>(L);
-  double loss = 0;
-  for (double v : P) loss += w * v * v;
-  for (std::size_t n = 0; n < tasks.size(); ++n) {
-    double inner = 0;
-    for (std::size_t i = 0; i < L; ++i) inner += p[n][i] * (2 * w * P[i] / T);
-    std::vector<float> dz(L);
-    for (std::size_t i = 0; i < L; ++i) dz[i] = static_cast<float>(p[n][i] * (2 * w * P[i] / T - inner));
-    Parameter& router = m_router[static_cast<std::size_t>(tasks[n])];
-    kernels::add_router_values(dz, router.grad, router.take_grad_mode());
-  }
-  return static_cast<float>(loss);
-}
+float LegoLayer::apply_balance(const std::vector<int>& tasks) { return m_router.apply_balance(tasks); }
 
 void LegoLayer::collect_parameters(std::vector<Parameter*>& out) {
   for (auto& lego : m_legos) lego->collect_parameters(out);
@@ -290,7 +178,7 @@ void LegoLayer::collect_parameters(std::vector<Parameter*>& out) {
     m_proj->collect_parameters(out);
     m_proj_bn->collect_parameters(out);
   }
-  for (auto& r : m_router) out.push_back(&r);
+  m_router.collect_parameters(out);
 }
 
 void LegoLayer::collect_buffers(std::vector<Buffer>& out) {

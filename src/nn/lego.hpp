@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "src/nn/layers.hpp"
+#include "src/nn/router.hpp"
 
 namespace gppf::nn {
 
@@ -40,29 +41,12 @@ class Bottleneck final : public Module {
   BatchNorm m_bn1, m_bn2, m_bn3;
 };
 
-struct RoutingOptions {
-  enum class Warmup { None, Noisy, Soft };
-  Warmup warmup = Warmup::Noisy;
-  std::int64_t warmup_steps = 0;
-  float noise_std = 1.0f;       // std of the Gaussian added to the logits in noisy warm-up
-  float balance_weight = 0.0f;  // weight of the usage-balance regulariser (0: off)
-  float init_std = 0.1f;        // router logits start N(0, init_std^2), seeded per task and layer
-};
-
 struct LegoLayerSpec {
   int in_channels = 0, out_channels = 0, stride = 1;
   int num_legos = 4;   // L: routed legos
   int top_k = 2;       // k routed legos active per task
   int num_shared = 0;  // always-on legos, outside the router
   int lego_width = 0;  // bottleneck width of one lego
-};
-
-// The routing decision of one task in one layer for one step.
-struct Route {
-  std::vector<int> legos;    // indices into the layer's legos (shared ones first)
-  std::vector<float> gates;  // same length
-  std::vector<int> routed;   // for each entry of legos: its index among the router logits, or -1 if shared
-  std::vector<float> probs;  // softmax over all L router logits (routing noise included): the gates' source
 };
 
 class LegoStrategy;
@@ -100,8 +84,8 @@ class LegoLayer final : public Module {
   const LegoLayerSpec& spec() const { return m_spec; }
   const std::string& name() const { return m_name; }
   int num_legos_total() const { return static_cast<int>(m_legos.size()); }
-  Parameter& router(int task) { return m_router[static_cast<std::size_t>(task)]; }
-  int num_tasks() const { return static_cast<int>(m_router.size()); }
+  Parameter& router(int task) { return m_router.logits(task); }
+  int num_tasks() const { return m_router.num_tasks(); }
   // Multiply-adds of task's path through this layer for input shape x (shared + k legos + shortcut).
   std::int64_t macs(const Shape& x, int active_legos) const;
   Shape output_shape(const Shape& x) const;
@@ -130,18 +114,14 @@ class LegoLayer final : public Module {
   void tag_owners();
   // The layer's strategy, or the task-batched one for a batch of several tasks.
   LegoStrategy& strategy_for(const RunState& rs) const;
-  // Task's router logits as routing reads them (see route()).
-  std::vector<float> router_logits(int task) const;
 
   std::string m_name;
   LegoLayerSpec m_spec;
   int m_index = -1;
-  RoutingOptions m_routing;
   std::vector<std::unique_ptr<Bottleneck>> m_legos;  // shared first, then routed
   std::unique_ptr<Conv2d> m_proj;                    // projection shortcut when shape changes
   std::unique_ptr<BatchNorm> m_proj_bn;
-  std::vector<Parameter> m_router;                // per task: logits [num_legos], on the network's device
-  std::vector<std::vector<float>> m_router_host;  // their host copy (set_router_copy)
+  Router m_router;
   std::shared_ptr<LegoStrategy> m_strategy;
 };
 
