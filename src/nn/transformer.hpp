@@ -1,0 +1,112 @@
+#pragma once
+// The blocks of GPPF-ViT (issue "GPPF-ViT"): pre-norm transformer blocks over tokens [N, T, D],
+//   x1 = x + proj(attention(split_heads(qkv(LN1(x)))))
+//   y  = x1 + sum_{i in S_t} g_{t,i} * mlp_i(LN2(x1)),  mlp_i = fc2_i(GELU(fc1_i(.)))
+// The MLP is a lego layer: L interchangeable MLPs (shared ones always on), task t's top-k of them
+// chosen and gated by its router (src/nn/router.hpp), exactly as the residual legos. Layer norm has
+// no running statistics, so nothing in a block is per task but the router.
+// Training runs one task's pass forward then backward (each module keeps its last forward's input).
+#include <memory>
+#include <vector>
+
+#include "kernels/attention.hpp"
+#include "kernels/layernorm.hpp"
+#include "src/nn/layers.hpp"
+#include "src/nn/router.hpp"
+
+namespace gppf::nn {
+
+class LayerNorm final : public Module {
+ public:
+  LayerNorm(std::string name, int dim, float eps = 1e-6f);
+  // x [..., D].
+  Tensor forward(const RunState& rs, const Tensor& x);
+  // dx overwritten.
+  Tensor backward(const RunState& rs, const Tensor& dy);
+  void collect_parameters(std::vector<Parameter*>& out) override;
+
+ private:
+  std::string m_name;
+  kernels::LayerNormParams m_params;
+  Parameter m_gamma, m_beta;
+  Tensor m_x, m_mean, m_invstd;
+};
+
+// One MLP lego: [rows, D] -> fc1 (D -> hidden) -> GELU -> fc2 (hidden -> D).
+class MlpLego final : public Module {
+ public:
+  MlpLego(const std::string& name, int dim, int hidden, std::mt19937_64& rng);
+  Tensor forward(const RunState& rs, const Tensor& x);
+  // dx written or accumulated per dx_mode.
+  void backward(const RunState& rs, const Tensor& dy, Tensor& dx, kernels::GradMode dx_mode);
+  void collect_parameters(std::vector<Parameter*>& out) override;
+  std::int64_t macs(std::int64_t rows) const { return m_fc1.macs(rows) + m_fc2.macs(rows); }
+
+ private:
+  Linear m_fc1, m_fc2;
+  Tensor m_h;  // fc1's output (GELU's input)
+};
+
+struct MlpLegoSpec {
+  int dim = 0;
+  int hidden = 0;  // of one lego (k active legos of hidden/k cost one dense MLP of hidden)
+  int num_legos = 4, top_k = 2, num_shared = 0;
+};
+
+// y = x + sum_{i in S_t} g_{t,i} mlp_i(LN(x)), tokens [N, T, D].
+class MlpLegoLayer final : public Module {
+ public:
+  MlpLegoLayer(const std::string& name, const MlpLegoSpec& spec, int num_tasks, const RoutingOptions& routing,
+               std::mt19937_64& rng);
+  Tensor forward(const RunState& rs, const Tensor& x, std::int64_t step);
+  // dx overwritten; writes the legos', the norm's and rs.task's router gradients.
+  Tensor backward(const RunState& rs, const Tensor& dy);
+  void collect_parameters(std::vector<Parameter*>& out) override;
+  Router& router() { return m_router; }
+  MlpLego& lego(int i) { return *m_legos[static_cast<std::size_t>(i)]; }
+  const MlpLegoSpec& spec() const { return m_spec; }
+
+ private:
+  std::string m_name;
+  MlpLegoSpec m_spec;
+  LayerNorm m_norm;
+  std::vector<std::unique_ptr<MlpLego>> m_legos;  // shared first, then routed
+  Router m_router;
+  // The last training forward: route, the norm's output, each active lego's output.
+  Route m_route;
+  Shape m_x_shape;
+  std::vector<Tensor> m_outputs;
+};
+
+// x + proj(attention(LN(x))), multi-head self-attention without masking, tokens [N, T, D].
+class SelfAttention final : public Module {
+ public:
+  SelfAttention(const std::string& name, int dim, int heads, std::mt19937_64& rng);
+  Tensor forward(const RunState& rs, const Tensor& x);
+  Tensor backward(const RunState& rs, const Tensor& dy);
+  void collect_parameters(std::vector<Parameter*>& out) override;
+
+ private:
+  int m_dim, m_heads;
+  LayerNorm m_norm;
+  Linear m_qkv, m_proj;
+  Tensor m_q, m_k, m_v, m_probs;
+  Shape m_x_shape;
+};
+
+// One pre-norm transformer block: attention (shared by all tasks), then the MLP legos.
+class TransformerBlock final : public Module {
+ public:
+  TransformerBlock(const std::string& name, const MlpLegoSpec& mlp, int heads, int num_tasks,
+                   const RoutingOptions& routing, std::mt19937_64& rng);
+  Tensor forward(const RunState& rs, const Tensor& x, std::int64_t step);
+  Tensor backward(const RunState& rs, const Tensor& dy);
+  void collect_parameters(std::vector<Parameter*>& out) override;
+  MlpLegoLayer& mlp() { return m_mlp; }
+
+ private:
+  SelfAttention m_attn;
+  MlpLegoLayer m_mlp;
+};
+
+}  // namespace gppf::nn

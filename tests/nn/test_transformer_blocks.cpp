@@ -1,0 +1,177 @@
+// GPPF-ViT's blocks (src/nn/transformer.hpp): the gradients of the MLP lego layer, self-attention and
+// a whole block (inputs, weights, layer norm, router logits) against central differences of their
+// float forward; the MLP legos' forward is the residual plus the gated active legos; legos no task
+// chose stay untouched.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <random>
+
+#include "src/nn/transformer.hpp"
+#include "tests/common/gradcheck.hpp"
+#include "tests/common/util.hpp"
+
+namespace gppf::nn {
+namespace {
+
+double weighted_sum(const Tensor& y, const Tensor& r) {
+  const auto a = y.to_float_vector(), b = r.to_float_vector();
+  double s = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) s += static_cast<double>(a[i]) * b[i];
+  return s;
+}
+
+MlpLegoSpec small_mlp(int shared = 0) {
+  MlpLegoSpec s;
+  s.dim = 8;
+  s.hidden = 6;
+  s.num_legos = 3;
+  s.top_k = 2;
+  s.num_shared = shared;
+  return s;
+}
+
+test::GradCheckOptions fd_options() {
+  test::GradCheckOptions o;
+  o.step = 1e-3;
+  o.rtol = 3e-2;
+  o.atol = 3e-3;
+  o.max_checks = 30;
+  return o;
+}
+
+// A module under test: runs its forward on `in` and the backward of `r` (so every module's saved
+// state stays paired), returns the output and leaves the input gradient in *dx.
+using ForwardBackward = std::function<Tensor(const Tensor& in, const Tensor& r)>;
+
+// d sum(r * f(x)) / d x and / d each parameter, against central differences of the float forward.
+void check_gradients(const ForwardBackward& fb, const Tensor& x, const Tensor* dx,
+                     const std::vector<Parameter*>& params) {
+  const Tensor r = test::random_tensor(x.shape(), 99);  // the blocks keep the input's shape
+  for (Parameter* p : params) p->clear_grad();
+  fb(x, r);
+  const Tensor dx0 = dx->clone();
+  std::vector<Tensor> grads;
+  for (Parameter* p : params) grads.push_back(p->grad.clone());
+  auto check = [&](Tensor target, const Tensor& analytic, const std::string& what) {
+    const auto orig = test::to_double(target);
+    auto loss = [&](const std::vector<double>& v) {
+      for (std::size_t i = 0; i < v.size(); ++i) target.data_as<float>()[i] = static_cast<float>(v[i]);
+      return weighted_sum(fb(x, r), r);
+    };
+    const auto res = test::check_gradient(loss, orig, test::to_double(analytic), fd_options());
+    EXPECT_TRUE(res.ok) << what << ": " << res.message();
+    loss(orig);
+  };
+  check(x, dx0, "input");
+  for (std::size_t i = 0; i < params.size(); ++i) check(params[i]->value, grads[i], params[i]->name);
+}
+
+std::vector<Parameter*> named(Module& m, const std::vector<std::string>& names) {
+  std::vector<Parameter*> all, out;
+  m.collect_parameters(all);
+  for (const std::string& n : names)
+    for (Parameter* p : all)
+      if (p->name == n) out.push_back(p);
+  EXPECT_EQ(out.size(), names.size());
+  return out;
+}
+
+TEST(MlpLegoLayer, ForwardIsTheResidualPlusGatedActiveLegos) {
+  std::mt19937_64 rng(3);
+  MlpLegoLayer layer("m", small_mlp(), 2, RoutingOptions{}, rng);
+  RunState rs;
+  rs.task = 1;
+  rs.training = false;
+  const Tensor x = test::random_tensor({2, 5, 8}, 4);
+  const Tensor y = layer.forward(rs, x, 100);
+  const Route r = layer.router().route(1, 100, false);
+  ASSERT_EQ(r.legos.size(), 2u);
+  // The same by hand: LN (gamma 1, beta 0, eps 1e-6) and the two legos on the rows.
+  LayerNorm norm("n", 8);
+  const Tensor h = norm.forward(rs, x).reshape({10, 8});
+  std::vector<float> want = x.to_float_vector();
+  for (std::size_t j = 0; j < r.legos.size(); ++j) {
+    const auto o = layer.lego(r.legos[j]).forward(rs, h).to_float_vector();
+    for (std::size_t i = 0; i < want.size(); ++i) want[i] += r.gates[j] * o[i];
+  }
+  const auto got = y.to_float_vector();
+  for (std::size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << i;
+}
+
+TEST(MlpLegoLayer, GradientsOfInputWeightsNormAndRouter) {
+  for (int shared : {0, 1}) {
+    std::mt19937_64 rng(5);
+    MlpLegoLayer layer("m", small_mlp(shared), 2, RoutingOptions{}, rng);
+    RunState rs;
+    Tensor x = test::random_tensor({2, 3, 8}, 6).clone(), dx;
+    auto fb = [&](const Tensor& in, const Tensor& r) {
+      Tensor y = layer.forward(rs, in, 100);
+      dx = layer.backward(rs, r);
+      return y;
+    };
+    const Route route = layer.router().route(0, 100, true);
+    std::vector<std::string> names = {str("m.lego", route.legos.back() - shared, ".fc1.weight"), "m.norm.gamma",
+                                      "m.router.task0"};
+    if (shared) names.push_back("m.shared0.fc2.weight");
+    check_gradients(fb, x, &dx, named(layer, names));
+  }
+}
+
+TEST(MlpLegoLayer, LegosNoTaskChoseAreUntouched) {
+  std::mt19937_64 rng(5);
+  MlpLegoLayer layer("m", small_mlp(), 1, RoutingOptions{}, rng);
+  RunState rs;
+  const Tensor x = test::random_tensor({2, 3, 8}, 6);
+  layer.forward(rs, x, 100);
+  layer.backward(rs, test::random_tensor(x.shape(), 7));
+  const Route route = layer.router().route(0, 100, true);
+  std::vector<Parameter*> all;
+  layer.collect_parameters(all);
+  int untouched = 0;
+  for (Parameter* p : all) {
+    bool active = p->name.find(".lego") == std::string::npos;
+    for (int i : route.legos) active = active || p->name.find(str(".lego", i, ".")) != std::string::npos;
+    EXPECT_EQ(p->touched, active) << p->name;
+    untouched += !active;
+  }
+  EXPECT_EQ(untouched, 4);  // fc1 and fc2 weight and bias of the one lego left out
+}
+
+TEST(SelfAttention, GradientsOfInputAndWeights) {
+  std::mt19937_64 rng(8);
+  SelfAttention attn("a", 8, 2, rng);
+  RunState rs;
+  Tensor x = test::random_tensor({2, 4, 8}, 9).clone(), dx;
+  auto fb = [&](const Tensor& in, const Tensor& r) {
+    Tensor y = attn.forward(rs, in);
+    dx = attn.backward(rs, r);
+    return y;
+  };
+  check_gradients(fb, x, &dx, named(attn, {"a.qkv.weight", "a.proj.weight", "a.norm.beta"}));
+}
+
+TEST(TransformerBlock, Gradients) {
+  std::mt19937_64 rng(10);
+  TransformerBlock block("b", small_mlp(), 2, 1, RoutingOptions{}, rng);
+  RunState rs;
+  Tensor x = test::random_tensor({2, 4, 8}, 11).clone(), dx;
+  auto fb = [&](const Tensor& in, const Tensor& r) {
+    Tensor y = block.forward(rs, in, 100);
+    dx = block.backward(rs, r);
+    return y;
+  };
+  check_gradients(fb, x, &dx, named(block, {"b.attn.qkv.weight", "b.mlp.router.task0"}));
+}
+
+TEST(TransformerBlock, BadWidthNamesTheLayer) {
+  std::mt19937_64 rng(1);
+  EXPECT_NE(test::error_of([&] { SelfAttention("blk.attn", 10, 3, rng); }).find("blk.attn"), std::string::npos);
+  MlpLegoSpec bad = small_mlp();
+  bad.top_k = 5;
+  EXPECT_NE(test::error_of([&] { MlpLegoLayer("blk.mlp", bad, 1, RoutingOptions{}, rng); }).find("blk.mlp"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace gppf::nn
