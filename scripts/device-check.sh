@@ -84,6 +84,12 @@ bench_step gppf-mini --config configs/mini.yaml --set device=cuda --set threads=
   --steps 20 --warmup 3
 bench_step "gppf-r50 1x256 bf16" --config configs/r50-bench.yaml --synthetic 224x224x3:1000 --steps 15 --warmup 5
 bench_step "gppf-r50 4x64 bf16" --config configs/r50-bench-4x64.yaml --synthetic 224x224x3:1000 --steps 15 --warmup 5
+# The same without task batching (each task's pass on its own, legos one by one): the A/B of
+# src/nn/lego_strategy_batched.cpp on the GPU, and our dense network at the shape.
+bench_step "gppf-r50 4x64 bf16 per-task" --config configs/r50-bench-4x64.yaml --set task_batching=off \
+  --synthetic 224x224x3:1000 --steps 10 --warmup 3
+bench_step "dense r50 4x64 bf16" --config configs/r50-bench-4x64.yaml --set model.legos=1 --set model.top_k=1 \
+  --synthetic 224x224x3:1000 --steps 10 --warmup 3
 bench_step "gppf-r50 1x256 tf32" --config configs/r50-bench.yaml --set precision=fp32 --synthetic 224x224x3:1000 \
   --steps 10 --warmup 3
 
