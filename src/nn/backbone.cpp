@@ -30,72 +30,29 @@ BackboneSpec BackboneSpec::r50() {
   return s;
 }
 
-Stem::Stem(const BackboneSpec& spec, int num_tasks, std::uint64_t seed)
-    : m_use_pool(spec.stem_pool), m_bn("stem.bn", spec.stem_channels, num_tasks, true) {
-  m_params.stride_h = m_params.stride_w = spec.stem_stride;
-  m_params.pad_h = m_params.pad_w = spec.stem_kernel / 2;
-  m_pool = kernels::Pool2dParams{3, 3, 2, 2, 1, 1, false};
-  std::mt19937_64 rng(seed);
-  m_weight = make_parameter("stem.conv.weight",
-                            he_normal({spec.stem_channels, spec.stem_kernel, spec.stem_kernel, 3},
-                                      spec.stem_kernel * spec.stem_kernel * 3, rng),
-                            true);
-}
-
 namespace {
-// A vector of three ones on `device` in `dtype`: summing or repeating the stem's input channels is a
-// GEMM with it, on the tensors' device (a host round trip would be two syncs per grey pass on a GPU).
-Tensor ones3(DType dtype, Device device, const Stream& s) {
-  Tensor t = Tensor::from_vector({3}, {1.0f, 1.0f, 1.0f});
-  if (!device.is_host()) t = t.to(device, s);
-  return dtype == DType::F32 ? t : kernels::cast(t, dtype, s);
+ColourConv stem_conv(const BackboneSpec& spec, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  return ColourConv("stem.conv", spec.stem_channels, spec.stem_kernel, spec.stem_stride, spec.stem_kernel / 2, rng);
 }
 }  // namespace
 
-const Tensor& Stem::ones(DType dtype, Device device, const Stream& s) {
-  for (const Tensor& t : m_ones)
-    if (t.dtype() == dtype && t.device() == device) return t;
-  m_ones.push_back(ones3(dtype, device, s));
-  return m_ones.back();
+Stem::Stem(const BackboneSpec& spec, int num_tasks, std::uint64_t seed)
+    : m_use_pool(spec.stem_pool), m_conv(stem_conv(spec, seed)), m_bn("stem.bn", spec.stem_channels, num_tasks, true) {
+  m_pool = kernels::Pool2dParams{3, 3, 2, 2, 1, 1, false};
 }
 
 Shape Stem::output_shape(const Shape& x) const {
-  Shape w = m_weight.value.shape();
-  w[3] = x[3];
-  Shape y = kernels::conv2d_output_shape(m_params, x, w);
+  const Shape y = m_conv.output_shape(x);
   return m_use_pool ? kernels::pool2d_output_shape(m_pool, y) : y;
 }
 
-std::int64_t Stem::macs(const Shape& x) const {
-  Shape w = m_weight.value.shape();
-  w[3] = x[3];
-  return shape_numel(kernels::conv2d_output_shape(m_params, x, w)) * w[1] * w[2] * x[3];
-}
+std::int64_t Stem::macs(const Shape& x) const { return m_conv.macs(x); }
 
 Tensor Stem::forward(const RunState& rs, const Tensor& x) {
   GPPF_CHECK(x.ndim() == 4 && (x.dim(3) == 1 || x.dim(3) == 3), "stem: input expected [N,H,W,1] or [N,H,W,3], got ",
              x.desc());
-  const Tensor& v = m_weight.value;
-  Tensor w;
-  if (x.dim(3) == 3) {
-    w = m_weight.operand(x.dtype());
-  } else {  // [C, k, k, 3] -> [C, k, k, 1], the input channels summed
-    w = Tensor::empty({v.dim(0), v.dim(1), v.dim(2), 1}, DType::F32, v.device());
-    Tensor w_col = w.reshape({-1, 1});
-    kernels::gemm(false, false, 1.0f, v.reshape({-1, 3}), ones(DType::F32, v.device(), rs.stream).reshape({3, 1}), 0.0f,
-                  w_col, rs.stream);
-  }
-  if (w.device() != x.device()) w = w.to(x.device(), rs.stream);
-  if (w.dtype() != x.dtype()) w = kernels::cast(w, x.dtype(), rs.stream);
-  Shape w_shape = m_weight.value.shape();
-  w_shape[3] = x.dim(3);
-  Tensor c = Tensor::empty(kernels::conv2d_output_shape(m_params, x.shape(), w_shape), x.dtype(), x.device());
-  kernels::conv2d_fwd(m_params, x, w, Tensor(), c, rs.stream);
-  Tensor y = m_bn.forward(rs, c);
-  if (rs.training) {
-    m_x = x;
-    m_w_used = w;
-  }
+  Tensor y = m_bn.forward(rs, m_conv.forward(rs, x));
   if (!m_use_pool) return y;
   Tensor p = Tensor::empty(kernels::pool2d_output_shape(m_pool, y.shape()), y.dtype(), y.device());
   kernels::maxpool2d_fwd(m_pool, y, p, rs.stream);
@@ -107,33 +64,18 @@ Tensor Stem::forward(const RunState& rs, const Tensor& x) {
 }
 
 void Stem::backward(const RunState& rs, const Tensor& dy_in) {
-  GPPF_CHECK(m_x.defined(), "stem: backward without a training forward");
   Tensor dy = dy_in;
   if (m_use_pool) {
+    GPPF_CHECK(m_pool_in.defined(), "stem: backward without a training forward");
     dy = Tensor::empty(m_pool_in.shape(), dy_in.dtype(), dy_in.device());
     kernels::maxpool2d_bwd(m_pool, m_pool_in, m_pool_out, dy_in, dy, rs.stream);
   }
-  Tensor dc = m_bn.backward(rs, dy);
-  if (!m_weight.trainable) {  // frozen (gppf finetune): no filter gradient, as in Conv2d
-    m_x = m_w_used = m_pool_in = m_pool_out = Tensor();
-    return;
-  }
-  const auto mode = m_weight.take_grad_mode();
-  if (m_x.dim(3) == 3) {
-    conv2d_filter_grad(m_params, m_x, dc, m_weight, nullptr, mode, rs.stream);
-  } else {
-    // d/dW_c of conv(x, sum_c W_c) is the same for every c.
-    Tensor dw1 = Tensor::empty(m_w_used.shape(), m_x.dtype(), m_w_used.device());
-    kernels::conv2d_bwd_filter(m_params, m_x, dc, dw1, nullptr, kernels::GradMode::Overwrite, rs.stream);
-    Tensor g = m_weight.grad.reshape({-1, 3});
-    kernels::gemm(false, false, 1.0f, dw1.reshape({-1, 1}), ones(dw1.dtype(), dw1.device(), rs.stream).reshape({1, 3}),
-                  mode == kernels::GradMode::Overwrite ? 0.0f : 1.0f, g, rs.stream);
-  }
-  m_x = m_w_used = m_pool_in = m_pool_out = Tensor();
+  m_conv.backward(rs, m_bn.backward(rs, dy));
+  m_pool_in = m_pool_out = Tensor();
 }
 
 void Stem::collect_parameters(std::vector<Parameter*>& out) {
-  out.push_back(&m_weight);
+  m_conv.collect_parameters(out);
   m_bn.collect_parameters(out);
 }
 

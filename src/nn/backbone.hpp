@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/pool.hpp"
+#include "src/nn/colour_conv.hpp"
 #include "src/nn/lego.hpp"
 
 namespace gppf::nn {
@@ -35,9 +36,7 @@ struct BackboneSpec {
   static BackboneSpec r50();
 };
 
-// The stem convolution always has 3 input channels. A 1-channel (grey) image is treated as the same
-// grey value on all three: conv(replicate(x), W) == conv(x, sum_c W_c), so the stem runs with the
-// channel-summed kernel and costs a third (documented in docs/ARCHITECTURE.md).
+// The stem: a ColourConv (grey or colour images, src/nn/colour_conv.hpp), BN, ReLU, optional max pool.
 class Stem final : public Module {
  public:
   Stem(const BackboneSpec& spec, int num_tasks, std::uint64_t seed);
@@ -49,14 +48,11 @@ class Stem final : public Module {
   Shape output_shape(const Shape& x) const;
 
  private:
-  kernels::Conv2dParams m_params;
   kernels::Pool2dParams m_pool;
   bool m_use_pool;
-  Parameter m_weight;  // [C, k, k, 3]
+  ColourConv m_conv;
   BatchNorm m_bn;
-  Tensor m_x, m_w_used, m_pool_in, m_pool_out;
-  std::vector<Tensor> m_ones;  // three ones per dtype and device (see ones())
-  const Tensor& ones(DType dtype, Device device, const Stream& s);
+  Tensor m_pool_in, m_pool_out;
 };
 
 // What a backbone forward saved for its backward: one context per lego layer (the stem still keeps
