@@ -1,13 +1,15 @@
-// GPPF-ViT's blocks (src/nn/transformer.hpp): the gradients of the MLP lego layer, self-attention and
-// a whole block (inputs, weights, layer norm, router logits) against central differences of their
-// float forward; the MLP legos' forward is the residual plus the gated active legos; legos no task
-// chose stay untouched.
+// GPPF-ViT's blocks (src/nn/transformer.hpp) and backbone (src/nn/vit.hpp): the gradients of the MLP
+// lego layer, self-attention, a whole block and the backbone (inputs, weights, layer norm, router
+// logits, position embeddings on and off their grid) against central differences of their float
+// forward; the MLP legos' forward is the residual plus the gated active legos; legos no task chose
+// stay untouched.
 #include <gtest/gtest.h>
 
 #include <functional>
 #include <random>
 
 #include "src/nn/transformer.hpp"
+#include "src/nn/vit.hpp"
 #include "tests/common/gradcheck.hpp"
 #include "tests/common/util.hpp"
 
@@ -44,13 +46,14 @@ test::GradCheckOptions fd_options() {
 // state stays paired), returns the output and leaves the input gradient in *dx.
 using ForwardBackward = std::function<Tensor(const Tensor& in, const Tensor& r)>;
 
-// d sum(r * f(x)) / d x and / d each parameter, against central differences of the float forward.
+// d sum(r * f(x)) / d x (unless dx is null: an image input) and / d each parameter, against central
+// differences of the float forward. r has the output's shape.
 void check_gradients(const ForwardBackward& fb, const Tensor& x, const Tensor* dx,
-                     const std::vector<Parameter*>& params) {
-  const Tensor r = test::random_tensor(x.shape(), 99);  // the blocks keep the input's shape
+                     const std::vector<Parameter*>& params, const Shape& out_shape = {}) {
+  const Tensor r = test::random_tensor(out_shape.empty() ? x.shape() : out_shape, 99);
   for (Parameter* p : params) p->clear_grad();
   fb(x, r);
-  const Tensor dx0 = dx->clone();
+  const Tensor dx0 = dx ? dx->clone() : Tensor();
   std::vector<Tensor> grads;
   for (Parameter* p : params) grads.push_back(p->grad.clone());
   auto check = [&](Tensor target, const Tensor& analytic, const std::string& what) {
@@ -63,7 +66,7 @@ void check_gradients(const ForwardBackward& fb, const Tensor& x, const Tensor* d
     EXPECT_TRUE(res.ok) << what << ": " << res.message();
     loss(orig);
   };
-  check(x, dx0, "input");
+  if (dx) check(x, dx0, "input");
   for (std::size_t i = 0; i < params.size(); ++i) check(params[i]->value, grads[i], params[i]->name);
 }
 
@@ -162,6 +165,54 @@ TEST(TransformerBlock, Gradients) {
     return y;
   };
   check_gradients(fb, x, &dx, named(block, {"b.attn.qkv.weight", "b.mlp.router.task0"}));
+}
+
+VitSpec tiny_vit() {
+  VitSpec v;
+  v.patch = 4;
+  v.dim = 8;
+  v.depth = 2;
+  v.heads = 2;
+  v.mlp_hidden = 12;
+  v.num_legos = 3;
+  v.top_k = 2;
+  v.grid_h = v.grid_w = 2;
+  return v;
+}
+
+TEST(VitBackbone, TokenMapOfGreyAndColourImages) {
+  VitBackbone vit(tiny_vit(), 2, 1);
+  RunState rs;
+  rs.training = false;
+  for (int c : {1, 3}) {
+    const Tensor y = vit.forward(rs, test::random_tensor({3, 8, 12, c}, 2), 0);
+    EXPECT_EQ(y.shape(), (Shape{3, 2, 3, 8})) << c;
+  }
+  EXPECT_EQ(vit.lego_layers().size(), 2u);
+  EXPECT_NE(test::error_of([&] {
+              vit.forward(rs, test::random_tensor({1, 6, 8, 1}, 2), 0);
+            }).find("patch"),
+            std::string::npos);
+}
+
+// On the pre-training grid and off it (the position embeddings interpolated), grey and colour.
+TEST(VitBackbone, Gradients) {
+  for (const Shape& image : {Shape{2, 8, 8, 1}, Shape{2, 12, 8, 3}}) {
+    VitBackbone vit(tiny_vit(), 2, 3);
+    RunState rs;
+    rs.task = 1;
+    Tensor x = test::random_tensor(image, 4).clone();
+    auto fb = [&](const Tensor& in, const Tensor& r) {
+      Tensor y = vit.forward(rs, in, 100);
+      vit.backward(rs, r);
+      return y;
+    };
+    const Shape out{image[0], image[1] / 4, image[2] / 4, 8};
+    check_gradients(fb, x, nullptr,
+                    named(vit, {"patch_embed.weight", "pos_embed", "block1.mlp.router.task1", "block0.attn.qkv.weight",
+                                "norm.gamma"}),
+                    out);
+  }
 }
 
 TEST(TransformerBlock, BadWidthNamesTheLayer) {

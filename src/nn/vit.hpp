@@ -1,0 +1,44 @@
+#pragma once
+// GPPF-ViT's backbone (issue "GPPF-ViT"): patch embedding (a ColourConv of stride P: grey and colour
+// images share it), learned position embeddings on the pre-training token grid (bilinearly
+// interpolated when an input's grid differs: detection, segmentation, transfer), `depth` pre-norm
+// transformer blocks whose MLPs are lego layers (src/nn/transformer.hpp), and a final layer norm.
+// The output is the token map [N, H/P, W/P, D], NHWC like the residual backbone's stage outputs.
+// No class token: classification pools the tokens.
+#include <memory>
+#include <vector>
+
+#include "src/nn/colour_conv.hpp"
+#include "src/nn/transformer.hpp"
+
+namespace gppf::nn {
+
+struct VitSpec {
+  int patch = 4, dim = 64, depth = 4, heads = 4;
+  int mlp_hidden = 0;  // the dense MLP's hidden width (0: 4 * dim); each of the k active legos gets 1/k
+  int num_legos = 4, top_k = 2, num_shared = 0;
+  int grid_h = 0, grid_w = 0;  // the position embeddings' token grid (pre-training input / patch)
+  RoutingOptions routing;
+};
+
+class VitBackbone final : public Module {
+ public:
+  VitBackbone(const VitSpec& spec, int num_tasks, std::uint64_t seed);
+  // x [N, H, W, 1 | 3], H and W multiples of the patch -> the token map [N, H/P, W/P, D].
+  Tensor forward(const RunState& rs, const Tensor& x, std::int64_t step);
+  // d_map: the token map's gradient. Writes every parameter gradient of the pass.
+  void backward(const RunState& rs, const Tensor& d_map);
+  void collect_parameters(std::vector<Parameter*>& out) override;
+  std::vector<MlpLegoLayer*> lego_layers();
+  const VitSpec& spec() const { return m_spec; }
+
+ private:
+  VitSpec m_spec;
+  ColourConv m_patch;
+  Parameter m_pos;  // [grid_h, grid_w, D]
+  std::vector<std::unique_ptr<TransformerBlock>> m_blocks;
+  LayerNorm m_norm;
+  Shape m_map_shape;  // the last training forward's token map
+};
+
+}  // namespace gppf::nn
