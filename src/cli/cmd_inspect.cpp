@@ -86,6 +86,7 @@ json checkpoint_json(const std::string& path) {
 
   // The routing at inference: the checkpoint's routers through LegoLayer::route.
   const int num_tasks = static_cast<int>(config.tasks.size());
+  GPPF_CHECK(!config.backbone.vit, path, ": routes and parameter shares of gppf-vit checkpoints are not described yet");
   nn::Backbone backbone(config.backbone, num_tasks, config.seed);
   std::vector<nn::Parameter*> routers;
   auto layers = backbone.lego_layers();

@@ -19,6 +19,18 @@ BackboneSpec BackboneSpec::mini() {
   return s;
 }
 
+BackboneSpec BackboneSpec::vit_mini() {
+  BackboneSpec s;
+  s.name = "gppf-vit";
+  VitSpec v;
+  v.patch = 4;
+  v.dim = 64;
+  v.depth = 4;
+  v.heads = 4;
+  s.vit = v;
+  return s;
+}
+
 BackboneSpec BackboneSpec::r50() {
   BackboneSpec s;
   s.name = "gppf-r50";
@@ -83,6 +95,16 @@ void Stem::collect_buffers(std::vector<Buffer>& out) { m_bn.collect_buffers(out)
 
 Backbone::Backbone(const BackboneSpec& spec, int num_tasks, std::uint64_t seed)
     : m_spec(spec), m_stem(spec, num_tasks, seed) {
+  if (spec.vit) {
+    VitSpec v = *spec.vit;
+    v.num_legos = spec.num_legos;
+    v.top_k = spec.top_k;
+    v.num_shared = spec.num_shared;
+    v.routing = spec.routing;
+    m_vit = std::make_unique<VitBackbone>(v, num_tasks, seed);
+    m_stage_ends = {v.depth - 1};
+    return;
+  }
   GPPF_CHECK(!spec.stages.empty(), "model.stages: at least one stage is needed");
   std::mt19937_64 rng(seed + 1);
   int in = spec.stem_channels;
@@ -118,6 +140,10 @@ std::vector<Tensor> Backbone::forward(const RunState& rs, const Tensor& x, std::
     if (saved) saved->layers[i] = std::move(out.saved);
     return out.y;
   };
+  if (m_vit) {
+    GPPF_CHECK(x.defined(), "gppf-vit: expert parallelism is not supported yet");
+    return {m_vit->forward(rs, x, step)};
+  }
   if (!x.defined()) {
     // Expert parallelism, a round in which this rank runs no task: it still serves its legos to the
     // other members of its block, layer by layer.
@@ -138,6 +164,11 @@ std::vector<Tensor> Backbone::forward(const RunState& rs, const Tensor& x, std::
 }
 
 void Backbone::backward(const RunState& rs, const std::vector<Tensor>& d_features, BackboneSaved& saved) {
+  if (m_vit) {
+    GPPF_CHECK(d_features.size() == 1 && d_features[0].defined(), "gppf-vit: backward needs the token map's gradient");
+    m_vit->backward(rs, d_features[0]);
+    return;
+  }
   GPPF_CHECK(saved.layers.size() == m_layers.size(), "backbone: backward without a training forward");
   auto layer_backward = [&](int i, const Tensor& d) {
     const auto li = static_cast<std::size_t>(i);
@@ -178,13 +209,13 @@ void Backbone::set_strategy(const std::shared_ptr<LegoStrategy>& strategy) {
 
 std::vector<const Tensor*> Backbone::router_values() {
   std::vector<const Tensor*> out;
-  for (auto& l : m_layers)
+  for (RoutedLayer* l : routed_layers())
     for (int t = 0; t < l->num_tasks(); ++t) out.push_back(&l->router(t).value);
   return out;
 }
 
 std::size_t Backbone::set_router_copies(const std::vector<float>& values, std::size_t at) {
-  for (auto& l : m_layers)
+  for (RoutedLayer* l : routed_layers())
     for (int t = 0; t < l->num_tasks(); ++t) {
       const auto n = static_cast<std::size_t>(l->router(t).value.numel());
       GPPF_CHECK(at + n <= values.size(), "set_router_copies: ", values.size(), " values, more routers");
@@ -199,16 +230,18 @@ void Backbone::refresh_routing(const Stream& s) { set_router_copies(read_back_al
 
 float Backbone::apply_balance(const std::vector<int>& tasks) {
   float total = 0;
-  for (auto& l : m_layers) total += l->apply_balance(tasks);
+  for (RoutedLayer* l : routed_layers()) total += l->apply_balance(tasks);
   return total;
 }
 
 void Backbone::collect_parameters(std::vector<Parameter*>& out) {
+  if (m_vit) return m_vit->collect_parameters(out);
   m_stem.collect_parameters(out);
   for (auto& l : m_layers) l->collect_parameters(out);
 }
 
 void Backbone::collect_buffers(std::vector<Buffer>& out) {
+  if (m_vit) return;  // layer norm keeps no running statistics
   m_stem.collect_buffers(out);
   for (auto& l : m_layers) l->collect_buffers(out);
 }
@@ -219,7 +252,16 @@ std::vector<LegoLayer*> Backbone::lego_layers() {
   return out;
 }
 
+std::vector<RoutedLayer*> Backbone::routed_layers() {
+  std::vector<RoutedLayer*> out;
+  if (m_vit)
+    for (MlpLegoLayer* l : m_vit->lego_layers()) out.push_back(l);
+  for (auto& l : m_layers) out.push_back(l.get());
+  return out;
+}
+
 std::int64_t Backbone::macs(const Shape& x, int active) const {
+  if (m_vit) return m_vit->macs(x, active);
   std::int64_t total = m_stem.macs(x);
   Shape h = m_stem.output_shape(x);
   for (const auto& l : m_layers) {
@@ -230,6 +272,7 @@ std::int64_t Backbone::macs(const Shape& x, int active) const {
 }
 
 std::vector<Shape> Backbone::stage_shapes(const Shape& x) const {
+  if (m_vit) return {m_vit->output_shape(x)};
   std::vector<Shape> out;
   Shape h = m_stem.output_shape(x);
   std::size_t stage = 0;
@@ -244,6 +287,7 @@ std::vector<Shape> Backbone::stage_shapes(const Shape& x) const {
 }
 
 std::vector<Shape> Backbone::layer_input_shapes(const Shape& x) const {
+  GPPF_CHECK(!m_vit, "gppf-vit: expert parallelism is not supported yet");
   std::vector<Shape> out;
   Shape h = m_stem.output_shape(x);
   for (const auto& layer : m_layers) {
@@ -254,12 +298,14 @@ std::vector<Shape> Backbone::layer_input_shapes(const Shape& x) const {
 }
 
 std::vector<int> Backbone::stage_channels() const {
+  if (m_vit) return {m_vit->spec().dim};
   std::vector<int> c;
   for (const auto& s : m_spec.stages) c.push_back(s.channels);
   return c;
 }
 
 std::vector<int> Backbone::stage_strides() const {
+  if (m_vit) return {m_vit->spec().patch};
   std::vector<int> out;
   int stride = m_spec.stem_stride * (m_spec.stem_pool ? 2 : 1);
   for (const auto& s : m_spec.stages) {

@@ -1,13 +1,16 @@
 #pragma once
 // Backbones made of lego layers: gppf-mini (CPU-sized) and gppf-r50 (ResNet-50's stem and stage
-// layout, 3-4-6-3 blocks of widths 256/512/1024/2048, each block a lego layer).
+// layout, 3-4-6-3 blocks of widths 256/512/1024/2048, each block a lego layer), and gppf-vit
+// (src/nn/vit.hpp: transformer blocks whose MLPs are lego layers; one output, the token map).
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "kernels/pool.hpp"
 #include "src/nn/colour_conv.hpp"
 #include "src/nn/lego.hpp"
+#include "src/nn/vit.hpp"
 
 namespace gppf::nn {
 
@@ -31,8 +34,13 @@ struct BackboneSpec {
   // dense bottleneck block, the paper's "similar computation budget".
   int lego_width(int channels) const;
   RoutingOptions routing;
+  // gppf-vit: the transformer's layout (stem and stages unused); its legos, k and shared legos and
+  // its routing are the keys above.
+  std::optional<VitSpec> vit;
 
   static BackboneSpec mini();
+  // gppf-vit at CPU size (configs/vit-mini.yaml): patch 4, width 64, 4 blocks of 4 heads.
+  static BackboneSpec vit_mini();
   static BackboneSpec r50();
 };
 
@@ -87,7 +95,10 @@ class Backbone final : public Module {
   void collect_buffers(std::vector<Buffer>& out) override;
 
   const BackboneSpec& spec() const { return m_spec; }
+  // The residual lego layers (none for gppf-vit), and every routed layer of either kind.
   std::vector<LegoLayer*> lego_layers();
+  std::vector<RoutedLayer*> routed_layers();
+  bool is_vit() const { return m_vit != nullptr; }
   // Index of the last lego layer of each stage.
   const std::vector<int>& stage_ends() const { return m_stage_ends; }
   std::vector<int> stage_channels() const;
@@ -106,6 +117,7 @@ class Backbone final : public Module {
   Stem m_stem;
   std::vector<std::unique_ptr<LegoLayer>> m_layers;
   std::vector<int> m_stage_ends;
+  std::unique_ptr<VitBackbone> m_vit;
 };
 
 }  // namespace gppf::nn

@@ -57,14 +57,14 @@ struct LegoContext {
   virtual ~LegoContext() = default;
 };
 
-class LegoLayer final : public Module {
+class LegoLayer final : public Module, public RoutedLayer {
  public:
   LegoLayer(const std::string& name, const LegoLayerSpec& spec, int num_tasks, const RoutingOptions& routing,
             std::mt19937_64& rng);
   ~LegoLayer() override;
 
   // `step` drives the warm-up schedule and seeds the routing noise (deterministic per task and step).
-  Route route(int task, std::int64_t step, bool training) const;
+  Route route(int task, std::int64_t step, bool training) const override;
   struct Output {
     Tensor y;
     std::unique_ptr<LegoContext> saved;  // null unless a backward can follow (training)
@@ -76,16 +76,16 @@ class LegoLayer final : public Module {
   Tensor backward(const RunState& rs, const Tensor& dy, std::unique_ptr<LegoContext> saved);
   // Adds the balance regulariser's gradient to the routers of `tasks` (once per step, after every
   // task's backward); returns its value (0 when balance_weight is 0).
-  float apply_balance(const std::vector<int>& tasks);
+  float apply_balance(const std::vector<int>& tasks) override;
 
   void collect_parameters(std::vector<Parameter*>& out) override;
   void collect_buffers(std::vector<Buffer>& out) override;
 
   const LegoLayerSpec& spec() const { return m_spec; }
-  const std::string& name() const { return m_name; }
-  int num_legos_total() const { return static_cast<int>(m_legos.size()); }
-  Parameter& router(int task) { return m_router.logits(task); }
-  int num_tasks() const { return m_router.num_tasks(); }
+  const std::string& name() const override { return m_name; }
+  int num_legos_total() const override { return static_cast<int>(m_legos.size()); }
+  Parameter& router(int task) override { return m_router.logits(task); }
+  int num_tasks() const override { return m_router.num_tasks(); }
   // Multiply-adds of task's path through this layer for input shape x (shared + k legos + shortcut).
   std::int64_t macs(const Shape& x, int active_legos) const;
   Shape output_shape(const Shape& x) const;
@@ -106,7 +106,7 @@ class LegoLayer final : public Module {
   void accumulate_router_grad(int task, const Route& route, const std::vector<float>& dgate);
   // The host's copy of task's router logits, which route() reads (Backbone::refresh_routing keeps it
   // current: on a GPU, routing from the device values would read them back in every layer).
-  void set_router_copy(int task, std::vector<float> logits);
+  void set_router_copy(int task, std::vector<float> logits) override;
   // Host routes whose host copy differed from the router's values, since the start (tests assert 0).
   static std::int64_t stale_router_reads();
 

@@ -63,4 +63,19 @@ class Router {
   std::vector<std::vector<float>> m_host_copy;  // their host copy (set_copy)
 };
 
+// What routing consumers see of a lego layer of any type (the residual LegoLayer, the transformer's
+// MlpLegoLayer): the routing statistics, the report's heat maps, fine-tuning's probe, the host
+// copies of the router logits.
+class RoutedLayer {
+ public:
+  virtual ~RoutedLayer() = default;
+  virtual const std::string& name() const = 0;
+  virtual Route route(int task, std::int64_t step, bool training) const = 0;
+  virtual Parameter& router(int task) = 0;
+  virtual int num_tasks() const = 0;
+  virtual int num_legos_total() const = 0;  // shared + routed
+  virtual void set_router_copy(int task, std::vector<float> logits) = 0;
+  virtual float apply_balance(const std::vector<int>& tasks) = 0;
+};
+
 }  // namespace gppf::nn

@@ -54,7 +54,7 @@ struct MlpLegoSpec {
 };
 
 // y = x + sum_{i in S_t} g_{t,i} mlp_i(LN(x)), tokens [N, T, D].
-class MlpLegoLayer final : public Module {
+class MlpLegoLayer final : public Module, public RoutedLayer {
  public:
   MlpLegoLayer(const std::string& name, const MlpLegoSpec& spec, int num_tasks, const RoutingOptions& routing,
                std::mt19937_64& rng);
@@ -62,8 +62,20 @@ class MlpLegoLayer final : public Module {
   // dx overwritten; writes the legos', the norm's and rs.task's router gradients.
   Tensor backward(const RunState& rs, const Tensor& dy);
   void collect_parameters(std::vector<Parameter*>& out) override;
-  Router& router() { return m_router; }
+  Router& routing() { return m_router; }
   MlpLego& lego(int i) { return *m_legos[static_cast<std::size_t>(i)]; }
+  // RoutedLayer
+  const std::string& name() const override { return m_name; }
+  Route route(int task, std::int64_t step, bool training) const override {
+    return m_router.route(task, step, training);
+  }
+  Parameter& router(int task) override { return m_router.logits(task); }
+  int num_tasks() const override { return m_router.num_tasks(); }
+  int num_legos_total() const override { return static_cast<int>(m_legos.size()); }
+  void set_router_copy(int task, std::vector<float> logits) override { m_router.set_copy(task, std::move(logits)); }
+  float apply_balance(const std::vector<int>& tasks) override { return m_router.apply_balance(tasks); }
+  // Multiply-adds of one pass over `rows` tokens with `active` legos (the norm not counted).
+  std::int64_t macs(std::int64_t rows, int active) const { return m_legos.front()->macs(rows) * active; }
   const MlpLegoSpec& spec() const { return m_spec; }
 
  private:
@@ -103,6 +115,7 @@ class TransformerBlock final : public Module {
   Tensor backward(const RunState& rs, const Tensor& dy);
   void collect_parameters(std::vector<Parameter*>& out) override;
   MlpLegoLayer& mlp() { return m_mlp; }
+  std::int64_t mlp_macs(std::int64_t rows, int active) const { return m_mlp.macs(rows, active); }
 
  private:
   SelfAttention m_attn;

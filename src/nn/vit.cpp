@@ -99,6 +99,16 @@ void VitBackbone::collect_parameters(std::vector<Parameter*>& out) {
   m_norm.collect_parameters(out);
 }
 
+Shape VitBackbone::output_shape(const Shape& x) const { return m_patch.output_shape(x); }
+
+std::int64_t VitBackbone::macs(const Shape& x, int active) const {
+  const Shape m = output_shape(x);
+  const std::int64_t N = m[0], T = m[1] * m[2], D = m[3];
+  std::int64_t total = m_patch.macs(x);
+  for (const auto& block : m_blocks) total += N * T * 4 * D * D + 2 * N * T * T * D + block->mlp_macs(N * T, active);
+  return total;
+}
+
 std::vector<MlpLegoLayer*> VitBackbone::lego_layers() {
   std::vector<MlpLegoLayer*> out;
   for (auto& block : m_blocks) out.push_back(&block->mlp());

@@ -31,6 +31,10 @@ class VitBackbone final : public Module {
   void collect_parameters(std::vector<Parameter*>& out) override;
   std::vector<MlpLegoLayer*> lego_layers();
   const VitSpec& spec() const { return m_spec; }
+  // The token map's shape for an input of shape x, and the multiply-adds of one pass with `active`
+  // legos per block (attention's two T x T products included, the norms not).
+  Shape output_shape(const Shape& x) const;
+  std::int64_t macs(const Shape& x, int active) const;
 
  private:
   VitSpec m_spec;

@@ -200,15 +200,40 @@ void read_schedule(const Reader& r, const YAML::Node& n, optim::ScheduleConfig& 
 void read_model(const Reader& r, const YAML::Node& n, nn::BackboneSpec& b, nn::NeckSpec& neck) {
   r.expect_map(n, "model");
   r.allow_keys(n, "model",
-               {"backbone", "stem_channels", "stages", "legos", "top_k", "shared_legos", "routing", "neck"});
+               {"backbone", "stem_channels", "stages", "legos", "top_k", "shared_legos", "routing", "neck", "vit"});
   std::string name = "gppf-mini";
   r.get(n, "model", "backbone", name);
   if (name == "gppf-mini")
     b = nn::BackboneSpec::mini();
   else if (name == "gppf-r50")
     b = nn::BackboneSpec::r50();
+  else if (name == "gppf-vit")
+    b = nn::BackboneSpec::vit_mini();
   else
-    GPPF_THROW(r.where(), ": key 'model.backbone': '", name, "' is not gppf-mini or gppf-r50");
+    GPPF_THROW(r.where(), ": key 'model.backbone': '", name, "' is not gppf-mini, gppf-r50 or gppf-vit");
+  const YAML::Node vn = child(n, "vit");
+  GPPF_CHECK(vn.IsNull() || b.vit, r.where(), ": key 'model.vit' is for model.backbone: gppf-vit");
+  if (b.vit) {
+    nn::VitSpec& v = *b.vit;
+    r.expect_map(vn, "model.vit");
+    r.allow_keys(vn, "model.vit", {"patch", "dim", "depth", "heads", "mlp_hidden", "grid"});
+    r.get(vn, "model.vit", "patch", v.patch);
+    r.get(vn, "model.vit", "dim", v.dim);
+    r.get(vn, "model.vit", "depth", v.depth);
+    r.get(vn, "model.vit", "heads", v.heads);
+    r.get(vn, "model.vit", "mlp_hidden", v.mlp_hidden);
+    if (!child(vn, "grid").IsNull()) {
+      std::vector<int> grid;
+      r.get(vn, "model.vit", "grid", grid);
+      GPPF_CHECK(grid.size() == 2 && grid[0] > 0 && grid[1] > 0, r.where(),
+                 ": key 'model.vit.grid' is [rows, columns] of tokens, both positive");
+      v.grid_h = grid[0];
+      v.grid_w = grid[1];
+    }
+    GPPF_CHECK(v.patch > 0 && v.dim > 0 && v.depth > 0 && v.heads > 0 && v.dim % v.heads == 0 && v.mlp_hidden >= 0,
+               r.where(), ": keys 'model.vit': patch ", v.patch, ", dim ", v.dim, ", depth ", v.depth, " and heads ",
+               v.heads, " must be positive, dim a multiple of heads");
+  }
   r.get(n, "model", "stem_channels", b.stem_channels);
   if (!child(n, "stages").IsNull()) {
     std::vector<std::vector<int>> stages;
@@ -253,8 +278,9 @@ void read_model(const Reader& r, const YAML::Node& n, nn::BackboneSpec& b, nn::N
   r.allow_keys(nk, "model.neck", {"first_stage", "channels"});
   r.get(nk, "model.neck", "first_stage", neck.first_stage);
   r.get(nk, "model.neck", "channels", neck.channels);
-  GPPF_CHECK(neck.first_stage >= 0 && neck.first_stage < static_cast<int>(b.stages.size()), r.where(),
-             ": key 'model.neck.first_stage' must be in [0, ", b.stages.size(), ")");
+  const int stages = b.vit ? 1 : static_cast<int>(b.stages.size());  // a ViT has one output: the token map
+  GPPF_CHECK(neck.first_stage >= 0 && neck.first_stage < stages, r.where(),
+             ": key 'model.neck.first_stage' must be in [0, ", stages, ")");
 }
 
 void read_finetune(const Reader& r, const YAML::Node& n, FinetuneConfig& f) {

@@ -54,17 +54,27 @@ json describe_network_json(const TrainConfig& config, const std::vector<TaskSpec
 
   std::vector<Shape> h;
   for (const auto& s : specs) h.push_back({1, s.height, s.width, s.channels});
+  if (backbone.is_vit()) {  // one row: the transformer (its blocks alike), routers counted apart
+    const nn::VitSpec& v = *b.vit;
+    const std::int64_t routers =
+        static_cast<std::int64_t>(specs.size()) * b.num_legos * static_cast<std::int64_t>(v.depth);
+    json row = layer_row(str("vit x", v.depth), v.dim, v.patch, nullptr, count_params(backbone) - routers, b.num_legos);
+    for (std::size_t t = 0; t < specs.size(); ++t)
+      row["mflop"][specs[t].config.name] = mflop(backbone.macs(h[t], active));
+    d["layers"].push_back(row);
+    h.clear();
+  }
   std::vector<nn::Parameter*> stem_params;
   backbone.collect_parameters(stem_params);
   std::int64_t stem = 0;
   for (const auto* p : stem_params)
     if (p->name.rfind("stem.", 0) == 0) stem += p->value.numel();
   json row = layer_row("stem", b.stem_channels, b.stem_stride, nullptr, stem, nullptr);
-  for (std::size_t t = 0; t < specs.size(); ++t) {
+  for (std::size_t t = 0; t < h.size(); ++t) {
     row["mflop"][specs[t].config.name] = mflop(backbone.stem_macs(h[t]));
     h[t] = backbone.stem_output_shape(h[t]);
   }
-  d["layers"].push_back(row);
+  if (!h.empty()) d["layers"].push_back(row);
   for (nn::LegoLayer* l : backbone.lego_layers()) {
     const auto& ls = l->spec();
     // Router logits (one per lego and task) are counted with the routers, not the layer.

@@ -49,7 +49,7 @@ std::string legos_text(const std::vector<int>& legos) {
 std::vector<std::vector<std::vector<int>>> chosen_legos(Network& net) {
   std::vector<std::vector<std::vector<int>>> out(net.tasks().size());
   for (std::size_t t = 0; t < out.size(); ++t)
-    for (auto* layer : net.backbone().lego_layers()) {
+    for (auto* layer : net.backbone().routed_layers()) {
       std::vector<int> legos;
       for (int r : layer->route(static_cast<int>(t), 0, false).routed)
         if (r >= 0) legos.push_back(r);
@@ -68,7 +68,7 @@ void write_transfer_json(const fs::path& path, const TrainConfig& config, const 
             {"freeze_backbone", config.finetune.freeze_backbone},
             {"tasks", json::object()}};
   if (net) {
-    const auto layers = net->backbone().lego_layers();
+    const auto layers = net->backbone().routed_layers();
     for (std::size_t t = 0; t < legos.size(); ++t) {
       json per_layer = json::object();
       for (std::size_t l = 0; l < layers.size(); ++l)
@@ -210,7 +210,7 @@ void run_tune(const TrainConfig& config, const FinetuneOptions& options, const s
     net.parameters_changed();  // chosen_legos routes by the probe's routers
     for (auto* p : backbone_parameters(net)) p->trainable = !is_router(p->name) && !f.freeze_backbone;
     result.legos = chosen_legos(net);
-    const auto layers = net.backbone().lego_layers();
+    const auto layers = net.backbone().routed_layers();
     for (std::size_t t = 0; t < result.legos.size(); ++t) {
       std::string line = str("finetune: the probe chose for task '", config.tasks[t].name, "':");
       for (std::size_t l = 0; l < layers.size(); ++l)

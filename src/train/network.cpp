@@ -139,7 +139,16 @@ Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
     kernels::set_allow_tf32(config.tf32);
   }
   const int n = static_cast<int>(tasks.size());
-  m_backbone = std::make_unique<nn::Backbone>(config.backbone, n, config.seed);
+  nn::BackboneSpec spec = config.backbone;
+  if (spec.vit && spec.vit->grid_h == 0 && !tasks.empty()) {
+    // The position embeddings' grid: the first task's input (the others interpolate).
+    GPPF_CHECK(tasks[0].height % spec.vit->patch == 0 && tasks[0].width % spec.vit->patch == 0, config.config_path,
+               ": task '", tasks[0].config.name, "' input ", tasks[0].height, "x", tasks[0].width,
+               " is not a multiple of model.vit.patch ", spec.vit->patch);
+    spec.vit->grid_h = tasks[0].height / spec.vit->patch;
+    spec.vit->grid_w = tasks[0].width / spec.vit->patch;
+  }
+  m_backbone = std::make_unique<nn::Backbone>(spec, n, config.seed);
   const auto channels = m_backbone->stage_channels();
   std::mt19937_64 rng(config.seed + 1000);
   m_heads->cls.resize(tasks.size());
@@ -183,7 +192,9 @@ Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
     cuda::synchronize(stream());
   }
   m_backbone->set_strategy(local_strategy(m_config.lego_strategy, m_device, m_act));
-  m_batch_tasks = config.task_batching == "on" || (config.task_batching == "auto" && m_device.is_cuda());
+  GPPF_CHECK(!spec.vit || config.task_batching != "on", config.config_path,
+             ": key 'task_batching': on is not supported by gppf-vit yet (its MLP legos run per task)");
+  m_batch_tasks = !spec.vit && (config.task_batching == "on" || (config.task_batching == "auto" && m_device.is_cuda()));
   parameters_changed();
 }
 

@@ -414,6 +414,7 @@ void add_meta(onnx::ModelProto& m, const std::string& key, const std::string& va
 OnnxExportResult export_onnx(LoadedModel& model, int task, const std::string& path) {
   GPPF_CHECK(model.net->device().is_host() && model.net->activation_dtype() == DType::F32,
              "export: load the checkpoint on the host in f32");
+  GPPF_CHECK(!model.net->backbone().is_vit(), "export: ", model.path, ": gppf-vit has no ONNX export yet");
   const TaskSpec& spec = model.data.specs.at(static_cast<std::size_t>(task));
   onnx::ModelProto m;
   m.set_ir_version(onnx::IR_VERSION_2020_5_8);  // IR 7: the one that goes with opset 13

@@ -542,7 +542,7 @@ std::vector<std::map<std::string, std::map<std::string, double>>> Trainer::evalu
 
 // Which legos each task routes to, per layer, for the report's usage heat map.
 void Trainer::write_routing(std::int64_t step) {
-  auto layers = m_net.backbone().lego_layers();
+  auto layers = m_net.backbone().routed_layers();
   for (std::size_t i = 0; i < m_data.specs.size(); ++i) {
     json usage = json::array(), num_legos = json::array();
     for (auto* l : layers) {

@@ -29,7 +29,8 @@ struct Dims {
 };
 
 bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
+  // An empty tensor has no storage (memcmp must not see its null pointer).
+  return a.shape() == b.shape() && (a.nbytes() == 0 || std::memcmp(a.data(), b.data(), a.nbytes()) == 0);
 }
 
 // Throws one line that contains every piece of `parts`.

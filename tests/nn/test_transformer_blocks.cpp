@@ -88,7 +88,7 @@ TEST(MlpLegoLayer, ForwardIsTheResidualPlusGatedActiveLegos) {
   rs.training = false;
   const Tensor x = test::random_tensor({2, 5, 8}, 4);
   const Tensor y = layer.forward(rs, x, 100);
-  const Route r = layer.router().route(1, 100, false);
+  const Route r = layer.route(1, 100, false);
   ASSERT_EQ(r.legos.size(), 2u);
   // The same by hand: LN (gamma 1, beta 0, eps 1e-6) and the two legos on the rows.
   LayerNorm norm("n", 8);
@@ -113,7 +113,7 @@ TEST(MlpLegoLayer, GradientsOfInputWeightsNormAndRouter) {
       dx = layer.backward(rs, r);
       return y;
     };
-    const Route route = layer.router().route(0, 100, true);
+    const Route route = layer.route(0, 100, true);
     std::vector<std::string> names = {str("m.lego", route.legos.back() - shared, ".fc1.weight"), "m.norm.gamma",
                                       "m.router.task0"};
     if (shared) names.push_back("m.shared0.fc2.weight");
@@ -128,7 +128,7 @@ TEST(MlpLegoLayer, LegosNoTaskChoseAreUntouched) {
   const Tensor x = test::random_tensor({2, 3, 8}, 6);
   layer.forward(rs, x, 100);
   layer.backward(rs, test::random_tensor(x.shape(), 7));
-  const Route route = layer.router().route(0, 100, true);
+  const Route route = layer.route(0, 100, true);
   std::vector<Parameter*> all;
   layer.collect_parameters(all);
   int untouched = 0;

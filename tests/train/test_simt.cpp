@@ -320,6 +320,38 @@ TEST_F(Simt, TinyRunLearnsAndWritesItsRunDirectory) {
   EXPECT_TRUE(summary["tasks"]["seg"]["metrics"].contains("miou"));
 }
 
+// GPPF-ViT through the trainer: the three task types on one token map (bars 8x8 -> 2x2 tokens, the
+// squares 16x16 -> 4x4, position embeddings interpolated), routers refreshed, the run directory
+// written, and a resume that continues the run bit for bit.
+TEST_F(Simt, TinyVitRunLearnsAndResumes) {
+  std::vector<std::string> vit = {"model.backbone=gppf-vit", "model.vit.patch=4", "model.vit.dim=16",
+                                  "model.vit.depth=2",       "model.vit.heads=2", "model.neck.first_stage=0",
+                                  "optimizer.type=adamw",    "optimizer.lr=0.003"};
+  std::string yaml = tiny_config(60).yaml;
+  // The residual stages do not apply to a ViT.
+  const auto at = yaml.find("  stem_channels: 4\n  stages: [[8, 1, 1], [8, 1, 2]]\n");
+  ASSERT_NE(at, std::string::npos);
+  yaml.erase(at, std::string("  stem_channels: 4\n  stages: [[8, 1, 1], [8, 1, 2]]\n").size());
+  vit.push_back("checkpoint_every=30");
+  const TrainConfig c = parse_config(yaml, vit, "vit.yaml");
+  ASSERT_TRUE(c.backbone.vit);
+  const fs::path run = s_dir / "vit-run";
+  const std::int64_t stale = nn::Router::stale_reads();
+  const TrainSummary s = run_training(c, {run.string(), ""});
+  EXPECT_EQ(s.steps, 60);
+  EXPECT_EQ(nn::Router::stale_reads(), stale);
+  EXPECT_GT(s.metrics.at("bars").at("top1"), 0.8);
+  std::ifstream in(run / "metrics.jsonl");
+  std::string line;
+  bool routing = false;
+  while (std::getline(in, line)) routing |= nlohmann::json::parse(line)["split"] == "routing";
+  EXPECT_TRUE(routing);
+  // Resumed from step 30: the straight run's end point.
+  const fs::path again = s_dir / "vit-resumed";
+  const TrainSummary resumed = run_training(c, {again.string(), (run / "checkpoints" / "step-00000030.h5").string()});
+  EXPECT_EQ(resumed.metrics, s.metrics);
+}
+
 TEST_F(Simt, DescribeListsLayersTasksAndParameterCounts) {
   const TrainConfig c = tiny_config(1);
   const std::string d = describe_network(c, open_tasks(c).specs);
