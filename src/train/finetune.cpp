@@ -243,9 +243,21 @@ void add_phase_times(const fs::path& run_dir) {
 
 }  // namespace
 
-FinetuneResult run_finetune(const TrainConfig& config, const FinetuneOptions& options) {
+// gppf-vit's position embeddings keep the pre-trained grid (by default the pre-training's first task's
+// input / patch): the new tasks' inputs interpolate them, as any other input size does.
+TrainConfig with_pretrained_grid(TrainConfig config, const std::string& checkpoint) {
+  if (!config.backbone.vit || config.backbone.vit->grid_h > 0) return config;
+  // Into the config's text: each phase re-reads it (phase_config).
+  for (const auto& [name, shape] : checkpoint_tensor_shapes(checkpoint, "params"))
+    if (name == "pos_embed" && shape.size() == 3)
+      return phase_config(config, {str("model.vit.grid=[", shape[0], ", ", shape[1], "]")});
+  return config;
+}
+
+FinetuneResult run_finetune(const TrainConfig& given, const FinetuneOptions& options) {
   GPPF_CHECK(!options.run_dir.empty(), "finetune: --out RUN_DIR is required");
   GPPF_CHECK(!options.checkpoint.empty(), "finetune: --checkpoint is required");
+  const TrainConfig config = with_pretrained_grid(given, options.checkpoint);
   GPPF_CHECK(options.resume.empty() || options.resume == "auto", "finetune: --resume takes 'auto', got '",
              options.resume, "' (each phase resumes from its own checkpoints in ", options.run_dir, ")");
   const bool root = options.single_process || dist::world_rank_or_zero() == 0;  // writes transfer.json, logs

@@ -329,5 +329,61 @@ TEST_F(Finetune, ResumeAutoSkipsAFinishedProbeAndContinuesBitwise) {
   EXPECT_THROW(run_finetune(c, o), Error);
 }
 
+// GPPF-ViT transfers the same way: pre-trained on bars and detection, the probe picks k MLP legos in
+// every block for the held-out segmentation task, and fine-tuning starts from the pre-trained
+// patch embedding.
+TEST_F(Finetune, VitProbePicksMlpLegosInEveryBlock) {
+  const std::string vit_model = R"(
+model:
+  backbone: gppf-vit
+  vit: {patch: 4, dim: 16, depth: 2, heads: 2}
+  legos: 3
+  top_k: 2
+  routing: {warmup: none}
+  neck: {first_stage: 0, channels: 8}
+)";
+  const std::string yaml =
+      str("steps: 20\nlog_every: 10\nthreads: 1\noptimizer: {type: adamw, lr: 0.003}\n", "schedule: {type: constant}\n",
+          vit_model, "tasks:\n  - {name: bars, type: classification, dataset: ", (s_dir / "bars").string(),
+          ", batch_size: 16}\n  - {name: det, type: detection, dataset: ", (s_dir / "squares").string(),
+          ", batch_size: 8}\n");
+  const fs::path pre = s_dir / "vit-pretrain";
+  run_training(parse_config(yaml, {}, "vit-pretrain.yaml"), {pre.string(), ""});
+  const std::string ckpt = resolve_checkpoint(pre.string());
+  const std::string ft =
+      str("steps: 6\nlog_every: 3\nthreads: 1\noptimizer: {type: adamw, lr: 0.003}\n",
+          "schedule: {type: constant}\nfinetune: {probe_steps: 4, probe_lr: 0.01}\n",
+          "tasks:\n  - {name: seg, type: segmentation, dataset: ", (s_dir / "squares").string(), ", batch_size: 8}\n");
+  const TrainConfig c =
+      parse_finetune_config(ft, {}, "vit-finetune.yaml", read_checkpoint_meta(ckpt).config_yaml, ckpt);
+  ASSERT_TRUE(c.backbone.vit);
+  FinetuneOptions o;
+  o.checkpoint = ckpt;
+  o.run_dir = (s_dir / "vit-finetune").string();
+  std::vector<float> pretrained, at_probe;
+  o.on_prepared = [&](const std::string& phase, Network& net) {
+    if (phase != "probe") return;
+    for (auto* p : net.parameters())
+      if (p->name == "patch_embed.weight") at_probe = p->value.to_float_vector();
+  };
+  {
+    TrainConfig pc = parse_config(yaml, {}, "vit-pretrain.yaml");
+    Network net(pc, open_tasks(pc).specs);
+    ReadOptions ro;
+    ro.exact = false;
+    ro.optimizer = false;
+    (void)read_checkpoint(ckpt, {net.parameters(), net.buffers(), {}}, ro);
+    for (auto* p : net.parameters())
+      if (p->name == "patch_embed.weight") pretrained = p->value.to_float_vector();
+  }
+  const FinetuneResult r = run_finetune(c, o);
+  EXPECT_EQ(r.summary.steps, 6);
+  ASSERT_EQ(r.legos.size(), 1u);
+  ASSERT_EQ(r.legos[0].size(), 2u);  // one MLP lego layer per block
+  for (const auto& layer : r.legos[0]) EXPECT_EQ(layer.size(), 2u);
+  ASSERT_FALSE(pretrained.empty());
+  EXPECT_EQ(at_probe, pretrained);
+}
+
 }  // namespace
 }  // namespace gppf::train
