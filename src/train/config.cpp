@@ -197,6 +197,28 @@ void read_schedule(const Reader& r, const YAML::Node& n, optim::ScheduleConfig& 
   r.get(n, "schedule", "gamma", s.gamma);
 }
 
+// model.vit: gppf-vit's layout (docs/CONFIG.md).
+void read_vit(const Reader& r, const YAML::Node& vn, nn::VitSpec& v) {
+  r.expect_map(vn, "model.vit");
+  r.allow_keys(vn, "model.vit", {"patch", "dim", "depth", "heads", "mlp_hidden", "grid"});
+  r.get(vn, "model.vit", "patch", v.patch);
+  r.get(vn, "model.vit", "dim", v.dim);
+  r.get(vn, "model.vit", "depth", v.depth);
+  r.get(vn, "model.vit", "heads", v.heads);
+  r.get(vn, "model.vit", "mlp_hidden", v.mlp_hidden);
+  if (!child(vn, "grid").IsNull()) {
+    std::vector<int> grid;
+    r.get(vn, "model.vit", "grid", grid);
+    GPPF_CHECK(grid.size() == 2 && grid[0] > 0 && grid[1] > 0, r.where(),
+               ": key 'model.vit.grid' is [rows, columns] of tokens, both positive");
+    v.grid_h = grid[0];
+    v.grid_w = grid[1];
+  }
+  GPPF_CHECK(v.patch > 0 && v.dim > 0 && v.depth > 0 && v.heads > 0 && v.dim % v.heads == 0 && v.mlp_hidden >= 0,
+             r.where(), ": keys 'model.vit': patch ", v.patch, ", dim ", v.dim, ", depth ", v.depth, " and heads ",
+             v.heads, " must be positive, dim a multiple of heads");
+}
+
 void read_model(const Reader& r, const YAML::Node& n, nn::BackboneSpec& b, nn::NeckSpec& neck) {
   r.expect_map(n, "model");
   r.allow_keys(n, "model",
@@ -213,27 +235,7 @@ void read_model(const Reader& r, const YAML::Node& n, nn::BackboneSpec& b, nn::N
     GPPF_THROW(r.where(), ": key 'model.backbone': '", name, "' is not gppf-mini, gppf-r50 or gppf-vit");
   const YAML::Node vn = child(n, "vit");
   GPPF_CHECK(vn.IsNull() || b.vit, r.where(), ": key 'model.vit' is for model.backbone: gppf-vit");
-  if (b.vit) {
-    nn::VitSpec& v = *b.vit;
-    r.expect_map(vn, "model.vit");
-    r.allow_keys(vn, "model.vit", {"patch", "dim", "depth", "heads", "mlp_hidden", "grid"});
-    r.get(vn, "model.vit", "patch", v.patch);
-    r.get(vn, "model.vit", "dim", v.dim);
-    r.get(vn, "model.vit", "depth", v.depth);
-    r.get(vn, "model.vit", "heads", v.heads);
-    r.get(vn, "model.vit", "mlp_hidden", v.mlp_hidden);
-    if (!child(vn, "grid").IsNull()) {
-      std::vector<int> grid;
-      r.get(vn, "model.vit", "grid", grid);
-      GPPF_CHECK(grid.size() == 2 && grid[0] > 0 && grid[1] > 0, r.where(),
-                 ": key 'model.vit.grid' is [rows, columns] of tokens, both positive");
-      v.grid_h = grid[0];
-      v.grid_w = grid[1];
-    }
-    GPPF_CHECK(v.patch > 0 && v.dim > 0 && v.depth > 0 && v.heads > 0 && v.dim % v.heads == 0 && v.mlp_hidden >= 0,
-               r.where(), ": keys 'model.vit': patch ", v.patch, ", dim ", v.dim, ", depth ", v.depth, " and heads ",
-               v.heads, " must be positive, dim a multiple of heads");
-  }
+  if (b.vit) read_vit(r, vn, *b.vit);
   r.get(n, "model", "stem_channels", b.stem_channels);
   if (!child(n, "stages").IsNull()) {
     std::vector<std::vector<int>> stages;

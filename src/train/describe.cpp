@@ -39,6 +39,35 @@ json layer_row(const std::string& name, int out, int stride, const json& lego_wi
           {"params", params}, {"router_legos", legos}, {"mflop", json::object()}};
 }
 
+// The stem's row and one per residual lego layer, each task's shape carried through them.
+void append_residual_rows(json& d, nn::Backbone& backbone, const nn::BackboneSpec& b,
+                          const std::vector<TaskSpec>& specs, int active) {
+  std::vector<Shape> h;
+  for (const auto& s : specs) h.push_back({1, s.height, s.width, s.channels});
+  std::vector<nn::Parameter*> stem_params;
+  backbone.collect_parameters(stem_params);
+  std::int64_t stem = 0;
+  for (const auto* p : stem_params)
+    if (p->name.rfind("stem.", 0) == 0) stem += p->value.numel();
+  json row = layer_row("stem", b.stem_channels, b.stem_stride, nullptr, stem, nullptr);
+  for (std::size_t t = 0; t < specs.size(); ++t) {
+    row["mflop"][specs[t].config.name] = mflop(backbone.stem_macs(h[t]));
+    h[t] = backbone.stem_output_shape(h[t]);
+  }
+  d["layers"].push_back(row);
+  for (nn::LegoLayer* l : backbone.lego_layers()) {
+    const auto& ls = l->spec();
+    // Router logits (one per lego and task) are counted with the routers, not the layer.
+    const std::int64_t params = count_params(*l) - static_cast<std::int64_t>(specs.size()) * ls.num_legos;
+    row = layer_row(l->name(), ls.out_channels, ls.stride, ls.lego_width, params, ls.num_legos);
+    for (std::size_t t = 0; t < specs.size(); ++t) {
+      row["mflop"][specs[t].config.name] = mflop(l->macs(h[t], active));
+      h[t] = l->output_shape(h[t]);
+    }
+    d["layers"].push_back(row);
+  }
+}
+
 }  // namespace
 
 json describe_network_json(const TrainConfig& config, const std::vector<TaskSpec>& specs) {
@@ -52,39 +81,16 @@ json describe_network_json(const TrainConfig& config, const std::vector<TaskSpec
   json d = {{"backbone", b.name},     {"legos", b.num_legos},    {"top_k", b.top_k},
             {"shared", b.num_shared}, {"layers", json::array()}, {"tasks", json::array()}};
 
-  std::vector<Shape> h;
-  for (const auto& s : specs) h.push_back({1, s.height, s.width, s.channels});
   if (backbone.is_vit()) {  // one row: the transformer (its blocks alike), routers counted apart
     const nn::VitSpec& v = *b.vit;
     const std::int64_t routers =
         static_cast<std::int64_t>(specs.size()) * b.num_legos * static_cast<std::int64_t>(v.depth);
     json row = layer_row(str("vit x", v.depth), v.dim, v.patch, nullptr, count_params(backbone) - routers, b.num_legos);
-    for (std::size_t t = 0; t < specs.size(); ++t)
-      row["mflop"][specs[t].config.name] = mflop(backbone.macs(h[t], active));
+    for (const auto& s : specs)
+      row["mflop"][s.config.name] = mflop(backbone.macs({1, s.height, s.width, s.channels}, active));
     d["layers"].push_back(row);
-    h.clear();
-  }
-  std::vector<nn::Parameter*> stem_params;
-  backbone.collect_parameters(stem_params);
-  std::int64_t stem = 0;
-  for (const auto* p : stem_params)
-    if (p->name.rfind("stem.", 0) == 0) stem += p->value.numel();
-  json row = layer_row("stem", b.stem_channels, b.stem_stride, nullptr, stem, nullptr);
-  for (std::size_t t = 0; t < h.size(); ++t) {
-    row["mflop"][specs[t].config.name] = mflop(backbone.stem_macs(h[t]));
-    h[t] = backbone.stem_output_shape(h[t]);
-  }
-  if (!h.empty()) d["layers"].push_back(row);
-  for (nn::LegoLayer* l : backbone.lego_layers()) {
-    const auto& ls = l->spec();
-    // Router logits (one per lego and task) are counted with the routers, not the layer.
-    const std::int64_t params = count_params(*l) - static_cast<std::int64_t>(specs.size()) * ls.num_legos;
-    row = layer_row(l->name(), ls.out_channels, ls.stride, ls.lego_width, params, ls.num_legos);
-    for (std::size_t t = 0; t < specs.size(); ++t) {
-      row["mflop"][specs[t].config.name] = mflop(l->macs(h[t], active));
-      h[t] = l->output_shape(h[t]);
-    }
-    d["layers"].push_back(row);
+  } else {
+    append_residual_rows(d, backbone, b, specs, active);
   }
   for (std::size_t t = 0; t < specs.size(); ++t) {
     const auto& s = specs[t];
