@@ -2,10 +2,11 @@
 # On a machine with an NVIDIA GPU, in one call that fits the device budget (at most 10 minutes): build
 # only what it runs (gppf and the CUDA tests; bench_cuda_* too with GPPF_DEVICE_KERNELS=1), run the
 # CUDA parity tests (ctest -L cuda; the host tests too with GPPF_DEVICE_ALL=1), whole training steps on
-# random data (`gppf bench step`: gppf-mini; gppf-r50 1 x 256 and 4 x 64 in bf16, one TF32 row) with
-# images/s over the full step, host syncs and launches per step and peak device memory, then the
-# PyTorch yardsticks in the same call (bench/torch_simt_r50.py, the peer at 4 x 64, and dense ResNet-50
-# at 256) with whichever Python has torch. One table at the end; full logs under $OUT when it is set.
+# random data (`gppf bench step`: gppf-mini; gppf-r50 1 x 256 and 4 x 64 in bf16, one TF32 row;
+# gppf-vit at ViT-B/16, 1 x 256 in bf16) with images/s over the full step, host syncs and launches per
+# step and peak device memory, then the PyTorch yardsticks in the same call (bench/torch_simt_r50.py,
+# the peer at 4 x 64, and dense ResNet-50 at 256; bench/torch_vit_b16.py, dense ViT-B/16 and its MLP-lego
+# peer at 256) with whichever Python has torch. One table at the end; full logs under $OUT when it is set.
 # Nothing is installed: the device machine has the toolkit, cuDNN, NCCL, MPI and serial HDF5 but no
 # oneDNN, so the build takes GPPF_ONEDNN=AUTO. `GPPF_DEVICE_DRY_RUN=1` prints the plan and runs nothing
 # (tests/scripts check it on machines without a GPU).
@@ -92,6 +93,8 @@ bench_step "dense r50 4x64 bf16" --config configs/r50-bench-4x64.yaml --set mode
   --synthetic 224x224x3:1000 --steps 10 --warmup 3
 bench_step "gppf-r50 1x256 tf32" --config configs/r50-bench.yaml --set precision=fp32 --synthetic 224x224x3:1000 \
   --steps 10 --warmup 3
+# ViT-B/16 with k = 2 of 4 MLP legos, against bench/torch_vit_b16.py below (target: the dense rate).
+bench_step "gppf-vit-b16 bf16" --config configs/vit-b16-bench.yaml --synthetic 224x224x3:1000 --steps 10 --warmup 3
 
 # Kernel benchmarks (bench_cuda_*, torch_conv.py) take minutes: only with GPPF_DEVICE_KERNELS=1.
 if [ "$kernels" = 1 ]; then
@@ -111,8 +114,9 @@ if [ -z "$torch_python" ]; then
   row "PyTorch yardsticks" "NOT MEASURED: no Python here imports torch (tried python3, python, /opt/*/bin)"
   echo "device-check: NO PYTORCH FOUND; the yardstick rows are missing" >&2
 else
-  # The peer prints dense ResNet-50 at its batch too; the others (TF32 rows, convolutions) on request.
-  yardsticks=(bench/torch_simt_r50.py)
+  # The peers print their dense networks at the same batch too; the others (TF32 rows, convolutions)
+  # on request.
+  yardsticks=(bench/torch_simt_r50.py bench/torch_vit_b16.py)
   [ "$kernels" = 1 ] && yardsticks+=(bench/torch_resnet50.py bench/torch_conv.py)
   for py in "${yardsticks[@]}"; do
     name=$(basename "$py" .py)

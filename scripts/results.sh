@@ -23,6 +23,9 @@
 #   --doc FILE           the Markdown written (default docs/RESULTS.md)
 #   --reuse              keep runs that already have a summary.json (to finish an interrupted sweep)
 #   --report-only        run nothing: write the document from the summary.json files in DIR
+#   --peer-config FILE   another config already swept (e.g. configs/mini.yaml for a ViT sweep) ...
+#   --peer-out DIR       ... whose runs are in DIR: adds its sparse runs beside this config's, on the
+#                        tasks both have, with each one's training FLOPs (`gppf inspect --json`)
 # Environment: GPPF_BIN (default build/bin/gppf). Data: scripts/fetch-data.sh --for CONFIG.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +40,8 @@ steps=""
 seeds=1,2,3
 reuse=0
 report_only=0
+peer_config=""
+peer_out=""
 args=("$@")
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -49,6 +54,8 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --doc) doc=$2; shift 2 ;;
     --reuse) reuse=1; shift ;;
+    --peer-config) peer_config=$2; shift 2 ;;
+    --peer-out) peer_out=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "results.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -58,7 +65,11 @@ done
 [[ "$seeds" =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "results.sh: --seeds must be a comma-separated list of integers, got '$seeds'" >&2; exit 2; }
 IFS=, read -r -a seed_list <<<"$seeds"
 command -v python3 >/dev/null || { echo "results.sh: python3 is needed to aggregate the runs" >&2; exit 1; }
-for f in "$config" "$transfer_config"; do
+if { [ -z "$peer_config" ] && [ -n "$peer_out" ]; } || { [ -n "$peer_config" ] && [ -z "$peer_out" ]; }; then
+  echo "results.sh: --peer-config and --peer-out go together" >&2
+  exit 2
+fi
+for f in "$config" "$transfer_config" ${peer_config:+"$peer_config"}; do
   [ -f "$f" ] || { echo "results.sh: config $f does not exist" >&2; exit 1; }
 done
 
@@ -165,6 +176,26 @@ for seed in "${seed_list[@]}"; do
     "${transfer_budget[@]}" "${sd[@]}" --from-scratch --out "$dir/scratch"
 done
 
+# The training GFLOP of one step of CONFIG: 3 x (forward MFLOP of each task's path x its batch) (the
+# backward pass costs about twice the forward), from `gppf inspect --json`; empty without gppf.
+step_gflop() {
+  local cfg=$1 json
+  json=$("$GPPF" inspect "$cfg" --json 2>/dev/null) || return 0
+  local t b total=0
+  for t in $(task_names "$cfg"); do
+    b=$(yaml_block tasks "$cfg" | grep -E "name: *$t[,} ]" | int_of batch_size)
+    total=$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); m={x['name']: x['path_mflop'] for x in d['network']['tasks']}; print($total + 3 * m['$t'] * ${b:-0} / 1e3)" "$json")
+  done
+  echo "$total"
+}
+peer_steps=""
+self_gflop=""
+peer_gflop=""
+if [ -n "$peer_config" ]; then
+  self_gflop=$(step_gflop "$config")
+  peer_gflop=$(step_gflop "$peer_config")
+fi
+
 # ---- docs/RESULTS.md ---------------------------------------------------------------------------------
 new_task=$(task_names "$transfer_config" | head -n 1)
 cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)
@@ -176,7 +207,8 @@ reduced=""
 export RS_OUT=$out RS_SEEDS=$seeds RS_TASKS="${tasks[*]}" RS_HELD_OUT=$held_out RS_NEW_TASK=$new_task \
   RS_CONFIG=$config RS_TRANSFER_CONFIG=$transfer_config RS_LEGOS=$legos RS_TOP_K=$top_k RS_N=$N RS_PROBE=$probe \
   RS_TUNE=$tune RS_REDUCED=$reduced RS_COMMIT=$commit RS_VERSION=$version RS_CPU="$(nproc) cores, ${cpu:-unknown CPU}" \
-  RS_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" RS_ARGS="${args[*]:-}"
+  RS_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" RS_ARGS="${args[*]:-}" RS_PEER_CONFIG=$peer_config RS_PEER_OUT=$peer_out \
+  RS_SELF_GFLOP=$self_gflop RS_PEER_GFLOP=$peer_gflop
 {
   python3 - <<'PY'
 import json, math, os, re, statistics as st
@@ -186,17 +218,17 @@ out, seeds = E["RS_OUT"], E["RS_SEEDS"].split(",")
 tasks, held, new = E["RS_TASKS"].split(), E["RS_HELD_OUT"], E["RS_NEW_TASK"]
 
 
-def summary(seed, run):
-    path = f"{out}/seed{seed}/{run}/summary.json"
+def summary(seed, run, root=None):
+    path = f"{root or out}/seed{seed}/{run}/summary.json"
     if not os.path.exists(path):
         raise SystemExit(f"results.sh: {path} is missing (run without --report-only, or with --reuse)")
     with open(path) as f:
         return json.load(f)
 
 
-def values(run, task, key, block):
+def values(run, task, key, block, root=None):
     """The metric over the seeds; block is 'metrics' (test) or 'val'. None when a run lacks it."""
-    vs = [summary(s, run)["tasks"].get(task, {}).get(block, {}).get(key) for s in seeds]
+    vs = [summary(s, run, root)["tasks"].get(task, {}).get(block, {}).get(key) for s in seeds]
     return None if any(v is None for v in vs) else vs
 
 
@@ -279,6 +311,31 @@ p(f"| parameters | | {' / '.join(params('alone-' + t) for t in tasks)} | {params
 p("A lego's width is the dense block's width / k (docs/ARCHITECTURE.md), so every column spends about")
 p("the same compute per sample of a task: k = L means L narrower legos, all active and shared by every")
 p("task; k < L gives each task its own subset of wider ones. Wall times include the final evaluation.\n")
+peer_out, peer_config = E["RS_PEER_OUT"], E["RS_PEER_CONFIG"]
+if peer_out:
+    steps_self = int(N)
+    steps_peer = summary(seeds[0], "sparse", peer_out)["steps"]
+    g_self, g_peer = E["RS_SELF_GFLOP"], E["RS_PEER_GFLOP"]
+    me, peer = (os.path.splitext(os.path.basename(c))[0] for c in (E["RS_CONFIG"], peer_config))
+
+    def budget(g, n):
+        return f"{float(g) * n / 1e3:.0f} TFLOP ({float(g):.1f} GFLOP per step x {n} steps)" if g else "n/a"
+
+    p(f"## Against {peer_config} (GPPF sparse, its runs in `{peer_out}/`)\n")
+    p(f"Training compute of a run, 3 x the forward FLOPs of every task's path x its batch x steps (`gppf inspect --json`):")
+    p(f"{E['RS_CONFIG']} {budget(g_self, steps_self)}; {peer_config} {budget(g_peer, steps_peer)}.")
+    p("Same seeds, same tasks, same data; each config with its own optimizer and schedule.\n")
+    p(f"| task | metric | {E['RS_CONFIG']} sparse | {peer_config} sparse | chosen on val | verdict |")
+    p("| --- | --- | --- | --- | --- | --- |")
+    for t in tasks:
+        if t not in summary(seeds[0], "sparse", peer_out)["tasks"]:
+            continue
+        for k in keys("sparse", t):
+            a, b = values("sparse", t, k, "metrics"), values("sparse", t, k, "metrics", peer_out)
+            va, vb = values("sparse", t, k, "val"), values("sparse", t, k, "val", peer_out)
+            choice = "n/a" if va is None or vb is None else (me if st.mean(va) >= st.mean(vb) else peer)
+            p(f"| {t} | {k} | {fmt(a)} | {fmt(b)} | {choice} | {verdict(a, b, me, peer)} |")
+    p(f"| wall time (s) | | {fmt(walls('sparse'), 0)} | {fmt([summary(s, 'sparse', peer_out)['wall_seconds'] for s in seeds], 0)} | | |\n")
 p(f"## Transfer to {new}, held out of pre-training\n")
 p(f"Pre-training: the config without `{held}`, {N} steps. Then `gppf finetune` with")
 p(f"`{E['RS_TRANSFER_CONFIG']}` (docs/FINETUNE.md): a routing probe of {probe} steps on the frozen network, then")

@@ -84,12 +84,13 @@ json checkpoint_json(const std::string& path) {
               {"top_k", config.backbone.top_k},
               {"shared", config.backbone.num_shared}}}};
 
-  // The routing at inference: the checkpoint's routers through LegoLayer::route.
+  // The routing at inference: the checkpoint's routers through each routed layer's route().
   const int num_tasks = static_cast<int>(config.tasks.size());
-  GPPF_CHECK(!config.backbone.vit, path, ": routes and parameter shares of gppf-vit checkpoints are not described yet");
-  nn::Backbone backbone(config.backbone, num_tasks, config.seed);
+  nn::BackboneSpec spec = config.backbone;
+  if (spec.vit && spec.vit->grid_h == 0) spec.vit->grid_h = spec.vit->grid_w = 1;  // only the routers are read
+  nn::Backbone backbone(spec, num_tasks, config.seed);
   std::vector<nn::Parameter*> routers;
-  auto layers = backbone.lego_layers();
+  auto layers = backbone.routed_layers();
   for (auto* l : layers)
     for (int t = 0; t < num_tasks; ++t) routers.push_back(&l->router(t));
   train::ReadOptions ro;
@@ -109,13 +110,14 @@ json checkpoint_json(const std::string& path) {
     const auto& t = meta.tasks[i];
     std::int64_t active = c.always_on + c.heads[t.name];
     json routes = json::array();  // in layer order
-    for (auto* l : layers) {
+    for (std::size_t li = 0; li < layers.size(); ++li) {
+      const nn::RoutedLayer* l = layers[li];
       const nn::Route r = l->route(static_cast<int>(i), std::numeric_limits<std::int64_t>::max(), false);
       json used = json::array();
       for (int lego : r.legos) {
-        const int shared = l->spec().num_shared;
+        const int shared = config.backbone.num_shared;
         used.push_back(lego < shared ? str("shared", lego) : str("lego", lego - shared));
-        active += c.legos[{l->index(), lego}];
+        active += c.legos[{static_cast<int>(li), lego}];  // owner tags number the layers in this order
       }
       routes.push_back({{"layer", l->name()}, {"legos", used}});
     }

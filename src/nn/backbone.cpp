@@ -167,6 +167,7 @@ void Backbone::backward(const RunState& rs, const std::vector<Tensor>& d_feature
   if (m_vit) {
     GPPF_CHECK(d_features.size() == 1 && d_features[0].defined(), "gppf-vit: backward needs the token map's gradient");
     m_vit->backward(rs, d_features[0]);
+    if (rs.grads_final) (*rs.grads_final)(-1);
     return;
   }
   GPPF_CHECK(saved.layers.size() == m_layers.size(), "backbone: backward without a training forward");

@@ -63,6 +63,42 @@ std::vector<Tensor> ClassificationHead::backward(const RunState& rs, const Tenso
 
 void ClassificationHead::collect_parameters(std::vector<Parameter*>& out) { m_fc.collect_parameters(out); }
 
+// ---- the neck's input ------------------------------------------------------------------
+
+NeckInput::NeckInput(const std::string& name, const std::vector<int>& stage_channels, const NeckSpec& spec,
+                     bool also_first, std::mt19937_64& rng)
+    : m_channels(stage_channels), m_num_features(stage_channels.size()) {
+  if (spec.pyramid.empty()) return;
+  std::vector<bool> used(spec.pyramid.size());
+  for (std::size_t i = 0; i < used.size(); ++i)
+    used[i] = static_cast<int>(i) >= spec.first_stage || (i == 0 && also_first);
+  m_pyramid = std::make_unique<SimplePyramid>(name + ".pyramid", stage_channels.back(), spec.pyramid, used, rng);
+  m_channels = m_pyramid->channels();
+}
+
+std::vector<Tensor> NeckInput::forward(const RunState& rs, const std::vector<Tensor>& features) {
+  return m_pyramid ? m_pyramid->forward(rs, features.back()) : features;
+}
+
+std::vector<Tensor> NeckInput::backward(const RunState& rs, std::vector<Tensor> d_levels) {
+  if (!m_pyramid) return d_levels;
+  std::vector<Tensor> grads(m_num_features);
+  grads.back() = m_pyramid->backward(rs, d_levels);
+  return grads;
+}
+
+void NeckInput::collect_parameters(std::vector<Parameter*>& out) {
+  if (m_pyramid) m_pyramid->collect_parameters(out);
+}
+
+std::vector<Shape> NeckInput::shapes(const std::vector<Shape>& features) const {
+  return m_pyramid ? m_pyramid->output_shapes(features.back()) : features;
+}
+
+std::int64_t NeckInput::macs(const std::vector<Shape>& features) const {
+  return m_pyramid ? m_pyramid->macs(features.back()) : 0;
+}
+
 // ---- FPN neck --------------------------------------------------------------------------
 
 FpnNeck::FpnNeck(const std::string& name, const std::vector<int>& stage_channels, const NeckSpec& spec, int num_tasks,
@@ -179,7 +215,9 @@ std::int64_t FpnNeck::macs(const std::vector<Shape>& features) const {
 
 DetectionHead::DetectionHead(const std::string& name, const std::vector<int>& stage_channels, const NeckSpec& neck,
                              int num_classes, int num_tasks, std::mt19937_64& rng)
-    : m_num_classes(num_classes), m_neck(name + ".neck", stage_channels, neck, num_tasks, rng) {
+    : m_num_classes(num_classes),
+      m_input(name, stage_channels, neck, false, rng),
+      m_neck(name + ".neck", m_input.channels(), neck, num_tasks, rng) {
   auto make = [&](Branch& b, const char* what, int outputs) {
     b.conv = std::make_unique<Conv2d>(str(name, ".", what, ".conv"),
                                       ConvSpec{neck.channels, neck.channels, 3, 1, 1, 1, true}, rng);
@@ -212,7 +250,7 @@ void DetectionHead::backward_branch(const RunState& rs, Branch& b, const Tensor&
 }
 
 DetectionOutputs DetectionHead::forward(const RunState& rs, const std::vector<Tensor>& features) {
-  Tensor x = m_neck.forward(rs, features);
+  Tensor x = m_neck.forward(rs, m_input.forward(rs, features));
   return {run_branch(rs, m_heat, x), run_branch(rs, m_size, x), run_branch(rs, m_offset, x)};
 }
 
@@ -222,10 +260,11 @@ std::vector<Tensor> DetectionHead::backward(const RunState& rs, const DetectionO
   backward_branch(rs, m_heat, grads.heatmap, dx, kernels::GradMode::Overwrite);
   backward_branch(rs, m_size, grads.size, dx, kernels::GradMode::Accumulate);
   backward_branch(rs, m_offset, grads.offset, dx, kernels::GradMode::Accumulate);
-  return m_neck.backward(rs, dx);
+  return m_input.backward(rs, m_neck.backward(rs, dx));
 }
 
 void DetectionHead::collect_parameters(std::vector<Parameter*>& out) {
+  m_input.collect_parameters(out);
   m_neck.collect_parameters(out);
   for (Branch* b : {&m_heat, &m_size, &m_offset}) {
     b->conv->collect_parameters(out);
@@ -236,8 +275,9 @@ void DetectionHead::collect_parameters(std::vector<Parameter*>& out) {
 void DetectionHead::collect_buffers(std::vector<Buffer>& out) { m_neck.collect_buffers(out); }
 
 std::int64_t DetectionHead::macs(const std::vector<Shape>& features) const {
-  const Shape x = m_neck.output_shape(features);
-  std::int64_t total = m_neck.macs(features);
+  const std::vector<Shape> levels = m_input.shapes(features);
+  const Shape x = m_neck.output_shape(levels);
+  std::int64_t total = m_input.macs(features) + m_neck.macs(levels);
   for (const Branch* b : {&m_heat, &m_size, &m_offset}) total += b->conv->macs(x) + b->out->macs(x);
   return total;
 }
@@ -246,13 +286,16 @@ std::int64_t DetectionHead::macs(const std::vector<Shape>& features) const {
 
 SegmentationHead::SegmentationHead(const std::string& name, const std::vector<int>& stage_channels,
                                    const NeckSpec& neck, int num_classes, int num_tasks, std::mt19937_64& rng)
-    : m_neck(name + ".neck", stage_channels, neck, num_tasks, rng),
+    : m_input(name, stage_channels, neck, true, rng),  // the skip reads level 0
+      m_neck(name + ".neck", m_input.channels(), neck, num_tasks, rng),
       m_classifier(name + ".classifier", {neck.channels, num_classes, 1, 1, 0, 1, true}, rng) {
   if (neck.first_stage > 0)
-    m_skip = std::make_unique<Conv2d>(name + ".skip", ConvSpec{stage_channels[0], num_classes, 1, 1, 0, 1, true}, rng);
+    m_skip =
+        std::make_unique<Conv2d>(name + ".skip", ConvSpec{m_input.channels()[0], num_classes, 1, 1, 0, 1, true}, rng);
 }
 
-Tensor SegmentationHead::forward(const RunState& rs, const std::vector<Tensor>& features, int out_h, int out_w) {
+Tensor SegmentationHead::forward(const RunState& rs, const std::vector<Tensor>& stages, int out_h, int out_w) {
+  const std::vector<Tensor> features = m_input.forward(rs, stages);
   Tensor low = m_classifier.forward(rs, m_neck.forward(rs, features));
   if (rs.training) m_low_shape = low.shape();
   if (m_skip) {
@@ -290,10 +333,11 @@ std::vector<Tensor> SegmentationHead::backward(const RunState& rs, const Tensor&
   m_classifier.backward(rs, d, &dx, kernels::GradMode::Overwrite);
   std::vector<Tensor> grads = m_neck.backward(rs, dx);
   if (m_skip) grads[0] = dskip;
-  return grads;
+  return m_input.backward(rs, std::move(grads));
 }
 
 void SegmentationHead::collect_parameters(std::vector<Parameter*>& out) {
+  m_input.collect_parameters(out);
   m_neck.collect_parameters(out);
   m_classifier.collect_parameters(out);
   if (m_skip) m_skip->collect_parameters(out);
@@ -301,8 +345,9 @@ void SegmentationHead::collect_parameters(std::vector<Parameter*>& out) {
 
 void SegmentationHead::collect_buffers(std::vector<Buffer>& out) { m_neck.collect_buffers(out); }
 
-std::int64_t SegmentationHead::macs(const std::vector<Shape>& features) const {
-  std::int64_t total = m_neck.macs(features) + m_classifier.macs(m_neck.output_shape(features));
+std::int64_t SegmentationHead::macs(const std::vector<Shape>& stages) const {
+  const std::vector<Shape> features = m_input.shapes(stages);
+  std::int64_t total = m_input.macs(stages) + m_neck.macs(features) + m_classifier.macs(m_neck.output_shape(features));
   if (m_skip) total += m_skip->macs(features[0]);
   return total;
 }

@@ -3,7 +3,8 @@
 //  - classification: global and 2x2-grid average pooling of the last stage + linear;
 //  - a light FPN neck (lateral 1x1 conv+BN+ReLU per used stage, optional stride-2 context levels below
 //    the last stage, top-down nearest upsampling and sums, one 3x3 conv+BN+ReLU on the finest level)
-//    shared by the dense heads of one task;
+//    shared by the dense heads of one task; on a plain backbone (gppf-vit's one token map) it reads
+//    the levels of the head's simple feature pyramid (src/nn/pyramid.hpp) instead of stages;
 //  - detection (CenterNet-style, anchor-free): heat map per class, box size (w, h) and centre offset;
 //  - segmentation: per-pixel class logits from a neck with context levels, plus a linear read-out of
 //    stage 0, bilinearly upsampled to the input.
@@ -12,6 +13,7 @@
 
 #include "kernels/pool.hpp"
 #include "src/nn/layers.hpp"
+#include "src/nn/pyramid.hpp"
 
 namespace gppf::nn {
 
@@ -37,6 +39,30 @@ struct NeckSpec {
   // Extra levels below the last stage (3x3 conv stride 2 + BN + ReLU each, as RetinaNet's P6/P7) that
   // join the top-down sum: context wider than the backbone's receptive field.
   int context_levels = 0;
+  // A plain backbone (gppf-vit: one map): the log2 scales of the simple feature pyramid that each
+  // dense head builds from it (src/nn/pyramid.hpp), fine to coarse; first_stage then picks a level.
+  // Empty: the backbone's stages as they are.
+  std::vector<int> pyramid;
+};
+
+// The levels a dense head's neck reads: the backbone's stages, or the head's simple feature pyramid
+// of the backbone's last output.
+class NeckInput {
+ public:
+  // The head reads the levels from spec.first_stage on, and level 0 too if also_first.
+  NeckInput(const std::string& name, const std::vector<int>& stage_channels, const NeckSpec& spec, bool also_first,
+            std::mt19937_64& rng);
+  std::vector<Tensor> forward(const RunState& rs, const std::vector<Tensor>& features);
+  std::vector<Tensor> backward(const RunState& rs, std::vector<Tensor> d_levels);
+  void collect_parameters(std::vector<Parameter*>& out);
+  const std::vector<int>& channels() const { return m_channels; }
+  std::vector<Shape> shapes(const std::vector<Shape>& features) const;
+  std::int64_t macs(const std::vector<Shape>& features) const;
+
+ private:
+  std::unique_ptr<SimplePyramid> m_pyramid;
+  std::vector<int> m_channels;
+  std::size_t m_num_features = 0;
 };
 
 class FpnNeck final : public Module {
@@ -90,6 +116,7 @@ class DetectionHead final : public Module {
   void backward_branch(const RunState& rs, Branch& b, const Tensor& dy, Tensor& dx, kernels::GradMode mode);
 
   int m_num_classes;
+  NeckInput m_input;
   FpnNeck m_neck;
   Branch m_heat, m_size, m_offset;
 };
@@ -106,6 +133,7 @@ class SegmentationHead final : public Module {
   std::int64_t macs(const std::vector<Shape>& features) const;
 
  private:
+  NeckInput m_input;
   FpnNeck m_neck;
   Conv2d m_classifier;             // 1x1, bias, on the neck output
   std::unique_ptr<Conv2d> m_skip;  // 1x1, bias, on stage 0 (when the neck starts later)

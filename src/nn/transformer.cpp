@@ -91,6 +91,15 @@ MlpLegoLayer::MlpLegoLayer(const std::string& name, const MlpLegoSpec& spec, int
   }
 }
 
+void MlpLegoLayer::set_index(int index) {
+  const int shared = m_spec.num_shared;
+  for (int i = 0; i < static_cast<int>(m_legos.size()); ++i)
+    set_owner(*m_legos[static_cast<std::size_t>(i)],
+              i < shared ? Owner{Owner::Kind::Shared, index, i, -1} : Owner{Owner::Kind::Lego, index, i - shared, -1});
+  set_owner(m_norm, Owner{Owner::Kind::Shared, index, -1, -1});
+  m_router.tag_owners(index);
+}
+
 Tensor MlpLegoLayer::forward(const RunState& rs, const Tensor& x, std::int64_t step) {
   GPPF_CHECK(rs.segments.empty(), m_name, ": task-batched passes are not supported by MLP legos yet");
   GPPF_CHECK(x.ndim() == 3 && x.dim(2) == m_spec.dim, m_name, ": input expected [N, T, ", m_spec.dim, "], got ",

@@ -63,6 +63,9 @@ class MlpLegoLayer final : public Module, public RoutedLayer {
   Tensor backward(const RunState& rs, const Tensor& dy);
   void collect_parameters(std::vector<Parameter*>& out) override;
   Router& routing() { return m_router; }
+  // The layer's position among the backbone's routed layers: tags its legos' and routers' owners
+  // (nn::Owner), which the distributed step groups gradients by.
+  void set_index(int index);
   MlpLego& lego(int i) { return *m_legos[static_cast<std::size_t>(i)]; }
   // RoutedLayer
   const std::string& name() const override { return m_name; }

@@ -41,9 +41,11 @@ VitBackbone::VitBackbone(const VitSpec& spec, int num_tasks, std::uint64_t seed)
   mlp.num_legos = spec.num_legos;
   mlp.top_k = spec.top_k;
   mlp.num_shared = spec.num_shared;
-  for (int b = 0; b < spec.depth; ++b)
+  for (int b = 0; b < spec.depth; ++b) {
     m_blocks.push_back(
         std::make_unique<TransformerBlock>(str("block", b), mlp, spec.heads, num_tasks, spec.routing, rng));
+    m_blocks.back()->mlp().set_index(b);
+  }
 }
 
 Tensor VitBackbone::forward(const RunState& rs, const Tensor& x, std::int64_t step) {
@@ -74,7 +76,10 @@ void VitBackbone::backward(const RunState& rs, const Tensor& d_map) {
   const Shape s = m_map_shape;
   const std::int64_t N = s[0], h = s[1], w = s[2], D = s[3];
   Tensor d = m_norm.backward(rs, d_map.reshape({N, h * w, D}));
-  for (auto it = m_blocks.rbegin(); it != m_blocks.rend(); ++it) d = (*it)->backward(rs, d);
+  for (int b = static_cast<int>(m_blocks.size()) - 1; b >= 0; --b) {
+    d = m_blocks[static_cast<std::size_t>(b)]->backward(rs, d);
+    if (rs.grads_final) (*rs.grads_final)(b);  // block b's MLP legos and routers are final
+  }
   // The position embeddings' gradient: the tokens' gradient summed over the samples (then carried
   // back through the interpolation).
   const auto mode = m_pos.take_grad_mode();

@@ -3,9 +3,11 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -219,6 +221,31 @@ void read_vit(const Reader& r, const YAML::Node& vn, nn::VitSpec& v) {
              v.heads, " must be positive, dim a multiple of heads");
 }
 
+// model.neck.pyramid: the simple feature pyramid's scales (gppf-vit only; its default [2, 1, 0.5]),
+// kept as log2 exponents. [] turns it off (the neck reads the token map alone).
+void read_pyramid(const Reader& r, const YAML::Node& nk, const nn::BackboneSpec& b, nn::NeckSpec& neck) {
+  neck.pyramid.clear();
+  if (b.vit) neck.pyramid = {1, 0, -1};
+  if (child(nk, "pyramid").IsNull()) return;
+  GPPF_CHECK(b.vit, r.where(), ": key 'model.neck.pyramid' is for model.backbone: gppf-vit");
+  std::vector<double> scales;
+  r.get(nk, "model.neck", "pyramid", scales);
+  neck.pyramid.clear();
+  for (double scale : scales) {
+    const int e = static_cast<int>(std::lround(std::log2(scale > 0 ? scale : 1e-30)));
+    GPPF_CHECK(scale > 0 && e >= -4 && e <= 3 && std::ldexp(1.0, e) == scale &&
+                   (neck.pyramid.empty() || e < neck.pyramid.back()),
+               r.where(),
+               ": key 'model.neck.pyramid': scales must be powers of two from 0.0625 to 8, fine to coarse "
+               "without repeats, got ",
+               scale);
+    neck.pyramid.push_back(e);
+  }
+  for (int e : neck.pyramid)
+    GPPF_CHECK(e <= 0 || b.vit->dim % (1 << e) == 0, r.where(), ": key 'model.neck.pyramid': scale ", 1 << e,
+               " halves model.vit.dim ", b.vit->dim, " ", e, " times");
+}
+
 void read_model(const Reader& r, const YAML::Node& n, nn::BackboneSpec& b, nn::NeckSpec& neck) {
   r.expect_map(n, "model");
   r.allow_keys(n, "model",
@@ -277,10 +304,13 @@ void read_model(const Reader& r, const YAML::Node& n, nn::BackboneSpec& b, nn::N
   r.get(ro, "model.routing", "init_std", b.routing.init_std);
   const YAML::Node nk = child(n, "neck");
   r.expect_map(nk, "model.neck");
-  r.allow_keys(nk, "model.neck", {"first_stage", "channels"});
+  r.allow_keys(nk, "model.neck", {"first_stage", "channels", "pyramid"});
   r.get(nk, "model.neck", "first_stage", neck.first_stage);
   r.get(nk, "model.neck", "channels", neck.channels);
-  const int stages = b.vit ? 1 : static_cast<int>(b.stages.size());  // a ViT has one output: the token map
+  read_pyramid(r, nk, b, neck);
+  // A ViT's one output, the token map, or the levels of its simple feature pyramid.
+  const int stages =
+      b.vit ? std::max<int>(1, static_cast<int>(neck.pyramid.size())) : static_cast<int>(b.stages.size());
   GPPF_CHECK(neck.first_stage >= 0 && neck.first_stage < stages, r.where(),
              ": key 'model.neck.first_stage' must be in [0, ", stages, ")");
 }
@@ -324,6 +354,18 @@ const char* warmup_text(nn::RoutingOptions::Warmup w) {
   return "?";
 }
 
+std::string pyramid_text(const std::vector<int>& exponents) {
+  std::string s = "[";
+  for (int e : exponents) s += str(s.size() > 1 ? ", " : "", std::ldexp(1.0, e));
+  return s + "]";
+}
+
+std::string vit_text(const std::optional<nn::VitSpec>& v) {
+  if (!v) return "none";
+  return str("{patch: ", v->patch, ", dim: ", v->dim, ", depth: ", v->depth, ", heads: ", v->heads,
+             ", mlp_hidden: ", v->mlp_hidden, "}");
+}
+
 struct ModelSection {
   nn::BackboneSpec backbone;
   nn::NeckSpec neck;
@@ -349,6 +391,8 @@ Difference first_difference(const ModelSection& a, const ModelSection& b) {
       {"routing.init_std", str(x.routing.init_std), str(y.routing.init_std)},
       {"neck.first_stage", str(a.neck.first_stage), str(b.neck.first_stage)},
       {"neck.channels", str(a.neck.channels), str(b.neck.channels)},
+      {"neck.pyramid", pyramid_text(a.neck.pyramid), pyramid_text(b.neck.pyramid)},
+      {"vit", vit_text(x.vit), vit_text(y.vit)},
   };
   for (const auto& d : all)
     if (d.mine != d.theirs) return d;

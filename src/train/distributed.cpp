@@ -53,6 +53,8 @@ std::unique_ptr<Distributed> Distributed::create(const TrainConfig& config, Netw
 
 Distributed::Distributed(const TrainConfig& config, Network& net, dist::Layout layout, int ranks_per_node)
     : m_net(net), m_config(config), m_layout(std::move(layout)) {
+  GPPF_CHECK(!net.backbone().is_vit() || m_layout.expert_parallel == 1, config.config_path,
+             ": key 'distributed.expert_parallel': ", kVitNoExpertParallel);
   m_layout.ranks_per_node = ranks_per_node;
   for (const auto& s : net.tasks()) m_task_names.push_back(s.config.name);
   // All-to-alls should stay on the fast intra-node links: a block that spans nodes pays the network.
@@ -108,7 +110,7 @@ Distributed::Distributed(const TrainConfig& config, Network& net, dist::Layout l
     m_held.push_back(p);
     m_primary.push_back(m_expert.rank() == 0);
   }
-  const auto layers = net.backbone().lego_layers();
+  const auto layers = net.backbone().routed_layers();
   for (std::size_t l = 0; l < layers.size(); ++l) m_layer_index[layers[l]->name()] = static_cast<int>(l);
   std::vector<dist::SyncGroup> groups;
   groups.push_back({"replicated parameters", &m_world, replicated, {}});
@@ -150,7 +152,7 @@ int Distributed::segment_of(const nn::Parameter& p) const {
 
 void Distributed::begin_step(const std::vector<int>& active, std::int64_t step) {
   // Which routed legos of each layer some active task runs (routing is the same on every rank).
-  auto layers = m_net.backbone().lego_layers();
+  auto layers = m_net.backbone().routed_layers();
   std::vector<std::vector<char>> used(layers.size());
   for (std::size_t l = 0; l < layers.size(); ++l) {
     used[l].assign(static_cast<std::size_t>(m_config.backbone.num_legos), 0);
@@ -290,7 +292,7 @@ dist::LayoutRequest layout_request(Network& net, int world, int ranks_per_node, 
     q.batch_sizes.push_back(s.config.batch_size);
     q.step_flops.push_back(6.0 * static_cast<double>(net.path_macs(static_cast<int>(t))) * s.config.batch_size);
   }
-  q.num_layers = static_cast<int>(net.backbone().lego_layers().size());
+  q.num_layers = static_cast<int>(net.backbone().routed_layers().size());
   q.num_legos = net.backbone().spec().num_legos;
   return q;
 }
@@ -300,10 +302,16 @@ TrafficEstimate estimate_traffic(const dist::Layout& L, Network& net, double byt
   const int R = L.replicas, E = L.expert_parallel, blocks = L.task_groups / E;
   auto node_of = [&](int world_rank) { return world_rank / std::max(1, L.ranks_per_node); };
   auto layers = net.backbone().lego_layers();
+  const auto routed = net.backbone().routed_layers();
   const std::int64_t after_warmup = std::numeric_limits<std::int64_t>::max();
   // Routed legos in use this step (by any task), per layer name.
   std::map<std::string, std::set<int>> used;
-  for (std::size_t t = 0; t < net.tasks().size(); ++t) {
+  for (std::size_t t = 0; t < net.tasks().size(); ++t)
+    for (const nn::RoutedLayer* l : routed)
+      for (int i : l->route(static_cast<int>(t), after_warmup, false).routed)
+        if (i >= 0) used[l->name()].insert(i);
+  // Activations exchanged by expert parallelism (residual lego layers only; gppf-vit has none).
+  for (std::size_t t = 0; t < net.tasks().size() && !layers.empty(); ++t) {
     const TaskSpec& s = net.tasks()[t];
     const int g = L.task_group[t];
     const Shape x{std::max(1, s.config.batch_size / R), s.height, s.width, s.channels};
@@ -312,11 +320,8 @@ TrafficEstimate estimate_traffic(const dist::Layout& L, Network& net, double byt
       const nn::Route r = layers[l]->route(static_cast<int>(t), after_warmup, false);
       std::set<int> owners;
       for (int i : r.routed)
-        if (i >= 0) {
-          used[layers[l]->name()].insert(i);
-          if (L.lego_owner[static_cast<std::size_t>(i)] != g % E)
-            owners.insert(L.lego_owner[static_cast<std::size_t>(i)]);
-        }
+        if (i >= 0 && L.lego_owner[static_cast<std::size_t>(i)] != g % E)
+          owners.insert(L.lego_owner[static_cast<std::size_t>(i)]);
       const double in = static_cast<double>(shape_numel(inputs[l])) * bytes_per_value;
       const double out = static_cast<double>(shape_numel(layers[l]->output_shape(inputs[l]))) * bytes_per_value;
       for (int o : owners)
@@ -340,7 +345,7 @@ TrafficEstimate estimate_traffic(const dist::Layout& L, Network& net, double byt
       n = R;
     } else if (p->owner.kind == nn::Owner::Kind::Lego) {
       is_lego = true;
-      n = used[layers[static_cast<std::size_t>(p->owner.layer)]->name()].count(p->owner.lego) ? R * blocks : 0;
+      n = used[routed[static_cast<std::size_t>(p->owner.layer)]->name()].count(p->owner.lego) ? R * blocks : 0;
     } else {
       n = W;
     }

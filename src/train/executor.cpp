@@ -9,8 +9,6 @@ namespace gppf::train {
 std::unique_ptr<Executor> make_executor(const TrainConfig& config, Network& net, bool single_process) {
   std::unique_ptr<Distributed> distributed = single_process ? nullptr : Distributed::create(config, net);
   if (!distributed) return std::make_unique<LocalExecutor>(net);
-  GPPF_CHECK(!net.backbone().is_vit(), config.config_path,
-             ": key 'model.backbone': gppf-vit trains in one process for now (no distributed layout yet)");
   GPPF_CHECK(net.device().is_host(), config.config_path, ": key 'device': ", config.device,
              " trains in one process for now; multi-rank runs (gradient all-reduce, expert-parallel exchange, "
              "synchronised BN) are host-only");

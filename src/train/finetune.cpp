@@ -243,7 +243,7 @@ void add_phase_times(const fs::path& run_dir) {
 
 }  // namespace
 
-// gppf-vit's position embeddings keep the pre-trained grid (by default the pre-training's first task's
+// gppf-vit's position embeddings keep the pre-trained grid (by default the pre-training's largest
 // input / patch): the new tasks' inputs interpolate them, as any other input size does.
 TrainConfig with_pretrained_grid(TrainConfig config, const std::string& checkpoint) {
   if (!config.backbone.vit || config.backbone.vit->grid_h > 0) return config;

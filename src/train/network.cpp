@@ -141,12 +141,17 @@ Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
   const int n = static_cast<int>(tasks.size());
   nn::BackboneSpec spec = config.backbone;
   if (spec.vit && spec.vit->grid_h == 0 && !tasks.empty()) {
-    // The position embeddings' grid: the first task's input (the others interpolate).
-    GPPF_CHECK(tasks[0].height % spec.vit->patch == 0 && tasks[0].width % spec.vit->patch == 0, config.config_path,
-               ": task '", tasks[0].config.name, "' input ", tasks[0].height, "x", tasks[0].width,
-               " is not a multiple of model.vit.patch ", spec.vit->patch);
-    spec.vit->grid_h = tasks[0].height / spec.vit->patch;
-    spec.vit->grid_w = tasks[0].width / spec.vit->patch;
+    // The position embeddings' grid: the largest input's (the first of those), the others interpolate.
+    // Down, not up: a 7x7 grid stretched over 16x16 tokens gave segmentation a coarse sense of place
+    // (docs/ARCHITECTURE.md).
+    const TaskSpec* big = &tasks[0];
+    for (const TaskSpec& t : tasks)
+      if (static_cast<std::int64_t>(t.height) * t.width > static_cast<std::int64_t>(big->height) * big->width) big = &t;
+    GPPF_CHECK(big->height % spec.vit->patch == 0 && big->width % spec.vit->patch == 0, config.config_path, ": task '",
+               big->config.name, "' input ", big->height, "x", big->width, " is not a multiple of model.vit.patch ",
+               spec.vit->patch);
+    spec.vit->grid_h = big->height / spec.vit->patch;
+    spec.vit->grid_w = big->width / spec.vit->patch;
   }
   m_backbone = std::make_unique<nn::Backbone>(spec, n, config.seed);
   const auto channels = m_backbone->stage_channels();
@@ -561,7 +566,7 @@ PendingLoss Network::train_step(int task, const io::Batch& host_batch, std::int6
   nn::BackboneSaved saved;
   std::vector<Tensor> features = m_backbone->forward(rs, batch.images, step, &saved);
   const HeadPass hp = head_pass(task, rs, features, batch, w);
-  if (rs.grads_final) (*rs.grads_final)(static_cast<int>(m_backbone->lego_layers().size()));
+  if (rs.grads_final) (*rs.grads_final)(static_cast<int>(m_backbone->routed_layers().size()));
   m_backbone->backward(rs, hp.dfeat, saved);
   // Labels outside [0, C) found on the GPU are recorded there and reported after the step's sync
   // (end_step, read_loss); on the host the loss throws at once.

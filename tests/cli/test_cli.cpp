@@ -415,4 +415,26 @@ TEST_F(CliRun, InspectJson) {
   EXPECT_GT(j["samples_checked"].get<std::int64_t>(), 0);
 }
 
+// A gppf-vit checkpoint: inspect names each block's MLP lego layer with the task's top-k legos, and
+// its active parameters count the chosen MLP legos (top-2 of 3: fewer than all).
+TEST_F(CliRun, InspectVitCheckpointRoutes) {
+  const fs::path dir = s_dir / "vit";
+  CommandResult r = run(gppf::str("train --config ", (s_dir / "bars.yaml").string(),
+                                  " --set steps=2 --set model.backbone=gppf-vit --set model.stages=[] "
+                                  "--set model.vit.patch=4 --set model.vit.dim=8 --set model.vit.depth=2 "
+                                  "--set model.vit.heads=2 --set model.legos=3 --set model.top_k=2 --out ",
+                                  dir.string()));
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = run("inspect --json " + gppf::train::resolve_checkpoint(dir.string()));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const nlohmann::json j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["model"]["backbone"], "gppf-vit");
+  const auto& routes = j["tasks"][0]["routes"];
+  ASSERT_EQ(routes.size(), 2u);
+  EXPECT_EQ(routes[0]["layer"], "block0.mlp");
+  EXPECT_EQ(routes[1]["legos"].size(), 2u);
+  EXPECT_GT(j["parameters"]["legos"].get<std::int64_t>(), 0);
+  EXPECT_LT(j["tasks"][0]["active_parameters"].get<std::int64_t>(), j["parameters"]["total"].get<std::int64_t>());
+}
+
 }  // namespace

@@ -51,6 +51,29 @@ expect "| | top1 | 0.8820 ± 0.0020 | 0.8520 ± 0.0020 | 0.6000 ± 0.0000 | pre-
 expect "**3 seeds (1, 2, 3), 20 steps per run.**"
 expect "commit $(git rev-parse HEAD)"
 expect "--set seed=S"
+# --peer-config/--peer-out: the peer's sparse runs beside ours, its name in the verdict, chosen on val
+cp -r "$tmp/runs" "$tmp/peer"
+for s in 1 2 3; do
+  i=$((s - 1))
+  f="$tmp/peer/seed$s/sparse/summary.json"
+  python3 - "$f" "$i" <<'PY'
+import json, sys
+f, i = sys.argv[1], int(sys.argv[2])
+d = json.load(open(f))
+d["tasks"]["mnist"] = {"type": "classification", "metrics": {"top1": round(0.95 + 0.01 * i, 6)},
+                       "val": {"top1": 0.99}}
+json.dump(d, open(f, "w"))
+PY
+done
+GPPF_BIN=/nonexistent scripts/results.sh --report-only --steps 20 --out "$tmp/runs" --doc "$tmp/RESULTS.md" \
+  --peer-config configs/vit-mini.yaml --peer-out "$tmp/peer" >"$tmp/out.log" 2>&1 ||
+  { cat "$tmp/out.log"; fail "results.sh --report-only with a peer failed"; }
+expect "## Against configs/vit-mini.yaml"
+expect "| mnist | top1 | 0.9100 ± 0.0100 | 0.9600 ± 0.0100 | vit-mini | vit-mini higher by 0.0500 |"
+expect "| fashion | top1 | 0.9100 ± 0.0100 | 0.9100 ± 0.0100 | mini | no measurable difference |"
+if GPPF_BIN=/nonexistent scripts/results.sh --report-only --peer-out "$tmp/peer" >/dev/null 2>&1; then
+  fail "--peer-out without --peer-config was taken"
+fi
 # a missing run is an error naming the file
 rm "$tmp/runs/seed2/dense/summary.json"
 if GPPF_BIN=/nonexistent scripts/results.sh --report-only --out "$tmp/runs" --doc "$tmp/R2.md" >"$tmp/out2.log" 2>&1; then

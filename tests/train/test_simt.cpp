@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "core/counters.hpp"
 #include "io/dataset.hpp"
@@ -350,6 +351,52 @@ TEST_F(Simt, TinyVitRunLearnsAndResumes) {
   const fs::path again = s_dir / "vit-resumed";
   const TrainSummary resumed = run_training(c, {again.string(), (run / "checkpoints" / "step-00000030.h5").string()});
   EXPECT_EQ(resumed.metrics, s.metrics);
+}
+
+// A ViT's detection and segmentation heads read the simple feature pyramid of the token map
+// (model.neck.pyramid, default x2, x1, x1/2); [] gives the token map alone; bad scales name the key.
+TEST_F(Simt, VitDenseHeadsReadTheSimplePyramid) {
+  std::string yaml = tiny_config(1).yaml;
+  const std::string stages = "  stem_channels: 4\n  stages: [[8, 1, 1], [8, 1, 2]]\n";
+  yaml.erase(yaml.find(stages), stages.size());
+  const std::vector<std::string> vit = {"model.backbone=gppf-vit", "model.vit.patch=4", "model.vit.dim=16",
+                                        "model.vit.depth=1", "model.vit.heads=2"};
+  auto names = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), vit.begin(), vit.end());
+    const TrainConfig c = parse_config(yaml, extra, "vit.yaml");
+    Network net(c, specs_of(c));
+    std::set<std::string> out;
+    for (auto* p : net.parameters()) out.insert(p->name);
+    return out;
+  };
+  // The detection head's neck starts at x1 (level 1): its x2 level is not built; the segmentation
+  // head's skip reads it.
+  const auto with = names({"model.neck.first_stage=1"});
+  EXPECT_FALSE(with.count("head.det.pyramid.x2.up0.weight"));
+  EXPECT_TRUE(with.count("head.seg.pyramid.x2.up0.weight"));
+  EXPECT_TRUE(with.count("head.seg.skip.weight"));
+  EXPECT_TRUE(names({"model.neck.first_stage=0"}).count("head.det.pyramid.x2.up0.weight"));
+  for (const auto& n : names({"model.neck.pyramid=[]", "model.neck.first_stage=0"}))
+    EXPECT_EQ(n.find(".pyramid."), std::string::npos) << n;
+  auto error_of = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), vit.begin(), vit.end());
+    try {
+      parse_config(yaml, extra, "vit.yaml");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error_of({"model.neck.pyramid=[1.5]"}).find("model.neck.pyramid"), std::string::npos);
+  EXPECT_NE(error_of({"model.neck.pyramid=[0.5, 1]"}).find("fine to coarse"), std::string::npos);
+  EXPECT_NE(error_of({"model.neck.pyramid=[32]"}).find("model.neck.pyramid"), std::string::npos);
+  EXPECT_NE(error_of({"model.neck.first_stage=3"}).find("model.neck.first_stage"), std::string::npos);
+  try {
+    parse_config(tiny_config(1).yaml, {"model.neck.pyramid=[2, 1]"}, "mini.yaml");
+    ADD_FAILURE() << "a residual backbone took model.neck.pyramid";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is for model.backbone: gppf-vit"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(Simt, DescribeListsLayersTasksAndParameterCounts) {
