@@ -113,9 +113,12 @@ double process_cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
+// shares > 1: replica 0 of `shares` data-parallel replicas (its part of each batch, read sample by
+// sample); its samples/cpu-s against the whole loader's is the cost per sample of those reads.
 void run_loader(benchmark::State& state, const std::string& dir, const std::string& split, int batch,
-                bool augment = false) {
+                bool augment = false, int shares = 1) {
   io::LoaderConfig cfg;
+  cfg.shares = shares;
   if (augment) {
     cfg.augment.enabled = true;
     cfg.augment.crop_area_min = 0.6;
@@ -147,6 +150,8 @@ void run_loader(benchmark::State& state, const std::string& dir, const std::stri
 void BM_LoaderRaw28(benchmark::State& state) { run_loader(state, raw_dataset(), "train", 256); }
 void BM_LoaderRaw28Augment(benchmark::State& state) { run_loader(state, raw_dataset(), "train", 256, true); }
 void BM_LoaderJpeg224(benchmark::State& state) { run_loader(state, jpeg_dataset(), "val", 32); }
+void BM_LoaderRaw28Replica2(benchmark::State& state) { run_loader(state, raw_dataset(), "train", 256, false, 2); }
+void BM_LoaderJpeg224Replica2(benchmark::State& state) { run_loader(state, jpeg_dataset(), "val", 32, false, 2); }
 
 // The yardstick: libjpeg(-turbo) decoding the same files on one core, nothing else.
 void BM_JpegDecodeOnly(benchmark::State& state) {
@@ -166,3 +171,5 @@ BENCHMARK(BM_LoaderRaw28)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMilli
 BENCHMARK(BM_LoaderRaw28Augment)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(1.0);
 BENCHMARK(BM_JpegDecodeOnly)->Unit(benchmark::kMicrosecond)->MinTime(1.0);
 BENCHMARK(BM_LoaderJpeg224)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(1.0);
+BENCHMARK(BM_LoaderRaw28Replica2)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(1.0);
+BENCHMARK(BM_LoaderJpeg224Replica2)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(1.0);

@@ -59,6 +59,10 @@ struct Plan {
   std::vector<std::int32_t> uses;          // per unit: samples in the batches still to be built
 };
 
+std::int64_t stored_bytes(const Sample& s) {
+  return static_cast<std::int64_t>(s.image.size() + s.mask.size() + s.boxes.size() * sizeof(Box));
+}
+
 struct Block {
   bool ready = false;
   std::string error;
@@ -199,6 +203,18 @@ struct Loader::Impl {
     return p;
   }
 
+  // This replica's part of the batch of `whole` samples: positions [lo, hi) within it.
+  std::pair<std::int64_t, std::int64_t> part(std::int64_t whole) const {
+    return {whole * cfg.share / cfg.shares, whole * (cfg.share + 1) / cfg.shares};
+  }
+  // Whether epoch position i (batches of b, `end` positions in all) is in this replica's part.
+  bool owns(std::int64_t i, std::int64_t b, std::int64_t end) const {
+    if (cfg.shares == 1) return true;
+    const std::int64_t i0 = i / b * b;
+    const auto [lo, hi] = part(std::min(b, end - i0));
+    return i - i0 >= lo && i - i0 < hi;
+  }
+
   Plan make_plan(std::int64_t epoch, std::int64_t first_batch) const {
     const auto nunits = static_cast<std::int64_t>(units.size());
     std::vector<std::int32_t> perm(static_cast<std::size_t>(nunits));
@@ -235,7 +251,8 @@ struct Loader::Impl {
     }
     plan.uses.assign(units.size(), 0);
     const std::int64_t end = cfg.drop_last ? plan.batches * b : length;
-    for (std::int64_t i = std::min(end, first_batch * b); i < end; ++i) ++plan.uses[plan.unit[i]];
+    for (std::int64_t i = std::min(end, first_batch * b); i < end; ++i)
+      if (owns(i, b, end)) ++plan.uses[plan.unit[i]];
     return plan;
   }
 
@@ -258,7 +275,9 @@ struct Loader::Impl {
     return *readers[shard];
   }
 
-  std::shared_ptr<Block> acquire(std::uint64_t gen, std::int64_t epoch, const Plan& plan, std::int32_t u) {
+  // The block of unit u, read now (its bytes added to *bytes) or by another batch before.
+  std::shared_ptr<Block> acquire(std::uint64_t gen, std::int64_t epoch, const Plan& plan, std::int32_t u,
+                                 std::int64_t* bytes) {
     std::unique_lock<std::mutex> l(mu);
     if (gen != generation || stop) throw Cancelled{};
     const auto key = std::make_pair(epoch, u);
@@ -276,6 +295,7 @@ struct Loader::Impl {
     const Unit& un = units[u];
     try {
       reader(un.shard).read(un.start, un.count, blk->samples, blk->crc);
+      for (const Sample& s : blk->samples) *bytes += stored_bytes(s);
     } catch (const Error& e) {
       blk->error = e.reason();
     }
@@ -334,31 +354,70 @@ struct Loader::Impl {
     }
   }
 
-  Batch build(const Plan& plan, std::int64_t epoch, std::int64_t bi, std::uint64_t gen) {
-    const std::int64_t bs = cfg.batch_size, i0 = bi * bs;
-    const std::int64_t n = std::min<std::int64_t>(bs, static_cast<std::int64_t>(plan.unit.size()) - i0);
+  // Batch tensors for n samples.
+  Batch empty_batch(std::int64_t epoch, std::int64_t bi, std::int64_t n) const {
     Batch b;
     b.epoch = epoch;
     b.index = bi;
     b.images = alloc({n, fmt.height, fmt.width, fmt.channels}, DType::F32);
     b.labels = alloc({n}, DType::I32);
     if (m().has_masks) b.masks = alloc({n, fmt.height, fmt.width}, DType::I32);
+    return b;
+  }
+
+  // Drops the unused tail of the batch tensors (samples skipped by the skip policy).
+  static void trim(Batch& b, std::int64_t n) {
+    if (b.size() == n) return;
+    b.images = b.images.narrow0(0, b.size());
+    b.labels = b.labels.narrow0(0, b.size());
+    if (b.masks.defined()) b.masks = b.masks.narrow0(0, b.size());
+  }
+
+  // Batch bi, or this replica's part of it. Raw data sets are chunked and deflated by blocks, so
+  // samples come from whole blocks (read once, shared by the batches that use them); encoded ones
+  // are contiguous bytes, so a replica reads its samples one by one and nothing else.
+  Batch build(const Plan& plan, std::int64_t epoch, std::int64_t bi, std::uint64_t gen) {
+    const std::int64_t bs = cfg.batch_size;
+    const std::int64_t whole = std::min<std::int64_t>(bs, static_cast<std::int64_t>(plan.unit.size()) - bi * bs);
+    GPPF_CHECK(whole % cfg.shares == 0, "loader: a batch of ", whole, " samples of split '", cfg.split,
+               "' does not split into ", cfg.shares, " replicas");
+    const auto [lo, hi] = part(whole);
+    const std::int64_t i0 = bi * bs + lo, n = hi - lo;
+    const bool by_sample = cfg.shares > 1 && !m().raw();
+    Batch b = empty_batch(epoch, bi, n);
     std::vector<std::pair<std::int32_t, std::int64_t>> used;
     auto release_all = [&] {
       for (auto& [u, k] : used) release(gen, epoch, u, k);
     };
+    std::vector<Sample> one;
+    std::vector<std::uint32_t> one_crc;
     try {
       for (std::int64_t i = 0; i < n; ++i) {
         const std::int32_t u = plan.unit[i0 + i], off = plan.offset[i0 + i];
-        if (used.empty() || used.back().first != u) used.emplace_back(u, 0);
-        ++used.back().second;
-        const auto blk = acquire(gen, epoch, plan, u);
         const Unit& un = units[u];
         const std::int64_t index = un.first + off;
         const std::string what = str("shard ", shard_paths[un.shard], " sample ", un.start + off);
+        std::shared_ptr<Block> blk;
+        std::string error;
+        if (by_sample) {
+          try {
+            reader(un.shard).read(un.start + off, 1, one, one_crc);
+            b.bytes_read += stored_bytes(one[0]);
+          } catch (const Error& e) {
+            error = e.reason();
+          }
+        } else {
+          if (used.empty() || used.back().first != u) used.emplace_back(u, 0);
+          ++used.back().second;
+          blk = acquire(gen, epoch, plan, u, &b.bytes_read);
+          error = blk->error;
+        }
         try {
-          if (!blk->error.empty()) GPPF_THROW(what, ": unreadable (", blk->error, ")");
-          process(blk->samples[off], blk->crc[off], what, epoch, index, b.size(), b);
+          if (!error.empty()) GPPF_THROW(what, ": unreadable (", error, ")");
+          if (by_sample)
+            process(one[0], one_crc[0], what, epoch, index, b.size(), b);
+          else
+            process(blk->samples[off], blk->crc[off], what, epoch, index, b.size(), b);
           b.ids.push_back(index);
         } catch (const Error& e) {
           if (cfg.on_error == OnError::Fail) throw;
@@ -371,11 +430,7 @@ struct Loader::Impl {
       throw;
     }
     release_all();
-    if (b.size() < n) {
-      b.images = b.images.narrow0(0, b.size());
-      b.labels = b.labels.narrow0(0, b.size());
-      if (b.masks.defined()) b.masks = b.masks.narrow0(0, b.size());
-    }
+    trim(b, n);
     return b;
   }
 
@@ -442,6 +497,8 @@ Loader::Loader(const Dataset& dataset, const LoaderConfig& config) : m_impl(std:
              "positive (got ",
              c.batch_size, ", ", c.workers, ", ", c.prefetch, ")");
   GPPF_CHECK(c.world > 0 && c.rank >= 0 && c.rank < c.world, "loader: rank ", c.rank, " of world ", c.world);
+  GPPF_CHECK(c.shares > 0 && c.share >= 0 && c.share < c.shares && c.batch_size % c.shares == 0, "loader: share ",
+             c.share, " of ", c.shares, " of a batch of ", c.batch_size, " (the batch must split evenly)");
   const SplitInfo& split = m.split(c.split, "data set " + im.ds.dir());
   im.fmt = input_format(m, c, im.ds.dir());
   im.pinned = c.pinned && cuda::available();
@@ -493,6 +550,7 @@ bool Loader::next(Batch& out) {
   ++im.stats.batches;
   im.stats.samples += r.batch.size();
   im.stats.skipped += r.batch.skipped;
+  im.stats.bytes_read += r.batch.bytes_read;
   for (const auto& why : r.batch.skip_reasons) {
     if (im.stats.skip_reasons.size() < 100) im.stats.skip_reasons.push_back(why);
     log::warn("loader: skipped ", why);

@@ -9,6 +9,14 @@
 // world-th block from position r (a disjoint share); its samples are shuffled within windows of
 // `shuffle_window` blocks by (seed, epoch, rank, window). With drop_last, every rank's epoch has
 // the same number of batches (the smallest share), so ranks stay in step.
+//
+// Data-parallel replicas (`shares` > 1) all follow one order and each decodes and augments only its
+// part of every batch: samples [b share / shares, b (share + 1) / shares) of a batch of b.
+// Augmentation draws per sample, so a part is exactly that slice of the whole batch. Encoded data
+// sets (contiguous bytes) are then read sample by sample: a replica reads only its samples' bytes.
+// Raw ones are chunked and deflated by blocks, the smallest read; a batch mixes many blocks, so a
+// replica still reads nearly every block (bench/bench_loader.cpp: sample-by-sample reads of a raw
+// set cost ~150x more CPU per sample than block reads).
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -33,6 +41,7 @@ struct LoaderConfig {
   int prefetch = 4;  // batches prepared ahead of next()
   std::uint64_t seed = 0;
   int rank = 0, world = 1;
+  int share = 0, shares = 1;  // this replica's part of every batch (see above)
   bool shuffle = true;
   bool drop_last = true;
   bool repeat = true;         // false: one epoch, then next() reports the end
@@ -73,6 +82,7 @@ struct Batch {
   std::vector<std::int64_t> ids;        // sample index within the split (shard order)
   std::int64_t epoch = 0, index = 0;    // this is batch `index` of `epoch`
   std::int64_t skipped = 0;             // samples dropped by the skip policy
+  std::int64_t bytes_read = 0;          // sample bytes read from the shards to build it (see LoaderStats)
   std::vector<std::string> skip_reasons;
   std::int64_t size() const { return static_cast<std::int64_t>(ids.size()); }
 };
@@ -90,6 +100,9 @@ struct LoaderState {
 
 struct LoaderStats {
   std::int64_t batches = 0, samples = 0, skipped = 0;
+  // Stored bytes of the samples read from the shards (image, mask and boxes as the shard holds them;
+  // a block read ahead counts once, with the batch that needed it first).
+  std::int64_t bytes_read = 0;
   std::vector<std::string> skip_reasons;  // the first 100
 };
 

@@ -228,21 +228,6 @@ void Distributed::run_rounds(Network& net, std::int64_t step, const std::functio
   }
 }
 
-io::Batch Distributed::slice(const io::Batch& batch) const {
-  const int R = m_layout.replicas;
-  if (R == 1) return batch;
-  const std::int64_t n = batch.size();
-  GPPF_CHECK(n % R == 0, "distributed: a batch of ", n, " samples does not split into ", R, " replicas");
-  const std::int64_t part = n / R, first = part * m_layout.replica;
-  io::Batch b = batch;
-  b.images = batch.images.narrow0(first, part).clone();
-  if (batch.labels.defined()) b.labels = batch.labels.narrow0(first, part).clone();
-  if (batch.masks.defined()) b.masks = batch.masks.narrow0(first, part).clone();
-  if (!batch.boxes.empty()) b.boxes.assign(batch.boxes.begin() + first, batch.boxes.begin() + first + part);
-  b.ids.assign(batch.ids.begin() + first, batch.ids.begin() + first + part);
-  return b;
-}
-
 std::vector<int> Distributed::agree_max(std::vector<int> values, const std::string& what) {
   m_world.allreduce_max(values.data(), static_cast<std::int64_t>(values.size()), what);
   return values;

@@ -76,8 +76,6 @@ class Distributed {
   // Lockstep: calls `next` until it returns false (it runs one of this rank's items, each one a
   // Network call), then serves the other members of the block until none has work left.
   void run_rounds(Network& net, std::int64_t step, const std::function<bool()>& next);
-  // The replica's share of a task's micro-batch.
-  io::Batch slice(const io::Batch& batch) const;
 
   // World-wide helpers (every rank calls them at the same point).
   // Element-wise maximum over the ranks, in one collective.

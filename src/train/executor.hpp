@@ -61,8 +61,9 @@ class Executor {
   virtual std::vector<nn::Parameter*> held_parameters() = 0;
   virtual void attach(optim::Optimizer& optimizer) = 0;
 
-  // This process's share of a task's micro-batch (in place), and how many such shares make it up.
-  virtual void take_share(io::Batch& batch) const = 0;
+  // This process's share of a task's micro-batch (its loader builds only that part), and how many
+  // such shares make it up.
+  virtual int share() const = 0;
   virtual int shares() const = 0;
   // A step's gradients: `run_task` for every active task this process runs (in lockstep with the
   // other ranks), the routing regulariser, the gradient reduction. Returns the regulariser's value.

@@ -18,7 +18,7 @@ class LocalExecutor final : public Executor {
   std::vector<nn::Parameter*> held_parameters() override;
   void attach(optim::Optimizer&) override {}
 
-  void take_share(io::Batch&) const override {}
+  int share() const override { return 0; }
   int shares() const override { return 1; }
   float run_step(Network& net, std::int64_t step, const std::vector<int>& active, const TaskRunner& run_task) override;
 

@@ -23,7 +23,7 @@ class MpiExecutor final : public Executor {
   std::vector<nn::Parameter*> held_parameters() override { return m_dist->held_parameters(); }
   void attach(optim::Optimizer& optimizer) override { optimizer.set_norm_reducer(m_dist->norm_reducer()); }
 
-  void take_share(io::Batch& batch) const override { batch = m_dist->slice(batch); }
+  int share() const override { return m_dist->layout().replica; }
   int shares() const override { return m_dist->layout().replicas; }
   float run_step(Network& net, std::int64_t step, const std::vector<int>& active, const TaskRunner& run_task) override;
 

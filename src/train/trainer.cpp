@@ -315,14 +315,17 @@ Trainer::Trainer(const TrainConfig& config, const TrainOptions& options)
   m_executor = make_executor(config, m_net, options.single_process);
   const std::string layout = m_executor->describe(m_net);
   if (m_executor->root() && !layout.empty()) log::info(layout);
-  // Loaders of the tasks this process runs (every replica reads the whole micro-batch and takes its
-  // share, so that the global batch is the one of a single process).
+  // Loaders of the tasks this process runs. Every replica follows the order of a single process and
+  // reads and builds only its share of each micro-batch, so the global batch is the same.
   const std::vector<TaskSpec>& specs = m_data.specs;
   m_loaders.resize(specs.size());
   for (std::size_t i = 0; i < specs.size(); ++i)
-    if (m_executor->runs(static_cast<int>(i)))
-      m_loaders[i] =
-          std::make_unique<io::Loader>(m_data.datasets[i], train_loader_config(config, specs[i], i, m_net.device()));
+    if (m_executor->runs(static_cast<int>(i))) {
+      io::LoaderConfig lc = train_loader_config(config, specs[i], i, m_net.device());
+      lc.share = m_executor->share();
+      lc.shares = m_executor->shares();
+      m_loaders[i] = std::make_unique<io::Loader>(m_data.datasets[i], lc);
+    }
   m_optimizer = optim::Optimizer::create(config.optimizer, m_executor->held_parameters());
   m_executor->attach(*m_optimizer);
   log_start();
@@ -414,7 +417,6 @@ float Trainer::train_step(std::int64_t step, float lr, const std::vector<int>& a
     for (int t : tasks) {
       const auto ti = static_cast<std::size_t>(t);
       batches.push_back(m_loaders[ti]->next());
-      m_executor->take_share(batches.back());
       m_windows[ti].samples += batches.back().size() * static_cast<std::int64_t>(scale);
     }
     return m_net.train_tasks(tasks, batches, step);
@@ -688,6 +690,8 @@ TrainSummary Trainer::finish() {
   const auto final_eval = evaluate(m_config.steps, {"test", "val"}, cap);  // test read once, at the end
   summary.metrics = final_eval[0];
   summary.val = final_eval[1];
+  for (std::size_t i = 0; i < specs.size(); ++i)
+    if (m_loaders[i]) summary.bytes_read[specs[i].config.name] = m_loaders[i]->stats().bytes_read;
   save(m_config.steps, false);
   summary.wall_seconds = seconds_since(m_start);
   // eval_batches 0: the metrics are over the whole splits; N: over at most N batches of each.

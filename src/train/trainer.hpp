@@ -39,6 +39,9 @@ struct TrainSummary {
   double wall_seconds = 0;
   std::map<std::string, std::map<std::string, double>> metrics;  // task -> metric -> value (test split)
   std::map<std::string, std::map<std::string, double>> val;      // the same keys on the val split
+  // This process's training loaders: task -> stored sample bytes read from its shards (a replica
+  // reads only its share of each micro-batch; tasks this process does not run are absent).
+  std::map<std::string, std::int64_t> bytes_read;
   // SIGTERM, SIGUSR1, SIGINT or SIGHUP arrived: the run checkpointed at the next step boundary and stopped early
   // (no final evaluation, no summary.json); `gppf train` exits with kExitRequeue.
   bool interrupted = false;

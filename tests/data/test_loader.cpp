@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
 
+#include "io/image_codec.hpp"
 #include "io/loader.hpp"
 #include "tests/data/fixtures.hpp"
 
@@ -25,6 +27,13 @@ std::vector<std::int64_t> take(io::Loader& l, int batches, std::vector<float>* f
     }
   }
   return ids;
+}
+
+// A 6x5 grey image whose pixels (and so PNG size) depend on i.
+io::Image test_image(std::int64_t i) {
+  io::Image im{6, 5, 1, {}};
+  for (int p = 0; p < 30; ++p) im.pixels.push_back(static_cast<std::uint8_t>((p * (i % 7 + 1) + i) % 256));
+  return im;
 }
 
 class LoaderTest : public ::testing::Test {
@@ -140,6 +149,89 @@ TEST_F(LoaderTest, RanksGetDisjointSharesInStep) {
     EXPECT_EQ(n, batches);
   }
   EXPECT_GE(static_cast<std::int64_t>(seen.size()), 1000 - 4 * 32);  // only the tail of a share is dropped
+}
+
+// Data-parallel replicas: share k of n builds exactly samples [k b/n, (k+1) b/n) of each batch of the
+// one loader (pixels with augmentation, labels, ids), on a raw data set (samples from whole blocks)
+// and on an encoded one, where a share reads only its own samples' bytes.
+void check_replica_shares(const io::Dataset& ds, bool encoded) {
+  io::LoaderConfig cfg;
+  cfg.batch_size = 12;
+  cfg.seed = 5;
+  cfg.height = 6;
+  cfg.width = 5;
+  cfg.augment.enabled = true;
+  cfg.augment.scale_min = 0.8;
+  cfg.augment.scale_max = 1.2;
+  cfg.augment.hflip = 0.5;
+  constexpr int kBatches = 6;
+  io::Loader whole(ds, cfg);
+  std::vector<io::Batch> ref;
+  for (int i = 0; i < kBatches; ++i) ref.push_back(whole.next());
+  std::map<std::int64_t, std::int64_t> stored;  // sample id -> its stored bytes
+  if (encoded)
+    for (const auto& b : ref)
+      for (std::int64_t id : b.ids) stored[id] = static_cast<std::int64_t>(io::encode_png(test_image(id)).size());
+  for (int shares : {2, 4}) {
+    std::int64_t bytes = 0;
+    for (int k = 0; k < shares; ++k) {
+      io::LoaderConfig part = cfg;
+      part.share = k;
+      part.shares = shares;
+      io::Loader l(ds, part);
+      const std::int64_t n = 12 / shares;
+      std::int64_t own = 0;
+      for (int i = 0; i < kBatches; ++i) {
+        const io::Batch b = l.next();
+        const io::Batch& r = ref[static_cast<std::size_t>(i)];
+        ASSERT_EQ(b.size(), n);
+        EXPECT_EQ(b.ids, std::vector<std::int64_t>(r.ids.begin() + k * n, r.ids.begin() + (k + 1) * n));
+        EXPECT_EQ(b.images.to_float_vector(), r.images.narrow0(k * n, n).to_float_vector()) << shares << " " << k;
+        EXPECT_EQ(b.labels.to_float_vector(), r.labels.narrow0(k * n, n).to_float_vector());
+        for (std::int64_t id : b.ids) own += encoded ? stored.at(id) : 30;
+      }
+      if (encoded) {
+        EXPECT_EQ(l.stats().bytes_read, own) << "share " << k << " of " << shares << " read other samples";
+      } else {
+        EXPECT_GE(l.stats().bytes_read, own);  // whole blocks
+      }
+      bytes += l.stats().bytes_read;
+    }
+    if (encoded) {
+      EXPECT_LE(bytes, whole.stats().bytes_read);  // the shares together: no more than one loader
+    }
+  }
+  io::LoaderConfig bad = cfg;
+  bad.shares = 5;  // 12 does not split into 5
+  EXPECT_THROW(io::Loader(ds, bad), Error);
+}
+
+TEST_F(LoaderTest, ReplicaSharesOfARawDataSetAreSlicesOfTheWholeBatch) {
+  check_replica_shares(io::Dataset::open(dir / "ds"), false);
+}
+
+TEST(LoaderReplicas, ReplicaSharesOfAnEncodedDataSetReadOnlyTheirSamples) {
+  test::TempDir dir;
+  io::Manifest m;
+  m.classes = {"a", "b"};
+  m.encoding = "encoded";
+  m.channels = 1;
+  m.block = 16;
+  io::DatasetWriter::Options opt;
+  opt.header = m;
+  io::DatasetWriter wr(dir / "enc", opt);
+  for (int i = 0; i < 200; ++i) {
+    io::Sample s;
+    s.image = io::encode_png(test_image(i));
+    s.height = 6;
+    s.width = 5;
+    s.channels = 1;
+    s.label = i % 2;
+    s.id = i;
+    wr.add("train", std::move(s), "png");
+  }
+  wr.finish();
+  check_replica_shares(io::Dataset::open(dir / "enc"), true);
 }
 
 TEST(LoaderAugment, FlipMovesImageMaskAndBoxesTogether) {

@@ -15,6 +15,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "io/dataset.hpp"
+#include "io/image_codec.hpp"
 #include "src/dist/layout.hpp"
 #include "src/train/auto_layout.hpp"
 #include "src/train/checkpoint.hpp"
@@ -205,6 +207,64 @@ TEST_F(Distributed, AutoLayoutTakesThePlannersChoiceAndMatchesOneProcess) {
       EXPECT_EQ(layout["expert_parallel"], best.expert_parallel);
     }
     max_relative_error(ckpt, ref + "/checkpoints/step-00000004.h5");
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// Replicas decode only their share of every micro-batch and, from an encoded data set, read only
+// its bytes: with every sample the same PNG of S bytes, each of R replicas reads 4 steps x 8 / R x S
+// bytes; one process reads whole blocks of 16.
+TEST_F(Distributed, ReplicasReadOnlyTheirShareOfEachBatch) {
+  const int R = world_size();
+  if (R < 2) GTEST_SKIP() << "needs 2 or more ranks";
+  const io::Image image{8, 8, 1, std::vector<std::uint8_t>(64, 90)};
+  const auto png = io::encode_png(image);
+  const std::string data = s_dir + "/png";
+  if (world_rank() == 0) {
+    io::DatasetWriter::Options o;
+    o.header.classes = {"a", "b"};
+    o.header.encoding = "encoded";
+    o.header.height = o.header.width = 8;
+    o.header.channels = 1;
+    o.header.block = 16;
+    o.force = true;
+    io::DatasetWriter w(data, o);
+    for (const char* split : {"train", "val", "test"})
+      for (int i = 0; i < 64; ++i) {
+        io::Sample smp;
+        smp.image = png;
+        smp.height = smp.width = 8;
+        smp.channels = 1;
+        smp.label = i % 2;
+        smp.id = i;
+        w.add(split, smp, "png");
+      }
+    w.finish();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  const std::string yaml = str(R"(
+steps: 4
+threads: 1
+bn_calibration_batches: 1
+optimizer: {type: sgd, lr: 0.05}
+schedule: {type: constant}
+model: {backbone: gppf-mini, stem_channels: 4, stages: [[8, 1, 1], [8, 1, 2]], legos: 2, top_k: 1,
+        routing: {warmup: none}, neck: {first_stage: 0, channels: 8}}
+tasks:
+  - {name: png, type: classification, dataset: )",
+                               data, R"(, batch_size: 8}
+)");
+  TrainOptions o;
+  o.run_dir = s_dir + "/reads";
+  const TrainSummary s = run_training(parse_config(yaml, {str("distributed.replicas=", R)}, "reads.yaml"), o);
+  const auto S = static_cast<std::int64_t>(png.size());
+  EXPECT_EQ(s.bytes_read.at("png"), 4 * (8 / R) * S);
+  if (world_rank() == 0) {
+    TrainOptions single;
+    single.run_dir = s_dir + "/reads-one";
+    single.single_process = true;
+    const std::int64_t one = run_training(parse_config(yaml, {}, "reads.yaml"), single).bytes_read.at("png");
+    EXPECT_GE(one, 4 * 8 * S);  // whole blocks of 16 samples
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }
