@@ -33,6 +33,17 @@ struct Parameter {
   // once per step (Network::parameters_changed); undefined otherwise. Gradients stay f32 in `grad`.
   Tensor working{};
   Owner owner{};
+  // Expert parallelism: a lego this process does not hold keeps its name and shape but no memory
+  // (value, grad and working copy released; nothing reads or writes them on this process).
+  Shape released_shape{};
+
+  void release() {
+    released_shape = value.shape();
+    value = grad = working = Tensor();
+  }
+  bool released() const { return !value.defined() && !released_shape.empty(); }
+  // Elements of the parameter, held here or not.
+  std::int64_t numel() const { return released() ? shape_numel(released_shape) : value.numel(); }
 
   // The tensor a pass with activations of dtype `act` multiplies with.
   const Tensor& operand(DType act) const {

@@ -62,7 +62,7 @@ LayoutChoice price(const TrainConfig& config, Network& net, const dist::LayoutRe
   double replicated = 0, legos = 0;
   std::vector<double> heads(net.tasks().size(), 0.0);
   for (nn::Parameter* p : net.parameters()) {
-    const double b = static_cast<double>(p->value.numel()) * 4;
+    const double b = static_cast<double>(p->numel()) * 4;
     if (p->owner.kind == nn::Owner::Kind::Head)
       heads[static_cast<std::size_t>(p->owner.task)] += b;
     else if (p->owner.kind == nn::Owner::Kind::Lego)

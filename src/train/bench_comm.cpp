@@ -45,7 +45,7 @@ Sizes gradient_sizes(Network& net, int experts) {
   Sizes s;
   std::map<int, double> heads;
   for (nn::Parameter* p : net.parameters()) {
-    const double b = static_cast<double>(p->value.numel()) * 4;
+    const double b = static_cast<double>(p->numel()) * 4;
     if (p->owner.kind == nn::Owner::Kind::Head)
       heads[p->owner.task] += b;
     else if (p->owner.kind == nn::Owner::Kind::Lego)

@@ -13,7 +13,7 @@ std::int64_t count_params(nn::Module& m) {
   std::vector<nn::Parameter*> ps;
   m.collect_parameters(ps);
   std::int64_t n = 0;
-  for (const auto* p : ps) n += p->value.numel();
+  for (const auto* p : ps) n += p->numel();
   return n;
 }
 
@@ -48,7 +48,7 @@ void append_residual_rows(json& d, nn::Backbone& backbone, const nn::BackboneSpe
   backbone.collect_parameters(stem_params);
   std::int64_t stem = 0;
   for (const auto* p : stem_params)
-    if (p->name.rfind("stem.", 0) == 0) stem += p->value.numel();
+    if (p->name.rfind("stem.", 0) == 0) stem += p->numel();
   json row = layer_row("stem", b.stem_channels, b.stem_stride, nullptr, stem, nullptr);
   for (std::size_t t = 0; t < specs.size(); ++t) {
     row["mflop"][specs[t].config.name] = mflop(backbone.stem_macs(h[t]));
@@ -102,7 +102,7 @@ json describe_network_json(const TrainConfig& config, const std::vector<TaskSpec
                           {"path_mflop", mflop(net.path_macs(static_cast<int>(t)))}});
   }
   std::int64_t backbone_params = count_params(backbone), total = 0;
-  for (const auto* p : net.parameters()) total += p->value.numel();
+  for (const auto* p : net.parameters()) total += p->numel();
   d["parameters"] = {{"total", total}, {"backbone", backbone_params}, {"heads", total - backbone_params}};
   return d;
 }

@@ -94,7 +94,10 @@ Distributed::Distributed(const TrainConfig& config, Network& net, dist::Layout l
         if (runs(o.task)) heads.push_back(p);
         break;
       case Kind::Lego:
-        if (m_layout.holds_lego(o.lego)) legos.push_back(p);
+        if (m_layout.holds_lego(o.lego))
+          legos.push_back(p);
+        else
+          p->release();  // its holders run it for this process's tasks (the exchange)
         break;
     }
   }
@@ -321,7 +324,7 @@ TrafficEstimate estimate_traffic(const dist::Layout& L, Network& net, double byt
   auto ring = [](double payload, int n) { return n > 1 ? 2.0 * (n - 1) / n * payload : 0.0; };
   const int W = L.world;
   for (nn::Parameter* p : net.parameters()) {
-    const double bytes = static_cast<double>(p->value.numel()) * 4;
+    const double bytes = static_cast<double>(p->numel()) * 4;
     e.naive_payload_bytes += W * bytes;
     e.naive_wire_bytes += W * ring(bytes, W);
     int n = 0;

@@ -310,6 +310,13 @@ Network::~Network() = default;
 
 nn::Backbone& Network::backbone() { return *m_backbone; }
 
+std::vector<nn::Parameter*> Network::resident_parameters() {
+  std::vector<nn::Parameter*> out;
+  for (nn::Parameter* p : parameters())
+    if (!p->released()) out.push_back(p);
+  return out;
+}
+
 std::vector<nn::Parameter*> Network::parameters() {
   std::vector<nn::Parameter*> out;
   m_backbone->collect_parameters(out);

@@ -133,6 +133,9 @@ class Network {
   float apply_balance(const std::vector<int>& tasks);
 
   std::vector<nn::Parameter*> parameters();
+  // The parameters this process keeps in memory: all but the legos other ranks hold under expert
+  // parallelism (nn::Parameter::release).
+  std::vector<nn::Parameter*> resident_parameters();
   std::vector<nn::NamedTensor> buffers();
   // The same, with their owner tags (which rank keeps which in a distributed checkpoint).
   std::vector<nn::Buffer> tagged_buffers();

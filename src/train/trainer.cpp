@@ -348,7 +348,7 @@ void Trainer::log_start() {
   const std::vector<TaskSpec>& specs = m_data.specs;
   const Device device = m_net.device();
   std::int64_t num_params = 0;
-  for (auto* p : m_net.parameters()) num_params += p->value.numel();
+  for (auto* p : m_net.parameters()) num_params += p->numel();
   log::info("gppf train: ", specs.size(), specs.size() == 1 ? " task, " : " tasks, ", m_config.backbone.name, " with ",
             m_config.backbone.num_legos, " legos per layer (top-", m_config.backbone.top_k, "), ", num_params,
             " parameters, ", m_config.steps, " steps on ",
@@ -363,14 +363,15 @@ void Trainer::log_start() {
               " MFLOP/sample forward");
 }
 
-// Reads the whole model (every process holds all of it; any layout, resharding included) and the
-// optimizer state, then the loader positions and sampling RNGs.
+// Reads the model this process keeps (all of it but the legos other ranks hold; any layout,
+// resharding included) and the optimizer state, then the loader positions and sampling RNGs.
 void Trainer::resume() {
   const std::string& path = m_resume_path;
   const std::vector<TaskSpec>& specs = m_data.specs;
   ReadOptions ro;
   ro.exact = m_executor->exact_resume();
-  const CheckpointMeta meta = read_checkpoint(path, {m_net.parameters(), m_net.buffers(), m_optimizer->state()}, ro);
+  const CheckpointMeta meta =
+      read_checkpoint(path, {m_net.resident_parameters(), m_net.buffers(), m_optimizer->state()}, ro);
   GPPF_CHECK(meta.tasks.size() == specs.size(), "checkpoint ", path, " does not fit this run: it has ",
              meta.tasks.size(), " tasks, the config ", specs.size());
   for (std::size_t i = 0; i < specs.size(); ++i) {

@@ -18,8 +18,10 @@
 #include "io/dataset.hpp"
 #include "io/image_codec.hpp"
 #include "src/dist/layout.hpp"
+#include "src/optim/optimizer.hpp"
 #include "src/train/auto_layout.hpp"
 #include "src/train/checkpoint.hpp"
+#include "src/train/distributed.hpp"
 #include "src/train/finetune.hpp"
 #include "src/train/network.hpp"
 #include "src/train/trainer.hpp"
@@ -208,6 +210,48 @@ TEST_F(Distributed, AutoLayoutTakesThePlannersChoiceAndMatchesOneProcess) {
     }
     max_relative_error(ckpt, ref + "/checkpoints/step-00000004.h5");
   }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// Under expert parallelism a rank keeps in memory only the legos it holds: with 4 legos per layer on
+// E ranks of a block, 4 / E of every lego layer's parameters and of their optimizer state (AdamW: two
+// moments each), the others released with their names and shapes kept.
+TEST_F(Distributed, ExpertParallelRanksAllocateOnlyTheirLegos) {
+  const int W = world_size();
+  if (W < 2) GTEST_SKIP() << "needs 2 or more ranks";
+  const TrainConfig c =
+      config({str("distributed.task_groups=", W), str("distributed.expert_parallel=", W), "optimizer.type=adamw"});
+  std::vector<TaskSpec> specs;
+  for (const auto& t : c.tasks) specs.push_back(resolve_task(t, io::Dataset::open(t.dataset).manifest()));
+  Network net(c, specs);
+  std::int64_t all_legos = 0;
+  for (nn::Parameter* p : net.parameters())
+    if (p->owner.kind == nn::Owner::Kind::Lego) all_legos += p->value.numel();
+  const auto dist = train::Distributed::create(c, net);
+  ASSERT_TRUE(dist);
+  std::int64_t resident = 0, released = 0, held_state = 0;
+  std::set<std::string> resident_names;
+  for (nn::Parameter* p : net.parameters()) {
+    if (p->owner.kind != nn::Owner::Kind::Lego) continue;
+    if (p->released()) {
+      released += p->numel();
+      EXPECT_FALSE(p->grad.defined()) << p->name;
+    } else {
+      resident += p->value.numel();
+      resident_names.insert(p->name);
+    }
+  }
+  // Legos of one layer have equal shapes: the share is exactly the held fraction.
+  EXPECT_EQ(resident * W, all_legos) << "rank " << world_rank();
+  EXPECT_EQ(resident + released, all_legos);
+  auto opt = optim::Optimizer::create(c.optimizer, dist->held_parameters());
+  for (const auto& [name, t] : opt->state()) {
+    const std::string param = name.substr(0, name.rfind('.'));
+    if (name.ends_with(".step") || param.find(".lego") == std::string::npos) continue;
+    EXPECT_TRUE(resident_names.count(param)) << name << " kept for a lego this rank does not hold";
+    held_state += t->numel();
+  }
+  EXPECT_EQ(held_state, 2 * resident);  // exp_avg and exp_avg_sq of the held legos only
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
