@@ -35,6 +35,24 @@ class AutoLayout : public ::testing::Test {
 };
 fs::path AutoLayout::s_dir;
 
+// gppf-vit: layouts with expert parallelism are listed as refused with the reason; the choice has one
+// copy of the MLP legos per rank, and its gradient traffic counts the MLP legos.
+TEST_F(AutoLayout, VitNeverShardsItsMlpLegos) {
+  const TrainConfig c = config({"model.backbone=gppf-vit", "model.stages=[]", "model.vit.patch=4", "model.vit.dim=8",
+                                "model.vit.depth=1", "model.vit.heads=2"});
+  Network net(c, open_tasks(c).specs);
+  const AutoPlan plan = plan_auto_layout(c, net, 4, 4, auto_link_model(c));
+  int refused = 0;
+  for (const LayoutChoice& l : plan.choices)
+    if (l.expert_parallel > 1) {
+      EXPECT_NE(l.refused.find("no expert parallelism yet"), std::string::npos) << l.refused;
+      ++refused;
+    }
+  EXPECT_EQ(refused, 3);
+  EXPECT_EQ(plan.best().expert_parallel, 1);
+  EXPECT_GT(plan.best().grad_wire_bytes, 0.0);
+}
+
 TEST_F(AutoLayout, PricesEveryLayoutAndPicksTheFastestThatRuns) {
   const TrainConfig c = config();
   ASSERT_TRUE(c.distributed.auto_layout);
