@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU, in one call that fits the device budget (at most 10 minutes): build
 # only what it runs (gppf and the CUDA tests; bench_cuda_* too with GPPF_DEVICE_KERNELS=1), run the
-# CUDA parity tests (ctest -L cuda; the host tests too with GPPF_DEVICE_ALL=1), whole training steps on
+# CUDA parity tests (ctest -L cuda; the host tests too with GPPF_DEVICE_ALL=1), the communicator
+# conformance suite on NCCL with one rank (tests/mpi/test_communicator.cpp), whole training steps on
 # random data (`gppf bench step`: gppf-mini; gppf-r50 1 x 256 and 4 x 64 in bf16, one TF32 row;
 # gppf-vit at ViT-B/16, 1 x 256 in bf16) with images/s over the full step, host syncs and launches per
 # step and peak device memory, then the PyTorch yardsticks in the same call (bench/torch_simt_r50.py,
@@ -37,7 +38,7 @@ done
 
 gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)
 row "gpu" "${gpu:-none found}"
-targets="gppf test_cuda"
+targets="gppf test_cuda test_mpi"
 [ "$kernels" = 1 ] && targets="$targets bench_cuda_conv"
 
 t0=$(date +%s)
@@ -61,6 +62,14 @@ if [ "${GPPF_DEVICE_ALL:-0}" = 1 ]; then
   row "ctest (all other labels)" "$(summary "$out/tests-rest.log")"
 fi
 row "cuda tests skipped" "$(grep -c "(Skipped)" "$out/tests-cuda.log" 2>/dev/null)"
+# The communicator conformance suite on NCCL, one rank on this GPU (src/dist/communicator.hpp).
+if run timeout 120 mpirun -np 1 --oversubscribe "$build/tests/test_mpi" --gtest_filter='Communicator/*' \
+     >"$out/communicator.log" 2>&1; then
+  row "communicator conformance (MPI+NCCL)" "$(grep -cE '\[ +OK \].*/nccl' "$out/communicator.log") NCCL tests passed, $(grep -cE 'SKIPPED \].*/nccl \(' "$out/communicator.log") skipped"
+else
+  row "communicator conformance (MPI+NCCL)" "FAILED (communicator.log)"
+  status=1
+fi
 
 # Whole training steps on the GPU, random data (no data set on that machine): images per full step
 # (optimizer included), host syncs and launches per step, peak device memory, from --json.

@@ -313,6 +313,14 @@ std::vector<std::string> Comm::allgather(const std::string& mine, const std::str
   return out;
 }
 
+void Comm::broadcast(float* data, std::int64_t n, int root, const std::string& what) {
+  GPPF_CHECK(root >= 0 && root < m_size, m_name, ": ", what, ": broadcast root ", root, " of ", m_size, " members");
+  if (m_size == 1 || n == 0) return;
+  MPI_Request req;
+  GPPF_MPI_CHECK(MPI_Ibcast(data, to_int(n, what), MPI_FLOAT, root, m_comm, &req));
+  wait(req, what, begin());
+}
+
 void Comm::barrier(const std::string& what) {
   if (m_size == 1) return;
   MPI_Request req;

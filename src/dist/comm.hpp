@@ -56,6 +56,8 @@ class Comm {
   // Variable-length strings, one per member.
   std::vector<std::string> allgather(const std::string& mine, const std::string& what);
   void barrier(const std::string& what);
+  // Member `root`'s n floats to every member.
+  void broadcast(float* data, std::int64_t n, int root, const std::string& what);
   // Non-blocking sum: started now, completed by finish() (which polls under the watchdog).
   MPI_Request start_allreduce_sum(float* data, std::int64_t n, const std::string& what);
   void finish(MPI_Request& request, const std::string& what);

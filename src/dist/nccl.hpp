@@ -21,6 +21,7 @@ class NcclComm {
   static NcclComm create(Comm& mpi, int device);
 
   NcclComm(int nranks, int rank, const std::string& id, int device);
+  int device() const { return m_device; }
   ~NcclComm();
   NcclComm(NcclComm&& o) noexcept;
   NcclComm& operator=(NcclComm&&) = delete;
@@ -30,11 +31,15 @@ class NcclComm {
   int rank() const { return m_rank; }
   int size() const { return m_size; }
   void allreduce_sum(float* data, std::int64_t n, const Stream& stream);
+  void broadcast(float* data, std::int64_t n, int root, const Stream& stream);
+  // ncclCommSplit: the members with the same color (>= 0), ordered by key.
+  NcclComm split(int color, int key) const;
   // Counts in floats, one per rank; offsets are the running sums of the counts.
   void alltoallv(const float* send, const std::vector<std::int64_t>& send_counts, float* recv,
                  const std::vector<std::int64_t>& recv_counts, const Stream& stream);
 
  private:
+  NcclComm() = default;
   void* m_comm = nullptr;  // ncclComm_t
   int m_rank = 0, m_size = 1, m_device = 0;
 };

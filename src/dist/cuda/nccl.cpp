@@ -52,6 +52,28 @@ void NcclComm::allreduce_sum(float* data, std::int64_t n, const Stream& stream) 
       ncclAllReduce(data, data, static_cast<std::size_t>(n), ncclFloat, ncclSum, as_comm(m_comm), as_stream(stream)));
 }
 
+void NcclComm::broadcast(float* data, std::int64_t n, int root, const Stream& stream) {
+  if (n == 0) return;
+  GPPF_NCCL_CHECK(
+      ncclBroadcast(data, data, static_cast<std::size_t>(n), ncclFloat, root, as_comm(m_comm), as_stream(stream)));
+}
+
+NcclComm NcclComm::split(int color, int key) const {
+  GPPF_CHECK(color >= 0, "NCCL split: color ", color, " must be >= 0");
+  GPPF_CUDA_CHECK(cudaSetDevice(m_device));
+  ncclComm_t c = nullptr;
+  GPPF_NCCL_CHECK(ncclCommSplit(as_comm(m_comm), color, key, &c, nullptr));
+  NcclComm out;
+  out.m_comm = c;
+  out.m_device = m_device;
+  int n = 0, r = 0;
+  GPPF_NCCL_CHECK(ncclCommCount(c, &n));
+  GPPF_NCCL_CHECK(ncclCommUserRank(c, &r));
+  out.m_size = n;
+  out.m_rank = r;
+  return out;
+}
+
 void NcclComm::alltoallv(const float* send, const std::vector<std::int64_t>& send_counts, float* recv,
                          const std::vector<std::int64_t>& recv_counts, const Stream& stream) {
   GPPF_CHECK(

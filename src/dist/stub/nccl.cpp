@@ -15,6 +15,8 @@ NcclComm::NcclComm(NcclComm&& o) noexcept : m_comm(o.m_comm), m_rank(o.m_rank), 
   o.m_comm = nullptr;
 }
 void NcclComm::allreduce_sum(float*, std::int64_t, const Stream&) { no_cuda("all-reduce"); }
+void NcclComm::broadcast(float*, std::int64_t, int, const Stream&) { no_cuda("broadcast"); }
+NcclComm NcclComm::split(int, int) const { no_cuda("split"); }
 void NcclComm::alltoallv(const float*, const std::vector<std::int64_t>&, float*, const std::vector<std::int64_t>&,
                          const Stream&) {
   no_cuda("all-to-all");
