@@ -24,35 +24,46 @@ namespace {
 
 class MpiCommunicator final : public Communicator {
  public:
-  explicit MpiCommunicator(Comm comm) : m_comm(std::move(comm)) {}
-  int rank() const override { return m_comm.rank(); }
-  int size() const override { return m_comm.size(); }
-  const std::string& name() const override { return m_comm.name(); }
+  explicit MpiCommunicator(Comm comm) : m_owned(std::move(comm)), m_comm(&m_owned) {}
+  explicit MpiCommunicator(Comm* comm) : m_comm(comm) {}
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+  int rank() const override { return m_comm->rank(); }
+  int size() const override { return m_comm->size(); }
+  const std::string& name() const override { return m_comm->name(); }
   Device device() const override { return Device::host(); }
   void start_allreduce_sum(float* data, std::int64_t n, const std::string& what) override {
-    m_pending.emplace_back(m_comm.start_allreduce_sum(data, n, what), what);
+    m_pending.emplace_back(m_comm->start_allreduce_sum(data, n, what), what);
   }
   void wait_all(const std::string&) override {
-    for (auto& [request, what] : m_pending) m_comm.finish(request, what);
+    for (auto& [request, what] : m_pending) m_comm->finish(request, what);
     m_pending.clear();
+  }
+  void progress() override {
+    for (auto& [request, what] : m_pending)
+      if (request != MPI_REQUEST_NULL) {
+        int done = 0;
+        MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+      }
   }
   void alltoallv(const float* send, const std::vector<std::int64_t>& send_counts, float* recv,
                  const std::vector<std::int64_t>& recv_counts, const std::string& what) override {
     check_counts(send_counts, recv_counts, what);
-    m_comm.alltoallv(send, send_counts, recv, recv_counts, what);
+    m_comm->alltoallv(send, send_counts, recv, recv_counts, what);
   }
   void broadcast(float* data, std::int64_t n, int root, const std::string& what) override {
-    m_comm.broadcast(data, n, root, what);
+    m_comm->broadcast(data, n, root, what);
   }
-  void barrier(const std::string& what) override { m_comm.barrier(what); }
+  void barrier(const std::string& what) override { m_comm->barrier(what); }
 
  protected:
   std::shared_ptr<Communicator> make_split(int color, int key, const std::string& name) override {
-    return std::make_shared<MpiCommunicator>(Comm::split(m_comm, color, key, name));
+    return std::make_shared<MpiCommunicator>(Comm::split(*m_comm, color, key, name));
   }
 
  private:
-  Comm m_comm;
+  Comm m_owned;
+  Comm* m_comm;
   std::vector<std::pair<MPI_Request, std::string>> m_pending;
 };
 
@@ -108,6 +119,8 @@ class NcclCommunicator final : public Communicator {
 std::unique_ptr<Communicator> make_mpi_communicator(Comm comm) {
   return std::make_unique<MpiCommunicator>(std::move(comm));
 }
+
+std::unique_ptr<Communicator> make_mpi_communicator_on(Comm& comm) { return std::make_unique<MpiCommunicator>(&comm); }
 
 std::unique_ptr<Communicator> make_nccl_communicator(Comm& mpi, int device, const std::string& name) {
   return std::make_unique<NcclCommunicator>(NcclComm::create(mpi, device), name);

@@ -39,6 +39,8 @@ class Communicator {
   // one started so far is done. `data` must stay untouched until then.
   virtual void start_allreduce_sum(float* data, std::int64_t n, const std::string& what) = 0;
   virtual void wait_all(const std::string& what) = 0;
+  // Lets the sums in flight advance (MPI moves them only inside MPI calls); a no-op on NCCL.
+  virtual void progress() {}
   // send holds send_counts[r] floats for member r, back to back; recv gets recv_counts[r] from r.
   virtual void alltoallv(const float* send, const std::vector<std::int64_t>& send_counts, float* recv,
                          const std::vector<std::int64_t>& recv_counts, const std::string& what) = 0;
@@ -58,8 +60,10 @@ class Communicator {
   std::map<std::pair<int, int>, std::shared_ptr<Communicator>> m_splits;
 };
 
-// MPI over host buffers; owns `comm`.
+// MPI over host buffers; owns `comm`, or (the second) uses one that the caller keeps alive and also
+// uses for host metadata, so that its watchdog and byte counters cover both.
 std::unique_ptr<Communicator> make_mpi_communicator(Comm comm);
+std::unique_ptr<Communicator> make_mpi_communicator_on(Comm& comm);
 // NCCL over `device`'s buffers, one member per rank of `mpi` (collective over it). Throws "built
 // without CUDA" in a CUDA-less build.
 std::unique_ptr<Communicator> make_nccl_communicator(Comm& mpi, int device, const std::string& name);

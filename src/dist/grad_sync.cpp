@@ -28,11 +28,8 @@ void GradSync::begin(std::vector<std::vector<char>> touched) {
 void GradSync::ready(int segment) {
   // Drive the all-reduces in flight: without an asynchronous progress thread MPI advances them only
   // inside MPI calls, and a layer boundary is a good moment.
-  for (Bucket& b : m_buckets)
-    if (b.request != MPI_REQUEST_NULL) {
-      int done = 0;
-      MPI_Test(&b.request, &done, MPI_STATUS_IGNORE);
-    }
+  for (SyncGroup& g : m_groups)
+    if (g.comm != nullptr) g.comm->progress();
   for (; m_started <= std::min(segment, m_segments - 1); ++m_started) {
     for (std::size_t gi = 0; gi < m_groups.size(); ++gi) {
       SyncGroup& g = m_groups[gi];
@@ -53,7 +50,7 @@ void GradSync::ready(int segment) {
             std::fill(b.data.data() + off, b.data.data() + off + n, 0.0f);
           off += n;
         }
-        b.request = g.comm->start_allreduce_sum(b.data.data(), off, g.name + " gradient all-reduce");
+        g.comm->start_allreduce_sum(b.data.data(), off, g.name + " gradient all-reduce");
         m_last_bytes += off * static_cast<std::int64_t>(sizeof(float));
         m_buckets.push_back(std::move(b));
         b = Bucket{};
@@ -85,9 +82,9 @@ void GradSync::ready(int segment) {
 
 void GradSync::finish() {
   ready(m_segments - 1);
+  for (SyncGroup& g : m_groups)
+    if (g.comm != nullptr && g.comm->size() > 1) g.comm->wait_all(g.name + " gradient all-reduce");
   for (Bucket& b : m_buckets) {
-    SyncGroup& g = m_groups[b.group];
-    g.comm->finish(b.request, g.name + " gradient all-reduce");
     std::int64_t off = 0;
     for (nn::Parameter* p : b.params) {
       const std::int64_t n = p->grad.numel();

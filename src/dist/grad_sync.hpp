@@ -19,14 +19,14 @@
 #include <string>
 #include <vector>
 
-#include "src/dist/comm.hpp"
+#include "src/dist/communicator.hpp"
 #include "src/nn/parameter.hpp"
 
 namespace gppf::dist {
 
 struct SyncGroup {
   std::string name;
-  Comm* comm = nullptr;
+  Communicator* comm = nullptr;
   std::vector<nn::Parameter*> params;
   std::vector<int> segments;  // per parameter
 };
@@ -49,7 +49,6 @@ class GradSync {
     std::size_t group = 0;
     std::vector<nn::Parameter*> params;
     std::vector<float> data;
-    MPI_Request request = MPI_REQUEST_NULL;
   };
   std::vector<SyncGroup> m_groups;
   int m_segments;

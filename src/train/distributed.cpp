@@ -116,9 +116,12 @@ Distributed::Distributed(const TrainConfig& config, Network& net, dist::Layout l
   const auto layers = net.backbone().routed_layers();
   for (std::size_t l = 0; l < layers.size(); ++l) m_layer_index[layers[l]->name()] = static_cast<int>(l);
   std::vector<dist::SyncGroup> groups;
-  groups.push_back({"replicated parameters", &m_world, replicated, {}});
-  groups.push_back({"task heads", &m_group, heads, {}});
-  groups.push_back({"legos", &m_expert, legos, {}});
+  m_world_sums = dist::make_mpi_communicator_on(m_world);
+  m_group_sums = dist::make_mpi_communicator_on(m_group);
+  m_expert_sums = dist::make_mpi_communicator_on(m_expert);
+  groups.push_back({"replicated parameters", m_world_sums.get(), replicated, {}});
+  groups.push_back({"task heads", m_group_sums.get(), heads, {}});
+  groups.push_back({"legos", m_expert_sums.get(), legos, {}});
   for (auto& g : groups) {
     for (nn::Parameter* p : g.params) g.segments.push_back(segment_of(*p));
     m_group_params.push_back(g.params);

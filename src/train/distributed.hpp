@@ -113,6 +113,8 @@ class Distributed {
   dist::Layout m_layout;
   std::vector<std::string> m_task_names;
   dist::Comm m_world, m_block, m_group, m_expert;
+  // The gradient all-reduces' view of m_world, m_group and m_expert (src/dist/communicator.hpp).
+  std::unique_ptr<dist::Communicator> m_world_sums, m_group_sums, m_expert_sums;
   std::unique_ptr<dist::LegoExchange> m_exchange;
   std::unique_ptr<dist::GradSync> m_sync;
   std::vector<nn::Parameter*> m_held;
