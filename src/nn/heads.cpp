@@ -30,32 +30,40 @@ kernels::Pool2dParams grid_pool(const Shape& f) {
 
 // ---- classification ------------------------------------------------------------------
 
-ClassificationHead::ClassificationHead(const std::string& name, int in_channels, int num_classes, std::mt19937_64& rng)
-    : m_fc(name + ".fc", 5 * in_channels, num_classes, rng) {}
+ClassificationHead::ClassificationHead(const std::string& name, int in_channels, int num_classes, std::mt19937_64& rng,
+                                       bool grid)
+    : m_grid(grid), m_fc(name + ".fc", (grid ? 5 : 1) * in_channels, num_classes, rng) {}
 
 Tensor ClassificationHead::forward(const RunState& rs, const std::vector<Tensor>& features) {
   const Tensor& f = features.back();
-  const kernels::Pool2dParams gp = grid_pool(f.shape());
   Tensor pooled = Tensor::empty({f.dim(0), f.dim(3)}, f.dtype(), f.device());
   kernels::global_avgpool_fwd(f, pooled, rs.stream);
+  if (rs.training) m_shapes = shapes_of(features);
+  if (!m_grid) return m_fc.forward(rs, pooled);
+  const kernels::Pool2dParams gp = grid_pool(f.shape());
   Tensor grid = Tensor::empty({f.dim(0), 2, 2, f.dim(3)}, f.dtype(), f.device());
   kernels::avgpool2d_fwd(gp, f, grid, rs.stream);
   Tensor both = Tensor::empty({f.dim(0), 5 * f.dim(3)}, f.dtype(), f.device());
   kernels::concat_channels({pooled, grid.reshape({f.dim(0), 4 * f.dim(3)})}, both, rs.stream);
-  if (rs.training) m_shapes = shapes_of(features);
   return m_fc.forward(rs, both);
 }
 
 std::vector<Tensor> ClassificationHead::backward(const RunState& rs, const Tensor& dlogits) {
   const Shape& last = m_shapes.back();
   const std::int64_t n = last[0], c = last[3];
+  std::vector<Tensor> grads(m_shapes.size());
+  grads.back() = Tensor::empty(last, dlogits.dtype(), dlogits.device());
+  if (!m_grid) {
+    Tensor dpooled = Tensor::empty({n, c}, dlogits.dtype(), dlogits.device());
+    m_fc.backward(rs, dlogits, &dpooled, kernels::GradMode::Overwrite);
+    kernels::global_avgpool_bwd(dpooled, grads.back(), kernels::GradMode::Overwrite, rs.stream);
+    return grads;
+  }
   Tensor dboth = Tensor::empty({n, 5 * c}, dlogits.dtype(), dlogits.device());
   m_fc.backward(rs, dlogits, &dboth, kernels::GradMode::Overwrite);
   std::vector<Tensor> parts = {Tensor::empty({n, c}, dlogits.dtype(), dlogits.device()),
                                Tensor::empty({n, 4 * c}, dlogits.dtype(), dlogits.device())};
   kernels::split_channels(dboth, parts, kernels::GradMode::Overwrite, rs.stream);
-  std::vector<Tensor> grads(m_shapes.size());
-  grads.back() = Tensor::empty(last, dlogits.dtype(), dlogits.device());
   kernels::avgpool2d_bwd(grid_pool(last), parts[1].reshape({n, 2, 2, c}), grads.back(), rs.stream);
   kernels::global_avgpool_bwd(parts[0], grads.back(), kernels::GradMode::Accumulate, rs.stream);
   return grads;

@@ -19,16 +19,18 @@ namespace gppf::nn {
 
 // Pools the last stage over the whole image and over a 2x2 grid (a spatial pyramid, SPPNet's levels 1
 // and 2: where a stroke sits matters for digits and garments), concatenates the 5 C values, then a
-// linear layer. Needs a last stage of at least 2x2.
+// linear layer. Needs a last stage of at least 2x2. With grid = false: the mean alone (C values; a
+// ViT's mean-pooled tokens, model.vit.pool: mean).
 class ClassificationHead final : public Module {
  public:
-  ClassificationHead(const std::string& name, int in_channels, int num_classes, std::mt19937_64& rng);
+  ClassificationHead(const std::string& name, int in_channels, int num_classes, std::mt19937_64& rng, bool grid = true);
   Tensor forward(const RunState& rs, const std::vector<Tensor>& features);  // logits [N, classes]
   std::vector<Tensor> backward(const RunState& rs, const Tensor& dlogits);  // one per stage
   void collect_parameters(std::vector<Parameter*>& out) override;
   std::int64_t macs(const std::vector<Shape>& features) const { return m_fc.macs(features.back()[0]); }
 
  private:
+  bool m_grid;
   Linear m_fc;
   std::vector<Shape> m_shapes;
 };

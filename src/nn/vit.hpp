@@ -6,6 +6,7 @@
 // The output is the token map [N, H/P, W/P, D], NHWC like the residual backbone's stage outputs.
 // No class token: classification pools the tokens.
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "src/nn/colour_conv.hpp"
@@ -18,6 +19,8 @@ struct VitSpec {
   int mlp_hidden = 0;  // the dense MLP's hidden width (0: 4 * dim); each of the k active legos gets 1/k
   int num_legos = 4, top_k = 2, num_shared = 0;
   int grid_h = 0, grid_w = 0;  // the position embeddings' token grid (pre-training input / patch)
+  // What classification heads read of the token map: "grid" (mean and 2x2-grid means) or "mean".
+  std::string pool = "grid";
   RoutingOptions routing;
 };
 

@@ -202,7 +202,10 @@ void read_schedule(const Reader& r, const YAML::Node& n, optim::ScheduleConfig& 
 // model.vit: gppf-vit's layout (docs/CONFIG.md).
 void read_vit(const Reader& r, const YAML::Node& vn, nn::VitSpec& v) {
   r.expect_map(vn, "model.vit");
-  r.allow_keys(vn, "model.vit", {"patch", "dim", "depth", "heads", "mlp_hidden", "grid"});
+  r.allow_keys(vn, "model.vit", {"patch", "dim", "depth", "heads", "mlp_hidden", "grid", "pool"});
+  r.get(vn, "model.vit", "pool", v.pool);
+  GPPF_CHECK(v.pool == "grid" || v.pool == "mean", r.where(), ": key 'model.vit.pool': '", v.pool,
+             "' is not grid or mean");
   r.get(vn, "model.vit", "patch", v.patch);
   r.get(vn, "model.vit", "dim", v.dim);
   r.get(vn, "model.vit", "depth", v.depth);
@@ -363,7 +366,7 @@ std::string pyramid_text(const std::vector<int>& exponents) {
 std::string vit_text(const std::optional<nn::VitSpec>& v) {
   if (!v) return "none";
   return str("{patch: ", v->patch, ", dim: ", v->dim, ", depth: ", v->depth, ", heads: ", v->heads,
-             ", mlp_hidden: ", v->mlp_hidden, "}");
+             ", mlp_hidden: ", v->mlp_hidden, ", pool: ", v->pool, "}");
 }
 
 struct ModelSection {

@@ -166,7 +166,8 @@ Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
     neck.context_levels = std::max(0, s.config.context_levels);
     switch (s.config.type) {
       case io::TaskType::Classification:
-        m_heads->cls[t] = std::make_unique<nn::ClassificationHead>(name, channels.back(), s.num_classes, rng);
+        m_heads->cls[t] = std::make_unique<nn::ClassificationHead>(name, channels.back(), s.num_classes, rng,
+                                                                   !(spec.vit && spec.vit->pool == "mean"));
         break;
       case io::TaskType::Detection:
         m_heads->det[t] = std::make_unique<nn::DetectionHead>(name, channels, neck, s.num_classes, n, rng);

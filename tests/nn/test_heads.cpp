@@ -29,10 +29,11 @@ Parameter* find(std::vector<Parameter*>& params, const std::string& name) {
   return nullptr;
 }
 
-// An odd last stage (5x5: the grid's windows overlap on the middle row and column) and an even one.
-void check_classification_gradients(int size) {
+// An odd last stage (5x5: the grid's windows overlap on the middle row and column) and an even one;
+// grid false: the mean alone.
+void check_classification_gradients(int size, bool grid = true) {
   std::mt19937_64 rng(3);
-  ClassificationHead head("cls", 4, 3, rng);
+  ClassificationHead head("cls", 4, 3, rng, grid);
   RunState rs;
   std::vector<Tensor> features = {test::random_tensor({2, 2 * size, 2 * size, 2}, 31),
                                   test::random_tensor({2, size, size, 4}, 32)};
@@ -46,7 +47,7 @@ void check_classification_gradients(int size) {
   head.collect_parameters(params);
   Parameter* fc = find(params, "cls.fc.weight");
   ASSERT_NE(fc, nullptr);
-  ASSERT_EQ(fc->value.numel(), 3 * 5 * 4);  // 5 pooled values per channel
+  ASSERT_EQ(fc->value.numel(), 3 * (grid ? 5 : 1) * 4);  // 5 pooled values per channel, or the mean
   const Tensor fc_grad = fc->grad.clone();
   auto loss_with = [&](Tensor target) {
     return [&, target](const std::vector<double>& v) mutable {
@@ -71,6 +72,7 @@ void check_classification_gradients(int size) {
 
 TEST(ClassificationHead, GradientsOddGrid) { check_classification_gradients(5); }
 TEST(ClassificationHead, GradientsEvenGrid) { check_classification_gradients(4); }
+TEST(ClassificationHead, GradientsMeanPoolOnly) { check_classification_gradients(1, false); }
 
 TEST(ClassificationHead, TooSmallForTheGridNamesTheShape) {
   std::mt19937_64 rng(4);

@@ -391,6 +391,21 @@ TEST_F(Simt, VitDenseHeadsReadTheSimplePyramid) {
   EXPECT_NE(error_of({"model.neck.pyramid=[0.5, 1]"}).find("fine to coarse"), std::string::npos);
   EXPECT_NE(error_of({"model.neck.pyramid=[32]"}).find("model.neck.pyramid"), std::string::npos);
   EXPECT_NE(error_of({"model.neck.first_stage=3"}).find("model.neck.first_stage"), std::string::npos);
+  EXPECT_NE(error_of({"model.vit.pool=max"}).find("model.vit.pool"), std::string::npos);
+  // model.vit.pool: mean: the classification head reads the 16 channels' mean alone (grid: 5 x 16).
+  for (const auto& [pool, inputs] : {std::pair<std::string, std::int64_t>{"grid", 80}, {"mean", 16}}) {
+    std::vector<std::string> sets = vit;
+    sets.push_back("model.vit.pool=" + pool);
+    const TrainConfig c = parse_config(yaml, sets, "vit.yaml");
+    Network net(c, specs_of(c));
+    int found = 0;
+    for (auto* p : net.parameters()) {
+      if (p->name != "head.bars.fc.weight") continue;
+      EXPECT_EQ(p->value.dim(1), inputs) << pool;
+      ++found;
+    }
+    EXPECT_EQ(found, 1);
+  }
   try {
     parse_config(tiny_config(1).yaml, {"model.neck.pyramid=[2, 1]"}, "mini.yaml");
     ADD_FAILURE() << "a residual backbone took model.neck.pyramid";
