@@ -142,7 +142,7 @@ std::vector<Tensor> Backbone::forward(const RunState& rs, const Tensor& x, std::
   };
   if (m_vit) {
     GPPF_CHECK(x.defined(), "gppf-vit: expert parallelism is not supported yet");
-    return {m_vit->forward(rs, x, step)};
+    return m_vit->forward(rs, x, step);
   }
   if (!x.defined()) {
     // Expert parallelism, a round in which this rank runs no task: it still serves its legos to the
@@ -165,8 +165,10 @@ std::vector<Tensor> Backbone::forward(const RunState& rs, const Tensor& x, std::
 
 void Backbone::backward(const RunState& rs, const std::vector<Tensor>& d_features, BackboneSaved& saved) {
   if (m_vit) {
-    GPPF_CHECK(d_features.size() == 1 && d_features[0].defined(), "gppf-vit: backward needs the token map's gradient");
-    m_vit->backward(rs, d_features[0]);
+    // {the token map's gradient, the class token's}: a head that read neither leaves it out or undefined.
+    GPPF_CHECK(!d_features.empty() && d_features.size() <= 2, "gppf-vit: backward expects 1 or 2 gradients, got ",
+               d_features.size());
+    m_vit->backward(rs, d_features[0], d_features.size() > 1 ? d_features[1] : Tensor());
     if (rs.grads_final) (*rs.grads_final)(-1);
     return;
   }

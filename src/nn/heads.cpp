@@ -85,7 +85,11 @@ NeckInput::NeckInput(const std::string& name, const std::vector<int>& stage_chan
 }
 
 std::vector<Tensor> NeckInput::forward(const RunState& rs, const std::vector<Tensor>& features) {
-  return m_pyramid ? m_pyramid->forward(rs, features.back()) : features;
+  // The backbone's stages only: gppf-vit's class token, when it has one, follows them.
+  GPPF_CHECK(features.size() >= m_num_features, "neck: ", m_num_features, " feature maps expected, got ",
+             features.size());
+  if (m_pyramid) return m_pyramid->forward(rs, features[m_num_features - 1]);
+  return {features.begin(), features.begin() + static_cast<std::ptrdiff_t>(m_num_features)};
 }
 
 std::vector<Tensor> NeckInput::backward(const RunState& rs, std::vector<Tensor> d_levels) {

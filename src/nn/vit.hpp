@@ -4,7 +4,9 @@
 // interpolated when an input's grid differs: detection, segmentation, transfer), `depth` pre-norm
 // transformer blocks whose MLPs are lego layers (src/nn/transformer.hpp), and a final layer norm.
 // The output is the token map [N, H/P, W/P, D], NHWC like the residual backbone's stage outputs.
-// No class token: classification pools the tokens.
+// With pool "token" a learned class token leads the sequence (its own embedding, no position: one
+// learned vector either way) and its final state [N, 1, 1, D] follows the map as a second output,
+// which classification heads read; otherwise classification pools the tokens.
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,18 +21,22 @@ struct VitSpec {
   int mlp_hidden = 0;  // the dense MLP's hidden width (0: 4 * dim); each of the k active legos gets 1/k
   int num_legos = 4, top_k = 2, num_shared = 0;
   int grid_h = 0, grid_w = 0;  // the position embeddings' token grid (pre-training input / patch)
-  // What classification heads read of the token map: "grid" (mean and 2x2-grid means) or "mean".
+  // What classification heads read: "grid" (the map's mean and 2x2-grid means), "mean", or "token"
+  // (a class token's final state).
   std::string pool = "grid";
+  bool class_token() const { return pool == "token"; }
   RoutingOptions routing;
 };
 
 class VitBackbone final : public Module {
  public:
   VitBackbone(const VitSpec& spec, int num_tasks, std::uint64_t seed);
-  // x [N, H, W, 1 | 3], H and W multiples of the patch -> the token map [N, H/P, W/P, D].
-  Tensor forward(const RunState& rs, const Tensor& x, std::int64_t step);
-  // d_map: the token map's gradient. Writes every parameter gradient of the pass.
-  void backward(const RunState& rs, const Tensor& d_map);
+  // x [N, H, W, 1 | 3], H and W multiples of the patch -> {the token map [N, H/P, W/P, D]}, and
+  // with a class token also its state [N, 1, 1, D].
+  std::vector<Tensor> forward(const RunState& rs, const Tensor& x, std::int64_t step);
+  // The outputs' gradients (either may be undefined: no head read it; not both). Writes every
+  // parameter gradient of the pass.
+  void backward(const RunState& rs, const Tensor& d_map, const Tensor& d_token = Tensor());
   void collect_parameters(std::vector<Parameter*>& out) override;
   std::vector<MlpLegoLayer*> lego_layers();
   const VitSpec& spec() const { return m_spec; }
@@ -43,6 +49,7 @@ class VitBackbone final : public Module {
   VitSpec m_spec;
   ColourConv m_patch;
   Parameter m_pos;  // [grid_h, grid_w, D]
+  Parameter m_cls;  // [D], with pool "token" only
   std::vector<std::unique_ptr<TransformerBlock>> m_blocks;
   LayerNorm m_norm;
   Shape m_map_shape;  // the last training forward's token map

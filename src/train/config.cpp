@@ -204,8 +204,8 @@ void read_vit(const Reader& r, const YAML::Node& vn, nn::VitSpec& v) {
   r.expect_map(vn, "model.vit");
   r.allow_keys(vn, "model.vit", {"patch", "dim", "depth", "heads", "mlp_hidden", "grid", "pool"});
   r.get(vn, "model.vit", "pool", v.pool);
-  GPPF_CHECK(v.pool == "grid" || v.pool == "mean", r.where(), ": key 'model.vit.pool': '", v.pool,
-             "' is not grid or mean");
+  GPPF_CHECK(v.pool == "grid" || v.pool == "mean" || v.pool == "token", r.where(), ": key 'model.vit.pool': '", v.pool,
+             "' is not grid, mean or token");
   r.get(vn, "model.vit", "patch", v.patch);
   r.get(vn, "model.vit", "dim", v.dim);
   r.get(vn, "model.vit", "depth", v.depth);

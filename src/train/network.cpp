@@ -167,7 +167,7 @@ Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
     switch (s.config.type) {
       case io::TaskType::Classification:
         m_heads->cls[t] = std::make_unique<nn::ClassificationHead>(name, channels.back(), s.num_classes, rng,
-                                                                   !(spec.vit && spec.vit->pool == "mean"));
+                                                                   !(spec.vit && spec.vit->pool != "grid"));
         break;
       case io::TaskType::Detection:
         m_heads->det[t] = std::make_unique<nn::DetectionHead>(name, channels, neck, s.num_classes, n, rng);

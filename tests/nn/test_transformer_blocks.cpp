@@ -185,8 +185,9 @@ TEST(VitBackbone, TokenMapOfGreyAndColourImages) {
   RunState rs;
   rs.training = false;
   for (int c : {1, 3}) {
-    const Tensor y = vit.forward(rs, test::random_tensor({3, 8, 12, c}, 2), 0);
-    EXPECT_EQ(y.shape(), (Shape{3, 2, 3, 8})) << c;
+    const std::vector<Tensor> y = vit.forward(rs, test::random_tensor({3, 8, 12, c}, 2), 0);
+    ASSERT_EQ(y.size(), 1u);
+    EXPECT_EQ(y[0].shape(), (Shape{3, 2, 3, 8})) << c;
   }
   EXPECT_EQ(vit.lego_layers().size(), 2u);
   EXPECT_NE(test::error_of([&] {
@@ -203,7 +204,7 @@ TEST(VitBackbone, Gradients) {
     rs.task = 1;
     Tensor x = test::random_tensor(image, 4).clone();
     auto fb = [&](const Tensor& in, const Tensor& r) {
-      Tensor y = vit.forward(rs, in, 100);
+      Tensor y = vit.forward(rs, in, 100).at(0);
       vit.backward(rs, r);
       return y;
     };
@@ -213,6 +214,68 @@ TEST(VitBackbone, Gradients) {
                                 "norm.gamma"}),
                     out);
   }
+}
+
+// pool "token": a class token leads the sequence; its state is a second output. Gradients through
+// either output alone (a classification head reads the token, a dense head the map), on and off the
+// pre-training grid.
+TEST(VitBackbone, ClassTokenGradients) {
+  VitSpec spec = tiny_vit();
+  spec.pool = "token";
+  for (const Shape& image : {Shape{2, 8, 8, 1}, Shape{2, 12, 8, 3}})
+    for (int read : {0, 1}) {
+      VitBackbone vit(spec, 2, 3);
+      // Unit scale: the token's first layer norm divides by its spread, which at the initial 0.02
+      // makes central differences of step 1e-3 inaccurate.
+      named(vit, {"cls_token"})[0]->value.copy_from(test::random_tensor({8}, 7));
+      RunState rs;
+      rs.task = 1;
+      Tensor x = test::random_tensor(image, 4).clone();
+      auto fb = [&](const Tensor& in, const Tensor& r) {
+        std::vector<Tensor> y = vit.forward(rs, in, 100);
+        EXPECT_EQ(y.size(), 2u);
+        if (read == 0)
+          vit.backward(rs, r, Tensor());
+        else
+          vit.backward(rs, Tensor(), r);
+        return y.at(static_cast<std::size_t>(read));
+      };
+      const Shape out = read == 0 ? Shape{image[0], image[1] / 4, image[2] / 4, 8} : Shape{image[0], 1, 1, 8};
+      SCOPED_TRACE(str("image ", image[1], "x", image[2], ", reading ", read == 0 ? "the map" : "the token"));
+      check_gradients(fb, x, nullptr,
+                      named(vit, {"cls_token", "patch_embed.weight", "pos_embed", "block1.mlp.router.task1",
+                                  "block0.attn.qkv.weight"}),
+                      out);
+    }
+}
+
+// The class token is its own parameter, drawn from its own generator: a network without it starts
+// from the same values, and its token map differs only through attention to the token.
+TEST(VitBackbone, ClassTokenLeavesTheOtherParametersAsTheyWere) {
+  VitSpec with = tiny_vit();
+  with.pool = "token";
+  VitBackbone a(tiny_vit(), 1, 5), b(with, 1, 5);
+  std::vector<Parameter*> pa, pb;
+  a.collect_parameters(pa);
+  b.collect_parameters(pb);
+  ASSERT_EQ(pb.size(), pa.size() + 1);
+  std::size_t j = 0;
+  for (Parameter* p : pb) {
+    if (p->name == "cls_token") {
+      EXPECT_EQ(p->value.shape(), (Shape{8}));
+      continue;
+    }
+    EXPECT_EQ(p->name, pa[j]->name);
+    EXPECT_EQ(test::to_double(p->value), test::to_double(pa[j]->value)) << p->name;
+    ++j;
+  }
+  RunState rs;
+  rs.training = false;
+  const Tensor x = test::random_tensor({2, 8, 8, 1}, 6);
+  const auto ya = a.forward(rs, x, 0), yb = b.forward(rs, x, 0);
+  EXPECT_GT(test::max_rel_error(ya[0], yb[0]), 1e-4);
+  EXPECT_LT(a.macs(x.shape(), 2), b.macs(x.shape(), 2));
+  EXPECT_NE(test::error_of([&] { b.backward(rs, Tensor(), Tensor()); }).find("backward"), std::string::npos);
 }
 
 TEST(TransformerBlock, BadWidthNamesTheLayer) {

@@ -11,6 +11,7 @@
 
 #include "core/counters.hpp"
 #include "io/dataset.hpp"
+#include "io/h5.hpp"
 #include "io/loader.hpp"
 #include "src/train/bench_step.hpp"
 #include "src/train/describe.hpp"
@@ -35,6 +36,7 @@ class Simt : public ::testing::Test {
     write_squares((s_dir / "squares").string(), 128, 32, 2);
   }
   static void TearDownTestSuite() { fs::remove_all(s_dir); }
+  void run_tiny_vit(const std::string& pool);
 
   static TrainConfig tiny_config(int steps, int top_k = 1) {
     const std::string yaml = str(R"(
@@ -323,23 +325,35 @@ TEST_F(Simt, TinyRunLearnsAndWritesItsRunDirectory) {
 
 // GPPF-ViT through the trainer: the three task types on one token map (bars 8x8 -> 2x2 tokens, the
 // squares 16x16 -> 4x4, position embeddings interpolated), routers refreshed, the run directory
-// written, and a resume that continues the run bit for bit.
+// written, and a resume that continues the run bit for bit. Classification pools the token map
+// (grid) or reads a class token (token: the dense heads still read the map, the checkpoint holds
+// the token).
 TEST_F(Simt, TinyVitRunLearnsAndResumes) {
-  std::vector<std::string> vit = {"model.backbone=gppf-vit", "model.vit.patch=4", "model.vit.dim=16",
-                                  "model.vit.depth=2",       "model.vit.heads=2", "model.neck.first_stage=0",
-                                  "optimizer.type=adamw",    "optimizer.lr=0.003"};
-  std::string yaml = tiny_config(60).yaml;
+  for (const char* pool : {"grid", "token"}) {
+    SCOPED_TRACE(str("model.vit.pool: ", pool));
+    run_tiny_vit(pool);
+  }
+}
+
+void Simt::run_tiny_vit(const std::string& pool) {
+  std::vector<std::string> vit = {"model.backbone=gppf-vit", "model.vit.patch=4",  "model.vit.dim=16",
+                                  "model.vit.depth=2",       "model.vit.heads=2",  "model.neck.first_stage=0",
+                                  "optimizer.type=adamw",    "optimizer.lr=0.003", "model.vit.pool=" + pool};
+  // A class token first has to learn what to attend to: bars' loss stays flat for ~100 steps, then
+  // falls as fast as with pooling.
+  const int steps = pool == "token" ? 200 : 60;
+  std::string yaml = tiny_config(steps).yaml;
   // The residual stages do not apply to a ViT.
   const auto at = yaml.find("  stem_channels: 4\n  stages: [[8, 1, 1], [8, 1, 2]]\n");
   ASSERT_NE(at, std::string::npos);
   yaml.erase(at, std::string("  stem_channels: 4\n  stages: [[8, 1, 1], [8, 1, 2]]\n").size());
-  vit.push_back("checkpoint_every=30");
+  vit.push_back(str("checkpoint_every=", steps / 2));
   const TrainConfig c = parse_config(yaml, vit, "vit.yaml");
   ASSERT_TRUE(c.backbone.vit);
-  const fs::path run = s_dir / "vit-run";
+  const fs::path run = s_dir / ("vit-run-" + pool);
   const std::int64_t stale = nn::Router::stale_reads();
   const TrainSummary s = run_training(c, {run.string(), ""});
-  EXPECT_EQ(s.steps, 60);
+  EXPECT_EQ(s.steps, steps);
   EXPECT_EQ(nn::Router::stale_reads(), stale);
   EXPECT_GT(s.metrics.at("bars").at("top1"), 0.8);
   std::ifstream in(run / "metrics.jsonl");
@@ -347,9 +361,13 @@ TEST_F(Simt, TinyVitRunLearnsAndResumes) {
   bool routing = false;
   while (std::getline(in, line)) routing |= nlohmann::json::parse(line)["split"] == "routing";
   EXPECT_TRUE(routing);
-  // Resumed from step 30: the straight run's end point.
-  const fs::path again = s_dir / "vit-resumed";
-  const TrainSummary resumed = run_training(c, {again.string(), (run / "checkpoints" / "step-00000030.h5").string()});
+  // Resumed from half-way: the straight run's end point.
+  const fs::path again = s_dir / ("vit-resumed-" + pool);
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08d.h5", steps / 2);
+  const fs::path ckpt = run / "checkpoints" / name;
+  EXPECT_EQ(io::h5::File::open(ckpt.string()).open_group("params").has("cls_token"), pool == "token");
+  const TrainSummary resumed = run_training(c, {again.string(), ckpt.string()});
   EXPECT_EQ(resumed.metrics, s.metrics);
 }
 
@@ -392,8 +410,9 @@ TEST_F(Simt, VitDenseHeadsReadTheSimplePyramid) {
   EXPECT_NE(error_of({"model.neck.pyramid=[32]"}).find("model.neck.pyramid"), std::string::npos);
   EXPECT_NE(error_of({"model.neck.first_stage=3"}).find("model.neck.first_stage"), std::string::npos);
   EXPECT_NE(error_of({"model.vit.pool=max"}).find("model.vit.pool"), std::string::npos);
-  // model.vit.pool: mean: the classification head reads the 16 channels' mean alone (grid: 5 x 16).
-  for (const auto& [pool, inputs] : {std::pair<std::string, std::int64_t>{"grid", 80}, {"mean", 16}}) {
+  // model.vit.pool: mean: the classification head reads the 16 channels' mean alone (grid: 5 x 16);
+  // token: the class token's 16.
+  for (const auto& [pool, inputs] : {std::pair<std::string, std::int64_t>{"grid", 80}, {"mean", 16}, {"token", 16}}) {
     std::vector<std::string> sets = vit;
     sets.push_back("model.vit.pool=" + pool);
     const TrainConfig c = parse_config(yaml, sets, "vit.yaml");
@@ -405,6 +424,9 @@ TEST_F(Simt, VitDenseHeadsReadTheSimplePyramid) {
       ++found;
     }
     EXPECT_EQ(found, 1);
+    std::set<std::string> params;
+    for (auto* p : net.parameters()) params.insert(p->name);
+    EXPECT_EQ(params.count("cls_token"), pool == "token" ? 1u : 0u);
   }
   try {
     parse_config(tiny_config(1).yaml, {"model.neck.pyramid=[2, 1]"}, "mini.yaml");
