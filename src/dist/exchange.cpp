@@ -1,5 +1,6 @@
 #include "src/dist/exchange.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/error.hpp"
@@ -69,6 +70,17 @@ const Shape& LegoExchange::layer_input(int member, int layer) const {
   GPPF_CHECK(layer >= 0 && static_cast<std::size_t>(layer) < s.size(), "lego exchange: member ", member,
              " has no input shape for layer ", layer);
   return s[static_cast<std::size_t>(layer)];
+}
+
+Tensor tensor_from_floats(const float* data, const Shape& shape) {
+  Tensor t = Tensor::empty(shape, DType::F32);
+  std::copy(data, data + t.numel(), t.data_as<float>());
+  return t;
+}
+
+void append_floats(std::vector<float>& buf, const Tensor& t) {
+  const float* p = t.data_as<float>();
+  buf.insert(buf.end(), p, p + t.numel());
 }
 
 }  // namespace gppf::dist

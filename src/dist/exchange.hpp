@@ -10,6 +10,7 @@
 #include "core/tensor.hpp"
 #include "src/dist/comm.hpp"
 #include "src/dist/layout.hpp"
+#include "src/nn/router.hpp"
 
 namespace gppf::dist {
 
@@ -40,6 +41,18 @@ class LegoExchange {
   const Shape& layer_input(int member, int layer) const;
   // The block member holding routed lego `lego` (the same index in every layer).
   int owner(int lego) const { return m_layout.lego_owner[static_cast<std::size_t>(lego)]; }
+  // Where entry j of member p's route runs (routes: every member's, in member order): shared legos
+  // where the task is, routed ones on their holder.
+  int where(const std::vector<nn::Route>& routes, int p, std::size_t j) const {
+    const int r = routes[static_cast<std::size_t>(p)].routed[j];
+    return r < 0 ? p : owner(r);
+  }
+  // Whether member p's task runs some of its legos on member q.
+  bool needs(const std::vector<nn::Route>& routes, int p, int q) const {
+    for (std::size_t j = 0; j < routes[static_cast<std::size_t>(p)].legos.size(); ++j)
+      if (where(routes, p, j) == q) return true;
+    return false;
+  }
   Comm& comm() { return m_block; }
   // One all-to-all over the block: `send` holds the parts for the members in member order (`send_counts`
   // floats each); returns what arrived (`recv_counts` floats from each member) and sets `at[m]` to the
@@ -55,5 +68,9 @@ class LegoExchange {
   std::vector<PeerWork> m_peers;
   std::vector<std::vector<Shape>> m_shapes;  // per member, per layer
 };
+
+// Host f32 tensors to and from the flat buffers of the all-to-alls.
+Tensor tensor_from_floats(const float* data, const Shape& shape);
+void append_floats(std::vector<float>& buf, const Tensor& t);
 
 }  // namespace gppf::dist

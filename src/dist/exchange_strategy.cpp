@@ -9,17 +9,6 @@ namespace {
 
 using nn::Route;
 
-Tensor from_floats(const float* data, const Shape& shape) {
-  Tensor t = Tensor::empty(shape, DType::F32);
-  std::copy(data, data + t.numel(), t.data_as<float>());
-  return t;
-}
-
-void append(std::vector<float>& buf, const Tensor& t) {
-  const float* p = t.data_as<float>();
-  buf.insert(buf.end(), p, p + t.numel());
-}
-
 // One round of one layer: the routes of every block member, and every lego call that a backward
 // will need (this member's own and the ones it served), in call order.
 struct ExchangeSaved final : nn::LegoContext {
@@ -45,17 +34,6 @@ class ExchangeStrategy final : public nn::LegoStrategy {
   Tensor backward(nn::LegoLayer& layer, const nn::RunState& rs, const Tensor& dy, nn::LegoContext& saved) override;
 
  private:
-  // Where entry j of member p's route runs: shared legos where the task is, routed ones on their holder.
-  int where(const std::vector<Route>& routes, int p, std::size_t j) const {
-    const int r = routes[static_cast<std::size_t>(p)].routed[j];
-    return r < 0 ? p : m_ex.owner(r);
-  }
-  // Whether member p's task runs some of its legos on member q.
-  bool needs(const std::vector<Route>& routes, int p, int q) const {
-    for (std::size_t j = 0; j < routes[static_cast<std::size_t>(p)].legos.size(); ++j)
-      if (where(routes, p, j) == q) return true;
-    return false;
-  }
   // Runs the lego calls of the round that this member holds, member by member (the same order on
   // every replica, which synchronised BN relies on); partial[p]: member p's gate-weighted sum.
   void run_calls(nn::LegoLayer& layer, const nn::RunState& rs, const Tensor& x, const std::vector<float>& recv,
@@ -81,7 +59,7 @@ void ExchangeStrategy::run_calls(nn::LegoLayer& layer, const nn::RunState& rs, c
       sum = &acc;
     } else {
       if (rc[static_cast<std::size_t>(p)] == 0) continue;
-      xin = from_floats(recv.data() + at[static_cast<std::size_t>(p)], m_ex.layer_input(p, layer.index()));
+      xin = tensor_from_floats(recv.data() + at[static_cast<std::size_t>(p)], m_ex.layer_input(p, layer.index()));
       sum = &partial[static_cast<std::size_t>(p)];
     }
     nn::RunState prs = rs;
@@ -91,7 +69,7 @@ void ExchangeStrategy::run_calls(nn::LegoLayer& layer, const nn::RunState& rs, c
     if (!peer.training) prs.bn_sync = nullptr;
     const Route& r = ctx.routes[static_cast<std::size_t>(p)];
     for (std::size_t j = 0; j < r.legos.size(); ++j) {
-      if (where(ctx.routes, p, j) != me) continue;
+      if (m_ex.where(ctx.routes, p, j) != me) continue;
       nn::Bottleneck& lego = layer.lego(r.legos[j]);
       Tensor o = lego.forward(prs, xin);
       if (!sum->defined()) {
@@ -123,11 +101,11 @@ Tensor ExchangeStrategy::forward(nn::LegoLayer& layer, const nn::RunState& rs, c
   std::vector<float> send;
   for (int q = 0; q < P; ++q) {
     if (q == me) continue;
-    if (mine && needs(ctx->routes, me, q)) {
+    if (mine && m_ex.needs(ctx->routes, me, q)) {
       sc[static_cast<std::size_t>(q)] = x.numel();
-      append(send, x);
+      append_floats(send, x);
     }
-    if (m_ex.peer(q).task >= 0 && needs(ctx->routes, q, me))
+    if (m_ex.peer(q).task >= 0 && m_ex.needs(ctx->routes, q, me))
       rc[static_cast<std::size_t>(q)] = shape_numel(m_ex.layer_input(q, layer.index()));
   }
   std::vector<std::int64_t> at;
@@ -143,7 +121,7 @@ Tensor ExchangeStrategy::forward(nn::LegoLayer& layer, const nn::RunState& rs, c
     if (p == me) continue;
     if (rc[static_cast<std::size_t>(p)] > 0) {
       sc2[static_cast<std::size_t>(p)] = partial[static_cast<std::size_t>(p)].numel();
-      append(send2, partial[static_cast<std::size_t>(p)]);
+      append_floats(send2, partial[static_cast<std::size_t>(p)]);
     }
     if (sc[static_cast<std::size_t>(p)] > 0)
       rc2[static_cast<std::size_t>(p)] = shape_numel(layer.output_shape(x.shape()));
@@ -153,7 +131,7 @@ Tensor ExchangeStrategy::forward(nn::LegoLayer& layer, const nn::RunState& rs, c
   if (mine) {
     for (int q = 0; q < P; ++q)
       if (rc2[static_cast<std::size_t>(q)] > 0)
-        kernels::axpby(1.0f, from_floats(recv2.data() + at[static_cast<std::size_t>(q)], acc.shape()), 1.0f, acc,
+        kernels::axpby(1.0f, tensor_from_floats(recv2.data() + at[static_cast<std::size_t>(q)], acc.shape()), 1.0f, acc,
                        rs.stream);
     y = Tensor::empty(acc.shape(), acc.dtype(), acc.device());
     kernels::relu_fwd(acc, y, rs.stream);
@@ -181,12 +159,12 @@ Tensor ExchangeStrategy::backward(nn::LegoLayer& layer, const nn::RunState& rs, 
   std::vector<float> send;
   for (int q = 0; q < P; ++q) {
     if (q == me) continue;
-    if (mine && needs(routes, me, q)) {
+    if (mine && m_ex.needs(routes, me, q)) {
       sc[static_cast<std::size_t>(q)] = da.numel();
-      append(send, da);
+      append_floats(send, da);
     }
     const PeerWork& pq = m_ex.peer(q);
-    if (pq.task >= 0 && pq.backward && needs(routes, q, me))
+    if (pq.task >= 0 && pq.backward && m_ex.needs(routes, q, me))
       rc[static_cast<std::size_t>(q)] = shape_numel(layer.output_shape(m_ex.layer_input(q, layer.index())));
   }
   std::vector<std::int64_t> roff;
@@ -203,7 +181,7 @@ Tensor ExchangeStrategy::backward(nn::LegoLayer& layer, const nn::RunState& rs, 
     const Route& r = routes[p];
     const Shape& in_shape = m_ex.layer_input(call.member, layer.index());
     if (!das[p].defined())
-      das[p] = call.member == me ? da : from_floats(recv.data() + roff[p], layer.output_shape(in_shape));
+      das[p] = call.member == me ? da : tensor_from_floats(recv.data() + roff[p], layer.output_shape(in_shape));
     if (r.routed[call.entry] >= 0) dgates[p][call.entry] = nn::gate_gradient(rs, das[p], call.out, dot_out);
     Tensor scaled = Tensor::empty(das[p].shape(), das[p].dtype(), das[p].device());
     kernels::axpby(r.gates[call.entry], das[p], 0.0f, scaled, rs.stream);
@@ -230,7 +208,7 @@ Tensor ExchangeStrategy::backward(nn::LegoLayer& layer, const nn::RunState& rs, 
     const auto pi = static_cast<std::size_t>(p);
     if (rc[pi] > 0) {
       sc2[pi] = dxs[pi].numel() + static_cast<std::int64_t>(dgates[pi].size());
-      append(send2, dxs[pi]);
+      append_floats(send2, dxs[pi]);
       send2.insert(send2.end(), dgates[pi].begin(), dgates[pi].end());
     }
     if (sc[pi] > 0) rc2[pi] = dx.numel() + static_cast<std::int64_t>(my_entries);
@@ -242,7 +220,7 @@ Tensor ExchangeStrategy::backward(nn::LegoLayer& layer, const nn::RunState& rs, 
   for (int q = 0; q < P; ++q) {
     if (rc2[static_cast<std::size_t>(q)] == 0) continue;
     const float* part = recv2.data() + at[static_cast<std::size_t>(q)];
-    kernels::axpby(1.0f, from_floats(part, dx.shape()), 1.0f, dx, rs.stream);
+    kernels::axpby(1.0f, tensor_from_floats(part, dx.shape()), 1.0f, dx, rs.stream);
     for (std::size_t j = 0; j < dgate.size(); ++j) dgate[j] += part[dx.numel() + static_cast<std::int64_t>(j)];
   }
   layer.accumulate_router_grad(rs.task, routes[static_cast<std::size_t>(me)], dgate);

@@ -140,10 +140,7 @@ std::vector<Tensor> Backbone::forward(const RunState& rs, const Tensor& x, std::
     if (saved) saved->layers[i] = std::move(out.saved);
     return out.y;
   };
-  if (m_vit) {
-    GPPF_CHECK(x.defined(), "gppf-vit: expert parallelism is not supported yet");
-    return m_vit->forward(rs, x, step);
-  }
+  if (m_vit) return m_vit->forward(rs, x, step);
   if (!x.defined()) {
     // Expert parallelism, a round in which this rank runs no task: it still serves its legos to the
     // other members of its block, layer by layer.
@@ -165,9 +162,13 @@ std::vector<Tensor> Backbone::forward(const RunState& rs, const Tensor& x, std::
 
 void Backbone::backward(const RunState& rs, const std::vector<Tensor>& d_features, BackboneSaved& saved) {
   if (m_vit) {
+    if (d_features.empty()) {
+      m_vit->serve_backward(rs);
+      if (rs.grads_final) (*rs.grads_final)(-1);
+      return;
+    }
     // {the token map's gradient, the class token's}: a head that read neither leaves it out or undefined.
-    GPPF_CHECK(!d_features.empty() && d_features.size() <= 2, "gppf-vit: backward expects 1 or 2 gradients, got ",
-               d_features.size());
+    GPPF_CHECK(d_features.size() <= 2, "gppf-vit: backward expects 1 or 2 gradients, got ", d_features.size());
     m_vit->backward(rs, d_features[0], d_features.size() > 1 ? d_features[1] : Tensor());
     if (rs.grads_final) (*rs.grads_final)(-1);
     return;
@@ -208,6 +209,11 @@ void Backbone::backward(const RunState& rs, const std::vector<Tensor>& d_feature
 
 void Backbone::set_strategy(const std::shared_ptr<LegoStrategy>& strategy) {
   for (auto& l : m_layers) l->set_strategy(strategy);
+}
+
+void Backbone::set_mlp_runner(const std::shared_ptr<MlpLegoRunner>& runner) {
+  if (m_vit)
+    for (MlpLegoLayer* l : m_vit->lego_layers()) l->set_runner(runner);
 }
 
 std::vector<const Tensor*> Backbone::router_values() {
@@ -290,7 +296,7 @@ std::vector<Shape> Backbone::stage_shapes(const Shape& x) const {
 }
 
 std::vector<Shape> Backbone::layer_input_shapes(const Shape& x) const {
-  GPPF_CHECK(!m_vit, "gppf-vit: expert parallelism is not supported yet");
+  if (m_vit) return m_vit->layer_input_shapes(x);
   std::vector<Shape> out;
   Shape h = m_stem.output_shape(x);
   for (const auto& layer : m_layers) {

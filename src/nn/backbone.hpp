@@ -81,6 +81,8 @@ class Backbone final : public Module {
   void backward(const RunState& rs, const std::vector<Tensor>& d_features, BackboneSaved& saved);
   // How every lego layer runs a routed step (src/nn/lego_strategy.hpp); once per run.
   void set_strategy(const std::shared_ptr<LegoStrategy>& strategy);
+  // gppf-vit: where its MLP legos run (null: here).
+  void set_mlp_runner(const std::shared_ptr<MlpLegoRunner>& runner);
   // The usage-balance regulariser over `tasks`, every lego layer; returns the summed value.
   float apply_balance(const std::vector<int>& tasks);
   // Copies every router's logits to the host copies that routing reads (LegoLayer::set_router_copy),

@@ -109,6 +109,10 @@ class Linear final : public Module {
   void backward(const RunState& rs, const Tensor& dy, Tensor* dx, kernels::GradMode dx_mode);
   void collect_parameters(std::vector<Parameter*>& out) override;
   std::int64_t macs(std::int64_t rows) const { return rows * m_weight.value.dim(0) * m_weight.value.dim(1); }
+  // The last training forward's input, for callers that run one module for several inputs before
+  // their backwards (expert parallelism).
+  Tensor take_saved() { return std::move(m_x); }
+  void restore_saved(Tensor x) { m_x = std::move(x); }
 
  private:
   Parameter m_weight, m_bias;

@@ -70,6 +70,12 @@ void MlpLego::backward(const RunState& rs, const Tensor& dy, Tensor& dx, kernels
   m_h = Tensor();
 }
 
+void MlpLego::restore_saved(Saved s) {
+  m_fc1.restore_saved(std::move(s.fc1));
+  m_h = std::move(s.h);
+  m_fc2.restore_saved(std::move(s.fc2));
+}
+
 void MlpLego::collect_parameters(std::vector<Parameter*>& out) {
   m_fc1.collect_parameters(out);
   m_fc2.collect_parameters(out);
@@ -92,6 +98,7 @@ MlpLegoLayer::MlpLegoLayer(const std::string& name, const MlpLegoSpec& spec, int
 }
 
 void MlpLegoLayer::set_index(int index) {
+  m_index = index;
   const int shared = m_spec.num_shared;
   for (int i = 0; i < static_cast<int>(m_legos.size()); ++i)
     set_owner(*m_legos[static_cast<std::size_t>(i)],
@@ -102,6 +109,21 @@ void MlpLegoLayer::set_index(int index) {
 
 Tensor MlpLegoLayer::forward(const RunState& rs, const Tensor& x, std::int64_t step) {
   GPPF_CHECK(rs.segments.empty(), m_name, ": task-batched passes are not supported by MLP legos yet");
+  GPPF_CHECK(x.defined() || m_runner, m_name, ": no input");
+  if (m_runner) {
+    if (!x.defined()) {
+      m_runner->forward(*this, rs, Tensor(), step, m_run_saved);
+      return Tensor();
+    }
+    GPPF_CHECK(x.ndim() == 3 && x.dim(2) == m_spec.dim, m_name, ": input expected [N, T, ", m_spec.dim, "], got ",
+               x.desc());
+    const Tensor sum = m_runner->forward(*this, rs, rows(m_norm.forward(rs, x)), step, m_run_saved);
+    Tensor y = x.clone();
+    Tensor yr = rows(y);
+    kernels::axpby(1.0f, sum, 1.0f, yr, rs.stream);
+    if (rs.training) m_x_shape = x.shape();
+    return y;
+  }
   GPPF_CHECK(x.ndim() == 3 && x.dim(2) == m_spec.dim, m_name, ": input expected [N, T, ", m_spec.dim, "], got ",
              x.desc());
   const Route r = m_router.route(rs.task, step, rs.training);
@@ -123,6 +145,15 @@ Tensor MlpLegoLayer::forward(const RunState& rs, const Tensor& x, std::int64_t s
 }
 
 Tensor MlpLegoLayer::backward(const RunState& rs, const Tensor& dy) {
+  if (m_runner) {
+    GPPF_CHECK(m_run_saved, m_name, ": backward without a training forward");
+    const Tensor dh = m_runner->backward(*this, rs, dy.defined() ? rows(dy) : Tensor(), *m_run_saved);
+    m_run_saved.reset();
+    if (!dy.defined()) return Tensor();
+    Tensor dx = m_norm.backward(rs, dh.reshape(m_x_shape));
+    kernels::axpby(1.0f, dy, 1.0f, dx, rs.stream);  // the residual
+    return dx;
+  }
   GPPF_CHECK(!m_outputs.empty(), m_name, ": backward without a training forward");
   const Tensor dyr = rows(dy);
   const Route& r = m_route;
@@ -219,10 +250,12 @@ TransformerBlock::TransformerBlock(const std::string& name, const MlpLegoSpec& m
     : m_attn(name + ".attn", mlp.dim, heads, rng), m_mlp(name + ".mlp", mlp, num_tasks, routing, rng) {}
 
 Tensor TransformerBlock::forward(const RunState& rs, const Tensor& x, std::int64_t step) {
+  if (!x.defined()) return m_mlp.forward(rs, x, step);
   return m_mlp.forward(rs, m_attn.forward(rs, x), step);
 }
 
 Tensor TransformerBlock::backward(const RunState& rs, const Tensor& dy) {
+  if (!dy.defined()) return m_mlp.backward(rs, dy);
   return m_attn.backward(rs, m_mlp.backward(rs, dy));
 }
 

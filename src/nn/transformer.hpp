@@ -12,6 +12,7 @@
 #include "kernels/attention.hpp"
 #include "kernels/layernorm.hpp"
 #include "src/nn/layers.hpp"
+#include "src/nn/lego.hpp"
 #include "src/nn/router.hpp"
 
 namespace gppf::nn {
@@ -41,10 +42,32 @@ class MlpLego final : public Module {
   void backward(const RunState& rs, const Tensor& dy, Tensor& dx, kernels::GradMode dx_mode);
   void collect_parameters(std::vector<Parameter*>& out) override;
   std::int64_t macs(std::int64_t rows) const { return m_fc1.macs(rows) + m_fc2.macs(rows); }
+  // What a backward needs of the last training forward (one lego serving several ranks' tasks).
+  struct Saved {
+    Tensor fc1, h, fc2;
+  };
+  Saved take_saved() { return {m_fc1.take_saved(), std::move(m_h), m_fc2.take_saved()}; }
+  void restore_saved(Saved s);
 
  private:
   Linear m_fc1, m_fc2;
   Tensor m_h;  // fc1's output (GELU's input)
+};
+
+class MlpLegoLayer;
+
+// Runs a layer's active MLP legos where they are held: expert parallelism (src/dist/mlp_exchange.hpp).
+// A process that runs no task in a round still calls it, to serve the legos it holds to the others.
+class MlpLegoRunner {
+ public:
+  virtual ~MlpLegoRunner() = default;
+  // h: this process's normalised tokens as rows [rows, D], undefined when it only serves. Returns
+  // sum_j g_j mlp_j(h) over its task's route (undefined when h is); `saved` gets what a backward needs.
+  virtual Tensor forward(MlpLegoLayer& layer, const RunState& rs, const Tensor& h, std::int64_t step,
+                         std::unique_ptr<LegoContext>& saved) = 0;
+  // dy: the gradient of that sum (undefined when serving). Returns h's gradient (undefined when
+  // serving); writes the legos' and rs.task's router gradients.
+  virtual Tensor backward(MlpLegoLayer& layer, const RunState& rs, const Tensor& dy, LegoContext& saved) = 0;
 };
 
 struct MlpLegoSpec {
@@ -58,14 +81,18 @@ class MlpLegoLayer final : public Module, public RoutedLayer {
  public:
   MlpLegoLayer(const std::string& name, const MlpLegoSpec& spec, int num_tasks, const RoutingOptions& routing,
                std::mt19937_64& rng);
+  // x undefined: a round in which this process runs no task (expert parallelism: it serves its legos).
   Tensor forward(const RunState& rs, const Tensor& x, std::int64_t step);
-  // dx overwritten; writes the legos', the norm's and rs.task's router gradients.
+  // dx overwritten; writes the legos', the norm's and rs.task's router gradients. dy undefined: serving.
   Tensor backward(const RunState& rs, const Tensor& dy);
   void collect_parameters(std::vector<Parameter*>& out) override;
   Router& routing() { return m_router; }
   // The layer's position among the backbone's routed layers: tags its legos' and routers' owners
   // (nn::Owner), which the distributed step groups gradients by.
   void set_index(int index);
+  int index() const { return m_index; }
+  // Null: every active lego runs here.
+  void set_runner(std::shared_ptr<MlpLegoRunner> runner) { m_runner = std::move(runner); }
   MlpLego& lego(int i) { return *m_legos[static_cast<std::size_t>(i)]; }
   // RoutedLayer
   const std::string& name() const override { return m_name; }
@@ -91,6 +118,9 @@ class MlpLegoLayer final : public Module, public RoutedLayer {
   Route m_route;
   Shape m_x_shape;
   std::vector<Tensor> m_outputs;
+  int m_index = 0;
+  std::shared_ptr<MlpLegoRunner> m_runner;
+  std::unique_ptr<LegoContext> m_run_saved;  // the runner's, between a forward and its backward
 };
 
 // x + proj(attention(LN(x))), multi-head self-attention without masking, tokens [N, T, D].
@@ -114,6 +144,7 @@ class TransformerBlock final : public Module {
  public:
   TransformerBlock(const std::string& name, const MlpLegoSpec& mlp, int heads, int num_tasks,
                    const RoutingOptions& routing, std::mt19937_64& rng);
+  // x / dy undefined: serving (only the MLP legos' exchange runs).
   Tensor forward(const RunState& rs, const Tensor& x, std::int64_t step);
   Tensor backward(const RunState& rs, const Tensor& dy);
   void collect_parameters(std::vector<Parameter*>& out) override;

@@ -57,6 +57,10 @@ VitBackbone::VitBackbone(const VitSpec& spec, int num_tasks, std::uint64_t seed)
 }
 
 std::vector<Tensor> VitBackbone::forward(const RunState& rs, const Tensor& x, std::int64_t step) {
+  if (!x.defined()) {
+    for (auto& block : m_blocks) block->forward(rs, Tensor(), step);
+    return {};
+  }
   GPPF_CHECK(x.ndim() == 4 && x.dim(1) % m_spec.patch == 0 && x.dim(2) % m_spec.patch == 0,
              "vit: input expected [N, H, W, C] with H and W multiples of the patch ", m_spec.patch, ", got ", x.desc());
   Tensor map = m_patch.forward(rs, x);  // [N, h, w, D]: NHWC is the token layout
@@ -144,6 +148,19 @@ void VitBackbone::backward(const RunState& rs, const Tensor& d_map, const Tensor
   }
   m_patch.backward(rs, d.reshape(s));
   m_map_shape.clear();
+}
+
+void VitBackbone::serve_backward(const RunState& rs) {
+  for (int b = static_cast<int>(m_blocks.size()) - 1; b >= 0; --b) {
+    m_blocks[static_cast<std::size_t>(b)]->backward(rs, Tensor());
+    if (rs.grads_final) (*rs.grads_final)(b);
+  }
+}
+
+std::vector<Shape> VitBackbone::layer_input_shapes(const Shape& x) const {
+  const Shape m = output_shape(x);
+  const Shape tokens{m[0], m[1] * m[2] + (m_spec.class_token() ? 1 : 0), m[3]};
+  return std::vector<Shape>(m_blocks.size(), tokens);
 }
 
 void VitBackbone::collect_parameters(std::vector<Parameter*>& out) {

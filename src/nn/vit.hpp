@@ -33,7 +33,10 @@ class VitBackbone final : public Module {
   VitBackbone(const VitSpec& spec, int num_tasks, std::uint64_t seed);
   // x [N, H, W, 1 | 3], H and W multiples of the patch -> {the token map [N, H/P, W/P, D]}, and
   // with a class token also its state [N, 1, 1, D].
+  // x undefined: a round in which this process runs no task; it serves its MLP legos (returns {}).
   std::vector<Tensor> forward(const RunState& rs, const Tensor& x, std::int64_t step);
+  // The backward of a serving round.
+  void serve_backward(const RunState& rs);
   // The outputs' gradients (either may be undefined: no head read it; not both). Writes every
   // parameter gradient of the pass.
   void backward(const RunState& rs, const Tensor& d_map, const Tensor& d_token = Tensor());
@@ -43,6 +46,8 @@ class VitBackbone final : public Module {
   // The token map's shape for an input of shape x, and the multiply-adds of one pass with `active`
   // legos per block (attention's two T x T products included, the norms not).
   Shape output_shape(const Shape& x) const;
+  // The input of every block's MLP legos, [N, tokens, D], for an input of shape x.
+  std::vector<Shape> layer_input_shapes(const Shape& x) const;
   std::int64_t macs(const Shape& x, int active) const;
 
  private:

@@ -23,10 +23,6 @@ LayoutChoice price(const TrainConfig& config, Network& net, const dist::LayoutRe
   c.replicas = q.replicas;
   c.task_groups = q.task_groups;
   c.expert_parallel = q.expert_parallel;
-  if (net.backbone().is_vit() && q.expert_parallel > 1) {
-    c.refused = kVitNoExpertParallel;
-    return c;
-  }
   dist::Layout layout;
   try {
     layout = dist::plan_layout(q);

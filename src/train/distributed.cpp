@@ -53,8 +53,6 @@ std::unique_ptr<Distributed> Distributed::create(const TrainConfig& config, Netw
 
 Distributed::Distributed(const TrainConfig& config, Network& net, dist::Layout layout, int ranks_per_node)
     : m_net(net), m_config(config), m_layout(std::move(layout)) {
-  GPPF_CHECK(!net.backbone().is_vit() || m_layout.expert_parallel == 1, config.config_path,
-             ": key 'distributed.expert_parallel': ", kVitNoExpertParallel);
   m_layout.ranks_per_node = ranks_per_node;
   for (const auto& s : net.tasks()) m_task_names.push_back(s.config.name);
   // All-to-alls should stay on the fast intra-node links: a block that spans nodes pays the network.
@@ -301,20 +299,22 @@ TrafficEstimate estimate_traffic(const dist::Layout& L, Network& net, double byt
     for (const nn::RoutedLayer* l : routed)
       for (int i : l->route(static_cast<int>(t), after_warmup, false).routed)
         if (i >= 0) used[l->name()].insert(i);
-  // Activations exchanged by expert parallelism (residual lego layers only; gppf-vit has none).
-  for (std::size_t t = 0; t < net.tasks().size() && !layers.empty(); ++t) {
+  // Activations exchanged by expert parallelism: each routed layer's input out and its output back
+  // (gppf-vit's MLP legos: the normalised tokens, the same shape both ways).
+  for (std::size_t t = 0; t < net.tasks().size(); ++t) {
     const TaskSpec& s = net.tasks()[t];
     const int g = L.task_group[t];
     const Shape x{std::max(1, s.config.batch_size / R), s.height, s.width, s.channels};
     const auto inputs = net.backbone().layer_input_shapes(x);
-    for (std::size_t l = 0; l < layers.size(); ++l) {
-      const nn::Route r = layers[l]->route(static_cast<int>(t), after_warmup, false);
+    for (std::size_t l = 0; l < routed.size(); ++l) {
+      const nn::Route r = routed[l]->route(static_cast<int>(t), after_warmup, false);
       std::set<int> owners;
       for (int i : r.routed)
         if (i >= 0 && L.lego_owner[static_cast<std::size_t>(i)] != g % E)
           owners.insert(L.lego_owner[static_cast<std::size_t>(i)]);
       const double in = static_cast<double>(shape_numel(inputs[l])) * bytes_per_value;
-      const double out = static_cast<double>(shape_numel(layers[l]->output_shape(inputs[l]))) * bytes_per_value;
+      const Shape out_shape = layers.empty() ? inputs[l] : layers[l]->output_shape(inputs[l]);
+      const double out = static_cast<double>(shape_numel(out_shape)) * bytes_per_value;
       for (int o : owners)
         for (int r2 = 0; r2 < R; ++r2) {
           const double bytes = 2 * (in + out);  // forward: input out, output back; backward: the same sizes

@@ -22,10 +22,6 @@ namespace gppf::train {
 
 class Network;
 
-// Why a gppf-vit layout keeps expert_parallel at 1: its MLP legos have no activation exchange yet.
-inline constexpr const char* kVitNoExpertParallel =
-    "gppf-vit's MLP legos have no expert parallelism yet; keep it 1 (task_groups and replicas work)";
-
 // The predicted traffic of one training step of a layout (printed by the planner, `gppf bench comm`).
 struct TrafficEstimate {
   double alltoall_bytes = 0;       // activations and their gradients, all ranks together

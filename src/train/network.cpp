@@ -10,6 +10,7 @@
 #include "src/dist/comm.hpp"
 #include "src/dist/exchange.hpp"
 #include "src/dist/exchange_strategy.hpp"
+#include "src/dist/mlp_exchange.hpp"
 #include "src/train/centernet.hpp"
 
 namespace gppf::train {
@@ -210,6 +211,7 @@ void Network::set_distributed(const NetworkDist& d) {
   const bool experts = d.exchange && d.exchange->size() > 1;
   m_backbone->set_strategy(experts ? dist::make_exchange_strategy(*d.exchange)
                                    : local_strategy(m_config.lego_strategy, m_device, m_act));
+  m_backbone->set_mlp_runner(experts ? dist::make_mlp_exchange(*d.exchange) : nullptr);
   // A distributed step runs one task per round (its exchange and replicas are per task).
   m_batch_tasks = false;
 }

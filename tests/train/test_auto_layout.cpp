@@ -37,19 +37,28 @@ fs::path AutoLayout::s_dir;
 
 // gppf-vit: layouts with expert parallelism are listed as refused with the reason; the choice has one
 // copy of the MLP legos per rank, and its gradient traffic counts the MLP legos.
-TEST_F(AutoLayout, VitNeverShardsItsMlpLegos) {
+// gppf-vit's MLP legos shard like the residual ones: expert-parallel layouts price the normalised
+// tokens they move and hold a share of the legos.
+TEST_F(AutoLayout, VitPricesItsMlpLegoShards) {
   const TrainConfig c = config({"model.backbone=gppf-vit", "model.stages=[]", "model.vit.patch=4", "model.vit.dim=8",
                                 "model.vit.depth=1", "model.vit.heads=2"});
   Network net(c, open_tasks(c).specs);
   const AutoPlan plan = plan_auto_layout(c, net, 4, 4, auto_link_model(c));
-  int refused = 0;
+  int sharded = 0;
+  double memory_one_copy = 0;
+  for (const LayoutChoice& l : plan.choices)
+    if (l.expert_parallel == 1 && l.task_groups == 4) memory_one_copy = l.memory_bytes;
+  ASSERT_GT(memory_one_copy, 0.0);
   for (const LayoutChoice& l : plan.choices)
     if (l.expert_parallel > 1) {
-      EXPECT_NE(l.refused.find("no expert parallelism yet"), std::string::npos) << l.refused;
-      ++refused;
+      EXPECT_TRUE(l.refused.empty()) << l.refused;
+      EXPECT_GT(l.alltoall_bytes, 0.0);
+      if (l.task_groups == 4) {
+        EXPECT_LT(l.memory_bytes, memory_one_copy);
+      }
+      ++sharded;
     }
-  EXPECT_EQ(refused, 3);
-  EXPECT_EQ(plan.best().expert_parallel, 1);
+  EXPECT_EQ(sharded, 3);
   EXPECT_GT(plan.best().grad_wire_bytes, 0.0);
 }
 
