@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/error.hpp"
+#include "kernels/elementwise.hpp"
 
 namespace gppf::dist {
 
@@ -70,6 +71,80 @@ const Shape& LegoExchange::layer_input(int member, int layer) const {
   GPPF_CHECK(layer >= 0 && static_cast<std::size_t>(layer) < s.size(), "lego exchange: member ", member,
              " has no input shape for layer ", layer);
   return s[static_cast<std::size_t>(layer)];
+}
+
+std::vector<nn::Route> LegoExchange::round_routes(const nn::RoutedLayer& layer) const {
+  std::vector<nn::Route> routes(static_cast<std::size_t>(size()));
+  for (int p = 0; p < size(); ++p)
+    if (peer(p).task >= 0)
+      routes[static_cast<std::size_t>(p)] = layer.route(peer(p).task, peer(p).step, peer(p).training);
+  return routes;
+}
+
+LegoExchange::Dispatch LegoExchange::dispatch(const std::vector<nn::Route>& routes, const Tensor& mine, bool backward,
+                                              const std::function<std::int64_t(int)>& count, const std::string& what) {
+  const int P = size(), me = this->me();
+  Dispatch d;
+  d.sent.assign(static_cast<std::size_t>(P), 0);
+  d.received.assign(static_cast<std::size_t>(P), 0);
+  std::vector<float> send;
+  for (int q = 0; q < P; ++q) {
+    if (q == me) continue;
+    const auto qi = static_cast<std::size_t>(q);
+    if (mine.defined() && needs(routes, me, q)) {
+      d.sent[qi] = mine.numel();
+      append_floats(send, mine);
+    }
+    if (peer(q).task >= 0 && (!backward || peer(q).backward) && needs(routes, q, me)) d.received[qi] = count(q);
+  }
+  d.data = alltoallv(send, d.sent, d.received, d.at, what);
+  return d;
+}
+
+void LegoExchange::combine_sums(const Dispatch& d, const std::vector<Tensor>& partial, Tensor& acc, const Stream& s,
+                                const std::string& what) {
+  const int P = size();
+  std::vector<std::int64_t> sc(static_cast<std::size_t>(P), 0), rc(static_cast<std::size_t>(P), 0), at;
+  std::vector<float> send;
+  for (int p = 0; p < P; ++p) {
+    const auto pi = static_cast<std::size_t>(p);
+    if (p == me()) continue;
+    if (d.received[pi] > 0) {
+      sc[pi] = partial[pi].numel();
+      append_floats(send, partial[pi]);
+    }
+    if (d.sent[pi] > 0) rc[pi] = acc.numel();
+  }
+  const std::vector<float> recv = alltoallv(send, sc, rc, at, what);
+  for (int q = 0; q < P; ++q)
+    if (rc[static_cast<std::size_t>(q)] > 0)
+      kernels::axpby(1.0f, tensor_from_floats(recv.data() + at[static_cast<std::size_t>(q)], acc.shape()), 1.0f, acc,
+                     s);
+}
+
+void LegoExchange::combine_gradients(const Dispatch& d, const std::vector<Tensor>& dxs,
+                                     const std::vector<std::vector<float>>& dgates, Tensor& dx,
+                                     std::vector<float>& dgate, const Stream& s, const std::string& what) {
+  const int P = size();
+  std::vector<std::int64_t> sc(static_cast<std::size_t>(P), 0), rc(static_cast<std::size_t>(P), 0), at;
+  std::vector<float> send;
+  for (int p = 0; p < P; ++p) {
+    if (p == me()) continue;
+    const auto pi = static_cast<std::size_t>(p);
+    if (d.received[pi] > 0) {
+      sc[pi] = dxs[pi].numel() + static_cast<std::int64_t>(dgates[pi].size());
+      append_floats(send, dxs[pi]);
+      send.insert(send.end(), dgates[pi].begin(), dgates[pi].end());
+    }
+    if (d.sent[pi] > 0) rc[pi] = dx.numel() + static_cast<std::int64_t>(dgate.size());
+  }
+  const std::vector<float> recv = alltoallv(send, sc, rc, at, what);
+  for (int q = 0; q < P; ++q) {
+    if (rc[static_cast<std::size_t>(q)] == 0) continue;
+    const float* part = recv.data() + at[static_cast<std::size_t>(q)];
+    kernels::axpby(1.0f, tensor_from_floats(part, dx.shape()), 1.0f, dx, s);
+    for (std::size_t j = 0; j < dgate.size(); ++j) dgate[j] += part[dx.numel() + static_cast<std::int64_t>(j)];
+  }
 }
 
 Tensor tensor_from_floats(const float* data, const Shape& shape) {

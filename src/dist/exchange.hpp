@@ -54,6 +54,28 @@ class LegoExchange {
     return false;
   }
   Comm& comm() { return m_block; }
+  // The routes of every member's task this round, in member order (empty for an idle member).
+  std::vector<nn::Route> round_routes(const nn::RoutedLayer& layer) const;
+
+  // The protocol steps of one lego layer, shared by the residual and the MLP legos. Dispatch: `mine`
+  // (undefined: nothing of mine this pass) to every member holding some of my legos; from each working
+  // member q (in a backward: one with a backward) whose legos I hold, count(q) floats.
+  struct Dispatch {
+    std::vector<std::int64_t> sent, received, at;  // floats per member; `at`: offsets into data
+    std::vector<float> data;
+  };
+  Dispatch dispatch(const std::vector<nn::Route>& routes, const Tensor& mine, bool backward,
+                    const std::function<std::int64_t(int)>& count, const std::string& what);
+  // Forward combine: partial[p] (the sums I ran for member p) back to p; the ones I dispatched to
+  // come back and are added into acc (defined when I sent something).
+  void combine_sums(const Dispatch& d, const std::vector<Tensor>& partial, Tensor& acc, const Stream& s,
+                    const std::string& what);
+  // Backward combine: dxs[p] followed by dgates[p] back to each member p I served; the parts for me
+  // are added into dx and dgate (both defined and sized when I sent something).
+  void combine_gradients(const Dispatch& d, const std::vector<Tensor>& dxs,
+                         const std::vector<std::vector<float>>& dgates, Tensor& dx, std::vector<float>& dgate,
+                         const Stream& s, const std::string& what);
+
   // One all-to-all over the block: `send` holds the parts for the members in member order (`send_counts`
   // floats each); returns what arrived (`recv_counts` floats from each member) and sets `at[m]` to the
   // offset of member m's part in it.

@@ -36,16 +36,14 @@ class ExchangeStrategy final : public nn::LegoStrategy {
  private:
   // Runs the lego calls of the round that this member holds, member by member (the same order on
   // every replica, which synchronised BN relies on); partial[p]: member p's gate-weighted sum.
-  void run_calls(nn::LegoLayer& layer, const nn::RunState& rs, const Tensor& x, const std::vector<float>& recv,
-                 const std::vector<std::int64_t>& at, const std::vector<std::int64_t>& rc, ExchangeSaved& ctx,
-                 bool keep, Tensor& acc, std::vector<Tensor>& partial);
+  void run_calls(nn::LegoLayer& layer, const nn::RunState& rs, const Tensor& x, const LegoExchange::Dispatch& d,
+                 ExchangeSaved& ctx, bool keep, Tensor& acc, std::vector<Tensor>& partial);
 
   LegoExchange& m_ex;
 };
 
 void ExchangeStrategy::run_calls(nn::LegoLayer& layer, const nn::RunState& rs, const Tensor& x,
-                                 const std::vector<float>& recv, const std::vector<std::int64_t>& at,
-                                 const std::vector<std::int64_t>& rc, ExchangeSaved& ctx, bool keep, Tensor& acc,
+                                 const LegoExchange::Dispatch& d, ExchangeSaved& ctx, bool keep, Tensor& acc,
                                  std::vector<Tensor>& partial) {
   const int P = m_ex.size(), me = m_ex.me();
   for (int p = 0; p < P; ++p) {
@@ -58,8 +56,8 @@ void ExchangeStrategy::run_calls(nn::LegoLayer& layer, const nn::RunState& rs, c
       acc = nn::shortcut_forward(layer, rs, x, &ctx.shortcut);
       sum = &acc;
     } else {
-      if (rc[static_cast<std::size_t>(p)] == 0) continue;
-      xin = tensor_from_floats(recv.data() + at[static_cast<std::size_t>(p)], m_ex.layer_input(p, layer.index()));
+      if (d.received[static_cast<std::size_t>(p)] == 0) continue;
+      xin = tensor_from_floats(d.data.data() + d.at[static_cast<std::size_t>(p)], m_ex.layer_input(p, layer.index()));
       sum = &partial[static_cast<std::size_t>(p)];
     }
     nn::RunState prs = rs;
@@ -91,48 +89,19 @@ Tensor ExchangeStrategy::forward(nn::LegoLayer& layer, const nn::RunState& rs, c
     GPPF_CHECK(x.device().is_host() && x.dtype() == DType::F32, layer.name(),
                ": expert-parallel input expected host f32, got ", x.desc());
   auto ctx = std::make_unique<ExchangeSaved>();
-  ctx->routes.assign(static_cast<std::size_t>(P), Route{});
-  for (int p = 0; p < P; ++p)
-    if (m_ex.peer(p).task >= 0)
-      ctx->routes[static_cast<std::size_t>(p)] =
-          layer.route(m_ex.peer(p).task, m_ex.peer(p).step, m_ex.peer(p).training);
+  ctx->routes = m_ex.round_routes(layer);
   // Dispatch: my input to every member holding some of my legos; the inputs of the members whose legos I hold.
-  std::vector<std::int64_t> sc(static_cast<std::size_t>(P), 0), rc(static_cast<std::size_t>(P), 0);
-  std::vector<float> send;
-  for (int q = 0; q < P; ++q) {
-    if (q == me) continue;
-    if (mine && m_ex.needs(ctx->routes, me, q)) {
-      sc[static_cast<std::size_t>(q)] = x.numel();
-      append_floats(send, x);
-    }
-    if (m_ex.peer(q).task >= 0 && m_ex.needs(ctx->routes, q, me))
-      rc[static_cast<std::size_t>(q)] = shape_numel(m_ex.layer_input(q, layer.index()));
-  }
-  std::vector<std::int64_t> at;
-  const std::vector<float> recv = m_ex.alltoallv(send, sc, rc, at, layer.name() + " forward dispatch");
+  const LegoExchange::Dispatch d = m_ex.dispatch(
+      ctx->routes, mine ? x : Tensor(), false, [&](int q) { return shape_numel(m_ex.layer_input(q, layer.index())); },
+      layer.name() + " forward dispatch");
   Tensor acc;
   std::vector<Tensor> partial(static_cast<std::size_t>(P));
   const bool keep = m_ex.anyone_backward();
-  run_calls(layer, rs, x, recv, at, rc, *ctx, keep, acc, partial);
+  run_calls(layer, rs, x, d, *ctx, keep, acc, partial);
   // Combine: the gate-weighted sums go back to the members they belong to.
-  std::vector<std::int64_t> sc2(static_cast<std::size_t>(P), 0), rc2(static_cast<std::size_t>(P), 0);
-  std::vector<float> send2;
-  for (int p = 0; p < P; ++p) {
-    if (p == me) continue;
-    if (rc[static_cast<std::size_t>(p)] > 0) {
-      sc2[static_cast<std::size_t>(p)] = partial[static_cast<std::size_t>(p)].numel();
-      append_floats(send2, partial[static_cast<std::size_t>(p)]);
-    }
-    if (sc[static_cast<std::size_t>(p)] > 0)
-      rc2[static_cast<std::size_t>(p)] = shape_numel(layer.output_shape(x.shape()));
-  }
-  const std::vector<float> recv2 = m_ex.alltoallv(send2, sc2, rc2, at, layer.name() + " forward combine");
+  m_ex.combine_sums(d, partial, acc, rs.stream, layer.name() + " forward combine");
   Tensor y;
   if (mine) {
-    for (int q = 0; q < P; ++q)
-      if (rc2[static_cast<std::size_t>(q)] > 0)
-        kernels::axpby(1.0f, tensor_from_floats(recv2.data() + at[static_cast<std::size_t>(q)], acc.shape()), 1.0f, acc,
-                       rs.stream);
     y = Tensor::empty(acc.shape(), acc.dtype(), acc.device());
     kernels::relu_fwd(acc, y, rs.stream);
     if (m_ex.peer(me).training && m_ex.peer(me).backward) ctx->y = y;
@@ -155,20 +124,9 @@ Tensor ExchangeStrategy::backward(nn::LegoLayer& layer, const nn::RunState& rs, 
     dx = nn::shortcut_backward(layer, rs, da, ctx.shortcut);
   }
   // Dispatch the output gradient to the members that ran my legos; receive the ones of the members I served.
-  std::vector<std::int64_t> sc(static_cast<std::size_t>(P), 0), rc(static_cast<std::size_t>(P), 0);
-  std::vector<float> send;
-  for (int q = 0; q < P; ++q) {
-    if (q == me) continue;
-    if (mine && m_ex.needs(routes, me, q)) {
-      sc[static_cast<std::size_t>(q)] = da.numel();
-      append_floats(send, da);
-    }
-    const PeerWork& pq = m_ex.peer(q);
-    if (pq.task >= 0 && pq.backward && m_ex.needs(routes, q, me))
-      rc[static_cast<std::size_t>(q)] = shape_numel(layer.output_shape(m_ex.layer_input(q, layer.index())));
-  }
-  std::vector<std::int64_t> roff;
-  const std::vector<float> recv = m_ex.alltoallv(send, sc, rc, roff, layer.name() + " backward dispatch");
+  const LegoExchange::Dispatch d = m_ex.dispatch(
+      routes, da, true, [&](int q) { return shape_numel(layer.output_shape(m_ex.layer_input(q, layer.index()))); },
+      layer.name() + " backward dispatch");
 
   // Every call of the forward, in the same order: gate gradient, then the lego's backward.
   std::vector<Tensor> dxs(static_cast<std::size_t>(P)), das(static_cast<std::size_t>(P));
@@ -181,7 +139,7 @@ Tensor ExchangeStrategy::backward(nn::LegoLayer& layer, const nn::RunState& rs, 
     const Route& r = routes[p];
     const Shape& in_shape = m_ex.layer_input(call.member, layer.index());
     if (!das[p].defined())
-      das[p] = call.member == me ? da : tensor_from_floats(recv.data() + roff[p], layer.output_shape(in_shape));
+      das[p] = call.member == me ? da : tensor_from_floats(d.data.data() + d.at[p], layer.output_shape(in_shape));
     if (r.routed[call.entry] >= 0) dgates[p][call.entry] = nn::gate_gradient(rs, das[p], call.out, dot_out);
     Tensor scaled = Tensor::empty(das[p].shape(), das[p].dtype(), das[p].device());
     kernels::axpby(r.gates[call.entry], das[p], 0.0f, scaled, rs.stream);
@@ -200,29 +158,9 @@ Tensor ExchangeStrategy::backward(nn::LegoLayer& layer, const nn::RunState& rs, 
   }
   ctx.calls.clear();
   // Combine: input gradients and gate gradients back to their members.
-  const std::size_t my_entries = routes[static_cast<std::size_t>(me)].legos.size();
-  std::vector<std::int64_t> sc2(static_cast<std::size_t>(P), 0), rc2(static_cast<std::size_t>(P), 0);
-  std::vector<float> send2;
-  for (int p = 0; p < P; ++p) {
-    if (p == me) continue;
-    const auto pi = static_cast<std::size_t>(p);
-    if (rc[pi] > 0) {
-      sc2[pi] = dxs[pi].numel() + static_cast<std::int64_t>(dgates[pi].size());
-      append_floats(send2, dxs[pi]);
-      send2.insert(send2.end(), dgates[pi].begin(), dgates[pi].end());
-    }
-    if (sc[pi] > 0) rc2[pi] = dx.numel() + static_cast<std::int64_t>(my_entries);
-  }
-  std::vector<std::int64_t> at;
-  const std::vector<float> recv2 = m_ex.alltoallv(send2, sc2, rc2, at, layer.name() + " backward combine");
-  if (!mine) return Tensor();
   std::vector<float>& dgate = dgates[static_cast<std::size_t>(me)];
-  for (int q = 0; q < P; ++q) {
-    if (rc2[static_cast<std::size_t>(q)] == 0) continue;
-    const float* part = recv2.data() + at[static_cast<std::size_t>(q)];
-    kernels::axpby(1.0f, tensor_from_floats(part, dx.shape()), 1.0f, dx, rs.stream);
-    for (std::size_t j = 0; j < dgate.size(); ++j) dgate[j] += part[dx.numel() + static_cast<std::int64_t>(j)];
-  }
+  m_ex.combine_gradients(d, dxs, dgates, dx, dgate, rs.stream, layer.name() + " backward combine");
+  if (!mine) return Tensor();
   layer.accumulate_router_grad(rs.task, routes[static_cast<std::size_t>(me)], dgate);
   return dx;
 }

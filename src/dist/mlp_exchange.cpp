@@ -19,7 +19,6 @@ struct MlpExchangeSaved final : nn::LegoContext {
   };
   std::vector<Route> routes;
   std::vector<Call> calls;
-  Shape rows;  // this member's rows [N * T, D] (empty when it ran no task)
 };
 
 Shape rows_of(const Shape& tokens) { return {tokens[0] * tokens[1], tokens[2]}; }
@@ -47,26 +46,11 @@ Tensor MlpExchange::forward(nn::MlpLegoLayer& layer, const nn::RunState& rs, con
     GPPF_CHECK(h.device().is_host() && h.dtype() == DType::F32, layer.name(),
                ": expert-parallel input expected host f32, got ", h.desc());
   auto ctx = std::make_unique<MlpExchangeSaved>();
-  ctx->routes.assign(static_cast<std::size_t>(P), Route{});
-  for (int p = 0; p < P; ++p)
-    if (m_ex.peer(p).task >= 0)
-      ctx->routes[static_cast<std::size_t>(p)] =
-          layer.route(m_ex.peer(p).task, m_ex.peer(p).step, m_ex.peer(p).training);
+  ctx->routes = m_ex.round_routes(layer);
   const std::vector<Route>& routes = ctx->routes;
   // Dispatch: my rows to the members holding some of my legos; the rows of the members I serve.
-  std::vector<std::int64_t> sc(static_cast<std::size_t>(P), 0), rc(static_cast<std::size_t>(P), 0);
-  std::vector<float> send;
-  for (int q = 0; q < P; ++q) {
-    if (q == me) continue;
-    if (mine && m_ex.needs(routes, me, q)) {
-      sc[static_cast<std::size_t>(q)] = h.numel();
-      append_floats(send, h);
-    }
-    if (m_ex.peer(q).task >= 0 && m_ex.needs(routes, q, me))
-      rc[static_cast<std::size_t>(q)] = shape_numel(member_rows(layer, q));
-  }
-  std::vector<std::int64_t> at;
-  const std::vector<float> recv = m_ex.alltoallv(send, sc, rc, at, layer.name() + " forward dispatch");
+  const LegoExchange::Dispatch d = m_ex.dispatch(
+      routes, h, false, [&](int q) { return shape_numel(member_rows(layer, q)); }, layer.name() + " forward dispatch");
   // The calls this member holds, member by member, in route order: partial[p] is member p's
   // gate-weighted sum of them.
   const bool keep = m_ex.anyone_backward();
@@ -74,8 +58,8 @@ Tensor MlpExchange::forward(nn::MlpLegoLayer& layer, const nn::RunState& rs, con
   for (int p = 0; p < P; ++p) {
     const auto pi = static_cast<std::size_t>(p);
     const PeerWork& peer = m_ex.peer(p);
-    if (peer.task < 0 || (p != me && rc[pi] == 0)) continue;
-    const Tensor in = p == me ? h : tensor_from_floats(recv.data() + at[pi], member_rows(layer, p));
+    if (peer.task < 0 || (p != me && d.received[pi] == 0)) continue;
+    const Tensor in = p == me ? h : tensor_from_floats(d.data.data() + d.at[pi], member_rows(layer, p));
     nn::RunState prs = rs;
     prs.task = peer.task;
     prs.training = peer.training;
@@ -94,31 +78,15 @@ Tensor MlpExchange::forward(nn::MlpLegoLayer& layer, const nn::RunState& rs, con
     }
   }
   // Combine: the sums go back to the members they belong to.
-  std::vector<std::int64_t> sc2(static_cast<std::size_t>(P), 0), rc2(static_cast<std::size_t>(P), 0);
-  std::vector<float> send2;
-  for (int p = 0; p < P; ++p) {
-    const auto pi = static_cast<std::size_t>(p);
-    if (p == me) continue;
-    if (rc[pi] > 0) {
-      sc2[pi] = partial[pi].numel();
-      append_floats(send2, partial[pi]);
-    }
-    if (sc[pi] > 0) rc2[pi] = h.numel();
-  }
-  const std::vector<float> recv2 = m_ex.alltoallv(send2, sc2, rc2, at, layer.name() + " forward combine");
   Tensor sum;
   if (mine) {
     sum = partial[static_cast<std::size_t>(me)];
-    if (!sum.defined()) {
+    if (!sum.defined()) {  // none of my legos is here
       sum = Tensor::empty(h.shape(), h.dtype(), h.device());
       sum.zero_(rs.stream);
     }
-    for (int q = 0; q < P; ++q)
-      if (rc2[static_cast<std::size_t>(q)] > 0)
-        kernels::axpby(1.0f, tensor_from_floats(recv2.data() + at[static_cast<std::size_t>(q)], h.shape()), 1.0f, sum,
-                       rs.stream);
-    ctx->rows = h.shape();
   }
+  m_ex.combine_sums(d, partial, sum, rs.stream, layer.name() + " forward combine");
   saved = nullptr;
   if (keep) saved = std::move(ctx);
   return sum;
@@ -132,20 +100,8 @@ Tensor MlpExchange::backward(nn::MlpLegoLayer& layer, const nn::RunState& rs, co
   GPPF_CHECK(mine == dy.defined(), layer.name(), ": this rank's round header and its gradient disagree");
   const std::vector<Route>& routes = ctx.routes;
   // Dispatch my output gradient to the members that ran my legos; receive the ones of the members I served.
-  std::vector<std::int64_t> sc(static_cast<std::size_t>(P), 0), rc(static_cast<std::size_t>(P), 0);
-  std::vector<float> send;
-  for (int q = 0; q < P; ++q) {
-    if (q == me) continue;
-    if (mine && m_ex.needs(routes, me, q)) {
-      sc[static_cast<std::size_t>(q)] = dy.numel();
-      append_floats(send, dy);
-    }
-    const PeerWork& pq = m_ex.peer(q);
-    if (pq.task >= 0 && pq.backward && m_ex.needs(routes, q, me))
-      rc[static_cast<std::size_t>(q)] = shape_numel(member_rows(layer, q));
-  }
-  std::vector<std::int64_t> roff;
-  const std::vector<float> recv = m_ex.alltoallv(send, sc, rc, roff, layer.name() + " backward dispatch");
+  const LegoExchange::Dispatch d = m_ex.dispatch(
+      routes, dy, true, [&](int q) { return shape_numel(member_rows(layer, q)); }, layer.name() + " backward dispatch");
   // Every call of the forward, in the same order: gate gradient, then the lego's backward.
   std::vector<Tensor> dys(static_cast<std::size_t>(P)), dhs(static_cast<std::size_t>(P));
   std::vector<std::vector<float>> dgates(static_cast<std::size_t>(P));
@@ -156,7 +112,7 @@ Tensor MlpExchange::backward(nn::MlpLegoLayer& layer, const nn::RunState& rs, co
     const auto p = static_cast<std::size_t>(call.member);
     const Route& r = routes[p];
     if (!dys[p].defined())
-      dys[p] = call.member == me ? dy : tensor_from_floats(recv.data() + roff[p], member_rows(layer, call.member));
+      dys[p] = call.member == me ? dy : tensor_from_floats(d.data.data() + d.at[p], member_rows(layer, call.member));
     if (r.routed[call.entry] >= 0) dgates[p][call.entry] = nn::gate_gradient(rs, dys[p], call.out, dot_out);
     Tensor scaled = Tensor::empty(dys[p].shape(), dys[p].dtype(), dys[p].device());
     kernels::axpby(r.gates[call.entry], dys[p], 0.0f, scaled, rs.stream);
@@ -170,34 +126,14 @@ Tensor MlpExchange::backward(nn::MlpLegoLayer& layer, const nn::RunState& rs, co
   }
   ctx.calls.clear();
   // Combine: input gradients and gate gradients back to their members.
-  const std::size_t my_entries = routes[static_cast<std::size_t>(me)].legos.size();
-  std::vector<std::int64_t> sc2(static_cast<std::size_t>(P), 0), rc2(static_cast<std::size_t>(P), 0);
-  std::vector<float> send2;
-  for (int p = 0; p < P; ++p) {
-    if (p == me) continue;
-    const auto pi = static_cast<std::size_t>(p);
-    if (rc[pi] > 0) {
-      sc2[pi] = dhs[pi].numel() + static_cast<std::int64_t>(dgates[pi].size());
-      append_floats(send2, dhs[pi]);
-      send2.insert(send2.end(), dgates[pi].begin(), dgates[pi].end());
-    }
-    if (sc[pi] > 0) rc2[pi] = dy.numel() + static_cast<std::int64_t>(my_entries);
-  }
-  std::vector<std::int64_t> at;
-  const std::vector<float> recv2 = m_ex.alltoallv(send2, sc2, rc2, at, layer.name() + " backward combine");
-  if (!mine) return Tensor();
   Tensor dh = dhs[static_cast<std::size_t>(me)];
-  if (!dh.defined()) {
+  if (mine && !dh.defined()) {  // none of my legos is here
     dh = Tensor::empty(dy.shape(), DType::F32);
     dh.zero_(rs.stream);
   }
   std::vector<float>& dgate = dgates[static_cast<std::size_t>(me)];
-  for (int q = 0; q < P; ++q) {
-    if (rc2[static_cast<std::size_t>(q)] == 0) continue;
-    const float* part = recv2.data() + at[static_cast<std::size_t>(q)];
-    kernels::axpby(1.0f, tensor_from_floats(part, dh.shape()), 1.0f, dh, rs.stream);
-    for (std::size_t j = 0; j < dgate.size(); ++j) dgate[j] += part[dh.numel() + static_cast<std::int64_t>(j)];
-  }
+  m_ex.combine_gradients(d, dhs, dgates, dh, dgate, rs.stream, layer.name() + " backward combine");
+  if (!mine) return Tensor();
   layer.routing().accumulate_grad(rs.task, routes[static_cast<std::size_t>(me)], dgate);
   return dh;
 }
