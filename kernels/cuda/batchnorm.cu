@@ -1,13 +1,12 @@
 // CUDA batch norm, NHWC, f32 or bf16 activations with f32 statistics. Reductions are two-level and
 // deterministic: blocks of 32 channels x 8 row-threads sum a slice of rows each (coalesced along the
 // channels), a per-channel kernel folds the slices in f64; the element-wise passes are the functors
-// the host runs too.
+// the host runs too, as 16-byte vectors with 32-bit indices where the layout allows.
 #include <algorithm>
 
 #include "kernels/batchnorm.hpp"
 #include "kernels/cuda/bn_sums.cuh"
 #include "kernels/cuda/context.hpp"
-#include "kernels/cuda/parallel_for.cuh"
 #include "kernels/functors/batchnorm.hpp"
 
 namespace gppf::kernels::cuda {
@@ -122,13 +121,33 @@ __global__ void infer_scale_kernel(const float* gamma, const float* running_var,
   if (c < channels) scale[c] = static_cast<float>(gamma[c] / sqrt(static_cast<double>(running_var[c]) + eps));
 }
 
+// The element-wise passes' kernel: parallel_for_cuda's grid-stride loop with the index type of the
+// pass (run_batchnorm_pass picks 16-byte vectors and 32-bit indices where they are valid).
+template <class I, class F>
+__global__ void batchnorm_pass_kernel(I n, F f) {
+  for (I i = blockIdx.x * static_cast<I>(blockDim.x) + threadIdx.x; i < n; i += static_cast<I>(blockDim.x) * gridDim.x)
+    f(i);
+}
+
+template <class F>
+void launch_pass(std::int64_t n, const F& f, cudaStream_t st) {
+  run_batchnorm_pass(n, f, [st]<class I, class P>(I count, const P& pass) {
+    if (count == 0) return;
+    constexpr int kBlock = 256;
+    const std::int64_t blocks =
+        std::min<std::int64_t>((static_cast<std::int64_t>(count) + kBlock - 1) / kBlock, 132 * 32);
+    batchnorm_pass_kernel<I, P><<<static_cast<unsigned>(blocks), kBlock, 0, st>>>(count, pass);
+    GPPF_CUDA_CHECK(cudaGetLastError());
+  });
+}
+
 template <class T>
 void launch_apply(bool relu, std::int64_t n, const T* x, T* y, const float* mean, const float* scale, const float* beta,
                   std::int64_t channels, cudaStream_t st) {
   if (relu)
-    parallel_for_cuda(n, BatchNormApplyFunctor<T, true>{x, y, mean, scale, beta, channels}, st);
+    launch_pass(n, BatchNormApplyFunctor<T, true>{x, y, mean, scale, beta, channels}, st);
   else
-    parallel_for_cuda(n, BatchNormApplyFunctor<T, false>{x, y, mean, scale, beta, channels}, st);
+    launch_pass(n, BatchNormApplyFunctor<T, false>{x, y, mean, scale, beta, channels}, st);
 }
 
 unsigned channel_blocks(std::int64_t channels) { return static_cast<unsigned>((channels + 255) / 256); }
@@ -212,9 +231,9 @@ void bwd(const BatchNormParams& p, const Tensor& x, const Tensor& y, const Tenso
   GPPF_CUDA_CHECK(cudaGetLastError());
   T* dxs = static_cast<T*>(dx.data());
   if (p.relu)
-    parallel_for_cuda(x.numel(), BatchNormBwdDataFunctor<T, true>{xs, ys, dys, dxs, mean, ca, cb, ck, channels}, st);
+    launch_pass(x.numel(), BatchNormBwdDataFunctor<T, true>{xs, ys, dys, dxs, mean, ca, cb, ck, channels}, st);
   else
-    parallel_for_cuda(x.numel(), BatchNormBwdDataFunctor<T, false>{xs, ys, dys, dxs, mean, ca, cb, ck, channels}, st);
+    launch_pass(x.numel(), BatchNormBwdDataFunctor<T, false>{xs, ys, dys, dxs, mean, ca, cb, ck, channels}, st);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // the same bf16-rounded inputs).
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <string>
 
 #include "core/cuda_runtime.hpp"
@@ -82,6 +83,81 @@ TEST(BatchNormCuda, MatchesHost) {
     for (bool relu : {false, true})
       for (const Shape& shape : {Shape{3, 5, 7, 5}, Shape{17, 3}, Shape{8, 28, 28, 64}, Shape{2, 9, 11, 70}})
         check_batchnorm(shape, dtype, relu, seed += 10);
+}
+
+// The first element whose bits differ between two device tensors of one shape and dtype, or -1.
+std::int64_t first_difference(const Tensor& a, const Tensor& b) {
+  const Tensor ha = a.to(Device::host()), hb = b.to(Device::host());
+  const std::size_t size = a.dtype() == DType::BF16 ? 2 : 4;
+  const auto* pa = static_cast<const unsigned char*>(ha.data());
+  const auto* pb = static_cast<const unsigned char*>(hb.data());
+  for (std::int64_t i = 0; i < a.numel(); ++i)
+    if (std::memcmp(pa + i * size, pb + i * size, size) != 0) return i;
+  return -1;
+}
+
+// `shape` on the GPU as a view one element into its allocation: never 16-byte aligned, so the
+// element-wise passes take their scalar form.
+Tensor misaligned(const Shape& shape, DType dtype) {
+  std::int64_t n = 1;
+  for (std::int64_t d : shape) n *= d;
+  return Tensor::empty({n + 1}, dtype, Device::cuda(0)).narrow0(1, n).reshape(shape);
+}
+
+// The same inputs in aligned tensors (vector passes where the channel count allows) and in misaligned
+// views (scalar passes): every output bit for bit equal, since the passes share each element's
+// arithmetic and the reductions do not depend on alignment. Also against the host, within tolerance.
+void check_vector_parity(const Shape& shape, DType dtype, bool relu, std::uint64_t seed) {
+  SCOPED_TRACE(shape_str(shape) + " " + dtype_name(dtype) + (relu ? " relu" : ""));
+  check_batchnorm(shape, dtype, relu, seed);
+  const std::int64_t c = shape.back();
+  const Device gpu = Device::cuda(0);
+  BatchNormParams p;
+  p.relu = relu;
+  const Tensor x = on_device(test::random_tensor(shape, seed, -1.0, 3.0), dtype);
+  const Tensor dy = on_device(test::random_tensor(shape, seed + 1), dtype);
+  const Tensor gamma = test::random_tensor({c}, seed + 2, 0.5, 1.5).to(gpu),
+               beta = test::random_tensor({c}, seed + 3).to(gpu);
+  const Tensor rm0 = test::random_tensor({c}, seed + 4), rv0 = test::random_tensor({c}, seed + 5, 0.5, 2.0);
+  Tensor xv = misaligned(shape, dtype), dyv = misaligned(shape, dtype);
+  xv.copy_from(x);
+  dyv.copy_from(dy);
+  struct Outputs {
+    Tensor y, y_infer, dx, sm, si, dg, db;
+  };
+  auto run = [&](const Tensor& xs, const Tensor& dys, Outputs o) {
+    Tensor rm = rm0.to(gpu), rv = rv0.to(gpu);
+    kernels::batchnorm_fwd_train(p, xs, gamma, beta, rm, rv, o.y, o.sm, o.si);
+    kernels::batchnorm_fwd_infer(p, xs, gamma, beta, rm, rv, o.y_infer);
+    kernels::batchnorm_bwd(p, xs, o.y, dys, gamma, o.sm, o.si, o.dx, o.dg, o.db, GradMode::Overwrite);
+    cuda::device_synchronize(0);
+    return o;
+  };
+  auto per_channel = [&] { return Tensor::empty({c}, DType::F32, gpu); };
+  const Outputs a = run(x, dy,
+                        {Tensor::empty(shape, dtype, gpu), Tensor::empty(shape, dtype, gpu),
+                         Tensor::empty(shape, dtype, gpu), per_channel(), per_channel(), per_channel(), per_channel()});
+  const Outputs v = run(xv, dyv,
+                        {misaligned(shape, dtype), misaligned(shape, dtype), misaligned(shape, dtype), per_channel(),
+                         per_channel(), per_channel(), per_channel()});
+  EXPECT_EQ(first_difference(a.sm, v.sm), -1) << "save_mean";
+  EXPECT_EQ(first_difference(a.si, v.si), -1) << "save_invstd";
+  EXPECT_EQ(first_difference(a.y, v.y), -1) << "y (train)";
+  EXPECT_EQ(first_difference(a.y_infer, v.y_infer), -1) << "y (inference)";
+  EXPECT_EQ(first_difference(a.dx, v.dx), -1) << "dx";
+  EXPECT_EQ(first_difference(a.dg, v.dg), -1) << "dgamma";
+  EXPECT_EQ(first_difference(a.db, v.db), -1) << "dbeta";
+}
+
+TEST(BatchNormCuda, VectorPassesMatchScalarBitForBit) {
+  GPPF_REQUIRE_GPU();
+  std::uint64_t seed = 500;
+  for (bool relu : {false, true}) {
+    check_vector_parity({4, 14, 14, 64}, DType::F32, relu, seed += 10);
+    check_vector_parity({4, 14, 14, 64}, DType::BF16, relu, seed += 10);
+    check_vector_parity({4, 14, 14, 10}, DType::F32, relu, seed += 10);
+    check_vector_parity({4, 14, 14, 10}, DType::BF16, relu, seed += 10);
+  }
 }
 
 TEST(BatchNormCuda, RejectsMixedDevices) {

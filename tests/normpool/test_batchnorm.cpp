@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "kernels/batchnorm.hpp"
 #include "kernels/cast.hpp"
+#include "kernels/functors/batchnorm.hpp"
 #include "kernels/ref/batchnorm.hpp"
 #include "tests/common/gradcheck.hpp"
 #include "tests/common/util.hpp"
@@ -267,6 +269,193 @@ TEST(BatchNormHost, RejectsBadShapesAndDtypes) {
   // Without relu, y is not read: an undefined tensor is fine.
   db = Tensor::empty({4}, DType::F32);
   EXPECT_NO_THROW(kernels::batchnorm_bwd(p, in.x, Tensor(), y, in.gamma, sm, si, dx, dg, db, GradMode::Overwrite));
+}
+
+// ---- the element-wise passes: run_batchnorm_pass against the scalar functors ----------------------
+
+using kernels::BatchNormApplyFunctor;
+using kernels::BatchNormBwdDataFunctor;
+using kernels::BatchNormPass;
+
+// pass(i) for every i in [0, count), in count's index type, as a backend's launch does.
+struct SerialLaunch {
+  template <class I, class P>
+  void operator()(I count, const P& pass) const {
+    for (I i = 0; i < count; ++i) pass(i);
+  }
+};
+
+// n elements of dtype, random in [lo, hi), starting `offset` elements into their allocation (an offset
+// that is not a multiple of 16 bytes makes a misaligned view).
+Tensor buffer(std::int64_t n, DType dtype, std::int64_t offset, std::uint64_t seed, double lo, double hi) {
+  return kernels::cast(test::random_tensor({n + offset}, seed, lo, hi), dtype).narrow0(offset, n);
+}
+
+// The first differing element of two same-size tensors, or -1.
+template <class T>
+std::int64_t first_difference(const Tensor& a, const Tensor& b) {
+  const auto* pa = static_cast<const T*>(a.data());
+  const auto* pb = static_cast<const T*>(b.data());
+  for (std::int64_t i = 0; i < a.numel(); ++i)
+    if (std::memcmp(pa + i, pb + i, sizeof(T)) != 0) return i;
+  return -1;
+}
+
+BatchNormPass expected_pass(std::int64_t channels, std::size_t element_size, bool aligned) {
+  const auto v = static_cast<std::int64_t>(16 / element_size);
+  return aligned && channels % v == 0 ? BatchNormPass::Vector32 : BatchNormPass::Scalar32;
+}
+
+// Forward apply and backward data over rows x channels elements: the pass run_batchnorm_pass picks
+// against the scalar functor's operator() (the code path before vector passes), bit for bit. y (read
+// by the backward ReLU mask) starts y_offset elements in, the other tensors offset.
+template <class T, bool kRelu>
+void check_passes(std::int64_t rows, std::int64_t channels, std::int64_t offset, std::uint64_t seed,
+                  std::int64_t y_offset = -1) {
+  if (y_offset < 0) y_offset = offset;
+  const DType dt = dtype_of<T>::value;
+  SCOPED_TRACE(std::string(dtype_name(dt)) + " C=" + std::to_string(channels) + (kRelu ? " relu" : "") + " offset " +
+               std::to_string(offset));
+  const std::int64_t n = rows * channels;
+  const auto size = static_cast<std::int64_t>(sizeof(T));
+  const bool aligned = offset * size % 16 == 0, y_aligned = y_offset * size % 16 == 0;
+  const Tensor x = buffer(n, dt, offset, seed, -2.0, 3.0), y_in = buffer(n, dt, y_offset, seed + 1, -1.0, 1.0),
+               dy = buffer(n, dt, offset, seed + 2, -1.0, 1.0);
+  const Tensor mean = test::random_tensor({channels}, seed + 3), scale = test::random_tensor({channels}, seed + 4),
+               beta = test::random_tensor({channels}, seed + 5), ca = test::random_tensor({channels}, seed + 6),
+               cb = test::random_tensor({channels}, seed + 7), ck = test::random_tensor({channels}, seed + 8);
+  const auto* xs = static_cast<const T*>(x.data());
+  const float *m = mean.data_as<float>(), *s = scale.data_as<float>(), *b = beta.data_as<float>();
+
+  Tensor y_ref = Tensor::empty({n}, dt), y = buffer(n, dt, offset, seed + 9, 0.0, 1.0);
+  const BatchNormApplyFunctor<T, kRelu> ref{xs, static_cast<T*>(y_ref.data()), m, s, b, channels};
+  for (std::int64_t i = 0; i < n; ++i) ref(i);
+  const BatchNormApplyFunctor<T, kRelu> f{xs, static_cast<T*>(y.data()), m, s, b, channels};
+  EXPECT_EQ(kernels::run_batchnorm_pass(n, f, SerialLaunch{}), expected_pass(channels, sizeof(T), aligned));
+  EXPECT_EQ(first_difference<T>(y, y_ref), -1) << "forward";
+
+  Tensor dx_ref = Tensor::empty({n}, dt), dx = buffer(n, dt, offset, seed + 10, 0.0, 1.0);
+  const auto* ys = static_cast<const T*>(y_in.data());
+  const auto* dys = static_cast<const T*>(dy.data());
+  const float *a = ca.data_as<float>(), *bb = cb.data_as<float>(), *k = ck.data_as<float>();
+  const BatchNormBwdDataFunctor<T, kRelu> gref{xs, ys, dys, static_cast<T*>(dx_ref.data()), m, a, bb, k, channels};
+  for (std::int64_t i = 0; i < n; ++i) gref(i);
+  const BatchNormBwdDataFunctor<T, kRelu> g{xs, ys, dys, static_cast<T*>(dx.data()), m, a, bb, k, channels};
+  EXPECT_EQ(kernels::run_batchnorm_pass(n, g, SerialLaunch{}),
+            expected_pass(channels, sizeof(T), aligned && (y_aligned || !kRelu)));
+  EXPECT_EQ(first_difference<T>(dx, dx_ref), -1) << "backward data";
+}
+
+template <class T>
+void check_passes_all(std::uint64_t seed) {
+  for (std::int64_t channels : {1, 3, 4, 8, 10, 64, 100})
+    for (std::int64_t offset : {0, 1}) {
+      check_passes<T, false>(37, channels, offset, seed += 20);
+      check_passes<T, true>(37, channels, offset, seed += 20);
+    }
+}
+
+TEST(BatchNormPasses, VectorMatchesScalarF32) { check_passes_all<float>(1000); }
+TEST(BatchNormPasses, VectorMatchesScalarBf16) { check_passes_all<bf16>(2000); }
+
+TEST(BatchNormPasses, NarrowViewsOfVectorisableTensors) {
+  // A view starting 16 bytes in stays vectorised; 4 or 8 bytes in (inside a 16-byte chunk) falls back.
+  check_passes<float, true>(9, 64, 4, 3000);
+  check_passes<float, true>(9, 64, 2, 3100);
+  check_passes<bf16, false>(9, 64, 8, 3200);
+  check_passes<bf16, false>(9, 64, 4, 3300);
+  // Only the ReLU mask's y misaligned: the backward falls back, unless it does not read y.
+  check_passes<float, true>(9, 64, 0, 3400, 1);
+  check_passes<float, false>(9, 64, 0, 3500, 1);
+  check_passes<bf16, true>(9, 64, 0, 3600, 3);
+}
+
+// Coefficients that make each output its channel index: any slip in the chunk-to-channel mapping
+// (a chunk straddling channels, a channel computed per chunk from the wrong element) shows up.
+template <class T>
+void check_channel_mapping(std::int64_t channels) {
+  const DType dt = dtype_of<T>::value;
+  SCOPED_TRACE(std::string(dtype_name(dt)) + " C=" + std::to_string(channels));
+  const std::int64_t rows = 5, n = rows * channels;
+  std::vector<float> iota(static_cast<std::size_t>(channels));
+  for (std::size_t c = 0; c < iota.size(); ++c) iota[c] = static_cast<float>(c);
+  const Tensor index = Tensor::from_vector({channels}, iota), zeros = Tensor::zeros({channels}, DType::F32),
+               ones = Tensor::from_vector({channels}, std::vector<float>(iota.size(), 1.0f));
+  const float *ci = index.data_as<float>(), *c0 = zeros.data_as<float>(), *c1 = ones.data_as<float>();
+  const Tensor x = kernels::cast(Tensor::zeros({n}, DType::F32), dt);
+  Tensor y = Tensor::empty({n}, dt), dx = Tensor::empty({n}, dt);
+  const auto* xs = static_cast<const T*>(x.data());
+  const BatchNormPass want = expected_pass(channels, sizeof(T), true);
+  // y = (0 - 0) * 0 + c; dx = 1 * (0 - 0 - (0 - c) * 1) = c.
+  const BatchNormApplyFunctor<T, true> f{xs, static_cast<T*>(y.data()), c0, c0, ci, channels};
+  EXPECT_EQ(kernels::run_batchnorm_pass(n, f, SerialLaunch{}), want);
+  const BatchNormBwdDataFunctor<T, false> g{xs, nullptr, xs, static_cast<T*>(dx.data()), ci, c1, c0, c1, channels};
+  EXPECT_EQ(kernels::run_batchnorm_pass(n, g, SerialLaunch{}), want);
+  const std::vector<double> yv = test::to_double(y), dxv = test::to_double(dx);
+  for (std::int64_t i = 0; i < n; ++i) {
+    ASSERT_EQ(yv[static_cast<std::size_t>(i)], static_cast<double>(i % channels)) << "forward, element " << i;
+    ASSERT_EQ(dxv[static_cast<std::size_t>(i)], static_cast<double>(i % channels)) << "backward, element " << i;
+  }
+}
+
+TEST(BatchNormPasses, EveryElementGetsItsChannel) {
+  for (std::int64_t channels : {1, 3, 4, 8, 10, 24, 64, 100}) {
+    check_channel_mapping<float>(channels);
+    check_channel_mapping<bf16>(channels);
+  }
+}
+
+TEST(BatchNormPasses, SixtyFourBitIndicesFromTwoToThe31Elements) {
+  // Only the choice is checked (the launch records it and runs nothing): 2^31 elements do not fit
+  // a test. The 64-bit passes themselves run in the test below.
+  alignas(16) static float buf[64] = {};
+  const BatchNormApplyFunctor<float, false> f{buf, buf, buf, buf, buf, 64};
+  std::size_t index_bytes = 0;
+  std::int64_t count = 0;
+  auto record = [&](auto c, const auto&) {
+    index_bytes = sizeof(c);
+    count = static_cast<std::int64_t>(c);
+  };
+  const std::int64_t big = std::int64_t{1} << 31;
+  EXPECT_EQ(kernels::run_batchnorm_pass(big - 64, f, record), BatchNormPass::Vector32);
+  EXPECT_EQ(index_bytes, 4u);
+  EXPECT_EQ(count, (big - 64) / 4);
+  EXPECT_EQ(kernels::run_batchnorm_pass(big, f, record), BatchNormPass::Vector64);
+  EXPECT_EQ(index_bytes, 8u);
+  EXPECT_EQ(count, big / 4);
+  const BatchNormApplyFunctor<float, false> odd{buf, buf, buf, buf, buf, 3};
+  EXPECT_EQ(kernels::run_batchnorm_pass(big - 2, odd, record), BatchNormPass::Scalar32);
+  EXPECT_EQ(kernels::run_batchnorm_pass(big + 1, odd, record), BatchNormPass::Scalar64);
+  EXPECT_EQ(count, big + 1);
+}
+
+template <class T, bool kRelu>
+void check_wide_index_passes(std::int64_t channels) {
+  const DType dt = dtype_of<T>::value;
+  const std::int64_t n = 11 * channels;
+  const Tensor x = buffer(n, dt, 0, 4000, -2.0, 2.0), mean = test::random_tensor({channels}, 4001),
+               scale = test::random_tensor({channels}, 4002), beta = test::random_tensor({channels}, 4003);
+  Tensor y_ref = Tensor::empty({n}, dt), y64 = Tensor::empty({n}, dt), s64 = Tensor::empty({n}, dt);
+  const auto* xs = static_cast<const T*>(x.data());
+  const float *m = mean.data_as<float>(), *s = scale.data_as<float>(), *b = beta.data_as<float>();
+  const BatchNormApplyFunctor<T, kRelu> ref{xs, static_cast<T*>(y_ref.data()), m, s, b, channels};
+  for (std::int64_t i = 0; i < n; ++i) ref(i);
+  using Vector = kernels::BatchNormApplyVectorPass<T, kRelu, std::int64_t>;
+  const Vector v{{xs, static_cast<T*>(y64.data()), m, s, b, channels}, channels};
+  ASSERT_TRUE(Vector::vectorisable(v.f));
+  SerialLaunch{}(n / Vector::kV, v);
+  const kernels::BatchNormScalarPass<BatchNormApplyFunctor<T, kRelu>, std::int64_t> sp{
+      {xs, static_cast<T*>(s64.data()), m, s, b, channels}, channels};
+  SerialLaunch{}(n, sp);
+  EXPECT_EQ(first_difference<T>(y64, y_ref), -1);
+  EXPECT_EQ(first_difference<T>(s64, y_ref), -1);
+}
+
+TEST(BatchNormPasses, SixtyFourBitPassesMatchScalar) {
+  check_wide_index_passes<float, true>(64);
+  check_wide_index_passes<float, false>(12);
+  check_wide_index_passes<bf16, true>(64);
+  check_wide_index_passes<bf16, false>(16);
 }
 
 }  // namespace
