@@ -234,9 +234,12 @@ void batchnorm_fwd_train_segments(const BatchNormParams& p, const Tensor& x, con
   constexpr const char* op = "batchnorm_fwd_train_segments";
   const std::int64_t c = check_bn_segments(op, p, x, segments, 2);
   const auto n_seg = static_cast<std::int64_t>(segments.size());
-  check_like(op, "y", y, x);
-  check_affine(op, "gamma", segments, &BatchNormSegment::gamma, gamma, c, x);
-  check_affine(op, "beta", segments, &BatchNormSegment::beta, beta, c, x);
+  const bool apply = y.defined();
+  if (apply) {
+    check_like(op, "y", y, x);
+    check_affine(op, "gamma", segments, &BatchNormSegment::gamma, gamma, c, x);
+    check_affine(op, "beta", segments, &BatchNormSegment::beta, beta, c, x);
+  }
   check_f32(op, "save_mean", save_mean, {n_seg, c}, x);
   check_f32(op, "save_invstd", save_invstd, {n_seg, c}, x);
   std::vector<const void*> stats;
@@ -259,7 +262,7 @@ void batchnorm_fwd_train_segments(const BatchNormParams& p, const Tensor& x, con
         cuda::batchnorm_fwd_train_segments(p, x, gamma, beta, segments, y, save_mean, save_invstd, device_stream(s, x));
   else
     host::batchnorm_fwd_train_segments(p, x, gamma, beta, segments, y, save_mean, save_invstd);
-  count_cuda_launches(op, 3 * packs(n_seg), launched);  // statistics, finalize, apply
+  count_cuda_launches(op, (apply ? 3 : 2) * packs(n_seg), launched);  // statistics, finalize, apply
 }
 
 void batchnorm_bwd_segments(const BatchNormParams& p, const Tensor& x, const Tensor& y, const Tensor& dy,
@@ -286,6 +289,88 @@ void batchnorm_bwd_segments(const BatchNormParams& p, const Tensor& x, const Ten
   else
     host::batchnorm_bwd_segments(p, x, y, dy, gamma, segments, save_mean, save_invstd, dx, dgamma, dbeta, param_mode);
   count_cuda_launches(op, 3 * packs(n_seg), launched);  // sums, finalize, dx
+}
+
+namespace {
+
+// The parts of batchnorm_add_relu_segments / segment_dot_bn against z, the statistics and the rows
+// `rows` (the layer's output or its gradient).
+void check_norm_parts(const char* op, const Tensor& z, const Tensor& mean, const Tensor& invstd,
+                      const std::vector<NormPart>& parts, const char* rows_name, const Tensor& rows) {
+  GPPF_CHECK(z.defined() && z.ndim() >= 2, op, ": z must be [R, ..., C] with at least 2 dims, got ",
+             undefined_or_desc(z));
+  check_rows(op, "z", z);
+  check_rows_like(op, rows_name, rows, "z", z);
+  const std::int64_t c = z.dim(-1);
+  GPPF_CHECK(c > 0 && mean.defined() && mean.ndim() == 2 && mean.dim(1) == c, op, ": mean must be f32 [S, ", c,
+             "], got ", undefined_or_desc(mean));
+  check_f32(op, "mean", mean, mean.shape(), z);
+  check_f32(op, "invstd", invstd, mean.shape(), z);
+  for (std::size_t k = 0; k < parts.size(); ++k) {
+    const NormPart& g = parts[k];
+    check_range(op, k, "z", g.src, g.count, z);
+    check_range(op, k, rows_name, g.dst, g.count, rows);
+    GPPF_CHECK(g.stats >= 0 && g.stats < mean.dim(0), op, ": part ", k, " reads statistics row ", g.stats, " of ",
+               mean.desc());
+    GPPF_CHECK(g.gamma && g.beta, op, ": part ", k, " has no gamma or beta");
+    check_segment_param(op, k, "gamma", *g.gamma, c, z);
+    check_segment_param(op, k, "beta", *g.beta, c, z);
+  }
+}
+
+}  // namespace
+
+void batchnorm_add_relu_segments(const Tensor& z, const Tensor& mean, const Tensor& invstd,
+                                 const std::vector<NormPart>& parts, const Tensor& shortcut, Tensor& y,
+                                 const Stream& s) {
+  constexpr const char* op = "batchnorm_add_relu_segments";
+  check_norm_parts(op, z, mean, invstd, parts, "y", y);
+  check_like(op, "shortcut", shortcut, y);
+  GPPF_CHECK(static_cast<int>(parts.size()) <= kMaxSegments, op, ": ", parts.size(), " parts, at most ", kMaxSegments,
+             " in one pass");
+  for (std::size_t k = 0; k < parts.size(); ++k)
+    GPPF_CHECK(std::isfinite(parts[k].gate), op, ": part ", k, " has gate ", parts[k].gate);
+  if (y.numel() == 0) return;
+  std::int64_t launched = -1;
+  if (launch_on_cuda(z.device()))
+    launched = cuda::batchnorm_add_relu_segments(z, mean, invstd, parts, shortcut, y, device_stream(s, z));
+  else
+    host::batchnorm_add_relu_segments(z, mean, invstd, parts, shortcut, y);
+  count_cuda_launches(op, 1, launched);
+}
+
+void segment_dot_bn(const Tensor& g, const Tensor& z, const Tensor& mean, const Tensor& invstd,
+                    const std::vector<NormPart>& parts, Tensor& out, const Stream& s) {
+  constexpr const char* op = "segment_dot_bn";
+  check_norm_parts(op, z, mean, invstd, parts, "g", g);
+  GPPF_CHECK(out.defined(), op, ": out is undefined");
+  check_dtype(op, "out", out, DType::F32);
+  check_same_device(op, z, out);
+  std::vector<NormPart> live;  // the parts with a slot, in order
+  std::vector<std::int64_t> slots;
+  for (std::size_t k = 0; k < parts.size(); ++k) {
+    if (parts[k].slot < 0) continue;
+    GPPF_CHECK(parts[k].slot < out.numel(), op, ": part ", k, " writes slot ", parts[k].slot, " of out ", out.desc());
+    slots.push_back(parts[k].slot);
+    live.push_back(parts[k]);
+  }
+  std::sort(slots.begin(), slots.end());
+  const auto twice = std::adjacent_find(slots.begin(), slots.end());
+  GPPF_CHECK(twice == slots.end(), op, ": two parts write slot ", twice == slots.end() ? 0 : *twice, " of out");
+  if (live.empty()) return;
+  // As segment_dot: per pack a fold kernel, and a partial-sum kernel when the pack has rows.
+  std::int64_t expected = 0;
+  for (std::size_t k = 0; k < live.size(); k += kMaxSegments) {
+    bool rows = false;
+    for (std::size_t i = k; i < std::min(live.size(), k + kMaxSegments); ++i) rows = rows || live[i].count > 0;
+    expected += rows ? 2 : 1;
+  }
+  std::int64_t launched = -1;
+  if (launch_on_cuda(z.device()))
+    launched = cuda::segment_dot_bn(g, z, mean, invstd, live, out, device_stream(s, z));
+  else
+    host::segment_dot_bn(g, z, mean, invstd, live, out);
+  count_cuda_launches(op, expected, launched);
 }
 
 }  // namespace gppf::kernels

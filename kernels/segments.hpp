@@ -69,6 +69,9 @@ struct BatchNormSegment {
 void batchnorm_fwd_train_segments(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                   const std::vector<BatchNormSegment>& segments, Tensor& y, Tensor& save_mean,
                                   Tensor& save_invstd, const Stream& s = Stream::host());
+// y may be undefined: statistics only (save_mean, save_invstd and the running statistics), for a
+// caller that applies them in a pass of its own (batchnorm_add_relu_segments); one launch fewer.
+//
 // Its backward: dx as batchnorm_bwd on each segment with its gamma. Each segment's dgamma/dbeta go
 // to its own targets, else the call's: exactly batchnorm_bwd on each segment in order, the first
 // segment to write a target taking its mode (target_mode for its own targets, else param_mode) and
@@ -80,6 +83,39 @@ void batchnorm_bwd_segments(const BatchNormParams& p, const Tensor& x, const Ten
                             const Tensor& gamma, const std::vector<BatchNormSegment>& segments, const Tensor& save_mean,
                             const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta, GradMode param_mode,
                             const Stream& s = Stream::host());
+
+// One lego's rows of one task in a task-batched layer's last stage: rows [src, src + count) of the
+// stacked batch-norm input z, normalised by row `stats` of the per-segment statistics and the lego's
+// gamma and beta (f32 [C]), times `gate`, belong to rows [dst, dst + count) of the layer's output.
+// `slot`: where segment_dot_bn writes the gate's gradient (< 0: none, e.g. an always-on lego).
+struct NormPart {
+  std::int64_t src = 0, dst = 0, count = 0;  // in rows (samples)
+  std::int64_t stats = 0;
+  const Tensor* gamma = nullptr;
+  const Tensor* beta = nullptr;
+  float gate = 1.0f;
+  std::int64_t slot = -1;
+};
+
+// The last batch norm, the gated sum of the legos and the residual ReLU in one pass (DESIGN.md, "Where
+// the speed must come from"): for every row n of y,
+//   y[n] = relu(shortcut[n] + sum over the parts covering n, in list order, of
+//               gate * ((z[src + n - dst] - mean[stats]) * (gamma * invstd[stats]) + beta)),
+// relu(shortcut[n]) where no part covers n. z: [R, ..., C]; shortcut and y: [N, ..., C] with z's row
+// size; f32 or bf16 (math in f32: the terms are added unrounded); mean, invstd: f32 [S, C] as
+// batchnorm_fwd_train_segments writes them. At most kMaxSegments parts (one launch, which reads z
+// once and writes y once instead of writing the normalised z and adding it part by part). Parts with
+// the same dst rows are distinct route entries; y may be shortcut itself.
+void batchnorm_add_relu_segments(const Tensor& z, const Tensor& mean, const Tensor& invstd,
+                                 const std::vector<NormPart>& parts, const Tensor& shortcut, Tensor& y,
+                                 const Stream& s = Stream::host());
+
+// The gates' gradients of that pass from the gradient g of its pre-ReLU sum, without the normalised
+// z: out[slot] = sum over the part's rows of g[dst + i] . ((z[src + i] - mean[stats]) *
+// (gamma * invstd[stats]) + beta) for every part with slot >= 0 (slots distinct; f32 out). Summed as
+// segment_dot sums (fixed order, double), so the f32 result is segment_dot's over the normalised z.
+void segment_dot_bn(const Tensor& g, const Tensor& z, const Tensor& mean, const Tensor& invstd,
+                    const std::vector<NormPart>& parts, Tensor& out, const Stream& s = Stream::host());
 
 // For the backends: per segment, whether it overwrites its dgamma target (`dbeta` false) or its
 // dbeta target (`dbeta` true), its own or the call's: it is the first (in order) to write it, and
@@ -98,6 +134,10 @@ void batchnorm_fwd_train_segments(const BatchNormParams& p, const Tensor& x, con
 void batchnorm_bwd_segments(const BatchNormParams& p, const Tensor& x, const Tensor& y, const Tensor& dy,
                             const Tensor& gamma, const std::vector<BatchNormSegment>& segments, const Tensor& save_mean,
                             const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta, GradMode param_mode);
+void batchnorm_add_relu_segments(const Tensor& z, const Tensor& mean, const Tensor& invstd,
+                                 const std::vector<NormPart>& parts, const Tensor& shortcut, Tensor& y);
+void segment_dot_bn(const Tensor& g, const Tensor& z, const Tensor& mean, const Tensor& invstd,
+                    const std::vector<NormPart>& parts, Tensor& out);
 }  // namespace host
 namespace cuda {
 std::int64_t segment_copy(const Tensor& src, Tensor& dst, const std::vector<SegmentCopy>& segments, bool accumulate,
@@ -111,6 +151,11 @@ std::int64_t batchnorm_bwd_segments(const BatchNormParams& p, const Tensor& x, c
                                     const Tensor& gamma, const std::vector<BatchNormSegment>& segments,
                                     const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma,
                                     Tensor& dbeta, GradMode param_mode, const Stream& s);
+std::int64_t batchnorm_add_relu_segments(const Tensor& z, const Tensor& mean, const Tensor& invstd,
+                                         const std::vector<NormPart>& parts, const Tensor& shortcut, Tensor& y,
+                                         const Stream& s);
+std::int64_t segment_dot_bn(const Tensor& g, const Tensor& z, const Tensor& mean, const Tensor& invstd,
+                            const std::vector<NormPart>& parts, Tensor& out, const Stream& s);
 }  // namespace cuda
 
 }  // namespace gppf::kernels

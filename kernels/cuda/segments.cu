@@ -12,6 +12,7 @@
 #include "kernels/cuda/context.hpp"
 #include "kernels/functors/batchnorm.hpp"
 #include "kernels/functors/elementwise.hpp"
+#include "kernels/functors/norm_add.hpp"
 #include "kernels/segments.hpp"
 
 namespace gppf::kernels::cuda {
@@ -442,12 +443,13 @@ std::int64_t fwd_train(const BatchNormParams& p, const Tensor& x, const Tensor& 
     bn_finalize_fwd_kernel<T>
         <<<dim3(channel_blocks(channels), static_cast<unsigned>(pk.count)), kThreads, 0, st>>>(xs, f, pk);
     GPPF_CUDA_CHECK(cudaGetLastError());
+    if (!y.defined()) continue;  // statistics only
     const Ranges<I> r = element_ranges<I>(pk, channels);
     bn_apply_kernel<T, kRelu, I><<<grid_for(r.begin[r.count] - r.begin[0]), kThreads, 0, st>>>(
         r, pk.first, static_cast<I>(channels), xs, data_ptr<T>(y), f.save_mean, scale, shift);
     GPPF_CUDA_CHECK(cudaGetLastError());
   }
-  return 3 * static_cast<std::int64_t>(packs.size());
+  return (y.defined() ? 3 : 2) * static_cast<std::int64_t>(packs.size());
 }
 
 template <class T, bool kRelu, class I>
@@ -500,7 +502,165 @@ void dispatch_bn(const char* op, const Tensor& x, bool relu, const F& f) {
   });
 }
 
+// ---- the task-batched tail: batch norm + gated sum + residual ReLU, and its gate gradients ---------
+
+// Per part: where its rows are, its statistics row and affine parameters (by value, one launch).
+template <class I>
+struct NormPack {
+  int count = 0;
+  I src[kMaxSegments] = {}, dst[kMaxSegments] = {}, rows[kMaxSegments] = {};  // in rows
+  const float* mean[kMaxSegments] = {};                                       // its row of the [S, C] tensors
+  const float* invstd[kMaxSegments] = {};
+  const float* gamma[kMaxSegments] = {};
+  const float* beta[kMaxSegments] = {};
+  float gate[kMaxSegments] = {};
+};
+
+template <class I>
+NormPack<I> norm_pack(const Tensor& mean, const Tensor& invstd, const std::vector<NormPart>& parts, std::size_t first) {
+  const std::int64_t c = mean.dim(1);
+  NormPack<I> p;
+  p.count = static_cast<int>(std::min<std::size_t>(kMaxSegments, parts.size() - first));
+  for (int k = 0; k < p.count; ++k) {
+    const NormPart& g = parts[first + static_cast<std::size_t>(k)];
+    p.src[k] = static_cast<I>(g.src);
+    p.dst[k] = static_cast<I>(g.dst);
+    p.rows[k] = static_cast<I>(g.count);
+    p.mean[k] = mean.data_as<float>() + g.stats * c;
+    p.invstd[k] = invstd.data_as<float>() + g.stats * c;
+    p.gamma[k] = g.gamma->data_as<float>();
+    p.beta[k] = g.beta->data_as<float>();
+    p.gate[k] = g.gate;
+  }
+  return p;
+}
+
+// One thread per V consecutive values of y (one 16-byte access when V > 1): V channels of one pixel,
+// since C % V == 0. Each part covering the row adds its term; z is read once, y written once.
+template <class T, int V, class I>
+__global__ void add_relu_kernel(const T* z, const T* shortcut, T* y, I chunks, I row, I channels,
+                                const __grid_constant__ NormPack<I> p) {
+  const auto* zc = reinterpret_cast<const Chunk<T, V>*>(z);
+  const auto* sc = reinterpret_cast<const Chunk<T, V>*>(shortcut);
+  auto* yc = reinterpret_cast<Chunk<T, V>*>(y);
+  const I stride = static_cast<I>(gridDim.x) * kThreads;
+  for (I i = static_cast<I>(blockIdx.x) * kThreads + threadIdx.x; i < chunks; i += stride) {
+    const I e = i * V, n = e / row, within = e - n * row, c0 = within % channels;
+    const Chunk<T, V> s = sc[i];
+    float acc[V];
+#pragma unroll
+    for (int j = 0; j < V; ++j) acc[j] = to_f32(s.v[j]);
+    for (int k = 0; k < p.count; ++k) {
+      if (n < p.dst[k] || n - p.dst[k] >= p.rows[k]) continue;
+      const Chunk<T, V> zv = zc[((p.src[k] + n - p.dst[k]) * row + within) / V];
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        const I c = c0 + static_cast<I>(j);
+        acc[j] = add_gated(acc[j], p.gate[k],
+                           norm_value(to_f32(zv.v[j]), p.mean[k][c], p.gamma[k][c] * p.invstd[k][c], p.beta[k][c]));
+      }
+    }
+    Chunk<T, V> out;
+#pragma unroll
+    for (int j = 0; j < V; ++j) out.v[j] = from_f32<T>(relu_value(acc[j]));
+    yc[i] = out;
+  }
+}
+
+template <class T, int V, class I>
+void launch_add_relu(const Tensor& z, const Tensor& mean, const Tensor& invstd, const std::vector<NormPart>& parts,
+                     const Tensor& shortcut, Tensor& y, cudaStream_t st) {
+  const std::int64_t row = y.numel() / y.dim(0), chunks = y.numel() / V;
+  add_relu_kernel<T, V, I><<<grid_for(chunks), kThreads, 0, st>>>(
+      data_ptr<const T>(z), data_ptr<const T>(shortcut), data_ptr<T>(y), static_cast<I>(chunks), static_cast<I>(row),
+      static_cast<I>(z.dim(-1)), norm_pack<I>(mean, invstd, parts, 0));
+  GPPF_CUDA_CHECK(cudaGetLastError());
+}
+
+// segment_dot's partial sums (dot_partial_kernel) with b the normalised z; element i of a part is
+// channel i % C, since parts start at a row.
+template <class T>
+__global__ void dot_bn_partial_kernel(const T* a, const T* z, std::int64_t channels, const __grid_constant__ DotPack p,
+                                      const __grid_constant__ NormPack<std::int64_t> f, double* partial) {
+  const std::int64_t c = blockIdx.x;
+  const int k = find_range(p.chunks.begin, p.chunks.count, c);
+  const std::int64_t lo = (c - p.chunks.begin[k]) * kDotChunk;
+  const std::int64_t hi = lo + kDotChunk < p.n[k] ? lo + kDotChunk : p.n[k];
+  const T* pa = a + p.a[k];
+  const T* pz = z + p.b[k];
+  double s = 0.0;
+  for (std::int64_t i = lo + threadIdx.x; i < hi; i += kThreads) {
+    const std::int64_t ch = i % channels;
+    const float b = norm_value(to_f32(pz[i]), f.mean[k][ch], f.gamma[k][ch] * f.invstd[k][ch], f.beta[k][ch]);
+    s += static_cast<double>(to_f32(pa[i])) * static_cast<double>(b);
+  }
+  s = block_sum(s);
+  if (threadIdx.x == 0) partial[c] = s;
+}
+
 }  // namespace
+
+std::int64_t batchnorm_add_relu_segments(const Tensor& z, const Tensor& mean, const Tensor& invstd,
+                                         const std::vector<NormPart>& parts, const Tensor& shortcut, Tensor& y,
+                                         const Stream& s) {
+  const cudaStream_t st = gppf::cuda::native(s);
+  dispatch_float("batchnorm_add_relu_segments", z, [&](auto tag) {
+    using T = decltype(tag);
+    constexpr int kVec = 16 / sizeof(T);
+    const auto aligned16 = [](const Tensor& t) { return reinterpret_cast<std::uintptr_t>(t.data()) % 16 == 0; };
+    const bool vec = z.dim(-1) % kVec == 0 && aligned16(z) && aligned16(shortcut) && aligned16(y);
+    const bool narrow = fits_32(std::max(z.numel(), y.numel()));
+    if (vec && narrow)
+      launch_add_relu<T, kVec, std::uint32_t>(z, mean, invstd, parts, shortcut, y, st);
+    else if (vec)
+      launch_add_relu<T, kVec, std::int64_t>(z, mean, invstd, parts, shortcut, y, st);
+    else if (narrow)
+      launch_add_relu<T, 1, std::uint32_t>(z, mean, invstd, parts, shortcut, y, st);
+    else
+      launch_add_relu<T, 1, std::int64_t>(z, mean, invstd, parts, shortcut, y, st);
+  });
+  return 1;
+}
+
+std::int64_t segment_dot_bn(const Tensor& g, const Tensor& z, const Tensor& mean, const Tensor& invstd,
+                            const std::vector<NormPart>& parts, Tensor& out, const Stream& s) {
+  const std::int64_t row = z.numel() / z.dim(0);
+  const cudaStream_t st = gppf::cuda::native(s);
+  std::int64_t launches = 0, most = 1;
+  std::vector<DotPack> packs;
+  for (std::size_t first = 0; first < parts.size(); first += kMaxSegments) {
+    DotPack& p = packs.emplace_back();
+    p.chunks.count = static_cast<int>(std::min<std::size_t>(kMaxSegments, parts.size() - first));
+    for (int k = 0; k < p.chunks.count; ++k) {
+      const NormPart& q = parts[first + static_cast<std::size_t>(k)];
+      p.a[k] = q.dst * row;
+      p.b[k] = q.src * row;
+      p.n[k] = q.count * row;
+      p.slot[k] = q.slot;
+      p.chunks.begin[k + 1] = p.chunks.begin[k] + (p.n[k] + kDotChunk - 1) / kDotChunk;
+    }
+    most = std::max(most, p.chunks.begin[p.chunks.count]);
+  }
+  auto* partial = static_cast<double*>(workspace(s, sizeof(double) * static_cast<std::size_t>(most)));
+  dispatch_float("segment_dot_bn", z, [&](auto tag) {
+    using T = decltype(tag);
+    for (std::size_t i = 0; i < packs.size(); ++i) {
+      const DotPack& p = packs[i];
+      const std::int64_t chunks = p.chunks.begin[p.chunks.count];
+      if (chunks > 0) {
+        dot_bn_partial_kernel<T><<<static_cast<unsigned>(chunks), kThreads, 0, st>>>(
+            data_ptr<const T>(g), data_ptr<const T>(z), z.dim(-1), p,
+            norm_pack<std::int64_t>(mean, invstd, parts, i * kMaxSegments), partial);
+        GPPF_CUDA_CHECK(cudaGetLastError());
+        ++launches;
+      }
+      dot_fold_kernel<<<static_cast<unsigned>(p.chunks.count), kThreads, 0, st>>>(partial, p, out.data_as<float>());
+      GPPF_CUDA_CHECK(cudaGetLastError());
+      ++launches;
+    }
+  });
+  return launches;
+}
 
 std::int64_t segment_copy(const Tensor& src, Tensor& dst, const std::vector<SegmentCopy>& segments, bool accumulate,
                           const Stream& s) {

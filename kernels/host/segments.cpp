@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/functors/elementwise.hpp"
+#include "kernels/functors/norm_add.hpp"
 
 namespace gppf::kernels::host {
 namespace {
@@ -87,6 +88,96 @@ void dot_segments(const Tensor& a, const Tensor& b, const std::vector<SegmentDot
   }
 }
 
+// A part's per-channel coefficients: its statistics row's mean, gamma * invstd, and beta.
+struct PartCoefficients {
+  const float* mean;
+  std::vector<float> scale;
+  const float* beta;
+};
+
+std::vector<PartCoefficients> coefficients(const Tensor& mean, const Tensor& invstd,
+                                           const std::vector<NormPart>& parts) {
+  const std::int64_t c = mean.dim(1);
+  std::vector<PartCoefficients> out;
+  for (const NormPart& g : parts) {
+    PartCoefficients k{mean.data_as<float>() + g.stats * c, std::vector<float>(at(c)), g.beta->data_as<float>()};
+    const float* gm = g.gamma->data_as<float>();
+    const float* is = invstd.data_as<float>() + g.stats * c;
+    for (std::int64_t i = 0; i < c; ++i) k.scale[at(i)] = gm[i] * is[i];
+    out.push_back(std::move(k));
+  }
+  return out;
+}
+
+template <class T>
+void add_relu_rows(const Tensor& z, const Tensor& mean, const Tensor& invstd, const std::vector<NormPart>& parts,
+                   const Tensor& shortcut, Tensor& y) {
+  const std::int64_t row = row_size(y), channels = z.dim(-1), pixels = row / channels, rows = y.dim(0);
+  const std::vector<PartCoefficients> coef = coefficients(mean, invstd, parts);
+  const T* zs = data_ptr<const T>(z);
+  const T* sc = data_ptr<const T>(shortcut);
+  T* ys = data_ptr<T>(y);
+  std::vector<float> acc(at(row));
+#pragma omp parallel for schedule(static) firstprivate(acc) if (rows > 1 && y.numel() >= kParallelThreshold)
+  for (std::int64_t n = 0; n < rows; ++n) {
+    for (std::int64_t i = 0; i < row; ++i) acc[at(i)] = to_f32(sc[n * row + i]);
+    for (std::size_t k = 0; k < parts.size(); ++k) {
+      const NormPart& g = parts[k];
+      if (n < g.dst || n >= g.dst + g.count) continue;
+      const T* zr = zs + (g.src + n - g.dst) * row;
+      const PartCoefficients& f = coef[k];
+      for (std::int64_t px = 0; px < pixels; ++px)
+        for (std::int64_t c = 0; c < channels; ++c) {
+          const std::int64_t i = px * channels + c;
+          acc[at(i)] = add_gated(acc[at(i)], g.gate, norm_value(to_f32(zr[i]), f.mean[c], f.scale[at(c)], f.beta[c]));
+        }
+    }
+    for (std::int64_t i = 0; i < row; ++i) ys[n * row + i] = from_f32<T>(relu_value(acc[at(i)]));
+  }
+}
+
+// segment_dot's chunks and order, with b the normalised z: chunk `lo` of a part starts at its
+// element lo (a multiple of kDotChunk), channel lo % C.
+template <class T>
+double chunk_dot_bn(const T* a, const T* z, std::int64_t n, std::int64_t c0, std::int64_t channels,
+                    const PartCoefficients& f) {
+  double s[4] = {0.0, 0.0, 0.0, 0.0};
+  std::int64_t c = c0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float b = norm_value(to_f32(z[i]), f.mean[c], f.scale[at(c)], f.beta[c]);
+    // The lanes of chunk_dot: element i goes to accumulator i % 4 while four remain, then to 0.
+    s[i < (n & ~std::int64_t{3}) ? i & 3 : 0] += static_cast<double>(to_f32(a[i])) * b;
+    if (++c == channels) c = 0;
+  }
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+template <class T>
+void dot_bn_parts(const Tensor& g, const Tensor& z, const Tensor& mean, const Tensor& invstd,
+                  const std::vector<NormPart>& parts, Tensor& out) {
+  const std::int64_t row = row_size(z), channels = z.dim(-1);
+  const std::vector<PartCoefficients> coef = coefficients(mean, invstd, parts);
+  std::vector<std::int64_t> first{0};
+  for (const NormPart& p : parts) first.push_back(first.back() + (p.count * row + kDotChunk - 1) / kDotChunk);
+  const std::int64_t chunks = first.back();
+  std::vector<double> partial(at(chunks), 0.0);
+  const T* pa = data_ptr<const T>(g);
+  const T* pz = data_ptr<const T>(z);
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    const auto k = static_cast<std::size_t>(std::upper_bound(first.begin(), first.end(), c) - first.begin() - 1);
+    const std::int64_t lo = (c - first[k]) * kDotChunk, n = std::min(kDotChunk, parts[k].count * row - lo);
+    partial[at(c)] =
+        chunk_dot_bn(pa + parts[k].dst * row + lo, pz + parts[k].src * row + lo, n, lo % channels, channels, coef[k]);
+  }
+  float* o = out.data_as<float>();
+  for (std::size_t k = 0; k < parts.size(); ++k) {
+    double total = 0.0;
+    for (std::int64_t c = first[k]; c < first[k + 1]; ++c) total += partial[at(c)];
+    o[parts[k].slot] = static_cast<float>(total);
+  }
+}
+
 // Row s of a [S, C] statistics tensor, as the [C] vector batchnorm_* takes.
 Tensor stats_row(const Tensor& t, std::int64_t s) { return t.narrow0(s, 1).reshape({t.dim(1)}); }
 
@@ -113,7 +204,13 @@ void batchnorm_fwd_train_segments(const BatchNormParams& p, const Tensor& x, con
   for (std::size_t k = 0; k < segments.size(); ++k) {
     const BatchNormSegment& g = segments[k];
     const auto s = static_cast<std::int64_t>(k);
-    Tensor ys = y.narrow0(begin, g.count), sm = stats_row(save_mean, s), si = stats_row(save_invstd, s);
+    Tensor sm = stats_row(save_mean, s), si = stats_row(save_invstd, s);
+    if (!y.defined()) {
+      host::batchnorm_stats(p, x.narrow0(begin, g.count), *g.running_mean, *g.running_var, sm, si);
+      begin += g.count;
+      continue;
+    }
+    Tensor ys = y.narrow0(begin, g.count);
     host::batchnorm_fwd_train(p, x.narrow0(begin, g.count), g.gamma ? *g.gamma : gamma, g.beta ? *g.beta : beta,
                               *g.running_mean, *g.running_var, ys, sm, si);
     begin += g.count;
@@ -151,6 +248,17 @@ void batchnorm_bwd_segments(const BatchNormParams& p, const Tensor& x, const Ten
     }
     begin += n;
   }
+}
+
+void batchnorm_add_relu_segments(const Tensor& z, const Tensor& mean, const Tensor& invstd,
+                                 const std::vector<NormPart>& parts, const Tensor& shortcut, Tensor& y) {
+  dispatch_float("batchnorm_add_relu_segments", z,
+                 [&](auto tag) { add_relu_rows<decltype(tag)>(z, mean, invstd, parts, shortcut, y); });
+}
+
+void segment_dot_bn(const Tensor& g, const Tensor& z, const Tensor& mean, const Tensor& invstd,
+                    const std::vector<NormPart>& parts, Tensor& out) {
+  dispatch_float("segment_dot_bn", z, [&](auto tag) { dot_bn_parts<decltype(tag)>(g, z, mean, invstd, parts, out); });
 }
 
 }  // namespace gppf::kernels::host

@@ -117,4 +117,38 @@ void batchnorm_bwd_segments(const BatchNormParams& p, std::int64_t channels, con
   dbeta = db[0];
 }
 
+namespace {
+
+// Part k's normalised value of element i of its rows.
+double normalised(std::int64_t row, std::int64_t channels, const Vec& z, const Vec& mean, const Vec& invstd,
+                  const NormPart& g, const Vec& gamma, const Vec& beta, std::int64_t i) {
+  const std::int64_t c = i % channels, s = g.stats * channels + c;
+  return (z[at(g.src * row + i)] - mean[at(s)]) * invstd[at(s)] * gamma[at(c)] + beta[at(c)];
+}
+
+}  // namespace
+
+void batchnorm_add_relu_segments(std::int64_t row, std::int64_t channels, const Vec& z, const Vec& mean,
+                                 const Vec& invstd, const std::vector<NormPart>& parts, const std::vector<Vec>& gamma,
+                                 const std::vector<Vec>& beta, const Vec& shortcut, Vec& y) {
+  y = shortcut;
+  for (std::size_t k = 0; k < parts.size(); ++k)
+    for (std::int64_t i = 0; i < parts[k].count * row; ++i)
+      y[at(parts[k].dst * row + i)] +=
+          double(parts[k].gate) * normalised(row, channels, z, mean, invstd, parts[k], gamma[k], beta[k], i);
+  for (double& v : y) v = v < 0.0 ? 0.0 : v;
+}
+
+void segment_dot_bn(std::int64_t row, std::int64_t channels, const Vec& g, const Vec& z, const Vec& mean,
+                    const Vec& invstd, const std::vector<NormPart>& parts, const std::vector<Vec>& gamma,
+                    const std::vector<Vec>& beta, Vec& out) {
+  for (std::size_t k = 0; k < parts.size(); ++k) {
+    if (parts[k].slot < 0) continue;
+    double s = 0.0;
+    for (std::int64_t i = 0; i < parts[k].count * row; ++i)
+      s += g[at(parts[k].dst * row + i)] * normalised(row, channels, z, mean, invstd, parts[k], gamma[k], beta[k], i);
+    out[at(parts[k].slot)] = s;
+  }
+}
+
 }  // namespace gppf::kernels::ref

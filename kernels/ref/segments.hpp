@@ -39,4 +39,14 @@ void batchnorm_bwd_segments(const BatchNormParams& p, std::int64_t channels, con
                             const std::vector<Vec>& gamma, const Vec& save_mean, const Vec& save_invstd, Vec& dx,
                             std::vector<Vec>& dgamma, std::vector<Vec>& dbeta);
 
+// The fused last stage of a task-batched lego layer and its gate gradients, rows of `row` values
+// (channel = index % channels); part k uses gamma[k] and beta[k] (the parts' tensor pointers are not
+// read). y resized to shortcut's size; out[slot] written for every part with slot >= 0.
+void batchnorm_add_relu_segments(std::int64_t row, std::int64_t channels, const Vec& z, const Vec& mean,
+                                 const Vec& invstd, const std::vector<NormPart>& parts, const std::vector<Vec>& gamma,
+                                 const std::vector<Vec>& beta, const Vec& shortcut, Vec& y);
+void segment_dot_bn(std::int64_t row, std::int64_t channels, const Vec& g, const Vec& z, const Vec& mean,
+                    const Vec& invstd, const std::vector<NormPart>& parts, const std::vector<Vec>& gamma,
+                    const std::vector<Vec>& beta, Vec& out);
+
 }  // namespace gppf::kernels::ref

@@ -21,5 +21,13 @@ std::int64_t batchnorm_bwd_segments(const BatchNormParams&, const Tensor&, const
                                     Tensor&, Tensor&, GradMode, const Stream&) {
   no_cuda("batchnorm_bwd_segments");
 }
+std::int64_t batchnorm_add_relu_segments(const Tensor&, const Tensor&, const Tensor&, const std::vector<NormPart>&,
+                                         const Tensor&, Tensor&, const Stream&) {
+  no_cuda("batchnorm_add_relu_segments");
+}
+std::int64_t segment_dot_bn(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const std::vector<NormPart>&,
+                            Tensor&, const Stream&) {
+  no_cuda("segment_dot_bn");
+}
 
 }  // namespace gppf::kernels::cuda

@@ -42,6 +42,7 @@ struct BatchedSaved final : LegoContext {
   std::int64_t max_entries = 0;  // the longest route (dgate slots per segment)
   Tensor in;                     // the stacked lego input (x itself when one lego takes the whole batch)
   bool whole = false;            // one lego over the whole batch in order (a dense layer): no gather
+  bool fused = false;            // the last stage ran batchnorm_add_relu_segments (its y is not kept)
   Stage stages[3];
   Tensor y;
 };
@@ -66,6 +67,32 @@ void add_from_stack(const Tensor& stack, Tensor& out, const std::vector<LegoPart
         c.push_back({p.local, p.begin, p.count, gated ? routes[p.segment].gates[p.entry] : 1.0f});
     kernels::segment_copy(stack, out, c, kernels::GradMode::Accumulate, s);
   }
+}
+
+// Where a part's gate gradient goes: max_entries slots per segment; none for an always-on lego.
+std::int64_t gate_slot(const BatchedSaved& ctx, const LegoPart& p) {
+  if (ctx.routes[p.segment].routed[p.entry] < 0) return -1;
+  return static_cast<std::int64_t>(p.segment) * ctx.max_entries + static_cast<std::int64_t>(p.entry);
+}
+
+// The last stage's parts for the fused pass, ordered by route entry as add_from_stack adds them (a
+// row gets its entries in order); each part's statistics row is its batch-norm segment, i.e. its
+// place in ctx.parts.
+std::vector<kernels::NormPart> norm_parts(LegoLayer& layer, const BatchedSaved& ctx) {
+  std::vector<kernels::NormPart> out;
+  for (std::int64_t j = 0; j < ctx.max_entries; ++j) {
+    std::int64_t stats = 0;
+    for (const LegoRun& run : ctx.runs) {
+      BatchNorm& bn = layer.lego(run.lego).bn(3);
+      for (const LegoPart& p : run.parts) {
+        if (static_cast<std::int64_t>(p.entry) == j)
+          out.push_back({p.local, p.begin, p.count, stats, &bn.gamma().value, &bn.beta().value,
+                         ctx.routes[p.segment].gates[p.entry], gate_slot(ctx, p)});
+        ++stats;
+      }
+    }
+  }
+  return out;
 }
 
 // A 1x1 convolution of stride 1 is a GEMM over [rows, C]: the legos' run as one grouped GEMM.
@@ -163,7 +190,9 @@ class BatchedStrategy final : public LegoStrategy {
       ctx->parts.insert(ctx->parts.end(), run.parts.begin(), run.parts.end());
       ctx->runs.push_back(std::move(run));
     }
-    Tensor acc = shortcut_forward(layer, rs, x, &ctx->shortcut);
+    // The last stage's batch norm, gated sum and residual ReLU run as one pass when its parts fit one
+    // launch; the normalised outputs then exist only inside it.
+    ctx->fused = static_cast<int>(ctx->parts.size()) <= kernels::kMaxSegments;
     ctx->whole = ctx->runs.size() == 1 && stacked == n;
     ctx->in = x;
     if (!ctx->whole) {
@@ -198,15 +227,28 @@ class BatchedStrategy final : public LegoStrategy {
       const std::int64_t C = st.z.dim(-1), S = static_cast<std::int64_t>(segs.size());
       st.mean = Tensor::empty({S, C}, DType::F32, x.device());
       st.invstd = Tensor::empty({S, C}, DType::F32, x.device());
-      st.y = Tensor::empty(st.z.shape(), st.z.dtype(), st.z.device());
+      const bool last_fused = i == 3 && ctx->fused;
+      if (!last_fused) st.y = Tensor::empty(st.z.shape(), st.z.dtype(), st.z.device());
       kernels::BatchNormParams p = layer.lego(ctx->runs[0].lego).bn(i).params();
       if (rs.bn_momentum >= 0) p.momentum = rs.bn_momentum;
       kernels::batchnorm_fwd_train_segments(p, st.z, Tensor(), Tensor(), segs, st.y, st.mean, st.invstd, rs.stream);
       h = st.y;
     }
-    add_from_stack(h, acc, ctx->parts, ctx->routes, ctx->max_entries, true, rs.stream);
-    Tensor y = Tensor::empty(acc.shape(), acc.dtype(), acc.device());
-    kernels::relu_fwd(acc, y, rs.stream);
+    Tensor y;
+    if (ctx->fused) {
+      // An identity shortcut is x itself: no copy of it.
+      const Tensor shortcut = layer.proj() ? shortcut_forward(layer, rs, x, &ctx->shortcut) : x;
+      ctx->shortcut.x_shape = x.shape();
+      y = layer.proj() ? shortcut : Tensor::empty(x.shape(), x.dtype(), x.device());
+      const Stage& last = ctx->stages[2];
+      kernels::batchnorm_add_relu_segments(last.z, last.mean, last.invstd, norm_parts(layer, *ctx), shortcut, y,
+                                           rs.stream);
+    } else {
+      Tensor acc = shortcut_forward(layer, rs, x, &ctx->shortcut);
+      add_from_stack(h, acc, ctx->parts, ctx->routes, ctx->max_entries, true, rs.stream);
+      y = Tensor::empty(acc.shape(), acc.dtype(), acc.device());
+      kernels::relu_fwd(acc, y, rs.stream);
+    }
     ctx->y = y;
     saved = std::move(ctx);
     return y;
@@ -222,14 +264,16 @@ class BatchedStrategy final : public LegoStrategy {
     const auto S = static_cast<std::int64_t>(ctx.routes.size());
     Tensor dgate = Tensor::empty({S * ctx.max_entries}, DType::F32, da.device());
     if (layer.spec().num_shared > 0) dgate.zero_(rs.stream);
-    const Tensor& out = ctx.stages[2].y;
-    std::vector<kernels::SegmentDot> dots;
-    for (const LegoPart& p : ctx.parts)
-      if (ctx.routes[p.segment].routed[p.entry] >= 0)
-        dots.push_back({p.begin, p.local, p.count,
-                        static_cast<std::int64_t>(p.segment) * ctx.max_entries + static_cast<std::int64_t>(p.entry)});
-    if (!dots.empty()) kernels::segment_dot(da, out, dots, dgate, rs.stream);
-    Tensor dh = Tensor::empty(out.shape(), da.dtype(), da.device());
+    const Stage& last = ctx.stages[2];
+    if (ctx.fused) {
+      kernels::segment_dot_bn(da, last.z, last.mean, last.invstd, norm_parts(layer, ctx), dgate, rs.stream);
+    } else {
+      std::vector<kernels::SegmentDot> dots;
+      for (const LegoPart& p : ctx.parts)
+        if (const std::int64_t slot = gate_slot(ctx, p); slot >= 0) dots.push_back({p.begin, p.local, p.count, slot});
+      if (!dots.empty()) kernels::segment_dot(da, last.y, dots, dgate, rs.stream);
+    }
+    Tensor dh = Tensor::empty(last.z.shape(), da.dtype(), da.device());
     kernels::segment_copy(da, dh, to_stack(ctx.parts, ctx.routes, true), kernels::GradMode::Overwrite, rs.stream);
     for (int i = 3; i >= 1; --i) {
       Stage& st = ctx.stages[i - 1];

@@ -330,5 +330,64 @@ TEST(SegmentsCuda, RejectsMixedDevices) {
   }
 }
 
+// ---- the task-batched tail: batchnorm_add_relu_segments, segment_dot_bn -------------------------
+
+// Three tasks (rows 0-2, 3-6, 7-9), two route entries, an always-on lego without a slot, a row only
+// one entry covers: as tests/elem/test_norm_add.cpp, checked here against the host.
+void check_fused_tail(DType dt, std::int64_t c, bool unaligned, std::uint64_t seed) {
+  SCOPED_TRACE(std::string(dtype_name(dt)) + " C=" + std::to_string(c) + (unaligned ? " unaligned" : ""));
+  const std::int64_t row = 6 * c, off = unaligned ? 1 : 0;
+  // An unaligned view starts one value into its storage: no 16-byte accesses.
+  auto full = [&](std::int64_t n, std::uint64_t sd, double lo, double hi) {
+    return input({n * row + off}, sd, dt, lo, hi);
+  };
+  auto view = [&](const Tensor& storage) {
+    const std::int64_t n = (storage.numel() - off) / row;
+    return storage.narrow0(off, n * row).reshape({n, 3, 2, c});
+  };
+  const Tensor z_full = full(19, seed, -2.0, 2.0), shortcut_full = full(10, seed + 1, -1.0, 1.0);
+  const Tensor z = view(z_full), shortcut = view(shortcut_full);
+  const Tensor mean = test::random_tensor({6, c}, seed + 2, -0.5, 0.5),
+               invstd = test::random_tensor({6, c}, seed + 3, 0.5, 2.0);
+  std::vector<Tensor> gamma, beta, gamma_d, beta_d;
+  for (std::uint64_t l = 0; l < 3; ++l) {
+    gamma.push_back(test::random_tensor({c}, seed + 4 + 2 * l, 0.5, 1.5));
+    beta.push_back(test::random_tensor({c}, seed + 5 + 2 * l, -0.5, 0.5));
+    gamma_d.push_back(gamma.back().to(kGpu));
+    beta_d.push_back(beta.back().to(kGpu));
+  }
+  const std::int64_t ps[6][6] = {{0, 0, 3, 0, 60, 0}, {3, 3, 4, 1, 30, 2},  {7, 7, 2, 0, 50, 4},
+                                 {9, 0, 3, 2, 25, 1}, {12, 3, 4, 0, 70, 3}, {16, 7, 3, 1, 100, -1}};
+  std::vector<kernels::NormPart> parts, parts_d;
+  for (std::int64_t k = 0; k < 6; ++k) {
+    const auto* p = ps[k];
+    const auto l = static_cast<std::size_t>(p[3]);
+    const float gate = static_cast<float>(p[4]) / 100.0f;
+    parts.push_back({p[0], p[1], p[2], k, &gamma[l], &beta[l], gate, p[5]});
+    parts_d.push_back({p[0], p[1], p[2], k, &gamma_d[l], &beta_d[l], gate, p[5]});
+  }
+  const Tensor z_d = view(z_full.to(kGpu)), shortcut_d = view(shortcut_full.to(kGpu)), mean_d = mean.to(kGpu),
+               invstd_d = invstd.to(kGpu);
+  Tensor y = Tensor::empty({10, 3, 2, c}, dt), y_d = Tensor::empty({10, 3, 2, c}, dt, kGpu);
+  kernels::batchnorm_add_relu_segments(z, mean, invstd, parts, shortcut, y);
+  EXPECT_EQ(launches_of([&] { kernels::batchnorm_add_relu_segments(z_d, mean_d, invstd_d, parts_d, shortcut_d, y_d); }),
+            1);
+  EXPECT_LT(test::max_rel_error(back(y_d), y), dt == DType::F32 ? 1e-5 : 2e-2);
+  const Tensor g_full = full(10, seed + 20, -1.0, 1.0), g = view(g_full), g_d = view(g_full.to(kGpu));
+  Tensor out = Tensor::zeros({6}, DType::F32), out_d = Tensor::zeros({6}, DType::F32, kGpu);
+  kernels::segment_dot_bn(g, z, mean, invstd, parts, out);
+  EXPECT_EQ(launches_of([&] { kernels::segment_dot_bn(g_d, z_d, mean_d, invstd_d, parts_d, out_d); }), 2);
+  EXPECT_LT(test::max_rel_error(back(out_d), out), dt == DType::F32 ? 1e-5 : 2e-2);
+}
+
+TEST(SegmentsCuda, FusedTailMatchesHost) {
+  GPPF_REQUIRE_GPU();
+  std::uint64_t seed = 300;
+  for (const DType dt : kDtypes)
+    // 64 and 16 channels take 16-byte accesses (f32: 4 values, bf16: 8), 10 and 3 do not.
+    for (const std::int64_t c : {64, 16, 10, 3}) check_fused_tail(dt, c, false, seed += 30);
+  check_fused_tail(DType::F32, 64, true, seed += 30);
+}
+
 }  // namespace
 }  // namespace gppf
