@@ -9,5 +9,6 @@ Counters counters() { return t_counters; }
 void count_sync() { ++t_counters.syncs; }
 void count_launch() { ++t_counters.launches; }
 void count_launches(std::int64_t n) { t_counters.launches += n; }
+void count_event_wait() { ++t_counters.event_waits; }
 
 }  // namespace gppf::runtime

@@ -47,5 +47,23 @@ Stream create_stream(int device);
 void destroy_stream(const Stream& stream);
 void synchronize(const Stream& stream);
 void device_synchronize(int device);
+// The device's stream for host-to-device uploads of page-locked input batches (non-blocking: it does
+// not wait for the legacy default stream, which the passes use), made on first use and kept.
+Stream copy_stream(int device);
+
+// A point in a stream's work (cudaEventDisableTiming) that another stream can wait for on the device.
+struct Event {
+  Device device;
+  void* handle = nullptr;
+};
+Event create_event(int device);
+void destroy_event(const Event& event);
+void record_event(const Event& event, const Stream& stream);
+// `stream`'s later work waits on the device for the work recorded before `event`: not a host sync.
+void stream_wait_event(const Stream& stream, const Event& event);
+// True when the work recorded before `event` is done; does not wait.
+bool event_done(const Event& event);
+// The host waits for the work recorded before `event`: a sync.
+void event_synchronize(const Event& event);
 
 }  // namespace gppf::cuda

@@ -200,4 +200,49 @@ void device_synchronize(int device) {
   GPPF_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
+Stream copy_stream(int device) {
+  // Never destroyed, as the caches: destroying streams while the runtime unloads at exit fails.
+  static auto& streams = *new std::map<int, Stream>;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = streams.find(device);
+  if (it == streams.end()) it = streams.emplace(device, create_stream(device)).first;
+  return it->second;
+}
+
+Event create_event(int device) {
+  DeviceGuard guard(device);
+  cudaEvent_t e = nullptr;
+  GPPF_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  return Event{Device::cuda(device), e};
+}
+
+void destroy_event(const Event& event) {
+  // Work still queued before it is fine: the driver releases the event once that is done.
+  if (event.handle) cudaEventDestroy(static_cast<cudaEvent_t>(event.handle));
+}
+
+void record_event(const Event& event, const Stream& stream) {
+  GPPF_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event.handle), native(stream)));
+}
+
+void stream_wait_event(const Stream& stream, const Event& event) {
+  runtime::count_event_wait();
+  GPPF_CUDA_CHECK(cudaStreamWaitEvent(native(stream), static_cast<cudaEvent_t>(event.handle), 0));
+}
+
+bool event_done(const Event& event) {
+  const cudaError_t err = cudaEventQuery(static_cast<cudaEvent_t>(event.handle));
+  if (err == cudaErrorNotReady) {
+    cudaGetLastError();  // not sticky, but clear it so that the next check does not see it
+    return false;
+  }
+  GPPF_CUDA_CHECK(err);
+  return true;
+}
+
+void event_synchronize(const Event& event) {
+  runtime::count_sync();
+  GPPF_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event.handle)));
+}
+
 }  // namespace gppf::cuda

@@ -33,5 +33,12 @@ Stream create_stream(int) { no_cuda("create_stream"); }
 void destroy_stream(const Stream&) {}
 void synchronize(const Stream&) {}
 void device_synchronize(int) {}
+Stream copy_stream(int) { no_cuda("copy_stream"); }
+Event create_event(int) { no_cuda("create_event"); }
+void destroy_event(const Event&) {}
+void record_event(const Event&, const Stream&) { no_cuda("record_event"); }
+void stream_wait_event(const Stream&, const Event&) { no_cuda("stream_wait_event"); }
+bool event_done(const Event&) { return true; }
+void event_synchronize(const Event&) {}
 
 }  // namespace gppf::cuda

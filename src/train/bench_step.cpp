@@ -72,17 +72,18 @@ std::vector<TaskSpec> synthetic_specs(const TrainConfig& config, const Synthetic
 
 namespace {
 
-io::Batch synthetic_batch(const TaskSpec& s, std::uint64_t seed) {
+// `pinned`: page-locked, as the loader's batches for a GPU (they go up on the copy stream).
+io::Batch synthetic_batch(const TaskSpec& s, std::uint64_t seed, bool pinned) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> pixel(0.0f, 1.0f);
   std::uniform_int_distribution<int> cls(0, static_cast<int>(s.manifest.classes.size()) - 1);
   const std::int64_t n = s.config.batch_size;
   io::Batch b;
-  std::vector<float> px(static_cast<std::size_t>(n * s.height * s.width * s.channels));
-  for (auto& v : px) v = pixel(rng);
-  b.images = Tensor::from_vector({n, s.height, s.width, s.channels}, px);
-  b.labels = Tensor::empty({n}, DType::I32);
-  b.masks = Tensor::zeros({n, s.height, s.width}, DType::I32);
+  b.images = Tensor::empty({n, s.height, s.width, s.channels}, DType::F32, Device::host(), pinned);
+  std::generate_n(b.images.data_as<float>(), b.images.numel(), [&] { return pixel(rng); });
+  b.labels = Tensor::empty({n}, DType::I32, Device::host(), pinned);
+  b.masks = Tensor::empty({n, s.height, s.width}, DType::I32, Device::host(), pinned);
+  std::fill_n(b.masks.data_as<std::int32_t>(), b.masks.numel(), 0);
   for (std::int64_t i = 0; i < n; ++i) {
     const int c = cls(rng);
     b.labels.data_as<std::int32_t>()[i] = c;
@@ -103,22 +104,35 @@ io::Batch synthetic_batch(const TaskSpec& s, std::uint64_t seed) {
 // slowest thread. This measures the step; the loader has its own benchmark (bench_loader).
 constexpr int kBatches = 4;
 
+// `upload`: the path the batches took to the device, as a training step's would.
 std::vector<std::vector<io::Batch>> preload_batches(const TrainConfig& config, const TaskData& data, Network& net,
-                                                    const SyntheticData* synthetic) {
+                                                    const SyntheticData* synthetic, std::string& upload) {
   const std::vector<TaskSpec>& specs = data.specs;
+  const bool gpu = net.device().is_cuda();
   std::vector<std::vector<io::Batch>> batches(specs.size());
   for (std::size_t i = 0; i < specs.size(); ++i) {
     std::unique_ptr<io::Loader> loader;
     if (!synthetic)
       loader = std::make_unique<io::Loader>(data.datasets[i], train_loader_config(config, specs[i], i, net.device()));
     for (int b = 0; b < kBatches; ++b)
-      batches[i].push_back(synthetic ? synthetic_batch(specs[i], config.seed + 97 * i + static_cast<std::uint64_t>(b))
-                                     : loader->next());
+      batches[i].push_back(synthetic
+                               ? synthetic_batch(specs[i], config.seed + 97 * i + static_cast<std::uint64_t>(b), gpu)
+                               : loader->next());
   }
   // On a GPU the batches wait there: the step is timed, not the host-to-device copy of its input.
-  for (auto& task_batches : batches)
-    for (auto& b : task_batches) b = net.on_device(b);
-  if (net.device().is_cuda()) cuda::synchronize(net.stream());
+  bool copy_stream = false, compute_stream = false;
+  for (std::size_t i = 0; i < batches.size(); ++i)
+    for (auto& b : batches[i]) {
+      StagedBatch s = net.stage(static_cast<int>(i), b);
+      copy_stream = copy_stream || s.on_copy_stream();
+      compute_stream = compute_stream || (gpu && s.batch.images.device().is_host());
+      b = net.take(s);
+    }
+  upload = !gpu                            ? "none (host)"
+           : copy_stream && compute_stream ? "copy and compute streams"
+           : copy_stream                   ? "copy stream"
+                                           : "compute stream";
+  if (gpu) cuda::synchronize(net.stream());
   return batches;
 }
 
@@ -161,7 +175,7 @@ StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps, con
   r.device = host ? std::string("host") : cuda::device_name(net.device().index);
   r.steps = steps;
   r.threads = omp_get_max_threads();
-  const std::vector<std::vector<io::Batch>> batches = preload_batches(config, data, net, synthetic);
+  const std::vector<std::vector<io::Batch>> batches = preload_batches(config, data, net, synthetic, r.upload);
   std::vector<std::vector<double>> task_ms(data.specs.size());
   std::vector<double> step_ms, opt_ms;
   std::vector<int> all(data.specs.size());
@@ -238,6 +252,7 @@ std::string StepBench::to_table() const {
   std::snprintf(line, sizeof line, "per step: %lld host syncs, %lld launches (kernels, copies, memsets)%s\n",
                 static_cast<long long>(syncs_per_step), static_cast<long long>(launches_per_step), peak.c_str());
   out += line;
+  out += "input upload: " + upload + "\n";
   return out;
 }
 
@@ -252,6 +267,7 @@ std::string StepBench::to_json() const {
                       {"syncs_per_step", syncs_per_step},
                       {"launches_per_step", launches_per_step},
                       {"peak_bytes", peak_bytes},
+                      {"upload", upload},
                       {"tasks", nlohmann::json::array()}};
   for (const auto& t : tasks)
     j["tasks"].push_back({{"task", t.name},

@@ -31,6 +31,9 @@ struct StepBench {
   // shows what a GPU step would make), and the caching allocator's peak on a GPU (0 on the host).
   std::int64_t syncs_per_step = 0, launches_per_step = 0, peak_bytes = 0;
   std::string device;  // "host" or the GPU's name
+  // How the input batches go up (Network::stage): "copy stream" (page-locked, ordered by an event),
+  // "compute stream" (pageable), both, or "none (host)".
+  std::string upload;
   std::string to_table() const;
   std::string to_json() const;
 };

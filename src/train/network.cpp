@@ -249,6 +249,7 @@ std::vector<float> Network::refresh_host_copies(const std::vector<const Tensor*>
   all.insert(all.end(), extra.begin(), extra.end());
   const std::vector<float> values = read_back_all(all, stream());
   m_step_inputs.clear();  // synchronised: their uploads are done
+  ++m_syncs;
   const std::size_t end = m_backbone->set_router_copies(values, 0);
   GPPF_CHECK(all.size() - routers == values.size() - end, "refresh_host_copies: extras are f32 [1] each");
   return {values.begin() + static_cast<std::ptrdiff_t>(end), values.end()};
@@ -305,6 +306,7 @@ TaskLoss Network::read_loss(const PendingLoss& pending) {
   for (const auto& named : pending.losses) losses.push_back(&named.second);
   const std::vector<float> values = read_back_all(losses, stream());
   m_step_inputs.clear();
+  ++m_syncs;
   check_labels({pending});
   return task_loss(pending, values.data());
 }
@@ -397,7 +399,7 @@ bool Network::serve_round(std::int64_t step) {
 }
 
 Network::HeadPass Network::head_pass(int task, nn::RunState& rs, const std::vector<Tensor>& features,
-                                     const io::Batch& batch, float w) {
+                                     const io::Batch& batch, float w, const CenterNetTargets& staged) {
   const auto t = static_cast<std::size_t>(task);
   const TaskSpec& spec = m_tasks[t];
   // The losses stay where they were computed until the backward pass is queued: on a GPU, reading
@@ -420,10 +422,13 @@ Network::HeadPass Network::head_pass(int task, nn::RunState& rs, const std::vect
       nn::DetectionOutputs out = m_heads->det[t]->forward(rs, features);
       const int oh = static_cast<int>(out.heatmap.dim(1)), ow = static_cast<int>(out.heatmap.dim(2));
       const int stride = spec.height / oh;
+      m_det_grid[task] = {oh, ow, stride};  // later batches of the task are staged with their targets
+      const bool fits = staged.heatmap.defined() && staged.heatmap.shape() == out.heatmap.shape();
       // Page-locked on a GPU: an upload from pageable memory would wait for the device (four per pass).
-      CenterNetTargets tg = encode_centernet(batch.boxes, oh, ow, stride, spec.num_classes, m_device.is_cuda());
+      CenterNetTargets tg =
+          fits ? staged : encode_centernet(batch.boxes, oh, ow, stride, spec.num_classes, m_device.is_cuda());
       for (Tensor* x : {&tg.heatmap, &tg.size, &tg.offset, &tg.weight}) {
-        if (m_device.is_cuda()) m_step_inputs.push_back(*x);  // kept to the next sync, as the batches
+        if (m_device.is_cuda() && x->device().is_host()) m_step_inputs.push_back(*x);  // kept to the next sync
         *x = to_device(*x);
       }
       nn::DetectionOutputs grads{Tensor::empty(out.heatmap.shape(), m_act, m_device),
@@ -462,42 +467,94 @@ Network::HeadPass Network::head_pass(int task, nn::RunState& rs, const std::vect
   return hp;
 }
 
-io::Batch Network::step_input(const io::Batch& host_batch) {
-  // The upload from the loader's page-locked memory may still be queued: the block must not go back
-  // to the pinned cache (and the loader) before the step's sync.
+StagedBatch Network::stage(int task, const io::Batch& batch) {
+  const auto t = static_cast<std::size_t>(task);
+  GPPF_CHECK(t < m_tasks.size(), "stage: task ", task, " of ", m_tasks.size());
+  StagedBatch s;
+  s.task = task;
+  s.batch = batch;
+  // The targets depend on the boxes and the head's output grid only: encoded now, they go up with the
+  // batch (on the host, the pass reads the same values it would encode).
+  if (auto it = m_det_grid.find(task); it != m_det_grid.end() && m_tasks[t].config.type == io::TaskType::Detection) {
+    const auto [oh, ow, stride] = it->second;
+    s.targets = encode_centernet(batch.boxes, oh, ow, stride, m_tasks[t].num_classes, m_device.is_cuda());
+  }
+  if (!m_device.is_cuda()) return s;
+  // Pageable tensors stay on the host: an asynchronous copy from them makes the host wait anyway, so
+  // the pass uploads them on the compute stream as before.
+  std::vector<std::pair<int, Tensor*>> pinned;
+  const std::array<Tensor*, 7> all = {&s.batch.images, &s.batch.labels,   &s.batch.masks,   &s.targets.heatmap,
+                                      &s.targets.size, &s.targets.offset, &s.targets.weight};
+  for (std::size_t k = 0; k < all.size(); ++k)
+    if (all[k]->defined() && all[k]->device().is_host() && all[k]->is_pinned() && all[k]->numel() > 0)
+      pinned.emplace_back(static_cast<int>(k), all[k]);
+  if (pinned.empty()) return s;
+  std::vector<Tensor> dst;
+  bool fresh = false;
+  for (const auto& [slot, x] : pinned) {
+    bool f = false;
+    dst.push_back(m_upload_buffers.acquire(task, slot, x->shape(), x->dtype(), m_device, m_syncs, f));
+    fresh = fresh || f;
+  }
+  s.upload = std::make_unique<Upload>(m_device);
+  if (fresh) s.upload->after(stream());
+  for (std::size_t k = 0; k < pinned.size(); ++k) {
+    s.upload->copy(dst[k], *pinned[k].second);
+    *pinned[k].second = dst[k];
+  }
+  s.upload->finish();
+  return s;
+}
+
+io::Batch Network::take(StagedBatch& staged) {
+  if (staged.upload) {
+    // The compute stream waits for the copies on the device, so its next sync covers them: what they
+    // read and wrote is kept to that sync, and their buffers are free after it.
+    for (Tensor& x : staged.upload->await(stream())) m_step_inputs.push_back(std::move(x));
+    staged.upload.reset();
+    const io::Batch& b = staged.batch;
+    const CenterNetTargets& tg = staged.targets;
+    for (const Tensor* x : {&b.images, &b.labels, &b.masks, &tg.heatmap, &tg.size, &tg.offset, &tg.weight})
+      m_upload_buffers.read_until(staged.task, *x, m_syncs + 1);
+  }
+  // A page-locked tensor still on the host goes up on the compute stream below: its block must not go
+  // back to the pinned cache (and the loader) before the step's sync.
   if (m_device.is_cuda())
-    for (const Tensor* x : {&host_batch.images, &host_batch.labels, &host_batch.masks}) m_step_inputs.push_back(*x);
-  return on_device(host_batch);
+    for (const Tensor* x : {&staged.batch.images, &staged.batch.labels, &staged.batch.masks})
+      if (x->defined() && x->device().is_host()) m_step_inputs.push_back(*x);
+  return on_device(staged.batch);
 }
 
 std::vector<PendingLoss> Network::train_tasks(const std::vector<int>& tasks, const std::vector<io::Batch>& batches,
                                               std::int64_t step) {
   GPPF_CHECK(tasks.size() == batches.size(), "train_tasks: ", batches.size(), " batches for ", tasks.size(), " tasks");
-  std::vector<PendingLoss> out(tasks.size());
-  std::vector<bool> done(tasks.size(), false);
-  for (std::size_t i = 0; i < tasks.size(); ++i) {
+  std::vector<StagedBatch> staged;
+  for (std::size_t i = 0; i < tasks.size(); ++i) staged.push_back(stage(tasks[i], batches[i]));
+  return train_staged(std::move(staged), step);
+}
+
+std::vector<PendingLoss> Network::train_staged(std::vector<StagedBatch> batches, std::int64_t step) {
+  std::vector<PendingLoss> out(batches.size());
+  std::vector<bool> done(batches.size(), false);
+  for (std::size_t i = 0; i < batches.size(); ++i) {
     if (done[i]) continue;
     // The tasks from i on whose input has task i's shape (all samples but the batch size).
     std::vector<std::size_t> group{i};
-    const Shape& si = batches[i].images.shape();
-    for (std::size_t j = i + 1; j < tasks.size() && m_batch_tasks; ++j) {
-      const Shape& sj = batches[j].images.shape();
+    const Shape& si = batches[i].batch.images.shape();
+    for (std::size_t j = i + 1; j < batches.size() && m_batch_tasks; ++j) {
+      const Shape& sj = batches[j].batch.images.shape();
       if (!done[j] && sj.size() == si.size() && std::equal(si.begin() + 1, si.end(), sj.begin() + 1))
         group.push_back(j);
     }
     // With task batching on, a task alone runs the same way (its legos' batches stacked).
     if (!m_batch_tasks) {
-      out[i] = train_step(tasks[i], batches[i], step);
+      out[i] = train_one(batches[i], step);
       done[i] = true;
       continue;
     }
-    std::vector<int> group_tasks;
-    std::vector<const io::Batch*> group_batches;
-    for (std::size_t j : group) {
-      group_tasks.push_back(tasks[j]);
-      group_batches.push_back(&batches[j]);
-    }
-    std::vector<PendingLoss> losses = train_batched(group_tasks, group_batches, step);
+    std::vector<StagedBatch*> group_batches;
+    for (std::size_t j : group) group_batches.push_back(&batches[j]);
+    std::vector<PendingLoss> losses = train_batched(group_batches, step);
     for (std::size_t k = 0; k < group.size(); ++k) {
       out[group[k]] = std::move(losses[k]);
       done[group[k]] = true;
@@ -506,15 +563,16 @@ std::vector<PendingLoss> Network::train_tasks(const std::vector<int>& tasks, con
   return out;
 }
 
-std::vector<PendingLoss> Network::train_batched(const std::vector<int>& tasks,
-                                                const std::vector<const io::Batch*>& host_batches, std::int64_t step) {
+std::vector<PendingLoss> Network::train_batched(const std::vector<StagedBatch*>& staged, std::int64_t step) {
+  std::vector<int> tasks;
   std::vector<io::Batch> batches;
   nn::RunState rs = begin(-1, true, true, -1.0f, step, {});
   rs.task = -1;
   std::int64_t n = 0;
-  for (std::size_t k = 0; k < tasks.size(); ++k) {
-    batches.push_back(step_input(*host_batches[k]));
-    rs.segments.push_back({tasks[k], batches.back().images.dim(0)});
+  for (StagedBatch* s : staged) {
+    tasks.push_back(s->task);
+    batches.push_back(take(*s));
+    rs.segments.push_back({s->task, batches.back().images.dim(0)});
     n += rs.segments.back().count;
   }
   const bool alone = tasks.size() == 1;  // a task alone: its own tensors, nothing to gather
@@ -544,7 +602,7 @@ std::vector<PendingLoss> Network::train_batched(const std::vector<int>& tasks,
     std::vector<Tensor> mine;
     for (const Tensor& f : features) mine.push_back(f.narrow0(at, count));
     const float w = m_tasks[static_cast<std::size_t>(task)].config.loss_weight;
-    HeadPass hp = head_pass(task, rt, mine, batches[k], w);
+    HeadPass hp = head_pass(task, rt, mine, batches[k], w, staged[k]->targets);
     if (alone) dfeat = hp.dfeat;
     for (std::size_t i = 0; i < features.size() && !alone; ++i) {
       const bool has = i < hp.dfeat.size() && hp.dfeat[i].defined();
@@ -567,15 +625,21 @@ std::vector<PendingLoss> Network::train_batched(const std::vector<int>& tasks,
 }
 
 PendingLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t step) {
+  StagedBatch staged = stage(task, host_batch);
+  return train_one(staged, step);
+}
+
+PendingLoss Network::train_one(StagedBatch& staged, std::int64_t step) {
+  const int task = staged.task;
   const auto t = static_cast<std::size_t>(task);
   const TaskSpec& spec = m_tasks[t];
-  const io::Batch batch = step_input(host_batch);
+  const io::Batch batch = take(staged);
   // Replicas each hold 1/R of the micro-batch: the loss of a slice counts 1/R, and the all-reduce sums.
   const float w = spec.config.loss_weight / static_cast<float>(m_dist.replicas);
   nn::RunState rs = begin(task, true, true, -1.0f, step, batch.images.shape());
   nn::BackboneSaved saved;
   std::vector<Tensor> features = m_backbone->forward(rs, batch.images, step, &saved);
-  const HeadPass hp = head_pass(task, rs, features, batch, w);
+  const HeadPass hp = head_pass(task, rs, features, batch, w, staged.targets);
   if (rs.grads_final) (*rs.grads_final)(static_cast<int>(m_backbone->routed_layers().size()));
   m_backbone->backward(rs, hp.dfeat, saved);
   // Labels outside [0, C) found on the GPU are recorded there and reported after the step's sync

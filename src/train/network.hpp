@@ -1,6 +1,7 @@
 #pragma once
 // The GPPF network of a training run: one lego backbone shared by every task, one head per task.
 // A task's path is the backbone with that task's routing and BN statistics, then its head.
+#include <array>
 #include <functional>
 #include <map>
 #include <memory>
@@ -8,8 +9,10 @@
 #include <vector>
 
 #include "io/loader.hpp"
+#include "src/train/centernet.hpp"
 #include "src/train/config.hpp"
 #include "src/train/metrics.hpp"
+#include "src/train/staging.hpp"
 
 namespace gppf::dist {
 class Comm;
@@ -77,6 +80,17 @@ struct TaskOutputs {
   std::vector<std::vector<Detection>> detections;
 };
 
+// A task's micro-batch staged for a training pass (Network::stage). On a GPU its page-locked tensors
+// are on their way to the device on the copy stream; the pass that takes it makes the compute stream
+// wait for them there. On the host it holds the loader's tensors.
+struct StagedBatch {
+  int task = -1;
+  io::Batch batch;                 // uploaded tensors on the device; the others go up with the pass (compute stream)
+  CenterNetTargets targets;        // detection: encoded ahead (and uploaded) once the head's output grid is known
+  std::unique_ptr<Upload> upload;  // null: nothing on the copy stream
+  bool on_copy_stream() const { return upload != nullptr; }
+};
+
 // How a distributed run plugs into the network (src/train/distributed.hpp sets it up).
 struct NetworkDist {
   dist::LegoExchange* exchange = nullptr;  // expert parallelism: the block's exchange (null: all legos local)
@@ -100,6 +114,17 @@ class Network {
   // per task, in `tasks` order.
   std::vector<PendingLoss> train_tasks(const std::vector<int>& tasks, const std::vector<io::Batch>& batches,
                                        std::int64_t step);
+  // The batch's upload queued now, without a sync: on a GPU its page-locked tensors (and a detection
+  // task's CenterNet targets) on the copy stream, into buffers no queued pass reads. The trainer
+  // stages the next step's batches before the current step's syncs, so that the copies overlap the
+  // GPU's work.
+  StagedBatch stage(int task, const io::Batch& batch);
+  // train_tasks on staged batches (tasks in their order).
+  std::vector<PendingLoss> train_staged(std::vector<StagedBatch> batches, std::int64_t step);
+  // What every training pass does first with its staged batch: the compute stream waits for its
+  // upload on the device, the rest of it goes up on the compute stream, and the host tensors are kept
+  // to the next sync. Returns the batch on the device.
+  io::Batch take(StagedBatch& staged);
   // Config `task_batching`, in a single-process run.
   bool batches_tasks() const { return m_batch_tasks; }
   // After the optimizer's update: refreshes what the host keeps of the parameters (parameters_changed)
@@ -166,12 +191,14 @@ class Network {
   std::function<void(int)> m_grads_final;
   std::unique_ptr<nn::StatSync> m_bn_sync;  // m_dist.bn_sync as nn sees it
   std::vector<Tensor> m_step_inputs;        // host tensors whose uploads may be queued, kept to the next sync
+  std::int64_t m_syncs = 0;                 // syncs that released m_step_inputs (UploadBuffers' clock)
+  UploadBuffers m_upload_buffers;
+  std::map<int, std::array<int, 3>> m_det_grid;  // detection task -> its heat map's height, width, stride
   bool m_batch_tasks = false;
-  // Tasks of one input shape as one backbone batch (train_tasks); losses in `tasks` order.
-  std::vector<PendingLoss> train_batched(const std::vector<int>& tasks, const std::vector<const io::Batch*>& batches,
-                                         std::int64_t step);
-  // What every training pass does first: the batch on the device, its host tensors kept to the sync.
-  io::Batch step_input(const io::Batch& host_batch);
+  // One task's pass (train_step).
+  PendingLoss train_one(StagedBatch& staged, std::int64_t step);
+  // Tasks of one input shape as one backbone batch (train_staged); losses in `tasks` order.
+  std::vector<PendingLoss> train_batched(const std::vector<StagedBatch*>& batches, std::int64_t step);
   // A tensor on the network's device (itself when it is there), and the input images there in the
   // activations' dtype.
   Tensor to_device(const Tensor& t) const;
@@ -191,7 +218,8 @@ class Network {
     std::vector<std::pair<std::string, Tensor>> losses;  // name, weighted loss
     float part_scale_size = 1.0f;                        // undoes the size loss's weight in the log
   };
-  HeadPass head_pass(int task, nn::RunState& rs, const std::vector<Tensor>& features, const io::Batch& batch, float w);
+  HeadPass head_pass(int task, nn::RunState& rs, const std::vector<Tensor>& features, const io::Batch& batch, float w,
+                     const CenterNetTargets& staged);
 };
 
 }  // namespace gppf::train

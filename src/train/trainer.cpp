@@ -12,12 +12,14 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+#include <utility>
 
 #include "core/cuda_runtime.hpp"
 #include "core/log.hpp"
@@ -248,7 +250,9 @@ class Trainer {
   void log_start();
   void resume();
   std::vector<int> sample_active();
-  float train_step(std::int64_t step, float lr, const std::vector<int>& active);
+  float train_step(std::int64_t step, float lr);
+  // Step `next`'s draws, made during the step before it (TrainOptions::prefetch).
+  void prefetch(std::int64_t next);
   void keep_buffers();
   void check_skipped(std::int64_t step);
   void log_window(std::int64_t step, float lr, float balance);
@@ -297,6 +301,20 @@ class Trainer {
   int m_nonfinite_in_a_row = 0;
   std::int64_t m_step = 0;              // the step being trained
   std::unique_ptr<RunRecord> m_record;  // the root's RUN_DIR/run.json and config.yaml
+  // A step's draws made during the step before it: which tasks take part, their staged batches, and
+  // the sampling RNGs and loader positions from before the draws. The rule that keeps checkpoints
+  // bitwise: a checkpoint at the boundary in between saves those earlier RNGs and positions, so that
+  // a resume draws the same batches again, as a run that did not prefetch would. Evaluations use
+  // their own loaders and the last step does not prefetch, so nothing else sees the draws.
+  struct Prefetch {
+    std::int64_t step = -1;  // the step they are for; -1: none
+    std::vector<int> active;
+    std::map<int, StagedBatch> batches;
+    std::vector<std::mt19937_64> sampling;
+    std::vector<io::LoaderState> loaders;  // of the tasks this process runs
+    std::exception_ptr error;              // rethrown by the step they are for, as if it drew them
+  };
+  Prefetch m_prefetch;
 };
 
 Trainer::Trainer(const TrainConfig& config, const TrainOptions& options)
@@ -410,20 +428,51 @@ std::vector<int> Trainer::sample_active() {
   return active;
 }
 
-float Trainer::train_step(std::int64_t step, float lr, const std::vector<int>& active) {
+void Trainer::prefetch(std::int64_t next) {
+  m_prefetch.step = next;
+  m_prefetch.sampling = m_sampling;
+  m_prefetch.loaders.assign(m_loaders.size(), io::LoaderState());
+  for (std::size_t i = 0; i < m_loaders.size(); ++i)
+    if (m_loaders[i]) m_prefetch.loaders[i] = m_loaders[i]->state();
+  try {
+    m_prefetch.active = sample_active();
+    for (int t : m_prefetch.active)
+      m_prefetch.batches.emplace(t, m_net.stage(t, m_loaders[static_cast<std::size_t>(t)]->next()));
+  } catch (...) {
+    m_prefetch.error = std::current_exception();
+  }
+}
+
+float Trainer::train_step(std::int64_t step, float lr) {
+  Prefetch mine = std::exchange(m_prefetch, Prefetch());
+  if (mine.step != step)
+    mine.active = sample_active();
+  else if (mine.error)
+    std::rethrow_exception(mine.error);
   // A replica's loss counts 1/replicas of the task's: scaled back, it estimates the whole batch's.
   const double scale = m_executor->shares();
   auto run_passes = [&](const std::vector<int>& tasks) {
-    std::vector<io::Batch> batches;
+    std::vector<StagedBatch> batches;
     for (int t : tasks) {
       const auto ti = static_cast<std::size_t>(t);
-      batches.push_back(m_loaders[ti]->next());
-      m_windows[ti].samples += batches.back().size() * static_cast<std::int64_t>(scale);
+      const auto it = mine.batches.find(t);
+      if (it != mine.batches.end()) {
+        batches.push_back(std::move(it->second));
+        mine.batches.erase(it);
+      } else {
+        batches.push_back(m_net.stage(t, m_loaders[ti]->next()));
+      }
+      m_windows[ti].samples += batches.back().batch.size() * static_cast<std::int64_t>(scale);
     }
-    return m_net.train_tasks(tasks, batches, step);
+    return m_net.train_staged(std::move(batches), step);
   };
+  // Multi-rank runs (host only) take batches in rounds whose tasks the executor picks: no prefetch.
+  const bool ahead = m_options.prefetch && m_executor->world() == 1 && step + 1 < m_config.steps;
   keep_buffers();
-  const StepResult r = simt_step(*m_executor, m_net, *m_optimizer, step, lr, active, run_passes);
+  const StepResult r = simt_step(*m_executor, m_net, *m_optimizer, step, lr, mine.active, run_passes, [&] {
+    if (ahead) prefetch(step + 1);
+  });
+  GPPF_CHECK(mine.batches.empty(), "step ", step, ": ", mine.batches.size(), " prefetched batches were not trained on");
   // Read after the update with the step's one sync; a non-finite loss also made the gradient norm
   // non-finite, so the optimizer skipped the step and the error below loses nothing.
   for (const TaskLoss& loss : r.losses) {
@@ -575,10 +624,13 @@ void Trainer::save(std::int64_t step, bool background) {
   meta.config_yaml = m_config.yaml;
   meta.optimizer_type = m_config.optimizer.type;
   // Loader positions live on the processes that run the tasks: shared, so that every file's meta is whole.
+  // With the next step's draws made (m_prefetch), the positions and RNGs from before them.
+  const bool ahead = m_prefetch.step == step;
   std::vector<json> loader_state(specs.size());
   std::vector<std::string> task_names;
   for (std::size_t i = 0; i < specs.size(); ++i) {
-    if (m_executor->reports(static_cast<int>(i))) loader_state[i] = m_loaders[i]->state().to_json();
+    if (m_executor->reports(static_cast<int>(i)))
+      loader_state[i] = (ahead ? m_prefetch.loaders[i] : m_loaders[i]->state()).to_json();
     task_names.push_back(specs[i].config.name);
   }
   m_executor->share(loader_state, "the loader positions for a checkpoint");
@@ -586,7 +638,8 @@ void Trainer::save(std::int64_t step, bool background) {
   for (std::size_t i = 0; i < specs.size(); ++i)
     meta.tasks.push_back({specs[i].config.name, io::task_name(specs[i].config.type),
                           fs::absolute(specs[i].config.dataset).lexically_normal().string(),
-                          io::LoaderState::from_json(loader_state[i].get<std::string>()), rng_text(m_sampling[i])});
+                          io::LoaderState::from_json(loader_state[i].get<std::string>()),
+                          rng_text(ahead ? m_prefetch.sampling[i] : m_sampling[i])});
   m_last_save = Clock::now();
   const bool root = m_executor->root();
   if (m_async && background) {
@@ -651,7 +704,7 @@ TrainSummary Trainer::run_steps() {
   for (std::int64_t step = m_start_step; step < m_config.steps; ++step) {
     m_step = step;
     const float lr = m_schedule.lr_at(step);
-    const float balance = train_step(step, lr, sample_active());
+    const float balance = train_step(step, lr);
     const bool last = step + 1 == m_config.steps;
     if ((step + 1) % m_config.log_every == 0 || last)
       log_window(step, lr, balance);

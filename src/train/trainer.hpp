@@ -65,6 +65,11 @@ struct TrainOptions {
   bool force = false;
   // The command line as typed, for RUN_DIR/run.json (run_record.hpp); empty outside the CLI.
   std::string command_line = "";
+  // Draws step s+1's tasks and batches during step s, before its optimizer update, and on a GPU queues
+  // their uploads on the copy stream then, so that they overlap step s's compute (one process; not
+  // before the last step). The same batches in the same order either way; off: each step draws its
+  // own at its start (the tests' reference).
+  bool prefetch = true;
 };
 
 // The loader of task `index` for training: its batch, augmentation and a seed of (config seed, index);
