@@ -316,6 +316,7 @@ std::vector<std::string> Comm::allgather(const std::string& mine, const std::str
 void Comm::broadcast(float* data, std::int64_t n, int root, const std::string& what) {
   GPPF_CHECK(root >= 0 && root < m_size, m_name, ": ", what, ": broadcast root ", root, " of ", m_size, " members");
   if (m_size == 1 || n == 0) return;
+  if (m_rank == root) m_stats.broadcast_bytes += n * static_cast<std::int64_t>(sizeof(float));
   MPI_Request req;
   GPPF_MPI_CHECK(MPI_Ibcast(data, to_int(n, what), MPI_FLOAT, root, m_comm, &req));
   wait(req, what, begin());

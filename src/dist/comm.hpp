@@ -19,6 +19,7 @@ struct CommStats {
   std::int64_t alltoall_bytes = 0;        // activations and their gradients (sent by this rank)
   std::int64_t allreduce_bytes = 0;       // gradient payload this rank contributed (before the ring factor)
   std::int64_t allreduce_wire_bytes = 0;  // 2 (n-1)/n x payload: what a ring all-reduce sends per rank
+  std::int64_t broadcast_bytes = 0;       // sent as the root of a broadcast (deterministic mode's gradients)
   std::int64_t collectives = 0;
   double seconds = 0;  // wall time inside collectives (waiting included)
 };

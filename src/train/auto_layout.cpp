@@ -119,6 +119,8 @@ AutoPlan plan_auto_layout(const TrainConfig& config, Network& net, int world, in
     const int groups = world / replicas;
     for (int experts = 1; experts <= std::min(groups, legos); ++experts) {
       if (groups % experts != 0) continue;
+      // Deterministic mode sums whole task batches in task order: task groups only.
+      if (config.deterministic && (replicas > 1 || experts > 1)) continue;
       plan.choices.push_back(
           price(config, net, layout_request(net, world, ranks_per_node, groups, experts, replicas), m));
     }

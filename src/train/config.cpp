@@ -509,6 +509,11 @@ void read_run_keys(Reader& r, const YAML::Node& root, const std::string& where, 
   r.get(root, "", "task_batching", c.task_batching);
   GPPF_CHECK(c.task_batching == "auto" || c.task_batching == "on" || c.task_batching == "off", where,
              ": key 'task_batching': '", c.task_batching, "' is not auto, on or off");
+  r.get(root, "", "deterministic", c.deterministic);
+  GPPF_CHECK(!c.deterministic || c.task_batching != "on", where,
+             ": key 'task_batching': on is not deterministic across layouts (a rank batches only its own tasks); "
+             "use off or auto with deterministic: true");
+  if (c.deterministic) c.task_batching = "off";
   r.get(root, "", "threads", c.threads);
   GPPF_CHECK(c.threads >= 0, where, ": key 'threads' must be >= 0 (0: the OpenMP default), got ", c.threads);
   r.get(root, "", "log_every", c.log_every);
@@ -620,6 +625,7 @@ TrainConfig parse_root(YAML::Node root, const std::string& where, const DataPath
                 "precision",
                 "lego_strategy",
                 "task_batching",
+                "deterministic",
                 "threads",
                 "log_every",
                 "eval_every",

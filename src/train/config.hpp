@@ -84,6 +84,11 @@ struct TrainConfig {
   // once on the samples of the tasks that routed to it (src/nn/lego_strategy_batched.cpp): "on",
   // "off", or "auto" (on for CUDA, where it halves the launches; off on the host). One process only.
   std::string task_batching = "auto";
+  // Bitwise-identical training on every task-parallel layout (docs/SCALING.md, "Deterministic mode"):
+  // each task's gradient contributions are summed in task order by the same code on every rank, so
+  // 1, 2 and 4 ranks end each step with the same bits. Needs replicas 1 and expert_parallel 1, and
+  // runs tasks one by one (task_batching auto means off; on is refused).
+  bool deterministic = false;
   int threads = 0;  // OpenMP threads; 0: the runtime's default
   std::int64_t log_every = 50;
   std::int64_t eval_every = 0;    // 0: only at the end

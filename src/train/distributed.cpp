@@ -48,7 +48,13 @@ std::unique_ptr<Distributed> Distributed::create(const TrainConfig& config, Netw
     q.expert_parallel = plan.best().expert_parallel;
     q.replicas = plan.best().replicas;
   }
-  return std::unique_ptr<Distributed>(new Distributed(config, net, dist::plan_layout(q), per_node));
+  dist::Layout layout = dist::plan_layout(q);
+  GPPF_CHECK(!config.deterministic || (layout.replicas == 1 && layout.expert_parallel == 1), config.config_path,
+             ": key 'deterministic': needs whole task batches on one rank (replicas 1, expert_parallel 1), got "
+             "replicas ",
+             layout.replicas, " and expert_parallel ", layout.expert_parallel,
+             "; a split batch or a lego on another rank would change the order of the sums");
+  return std::unique_ptr<Distributed>(new Distributed(config, net, std::move(layout), per_node));
 }
 
 Distributed::Distributed(const TrainConfig& config, Network& net, dist::Layout layout, int ranks_per_node)
@@ -127,6 +133,11 @@ Distributed::Distributed(const TrainConfig& config, Network& net, dist::Layout l
   m_sync = std::make_unique<dist::GradSync>(std::move(groups), static_cast<int>(layers.size()) + 2,
                                             config.distributed.bucket_mb);
 
+  if (config.deterministic) m_task_grads = std::make_unique<TaskGradients>(net.parameters());
+  const std::vector<nn::Parameter*> all = net.parameters();
+  for (nn::Parameter* p : m_held)
+    m_global_index.push_back(static_cast<std::size_t>(std::find(all.begin(), all.end(), p) - all.begin()));
+
   NetworkDist nd;
   nd.exchange = m_exchange.get();
   nd.bn_sync = &m_group;
@@ -201,7 +212,7 @@ void Distributed::run_train_rounds(Network& net, std::int64_t step, const std::v
   }
   const int L = static_cast<int>(m_layer_index.size());
   for (int k = 0; k < rounds; ++k) {
-    if (k == rounds - 1)
+    if (k == rounds - 1 && !deterministic())
       net.set_grads_final_hook([this, L](int layer) { m_sync->ready(layer == L ? 0 : layer < 0 ? L + 1 : L - layer); });
     if (k < static_cast<int>(mine.size())) {
       run_task(mine[static_cast<std::size_t>(k)]);
@@ -215,7 +226,37 @@ void Distributed::run_train_rounds(Network& net, std::int64_t step, const std::v
 
 std::vector<nn::Parameter*> Distributed::held_parameters() const { return m_held; }
 
+void Distributed::fold_task_gradients(const std::vector<int>& active) {
+  m_task_grads->fold(
+      active,
+      [this](int task, bool root, std::vector<float>& mask, std::vector<float>& data) {
+        const int from = m_layout.world_rank(0, m_layout.task_group[static_cast<std::size_t>(task)]);
+        GPPF_CHECK(root == (from == rank()), "deterministic mode: task ", task, " ran on rank ", rank(),
+                   ", its layout places it on rank ", from);
+        m_world.broadcast(mask.data(), static_cast<std::int64_t>(mask.size()), from, "a task's gradient mask");
+        std::int64_t n = 0;
+        const std::vector<nn::Parameter*> all = m_net.parameters();
+        for (std::size_t i = 0; i < mask.size(); ++i)
+          if (mask[i] != 0.0f) n += all[i]->numel();
+        data.resize(static_cast<std::size_t>(n));
+        m_world.broadcast(data.data(), n, from, "a task's gradients");
+      },
+      [this](const nn::Parameter& p) { return classify(p.owner).kind != Kind::Head; });
+}
+
 optim::Optimizer::NormReducer Distributed::norm_reducer() {
+  if (deterministic())
+    // Each touched parameter's sum of squares from the one rank counting it, zeros from the others
+    // (exact), then added in Network::parameters() order: one process's order.
+    return [this](const std::vector<std::size_t>& touched, const std::vector<double>& sums) {
+      std::vector<double> global(m_net.parameters().size(), 0.0);
+      for (std::size_t k = 0; k < touched.size(); ++k)
+        if (m_primary[touched[k]]) global[m_global_index[touched[k]]] = sums[2 * k];
+      m_world.allreduce_sum(global.data(), static_cast<std::int64_t>(global.size()), "the global gradient norm");
+      double total = 0.0;
+      for (double v : global) total += v;
+      return total;
+    };
   return [this](const std::vector<std::size_t>& touched, const std::vector<double>& sums) {
     double local = 0;
     for (std::size_t k = 0; k < touched.size(); ++k)
@@ -389,6 +430,7 @@ dist::CommStats Distributed::stats() const {
     s.alltoall_bytes += x.alltoall_bytes;
     s.allreduce_bytes += x.allreduce_bytes;
     s.allreduce_wire_bytes += x.allreduce_wire_bytes;
+    s.broadcast_bytes += x.broadcast_bytes;
     s.collectives += x.collectives;
     s.seconds += x.seconds;
   }

@@ -17,6 +17,7 @@
 #include "src/nn/module.hpp"
 #include "src/optim/optimizer.hpp"
 #include "src/train/config.hpp"
+#include "src/train/task_gradients.hpp"
 
 namespace gppf::train {
 
@@ -68,6 +69,12 @@ class Distributed {
   void run_train_rounds(Network& net, std::int64_t step, const std::vector<int>& active,
                         const std::function<void(int)>& run_task);
   void finish_step() { m_sync->finish(); }
+  // Deterministic mode (config `deterministic`, task_gradients.hpp): run_train_rounds() then runs the
+  // passes alone (no all-reduces), the caller takes each task's gradients after its pass, and
+  // fold_task_gradients() sums them in task order on every rank (a broadcast per task from its rank).
+  bool deterministic() const { return m_task_grads != nullptr; }
+  TaskGradients& task_gradients() { return *m_task_grads; }
+  void fold_task_gradients(const std::vector<int>& active);
 
   // Lockstep: calls `next` until it returns false (it runs one of this rank's items, each one a
   // Network call), then serves the other members of the block until none has work left.
@@ -113,6 +120,8 @@ class Distributed {
   std::unique_ptr<dist::Communicator> m_world_sums, m_group_sums, m_expert_sums;
   std::unique_ptr<dist::LegoExchange> m_exchange;
   std::unique_ptr<dist::GradSync> m_sync;
+  std::unique_ptr<TaskGradients> m_task_grads;  // deterministic mode only
+  std::vector<std::size_t> m_global_index;      // per held parameter: its place in Network::parameters()
   std::vector<nn::Parameter*> m_held;
   std::vector<char> m_primary;  // per held parameter: counted in the global gradient norm here
   std::vector<std::vector<nn::Parameter*>> m_group_params;  // the sync groups' parameters

@@ -5,10 +5,24 @@
 
 namespace gppf::train {
 
+LocalExecutor::LocalExecutor(Network& net, bool deterministic) : m_net(net) {
+  if (deterministic) m_task_grads.emplace(net.parameters());
+}
+
 std::vector<nn::Parameter*> LocalExecutor::held_parameters() { return m_net.parameters(); }
 
 float LocalExecutor::run_step(Network& net, std::int64_t, const std::vector<int>& active, const TaskRunner& run_task) {
-  if (!active.empty()) run_task(active);
+  if (m_task_grads) {
+    // As every rank of a task-parallel layout does (executor_mpi.cpp): the passes, the fold, the
+    // regulariser.
+    for (int t : active) {
+      run_task({t});
+      m_task_grads->take(t);
+    }
+    m_task_grads->fold(active, nullptr, [](const nn::Parameter&) { return false; });
+  } else if (!active.empty()) {
+    run_task(active);
+  }
   return net.apply_balance(active);
 }
 

@@ -1,12 +1,16 @@
 #pragma once
 // One process trains every task: no lockstep, no reduction, the whole model in its checkpoints.
+#include <optional>
+
 #include "src/train/executor.hpp"
+#include "src/train/task_gradients.hpp"
 
 namespace gppf::train {
 
 class LocalExecutor final : public Executor {
  public:
-  explicit LocalExecutor(Network& net) : m_net(net) {}
+  // deterministic: each task's pass in turn, its gradients summed in task order (task_gradients.hpp).
+  explicit LocalExecutor(Network& net, bool deterministic = false);
 
   bool root() const override { return true; }
   int rank() const override { return 0; }
@@ -38,6 +42,7 @@ class LocalExecutor final : public Executor {
 
  private:
   Network& m_net;
+  std::optional<TaskGradients> m_task_grads;
 };
 
 }  // namespace gppf::train

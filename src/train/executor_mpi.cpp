@@ -91,6 +91,16 @@ MpiExecutor::MpiExecutor(std::unique_ptr<Distributed> distributed) : m_dist(std:
 float MpiExecutor::run_step(Network& net, std::int64_t step, const std::vector<int>& active,
                             const TaskRunner& run_task) {
   dist::maybe_inject_fault(m_dist->rank(), step);
+  if (m_dist->deterministic()) {
+    // The passes of this rank's tasks, every task's contributions summed in task order on every rank,
+    // then the regulariser on every rank (routers are replicated): as one process does it.
+    m_dist->run_train_rounds(net, step, active, [&](int t) {
+      run_task({t});
+      m_dist->task_gradients().take(t);
+    });
+    m_dist->fold_task_gradients(active);
+    return net.apply_balance(active);
+  }
   // Routers are replicated: rank 0 adds the regulariser's gradient (before the rounds, so that the
   // routers' all-reduces can start during the backward pass), the all-reduce spreads it.
   m_dist->begin_step(active, step);
@@ -163,12 +173,16 @@ void MpiExecutor::describe_checkpoint(CheckpointMeta& meta, const std::vector<st
 void MpiExecutor::log_traffic(Network& net, std::int64_t steps_run) {
   // Bytes this job moved per step, against the planner's prediction (docs/SCALING.md).
   const dist::CommStats st = m_dist->stats();
-  json mine = {{"alltoall", st.alltoall_bytes}, {"allreduce", st.allreduce_bytes}, {"seconds", st.seconds}};
-  double a2a = 0, ar = 0, wait = 0;
+  json mine = {{"alltoall", st.alltoall_bytes},
+               {"allreduce", st.allreduce_bytes},
+               {"broadcast", st.broadcast_bytes},
+               {"seconds", st.seconds}};
+  double a2a = 0, ar = 0, bc = 0, wait = 0;
   for (const auto& text : m_dist->gather(mine.dump(), "the communication statistics")) {
     const json part = json::parse(text);
     a2a += part["alltoall"].get<double>();
     ar += part["allreduce"].get<double>();
+    bc += part["broadcast"].get<double>();
     wait = std::max(wait, part["seconds"].get<double>());
   }
   const TrafficEstimate e = m_dist->estimate(net);
@@ -176,6 +190,7 @@ void MpiExecutor::log_traffic(Network& net, std::int64_t steps_run) {
   if (root())
     log::info("communication per step (all ranks, training and evaluation): all-to-all ", fmt(a2a / steps / 1e6, 3),
               " MB, all-reduce ", fmt(ar / steps / 1e6, 3),
+              m_dist->deterministic() ? str(" MB, broadcast (deterministic mode) ", fmt(bc / steps / 1e6, 3)) : "",
               " MB; predicted for a training step: ", fmt(e.alltoall_bytes / 1e6, 3), " MB and ",
               fmt(e.grad_payload_bytes / 1e6, 3), " MB; at most ", fmt(wait, 1), " s in collectives on one rank");
 }

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -27,6 +28,7 @@
 #include "src/train/trainer.hpp"
 #include "tests/common/checkpoint_compare.hpp"
 #include "tests/common/datasets.hpp"
+#include "tests/common/util.hpp"
 
 namespace gppf::train {
 namespace {
@@ -211,6 +213,62 @@ TEST_F(Distributed, AutoLayoutTakesThePlannersChoiceAndMatchesOneProcess) {
     max_relative_error(ckpt, ref + "/checkpoints/step-00000004.h5");
   }
   MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// Deterministic mode: task-parallel layouts of 1, 2 and 4 ranks end with the bits of one process (the
+// parameters of both checkpoints equal to the last bit, tensor by tensor), with the regulariser, a
+// gradient clip, noisy routing and momentum in play; the auto planner keeps to task groups; layouts
+// that split a batch or a lego layer are refused in one line naming the key.
+TEST_F(Distributed, DeterministicModeIsBitwiseOneProcessOnEveryTaskParallelLayout) {
+  const std::vector<std::string> det{"deterministic=true"};
+  const std::string ref = reference("reference-det", det);
+  const int W = world_size();
+  const std::vector<std::vector<std::string>> layouts = {{str("distributed.task_groups=", W)},
+                                                         {"distributed.layout=auto"}};
+  int index = 0;
+  for (auto layout : layouts) {
+    layout.insert(layout.end(), det.begin(), det.end());
+    TrainOptions o;
+    o.run_dir = str(s_dir, "/det", index++);
+    run_training(config(layout), o);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (world_rank() == 0) {
+      const auto a = test::load_checkpoint_params(o.run_dir + "/checkpoints/step-00000004.h5");
+      const auto b = test::load_checkpoint_params(ref + "/checkpoints/step-00000004.h5");
+      EXPECT_EQ(a.size(), b.size());
+      int differ = 0;
+      std::string first;
+      for (const auto& [name, values] : b) {
+        const auto it = a.find(name);
+        ASSERT_NE(it, a.end()) << name;
+        const bool same = it->second.size() == values.size() &&
+                          std::memcmp(it->second.data(), values.data(), values.size() * sizeof(float)) == 0;
+        if (!same && differ++ == 0) first = name;
+      }
+      EXPECT_EQ(differ, 0) << "world " << W << " " << layout.front() << ": " << differ << " of " << b.size()
+                           << " tensors differ from one process, e.g. " << first;
+      if (W > 1) {
+        const auto meta =
+            nlohmann::json::parse(read_checkpoint_meta(o.run_dir + "/checkpoints/step-00000004.h5").layout);
+        EXPECT_EQ(meta["replicas"], 1);
+        EXPECT_EQ(meta["expert_parallel"], 1);
+      }
+      std::printf("deterministic, world %d, [%s]: %zu tensors, %d differ from one process\n", W, layout.front().c_str(),
+                  b.size(), differ);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+  if (W >= 2) {
+    const std::string msg = test::error_of([&] {
+      TrainOptions o;
+      o.run_dir = s_dir + "/det-refused";
+      run_training(config({"distributed.replicas=2", str("distributed.task_groups=", W / 2), "deterministic=true"}), o);
+    });
+    EXPECT_NE(msg.find("key 'deterministic'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("replicas 2"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
 }
 
 // Under expert parallelism a rank keeps in memory only the legos it holds: with 4 legos per layer on

@@ -41,6 +41,19 @@ TEST(Config, DeviceAndTf32) {
             std::string::npos);
 }
 
+// Deterministic mode runs tasks one by one: auto batching becomes off, on is refused naming both keys.
+TEST(Config, DeterministicTurnsTaskBatchingOff) {
+  EXPECT_FALSE(parse_config(kBase, {}, "cfg.yaml").deterministic);
+  const auto c = parse_config(kBase, {"deterministic=true", "device=cuda"}, "cfg.yaml");
+  EXPECT_TRUE(c.deterministic);
+  EXPECT_EQ(c.task_batching, "off");
+  EXPECT_NE(c.resolved_yaml.find("deterministic: true"), std::string::npos) << c.resolved_yaml;
+  const std::string e = error_of(kBase, {"deterministic=true", "task_batching=on"});
+  EXPECT_NE(e.find("cfg.yaml: key 'task_batching': on is not deterministic"), std::string::npos) << e;
+  EXPECT_NE(e.find("deterministic: true"), std::string::npos) << e;
+  EXPECT_NE(error_of(kBase, {"deterministic=sometimes"}).find("deterministic"), std::string::npos);
+}
+
 TEST(Config, ParsesAndAppliesOverrides) {
   const auto c =
       parse_config(kBase, {"optimizer.lr=0.05", "tasks.det.batch_size=4", "model.routing.warmup=soft"}, "cfg.yaml");
