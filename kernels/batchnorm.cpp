@@ -110,4 +110,36 @@ void batchnorm_bwd(const BatchNormParams& p, const Tensor& x, const Tensor& y, c
     host::batchnorm_bwd(p, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, param_mode);
 }
 
+std::vector<double> batchnorm_channel_sums(bool relu, const Tensor& x, const Tensor& y, const Tensor& dy,
+                                           const Tensor& mean, const Tensor& invstd, const Stream& s) {
+  constexpr const char* op = "batchnorm_channel_sums";
+  check_activation(op, x);
+  if (dy.defined()) {
+    check_like(op, "dy", dy, x);
+    if (relu) check_like(op, "y", y, x);
+    check_channel_vector(op, "mean", mean, x);
+    check_channel_vector(op, "invstd", invstd, x);
+  }
+  if (x.numel() == 0) return std::vector<double>(static_cast<std::size_t>(2 * x.dim(-1)), 0.0);
+  runtime::count_launches(1);  // CUDA's partial sums and fold
+  if (launch_on_cuda(x.device())) return cuda::batchnorm_channel_sums(relu, x, y, dy, mean, invstd, s);
+  return host::batchnorm_channel_sums(relu, x, y, dy, mean, invstd);
+}
+
+void batchnorm_bwd_data(bool relu, const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& mean,
+                        const Tensor& a, const Tensor& b, const Tensor& k, Tensor& dx, const Stream& s) {
+  constexpr const char* op = "batchnorm_bwd_data";
+  check_activation(op, x);
+  if (relu) check_like(op, "y", y, x);
+  check_like(op, "dy", dy, x);
+  check_like(op, "dx", dx, x);
+  for (const auto& [what, t] : {std::pair<const char*, const Tensor*>{"mean", &mean}, {"a", &a}, {"b", &b}, {"k", &k}})
+    check_channel_vector(op, what, *t, x);
+  if (x.numel() == 0) return;
+  if (launch_on_cuda(x.device()))
+    cuda::batchnorm_bwd_data(relu, x, y, dy, mean, a, b, k, dx, s);
+  else
+    host::batchnorm_bwd_data(relu, x, y, dy, mean, a, b, k, dx);
+}
+
 }  // namespace gppf::kernels

@@ -236,7 +236,111 @@ void bwd(const BatchNormParams& p, const Tensor& x, const Tensor& y, const Tenso
     launch_pass(x.numel(), BatchNormBwdDataFunctor<T, false>{xs, ys, dys, dxs, mean, ca, cb, ck, channels}, st);
 }
 
+// Synchronised BN's local sums in double: blocks of kTileC channels x kTileR row-threads sum slices of
+// the rows, then one thread per value folds the slices in order (deterministic).
+template <class T, bool kBwd>
+__global__ void channel_sums_kernel(const T* x, const T* y, const T* dy, const float* mean, const float* invstd,
+                                    std::int64_t rows, std::int64_t channels, bool relu, double* part) {
+  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * kTileC + threadIdx.x;
+  double a = 0.0, b = 0.0;
+  if (c < channels)
+    for (std::int64_t r = static_cast<std::int64_t>(blockIdx.y) * kTileR + threadIdx.y; r < rows;
+         r += static_cast<std::int64_t>(gridDim.y) * kTileR) {
+      const std::int64_t i = r * channels + c;
+      const double v = normpool::load(x[i]);
+      if constexpr (kBwd) {
+        double g = normpool::load(dy[i]);
+        if (relu && !(normpool::load(y[i]) > 0.0f)) g = 0.0;
+        a += g;
+        b += g * (v - mean[c]) * invstd[c];
+      } else {
+        a += v;
+        b += v * v;
+      }
+    }
+  __shared__ double sa[kTileR][kTileC + 1], sb[kTileR][kTileC + 1];
+  sa[threadIdx.y][threadIdx.x] = a;
+  sb[threadIdx.y][threadIdx.x] = b;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < channels) {
+    for (int k = 1; k < kTileR; ++k) {
+      a += sa[k][threadIdx.x];
+      b += sb[k][threadIdx.x];
+    }
+    part[blockIdx.y * 2 * channels + c] = a;
+    part[blockIdx.y * 2 * channels + channels + c] = b;
+  }
+}
+
+__global__ void fold_slices_kernel(const double* part, int slices, std::int64_t n, double* out) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  double s = 0.0;
+  for (int k = 0; k < slices; ++k) s += part[k * n + i];
+  out[i] = s;
+}
+
 }  // namespace
+
+std::vector<double> batchnorm_channel_sums(bool relu, const Tensor& x, const Tensor& y, const Tensor& dy,
+                                           const Tensor& mean, const Tensor& invstd, const Stream& s) {
+  const std::int64_t channels = x.dim(-1), rows = x.numel() / channels;
+  const int slices = row_slices(rows, channels);
+  auto* part = static_cast<double*>(workspace(s, sizeof(double) * static_cast<std::size_t>(2 * slices * channels)));
+  // The folded sums land in a device tensor (doubles as pairs of floats) that read_back brings home.
+  Tensor out = Tensor::empty({4 * channels}, DType::F32, x.device());
+  const cudaStream_t st = gppf::cuda::native(s);
+  const dim3 grid(static_cast<unsigned>((channels + kTileC - 1) / kTileC), static_cast<unsigned>(slices));
+  const dim3 block(kTileC, kTileR);
+  const bool bwd = dy.defined();
+  auto launch = [&](auto tag) {
+    using T = decltype(tag);
+    const T* xs = static_cast<const T*>(x.data());
+    const T* ys = bwd && relu ? static_cast<const T*>(y.data()) : nullptr;
+    if (bwd)
+      channel_sums_kernel<T, true><<<grid, block, 0, st>>>(xs, ys, static_cast<const T*>(dy.data()),
+                                                           mean.data_as<float>(), invstd.data_as<float>(), rows,
+                                                           channels, relu, part);
+    else
+      channel_sums_kernel<T, false>
+          <<<grid, block, 0, st>>>(xs, nullptr, nullptr, nullptr, nullptr, rows, channels, false, part);
+  };
+  if (x.dtype() == DType::BF16)
+    launch(bf16{});
+  else
+    launch(0.0f);
+  GPPF_CUDA_CHECK(cudaGetLastError());
+  const std::int64_t n = 2 * channels;
+  fold_slices_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, st>>>(part, slices, n,
+                                                                             static_cast<double*>(out.data()));
+  GPPF_CUDA_CHECK(cudaGetLastError());
+  const Tensor host = read_back(out, s);
+  const auto* d = static_cast<const double*>(host.data());
+  return std::vector<double>(d, d + n);
+}
+
+void batchnorm_bwd_data(bool relu, const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& mean,
+                        const Tensor& a, const Tensor& b, const Tensor& k, Tensor& dx, const Stream& s) {
+  const cudaStream_t st = gppf::cuda::native(s);
+  const std::int64_t channels = x.dim(-1);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* xs = static_cast<const T*>(x.data());
+    const T* ys = relu ? static_cast<const T*>(y.data()) : nullptr;
+    const T* dys = static_cast<const T*>(dy.data());
+    T* dxs = static_cast<T*>(dx.data());
+    const float *mu = mean.data_as<float>(), *ca = a.data_as<float>(), *cb = b.data_as<float>(),
+                *ck = k.data_as<float>();
+    if (relu)
+      launch_pass(x.numel(), BatchNormBwdDataFunctor<T, true>{xs, ys, dys, dxs, mu, ca, cb, ck, channels}, st);
+    else
+      launch_pass(x.numel(), BatchNormBwdDataFunctor<T, false>{xs, ys, dys, dxs, mu, ca, cb, ck, channels}, st);
+  };
+  if (x.dtype() == DType::BF16)
+    run(bf16{});
+  else
+    run(0.0f);
+}
 
 void batchnorm_fwd_train(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                          Tensor& running_mean, Tensor& running_var, Tensor& y, Tensor& save_mean, Tensor& save_invstd,

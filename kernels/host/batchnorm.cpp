@@ -209,6 +209,67 @@ void bwd(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma
   for_each_row(numel, width, f);
 }
 
+// Synchronised BN's local sums in double, over fixed blocks of rows added in block order: the same
+// bits whatever the thread count.
+template <class T, bool kBwd, bool kRelu>
+std::vector<double> channel_sums(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& mean,
+                                 const Tensor& invstd) {
+  constexpr std::int64_t kBlockRows = 1024;
+  const std::int64_t channels = x.dim(-1), rows = x.numel() / channels;
+  const auto nc = static_cast<std::size_t>(channels);
+  const std::int64_t blocks = (rows + kBlockRows - 1) / kBlockRows;
+  std::vector<double> parts(static_cast<std::size_t>(blocks) * 2 * nc, 0.0);
+  const T* xs = static_cast<const T*>(x.data());
+  const T* ys = kRelu ? static_cast<const T*>(y.data()) : nullptr;
+  const T* dys = kBwd ? static_cast<const T*>(dy.data()) : nullptr;
+  const float* mu = kBwd ? mean.data_as<float>() : nullptr;
+  const float* is = kBwd ? invstd.data_as<float>() : nullptr;
+#pragma omp parallel for schedule(static) if (blocks > 1 && x.numel() >= kParallelThreshold)
+  for (std::int64_t blk = 0; blk < blocks; ++blk) {
+    double* a = parts.data() + static_cast<std::size_t>(blk) * 2 * nc;
+    double* b = a + nc;
+    for (std::int64_t r = blk * kBlockRows; r < std::min(rows, (blk + 1) * kBlockRows); ++r)
+      for (std::int64_t c = 0; c < channels; ++c) {
+        const std::int64_t i = r * channels + c;
+        const double v = normpool::load(xs[i]);
+        const auto cc = static_cast<std::size_t>(c);
+        if constexpr (kBwd) {
+          double g = normpool::load(dys[i]);
+          if constexpr (kRelu) g = normpool::load(ys[i]) > 0.0f ? g : 0.0;
+          a[cc] += g;
+          b[cc] += g * (v - mu[c]) * is[c];
+        } else {
+          a[cc] += v;
+          b[cc] += v * v;
+        }
+      }
+  }
+  std::vector<double> out(2 * nc, 0.0);
+  for (std::int64_t blk = 0; blk < blocks; ++blk)
+    for (std::size_t i = 0; i < 2 * nc; ++i) out[i] += parts[static_cast<std::size_t>(blk) * 2 * nc + i];
+  return out;
+}
+
+template <class T, bool kRelu>
+void bwd_data(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& mean, const Tensor& a, const Tensor& b,
+              const Tensor& k, Tensor& dx) {
+  const std::int64_t channels = x.dim(-1), width = row_width(channels);
+  const std::vector<float> mean_w = tiled(mean.data_as<float>(), channels, width),
+                           a_w = tiled(a.data_as<float>(), channels, width),
+                           b_w = tiled(b.data_as<float>(), channels, width),
+                           k_w = tiled(k.data_as<float>(), channels, width);
+  const BatchNormBwdDataFunctor<T, kRelu> f{static_cast<const T*>(x.data()),
+                                            kRelu ? static_cast<const T*>(y.data()) : nullptr,
+                                            static_cast<const T*>(dy.data()),
+                                            static_cast<T*>(dx.data()),
+                                            mean_w.data(),
+                                            a_w.data(),
+                                            b_w.data(),
+                                            k_w.data(),
+                                            width};
+  for_each_row(x.numel(), width, f);
+}
+
 // Calls f.operator()<T, kRelu>() for the activation dtype and the ReLU flag.
 template <class F>
 void dispatch(DType dtype, bool relu, const F& f) {
@@ -254,6 +315,21 @@ void batchnorm_bwd(const BatchNormParams& p, const Tensor& x, const Tensor& y, c
   dispatch(x.dtype(), p.relu, [&]<class T, bool kRelu>() {
     bwd<T, kRelu>(x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, param_mode);
   });
+}
+
+std::vector<double> batchnorm_channel_sums(bool relu, const Tensor& x, const Tensor& y, const Tensor& dy,
+                                           const Tensor& mean, const Tensor& invstd) {
+  std::vector<double> out;
+  dispatch(x.dtype(), relu && dy.defined(), [&]<class T, bool kRelu>() {
+    out = dy.defined() ? channel_sums<T, true, kRelu>(x, y, dy, mean, invstd)
+                       : channel_sums<T, false, false>(x, y, dy, mean, invstd);
+  });
+  return out;
+}
+
+void batchnorm_bwd_data(bool relu, const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& mean,
+                        const Tensor& a, const Tensor& b, const Tensor& k, Tensor& dx) {
+  dispatch(x.dtype(), relu, [&]<class T, bool kRelu>() { bwd_data<T, kRelu>(x, y, dy, mean, a, b, k, dx); });
 }
 
 }  // namespace gppf::kernels::host

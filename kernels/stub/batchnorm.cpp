@@ -18,4 +18,13 @@ void batchnorm_bwd(const BatchNormParams&, const Tensor&, const Tensor&, const T
   no_cuda("batchnorm_bwd");
 }
 
+std::vector<double> batchnorm_channel_sums(bool, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                           const Tensor&, const Stream&) {
+  no_cuda("batchnorm_channel_sums");
+}
+void batchnorm_bwd_data(bool, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                        const Tensor&, Tensor&, const Stream&) {
+  no_cuda("batchnorm_bwd_data");
+}
+
 }  // namespace gppf::kernels::cuda

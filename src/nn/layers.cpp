@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/batchnorm.hpp"
 #include "kernels/cast.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/linear.hpp"
@@ -159,48 +160,41 @@ Tensor BatchNorm::forward_segments(const RunState& rs, const Tensor& x) {
   return y;
 }
 
+// Synchronised BN: the sums of every replica's rows (a few per-channel values through the host, on any
+// device), then the element-wise passes of the plain kernels with those statistics.
+namespace {
+Tensor channel_values(const std::vector<float>& v, Device device) {
+  const Tensor h = Tensor::from_vector({static_cast<std::int64_t>(v.size())}, v);
+  return device.is_host() ? h : h.to(device);
+}
+}  // namespace
+
 Tensor BatchNorm::forward_synced(const RunState& rs, const Tensor& x, std::size_t t) {
-  GPPF_CHECK(x.device().is_host() && x.dtype() == DType::F32, m_name,
-             ": synchronised batch norm runs on host f32, got ", x.desc());
   const std::int64_t C = x.dim(-1), rows = x.numel() / C;
-  const float* xp = x.data_as<float>();
+  const auto nc = static_cast<std::size_t>(C);
   // [sum x (C), sum x^2 (C), rows] in double, summed over the replicas.
-  std::vector<double> s(static_cast<std::size_t>(2 * C + 1), 0.0);
-#pragma omp parallel
-  {
-    std::vector<double> part(static_cast<std::size_t>(2 * C), 0.0);
-#pragma omp for schedule(static) nowait
-    for (std::int64_t r = 0; r < rows; ++r) {
-      const float* row = xp + r * C;
-      for (std::int64_t c = 0; c < C; ++c) {
-        const double v = row[c];
-        part[static_cast<std::size_t>(c)] += v;
-        part[static_cast<std::size_t>(C + c)] += v * v;
-      }
-    }
-#pragma omp critical
-    for (std::size_t i = 0; i < part.size(); ++i) s[i] += part[i];
-  }
-  s.back() = static_cast<double>(rows);
+  std::vector<double> s = kernels::batchnorm_channel_sums(false, x, Tensor(), Tensor(), Tensor(), Tensor(), rs.stream);
+  s.push_back(static_cast<double>(rows));
   rs.bn_sync->allreduce_sum(s.data(), static_cast<std::int64_t>(s.size()), m_name + " synchronised statistics");
   const double n = s.back();
-  m_save_mean = Tensor::empty({C}, DType::F32);
-  m_save_invstd = Tensor::empty({C}, DType::F32);
-  Tensor var = Tensor::empty({C}, DType::F32);
-  const float momentum = rs.bn_momentum >= 0 ? rs.bn_momentum : m_params.momentum;
-  float* rm = m_running_mean[t].data_as<float>();
-  float* rv = m_running_var[t].data_as<float>();
-  for (std::int64_t c = 0; c < C; ++c) {
-    const double mean = s[static_cast<std::size_t>(c)] / n;
-    const double v = std::max(0.0, s[static_cast<std::size_t>(C + c)] / n - mean * mean);
-    m_save_mean.data_as<float>()[c] = static_cast<float>(mean);
-    var.data_as<float>()[c] = static_cast<float>(v);
-    m_save_invstd.data_as<float>()[c] = static_cast<float>(1.0 / std::sqrt(v + m_params.eps));
-    rm[c] = static_cast<float>((1.0 - momentum) * rm[c] + momentum * mean);
-    rv[c] = static_cast<float>((1.0 - momentum) * rv[c] + momentum * v * n / std::max(1.0, n - 1.0));
+  const double momentum = rs.bn_momentum >= 0 ? rs.bn_momentum : m_params.momentum;
+  std::vector<float> mean(nc), var(nc), invstd(nc), unbiased(nc);
+  for (std::size_t c = 0; c < nc; ++c) {
+    const double mu = s[c] / n;
+    const double v = std::max(0.0, s[nc + c] / n - mu * mu);
+    mean[c] = static_cast<float>(mu);
+    var[c] = static_cast<float>(v);
+    invstd[c] = static_cast<float>(1.0 / std::sqrt(v + m_params.eps));
+    unbiased[c] = static_cast<float>(v * n / std::max(1.0, n - 1.0));
   }
+  m_save_mean = channel_values(mean, x.device());
+  m_save_invstd = channel_values(invstd, x.device());
+  const auto m = static_cast<float>(momentum);
+  kernels::axpby(m, m_save_mean, 1.0f - m, m_running_mean[t], rs.stream);
+  kernels::axpby(m, channel_values(unbiased, x.device()), 1.0f - m, m_running_var[t], rs.stream);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  kernels::batchnorm_fwd_infer(m_params, x, m_gamma.value, m_beta.value, m_save_mean, var, y, rs.stream);
+  kernels::batchnorm_fwd_infer(m_params, x, m_gamma.value, m_beta.value, m_save_mean, channel_values(var, x.device()),
+                               y, rs.stream);
   m_x = x;
   m_y = y;
   m_count = n;
@@ -209,54 +203,38 @@ Tensor BatchNorm::forward_synced(const RunState& rs, const Tensor& x, std::size_
 
 Tensor BatchNorm::backward_synced(const RunState& rs, const Tensor& dy) {
   GPPF_CHECK(rs.bn_sync, m_name, ": synchronised forward but backward without a communicator");
-  const std::int64_t C = m_x.dim(-1), rows = m_x.numel() / C;
-  const float* xp = m_x.data_as<float>();
-  const float* yp = m_y.data_as<float>();
-  const float* dyp = dy.data_as<float>();
-  const float* mean = m_save_mean.data_as<float>();
-  const float* inv = m_save_invstd.data_as<float>();
-  const bool relu = m_params.relu;
-  // Local [sum dy' (C), sum dy' xhat (C)], dy' = dy masked by the ReLU.
-  std::vector<double> s(static_cast<std::size_t>(2 * C), 0.0);
-#pragma omp parallel
-  {
-    std::vector<double> part(static_cast<std::size_t>(2 * C), 0.0);
-#pragma omp for schedule(static) nowait
-    for (std::int64_t r = 0; r < rows; ++r)
-      for (std::int64_t c = 0; c < C; ++c) {
-        const std::int64_t i = r * C + c;
-        const double g = relu && yp[i] <= 0.0f ? 0.0 : dyp[i];
-        part[static_cast<std::size_t>(c)] += g;
-        part[static_cast<std::size_t>(C + c)] += g * (xp[i] - mean[c]) * inv[c];
-      }
-#pragma omp critical
-    for (std::size_t i = 0; i < part.size(); ++i) s[i] += part[i];
-  }
+  const std::int64_t C = m_x.dim(-1);
+  const auto nc = static_cast<std::size_t>(C);
+  // Local [sum g (C), sum g xhat (C)], g = dy masked by the ReLU.
+  std::vector<double> s =
+      kernels::batchnorm_channel_sums(m_params.relu, m_x, m_y, dy, m_save_mean, m_save_invstd, rs.stream);
   // The affine gradients are this replica's share; the gradient all-reduce sums them.
-  const auto mode = m_gamma.take_grad_mode();
-  m_beta.take_grad_mode();
-  float* dg = m_gamma.grad.data_as<float>();
-  float* db = m_beta.grad.data_as<float>();
-  for (std::int64_t c = 0; c < C; ++c) {
-    const float vg = static_cast<float>(s[static_cast<std::size_t>(C + c)]);
-    const float vb = static_cast<float>(s[static_cast<std::size_t>(c)]);
-    dg[c] = mode == kernels::GradMode::Overwrite ? vg : dg[c] + vg;
-    db[c] = mode == kernels::GradMode::Overwrite ? vb : db[c] + vb;
+  std::vector<float> vg(nc), vb(nc);
+  for (std::size_t c = 0; c < nc; ++c) {
+    vg[c] = static_cast<float>(s[nc + c]);
+    vb[c] = static_cast<float>(s[c]);
+  }
+  const Device dev = m_x.device();
+  for (auto [param, v] : {std::pair<Parameter*, const std::vector<float>*>{&m_gamma, &vg}, {&m_beta, &vb}}) {
+    const Tensor t = channel_values(*v, dev);
+    if (param->take_grad_mode() == kernels::GradMode::Overwrite)
+      param->grad.copy_from(t, rs.stream);
+    else
+      kernels::axpby(1.0f, t, 1.0f, param->grad, rs.stream);
   }
   rs.bn_sync->allreduce_sum(s.data(), static_cast<std::int64_t>(s.size()), m_name + " synchronised gradient sums");
   const double n = m_count;
-  const float* gamma = m_gamma.value.data_as<float>();
-  Tensor dx = Tensor::empty(m_x.shape(), m_x.dtype(), m_x.device());
-  float* dxp = dx.data_as<float>();
-#pragma omp parallel for schedule(static)
-  for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t c = 0; c < C; ++c) {
-      const std::int64_t i = r * C + c;
-      const double g = relu && yp[i] <= 0.0f ? 0.0 : dyp[i];
-      const double xhat = (xp[i] - mean[c]) * inv[c];
-      dxp[i] = static_cast<float>(
-          gamma[c] * inv[c] * (g - s[static_cast<std::size_t>(c)] / n - xhat * s[static_cast<std::size_t>(C + c)] / n));
-    }
+  const Tensor gamma_h = read_back(m_gamma.value, rs.stream), invstd_h = read_back(m_save_invstd, rs.stream);
+  std::vector<float> ca(nc), cb(nc), ck(nc);
+  for (std::size_t c = 0; c < nc; ++c) {
+    const double is = invstd_h.data_as<float>()[c];
+    ca[c] = static_cast<float>(gamma_h.data_as<float>()[c] * is);
+    cb[c] = static_cast<float>(s[c] / n);
+    ck[c] = static_cast<float>(is * s[nc + c] / n);
+  }
+  Tensor dx = Tensor::empty(m_x.shape(), m_x.dtype(), dev);
+  kernels::batchnorm_bwd_data(m_params.relu, m_x, m_y, dy, m_save_mean, channel_values(ca, dev),
+                              channel_values(cb, dev), channel_values(ck, dev), dx, rs.stream);
   m_x = m_y = Tensor();
   m_count = 0;
   return dx;

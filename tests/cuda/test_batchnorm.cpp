@@ -167,5 +167,41 @@ TEST(BatchNormCuda, RejectsMixedDevices) {
   EXPECT_THROW(kernels::batchnorm_fwd_infer(BatchNormParams{}, x, gamma, gamma, gamma, gamma, y), Error);
 }
 
+// Synchronised BN's halves on the GPU against the host: the per-channel sums (double, read back) and
+// the input gradient from given coefficients, f32 and bf16, with and without the ReLU mask.
+TEST(BatchNormCuda, SyncedHalvesMatchHost) {
+  GPPF_REQUIRE_GPU();
+  const Device gpu = Device::cuda(0);
+  for (const DType dtype : {DType::F32, DType::BF16})
+    for (const bool relu : {false, true}) {
+      SCOPED_TRACE(std::string(dtype_name(dtype)) + (relu ? " relu" : ""));
+      const std::int64_t c = 24;
+      const Shape shape{40, 3, c};
+      const Tensor x = rounded(test::random_tensor(shape, 51, -1.0, 3.0), dtype);
+      const Tensor y = rounded(test::random_tensor(shape, 52), dtype),
+                   dy = rounded(test::random_tensor(shape, 53), dtype);
+      const Tensor mean = test::random_tensor({c}, 54), invstd = test::random_tensor({c}, 55, 0.5, 2.0);
+      const Tensor a = test::random_tensor({c}, 56), b = test::random_tensor({c}, 57), k = test::random_tensor({c}, 58);
+      const Tensor x_d = on_device(x, dtype), y_d = on_device(y, dtype), dy_d = on_device(dy, dtype);
+      const Tensor mean_d = mean.to(gpu), invstd_d = invstd.to(gpu);
+      for (const bool bwd : {false, true}) {
+        const std::vector<double> host =
+            bwd ? kernels::batchnorm_channel_sums(relu, x, y, dy, mean, invstd)
+                : kernels::batchnorm_channel_sums(false, x, Tensor(), Tensor(), Tensor(), Tensor());
+        const std::vector<double> dev =
+            bwd ? kernels::batchnorm_channel_sums(relu, x_d, y_d, dy_d, mean_d, invstd_d)
+                : kernels::batchnorm_channel_sums(false, x_d, Tensor(), Tensor(), Tensor(), Tensor());
+        ASSERT_EQ(host.size(), dev.size());
+        for (std::size_t i = 0; i < host.size(); ++i) EXPECT_NEAR(dev[i], host[i], 1e-9 * (1 + std::abs(host[i])));
+      }
+      Tensor dx = Tensor::empty(shape, DType::F32), dx_d = Tensor::empty(shape, dtype, gpu);
+      kernels::batchnorm_bwd_data(relu, x, y, dy, mean, a, b, k, dx);
+      kernels::batchnorm_bwd_data(relu, x_d, y_d, dy_d, mean_d, a.to(gpu), b.to(gpu), k.to(gpu), dx_d);
+      cuda::device_synchronize(0);
+      EXPECT_LT(test::max_rel_error(kernels::cast(dx_d, DType::F32).to(Device::host()), dx),
+                dtype == DType::F32 ? 1e-5 : 2e-2);
+    }
+}
+
 }  // namespace
 }  // namespace gppf

@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -456,6 +457,85 @@ TEST(BatchNormPasses, SixtyFourBitPassesMatchScalar) {
   check_wide_index_passes<float, false>(12);
   check_wide_index_passes<bf16, true>(64);
   check_wide_index_passes<bf16, false>(16);
+}
+
+}  // namespace
+}  // namespace gppf
+
+namespace gppf {
+namespace {
+
+// Synchronised BN's halves (batchnorm_channel_sums, batchnorm_bwd_data): a batch split in two
+// "replicas" whose sums are added gives the whole batch's batch norm, forward and backward, and the
+// sums match a double loop; whatever the thread count, the sums are the same bits.
+TEST(BatchNormSynced, TwoHalvesGiveTheWholeBatch) {
+  for (const bool relu : {false, true}) {
+    SCOPED_TRACE(relu ? "relu" : "no relu");
+    BatchNormParams p;
+    p.relu = relu;
+    const std::int64_t n = 12, c = 5;
+    const Tensor x = test::random_tensor({n, 2, c}, 3, -1.0, 3.0), dy = test::random_tensor({n, 2, c}, 4);
+    const Tensor gamma = test::random_tensor({c}, 5, 0.5, 1.5), beta = test::random_tensor({c}, 6);
+    // The whole batch through the plain kernels.
+    Tensor rm = Tensor::zeros({c}, DType::F32), rv = Tensor::zeros({c}, DType::F32);
+    Tensor y = Tensor::empty(x.shape(), DType::F32), sm = Tensor::empty({c}, DType::F32),
+           si = Tensor::empty({c}, DType::F32), dx = Tensor::empty(x.shape(), DType::F32),
+           dg = Tensor::empty({c}, DType::F32), db = Tensor::empty({c}, DType::F32);
+    kernels::batchnorm_fwd_train(p, x, gamma, beta, rm, rv, y, sm, si);
+    kernels::batchnorm_bwd(p, x, y, dy, gamma, sm, si, dx, dg, db, GradMode::Overwrite);
+    // Forward sums of the halves, added: the whole batch's mean and variance.
+    const Tensor h0 = x.narrow0(0, 5), h1 = x.narrow0(5, n - 5);
+    std::vector<double> s = kernels::batchnorm_channel_sums(false, h0, Tensor(), Tensor(), Tensor(), Tensor());
+    const std::vector<double> s1 = kernels::batchnorm_channel_sums(false, h1, Tensor(), Tensor(), Tensor(), Tensor());
+    ASSERT_EQ(s.size(), static_cast<std::size_t>(2 * c));
+    for (std::size_t i = 0; i < s.size(); ++i) s[i] += s1[i];
+    const Vec xv = test::to_double(x);
+    const double rows = static_cast<double>(n * 2);
+    for (std::int64_t ch = 0; ch < c; ++ch) {
+      double sx = 0, sxx = 0;
+      for (std::int64_t r = 0; r < n * 2; ++r) {
+        sx += xv[static_cast<std::size_t>(r * c + ch)];
+        sxx += xv[static_cast<std::size_t>(r * c + ch)] * xv[static_cast<std::size_t>(r * c + ch)];
+      }
+      EXPECT_NEAR(s[static_cast<std::size_t>(ch)], sx, 1e-9 * (1 + std::abs(sx)));
+      EXPECT_NEAR(s[static_cast<std::size_t>(c + ch)], sxx, 1e-9 * (1 + sxx));
+      const double mean = sx / rows;
+      EXPECT_NEAR(mean, sm.data_as<float>()[ch], 1e-5);
+      EXPECT_NEAR(1.0 / std::sqrt(sxx / rows - mean * mean + p.eps), si.data_as<float>()[ch], 1e-4);
+    }
+    // Backward sums of the halves with the whole batch's statistics, then each half's dx from the
+    // added sums: the whole batch's dx and affine gradients.
+    const Tensor y0 = y.narrow0(0, 5), y1 = y.narrow0(5, n - 5), d0 = dy.narrow0(0, 5), d1 = dy.narrow0(5, n - 5);
+    std::vector<double> g = kernels::batchnorm_channel_sums(relu, h0, y0, d0, sm, si);
+    const std::vector<double> g1 = kernels::batchnorm_channel_sums(relu, h1, y1, d1, sm, si);
+    for (std::size_t i = 0; i < g.size(); ++i) g[i] += g1[i];
+    std::vector<float> a(static_cast<std::size_t>(c)), b(a.size()), k(a.size());
+    for (std::int64_t ch = 0; ch < c; ++ch) {
+      const auto cc = static_cast<std::size_t>(ch);
+      const double is = si.data_as<float>()[ch];
+      EXPECT_NEAR(g[cc], db.data_as<float>()[ch], 1e-4) << "dbeta";
+      EXPECT_NEAR(g[static_cast<std::size_t>(c) + cc], dg.data_as<float>()[ch], 1e-4) << "dgamma";
+      a[cc] = static_cast<float>(gamma.data_as<float>()[ch] * is);
+      b[cc] = static_cast<float>(g[cc] / rows);
+      k[cc] = static_cast<float>(is * g[static_cast<std::size_t>(c) + cc] / rows);
+    }
+    const Tensor at = Tensor::from_vector({c}, a), bt = Tensor::from_vector({c}, b), kt = Tensor::from_vector({c}, k);
+    Tensor dx0 = Tensor::empty(h0.shape(), DType::F32), dx1 = Tensor::empty(h1.shape(), DType::F32);
+    kernels::batchnorm_bwd_data(relu, h0, y0, d0, sm, at, bt, kt, dx0);
+    kernels::batchnorm_bwd_data(relu, h1, y1, d1, sm, at, bt, kt, dx1);
+    EXPECT_LT(test::max_rel_error(dx0, dx.narrow0(0, 5).clone()), 1e-5);
+    EXPECT_LT(test::max_rel_error(dx1, dx.narrow0(5, n - 5).clone()), 1e-5);
+  }
+}
+
+TEST(BatchNormSynced, SumsDoNotDependOnTheThreadCount) {
+  const Tensor x = test::random_tensor({3000, 16}, 9, -2.0, 2.0);
+  const std::vector<double> many = kernels::batchnorm_channel_sums(false, x, Tensor(), Tensor(), Tensor(), Tensor());
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const std::vector<double> one = kernels::batchnorm_channel_sums(false, x, Tensor(), Tensor(), Tensor(), Tensor());
+  omp_set_num_threads(threads);
+  EXPECT_EQ(std::memcmp(many.data(), one.data(), many.size() * sizeof(double)), 0);
 }
 
 }  // namespace
