@@ -72,8 +72,14 @@ class MpiCommunicator final : public Communicator {
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(NcclComm comm, std::string name)
-      : m_comm(std::move(comm)), m_name(std::move(name)), m_stream(cuda::create_stream(m_comm.device())) {}
-  ~NcclCommunicator() override { cuda::destroy_stream(m_stream); }
+      : m_comm(std::move(comm)),
+        m_name(std::move(name)),
+        m_stream(cuda::create_stream(m_comm.device())),
+        m_queued(cuda::create_event(m_comm.device())) {}
+  ~NcclCommunicator() override {
+    cuda::destroy_event(m_queued);
+    cuda::destroy_stream(m_stream);
+  }
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
   int rank() const override { return m_comm.rank(); }
@@ -81,17 +87,20 @@ class NcclCommunicator final : public Communicator {
   const std::string& name() const override { return m_name; }
   Device device() const override { return Device::cuda(m_comm.device()); }
   void start_allreduce_sum(float* data, std::int64_t n, const std::string&) override {
+    after_compute();
     m_comm.allreduce_sum(data, n, m_stream);
   }
   void wait_all(const std::string&) override { cuda::synchronize(m_stream); }
   void alltoallv(const float* send, const std::vector<std::int64_t>& send_counts, float* recv,
                  const std::vector<std::int64_t>& recv_counts, const std::string& what) override {
     check_counts(send_counts, recv_counts, what);
+    after_compute();
     m_comm.alltoallv(send, send_counts, recv, recv_counts, m_stream);
     cuda::synchronize(m_stream);
   }
   void broadcast(float* data, std::int64_t n, int root, const std::string& what) override {
     GPPF_CHECK(root >= 0 && root < size(), m_name, ": ", what, ": broadcast root ", root, " of ", size(), " members");
+    after_compute();
     m_comm.broadcast(data, n, root, m_stream);
     cuda::synchronize(m_stream);
   }
@@ -108,9 +117,17 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
+  // The communicator's stream is non-blocking: its next collective waits on the device for what the
+  // compute stream (the legacy default stream) queued so far, e.g. the copies that filled a bucket.
+  void after_compute() {
+    cuda::record_event(m_queued, Stream{device(), nullptr});
+    cuda::stream_wait_event(m_stream, m_queued);
+  }
+
   NcclComm m_comm;
   std::string m_name;
   Stream m_stream;
+  cuda::Event m_queued;
   Tensor m_token;
 };
 

@@ -40,17 +40,19 @@ void GradSync::ready(int segment) {
         if (b.params.empty()) return;
         std::int64_t off = 0;
         for (nn::Parameter* p : b.params) off += p->grad.numel();
-        b.data.resize(static_cast<std::size_t>(off));
+        // The bucket lives where the communicator reads: host memory for MPI, the GPU for NCCL.
+        b.data = Tensor::empty({off}, DType::F32, g.comm->device());
         off = 0;
         for (nn::Parameter* p : b.params) {
           const std::int64_t n = p->grad.numel();
+          Tensor part = b.data.narrow0(off, n);
           if (p->touched)
-            std::copy(p->grad.data_as<float>(), p->grad.data_as<float>() + n, b.data.data() + off);
+            part.copy_from(p->grad.reshape({n}));
           else
-            std::fill(b.data.data() + off, b.data.data() + off + n, 0.0f);
+            part.zero_();
           off += n;
         }
-        g.comm->start_allreduce_sum(b.data.data(), off, g.name + " gradient all-reduce");
+        g.comm->start_allreduce_sum(b.data.data_as<float>(), off, g.name + " gradient all-reduce");
         m_last_bytes += off * static_cast<std::int64_t>(sizeof(float));
         m_buckets.push_back(std::move(b));
         b = Bucket{};
@@ -66,8 +68,7 @@ void GradSync::ready(int segment) {
                      " got a gradient that the step's plan did not expect (routing differs between ranks?)");
           continue;
         }
-        GPPF_CHECK(p->grad.device().is_host() && p->grad.dtype() == DType::F32, g.name, ": ", p->name,
-                   ": gradient synchronisation runs on host f32 (the NCCL path is not wired into training yet)");
+        GPPF_CHECK(p->grad.dtype() == DType::F32, g.name, ": ", p->name, ": gradients are f32, got ", p->grad.desc());
         if (filled > 0 && filled + p->grad.numel() > m_bucket_floats) {
           flush();
           filled = 0;
@@ -88,7 +89,8 @@ void GradSync::finish() {
     std::int64_t off = 0;
     for (nn::Parameter* p : b.params) {
       const std::int64_t n = p->grad.numel();
-      std::copy(b.data.data() + off, b.data.data() + off + n, p->grad.data_as<float>());
+      Tensor grad = p->grad.reshape({n});
+      grad.copy_from(b.data.narrow0(off, n));
       p->touched = true;
       off += n;
     }

@@ -48,7 +48,7 @@ class GradSync {
   struct Bucket {
     std::size_t group = 0;
     std::vector<nn::Parameter*> params;
-    std::vector<float> data;
+    Tensor data;  // on the communicator's device
   };
   std::vector<SyncGroup> m_groups;
   int m_segments;

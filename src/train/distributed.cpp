@@ -49,6 +49,13 @@ std::unique_ptr<Distributed> Distributed::create(const TrainConfig& config, Netw
     q.replicas = plan.best().replicas;
   }
   dist::Layout layout = dist::plan_layout(q);
+  // On GPUs the gradient sums run over NCCL and synchronised BN through a few host values per layer;
+  // the expert-parallel exchange is host-only so far.
+  GPPF_CHECK(net.device().is_host() || layout.expert_parallel == 1, config.config_path,
+             ": key 'device': ", config.device, " with ", world,
+             " ranks runs task groups and replicas (expert_parallel 1) for now, got "
+             "expert_parallel ",
+             layout.expert_parallel, ": the expert exchange is host-only");
   GPPF_CHECK(!config.deterministic || (layout.replicas == 1 && layout.expert_parallel == 1), config.config_path,
              ": key 'deterministic': needs whole task batches on one rank (replicas 1, expert_parallel 1), got "
              "replicas ",
@@ -120,9 +127,18 @@ Distributed::Distributed(const TrainConfig& config, Network& net, dist::Layout l
   const auto layers = net.backbone().routed_layers();
   for (std::size_t l = 0; l < layers.size(); ++l) m_layer_index[layers[l]->name()] = static_cast<int>(l);
   std::vector<dist::SyncGroup> groups;
-  m_world_sums = dist::make_mpi_communicator_on(m_world);
-  m_group_sums = dist::make_mpi_communicator_on(m_group);
-  m_expert_sums = dist::make_mpi_communicator_on(m_expert);
+  if (net.device().is_cuda()) {
+    // Gradient buckets on the GPU, summed by NCCL (one communicator per group, from an id the MPI
+    // communicator's rank 0 broadcasts).
+    const int d = net.device().index;
+    m_world_sums = dist::make_nccl_communicator(m_world, d, "world (NCCL)");
+    m_group_sums = dist::make_nccl_communicator(m_group, d, m_group.name() + " (NCCL)");
+    m_expert_sums = dist::make_nccl_communicator(m_expert, d, m_expert.name() + " (NCCL)");
+  } else {
+    m_world_sums = dist::make_mpi_communicator_on(m_world);
+    m_group_sums = dist::make_mpi_communicator_on(m_group);
+    m_expert_sums = dist::make_mpi_communicator_on(m_expert);
+  }
   groups.push_back({"replicated parameters", m_world_sums.get(), replicated, {}});
   groups.push_back({"task heads", m_group_sums.get(), heads, {}});
   groups.push_back({"legos", m_expert_sums.get(), legos, {}});

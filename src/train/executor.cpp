@@ -9,9 +9,6 @@ namespace gppf::train {
 std::unique_ptr<Executor> make_executor(const TrainConfig& config, Network& net, bool single_process) {
   std::unique_ptr<Distributed> distributed = single_process ? nullptr : Distributed::create(config, net);
   if (!distributed) return std::make_unique<LocalExecutor>(net, config.deterministic);
-  GPPF_CHECK(net.device().is_host(), config.config_path, ": key 'device': ", config.device,
-             " trains in one process for now; multi-rank runs (gradient all-reduce, expert-parallel exchange, "
-             "synchronised BN) are host-only");
   return std::make_unique<MpiExecutor>(std::move(distributed));
 }
 

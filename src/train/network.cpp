@@ -10,6 +10,7 @@
 #include "src/dist/comm.hpp"
 #include "src/dist/exchange.hpp"
 #include "src/dist/exchange_strategy.hpp"
+#include "src/dist/launch.hpp"
 #include "src/dist/mlp_exchange.hpp"
 #include "src/train/centernet.hpp"
 
@@ -111,6 +112,22 @@ class CommStatSync final : public nn::StatSync {
   dist::Comm& m_comm;
 };
 
+// `device: cuda` without an index in a job of several ranks: the launcher's local rank picks the GPU
+// (dist::choose_cuda_device), so that the ranks of a node do not all bind device 0.
+Device rank_device(const TrainConfig& config) {
+  Device d = config.target_device;
+  int initialised = 0, world = 1;
+  MPI_Initialized(&initialised);
+  if (initialised) MPI_Comm_size(MPI_COMM_WORLD, &world);
+  if (!d.is_cuda() || config.device != "cuda" || world == 1 || !cuda::built_with_cuda()) return d;
+  const dist::LaunchInfo launch = dist::detect_launch();
+  const dist::CudaDeviceChoice c = dist::choose_cuda_device(launch, cuda::device_count());
+  GPPF_CHECK(c.device >= 0, config.config_path, ": key 'device': cuda, but rank ", launch.rank,
+             " sees no CUDA device (CUDA_VISIBLE_DEVICES, or the job's --gpus-per-node)");
+  d.index = c.device;
+  return d;
+}
+
 // The local lego strategy of a run (config `lego_strategy`): merged, but per-lego where the merged
 // block's kernels are missing (kernels/merged.hpp: host f32 only so far).
 std::shared_ptr<nn::LegoStrategy> local_strategy(const std::string& choice, Device device, DType act) {
@@ -130,7 +147,7 @@ struct Network::Heads {
 
 Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
     : m_tasks(tasks), m_heads(std::make_unique<Heads>()), m_config(config) {
-  m_device = config.target_device;
+  m_device = rank_device(config);
   if (m_device.is_cuda()) {
     GPPF_CHECK(cuda::built_with_cuda(), config.config_path, ": key 'device': ", config.device,
                " needs a build with CUDA (GPPF_CUDA=ON)");
