@@ -70,6 +70,19 @@ else
   row "communicator conformance (MPI+NCCL)" "FAILED (communicator.log)"
   status=1
 fi
+# Three SIMT steps on the GPU through the MPI executor (NCCL communicators of one rank) against the
+# one-process executor (tests/mpi/test_executor_mpi.cpp).
+executor_nccl=(mpirun -np 1 --oversubscribe "$build/tests/test_mpi" --gtest_filter='MpiExecutor.OneRankOnTheGpu*')
+if [ "$dry" = 1 ]; then
+  run "${executor_nccl[@]}"
+  row "training step through the NCCL executor" "dry run"
+elif timeout 120 "${executor_nccl[@]}" >"$out/executor-nccl.log" 2>&1 &&
+  grep -q 'OK \] MpiExecutor.OneRankOnTheGpu' "$out/executor-nccl.log"; then
+  row "training step through the NCCL executor" "passed"
+else
+  row "training step through the NCCL executor" "FAILED or skipped (executor-nccl.log)"
+  status=1
+fi
 
 # Whole training steps on the GPU, random data (no data set on that machine): images per full step
 # (optimizer included), host syncs and launches per step, peak device memory, from --json.

@@ -9,8 +9,31 @@
 namespace gppf::dist {
 
 LegoExchange::LegoExchange(Comm& block, const Layout& layout,
-                           std::function<std::vector<Shape>(const Shape&)> layer_inputs)
-    : m_block(block), m_layout(layout), m_layer_inputs(std::move(layer_inputs)) {}
+                           std::function<std::vector<Shape>(const Shape&)> layer_inputs,
+                           std::unique_ptr<Communicator> data)
+    : m_block(block),
+      m_layout(layout),
+      m_layer_inputs(std::move(layer_inputs)),
+      m_data(data ? std::move(data) : make_mpi_communicator_on(block)) {}
+
+LegoExchange::~LegoExchange() = default;
+
+Tensor LegoExchange::Dispatch::part(int q, const Shape& shape) const {
+  return data.narrow0(at[static_cast<std::size_t>(q)], shape_numel(shape)).reshape(shape);
+}
+
+Tensor LegoExchange::pack(const std::vector<const Tensor*>& parts, const Stream& s) const {
+  std::int64_t total = 0;
+  for (const Tensor* t : parts) total += t->numel();
+  Tensor buf = Tensor::empty({total}, DType::F32, device());
+  std::int64_t at = 0;
+  for (const Tensor* t : parts) {
+    GPPF_CHECK(t->dtype() == DType::F32, "lego exchange: f32 activations expected, got ", t->desc());
+    buf.narrow0(at, t->numel()).copy_from(t->reshape({t->numel()}), s);
+    at += t->numel();
+  }
+  return buf;
+}
 
 void LegoExchange::begin_round(const PeerWork& mine) {
   GPPF_CHECK(mine.task < 0 || mine.input.size() == 4, "lego exchange: input ", shape_str(mine.input),
@@ -40,17 +63,18 @@ void LegoExchange::begin_round(const PeerWork& mine) {
   }
 }
 
-std::vector<float> LegoExchange::alltoallv(const std::vector<float>& send, const std::vector<std::int64_t>& send_counts,
-                                           const std::vector<std::int64_t>& recv_counts, std::vector<std::int64_t>& at,
-                                           const std::string& what) {
+Tensor LegoExchange::alltoallv(const Tensor& send, const std::vector<std::int64_t>& send_counts,
+                               const std::vector<std::int64_t>& recv_counts, std::vector<std::int64_t>& at,
+                               const std::string& what) {
   at.assign(recv_counts.size(), 0);
   std::int64_t total = 0;
   for (std::size_t m = 0; m < recv_counts.size(); ++m) {
     at[m] = total;
     total += recv_counts[m];
   }
-  std::vector<float> recv(static_cast<std::size_t>(total));
-  m_block.alltoallv(send.data(), send_counts, recv.data(), recv_counts, what);
+  Tensor recv = Tensor::empty({total}, DType::F32, device());
+  m_data->alltoallv(send.defined() ? send.data_as<float>() : nullptr, send_counts, recv.data_as<float>(), recv_counts,
+                    what);
   return recv;
 }
 
@@ -87,17 +111,17 @@ LegoExchange::Dispatch LegoExchange::dispatch(const std::vector<nn::Route>& rout
   Dispatch d;
   d.sent.assign(static_cast<std::size_t>(P), 0);
   d.received.assign(static_cast<std::size_t>(P), 0);
-  std::vector<float> send;
+  std::vector<const Tensor*> send;
   for (int q = 0; q < P; ++q) {
     if (q == me) continue;
     const auto qi = static_cast<std::size_t>(q);
     if (mine.defined() && needs(routes, me, q)) {
       d.sent[qi] = mine.numel();
-      append_floats(send, mine);
+      send.push_back(&mine);
     }
     if (peer(q).task >= 0 && (!backward || peer(q).backward) && needs(routes, q, me)) d.received[qi] = count(q);
   }
-  d.data = alltoallv(send, d.sent, d.received, d.at, what);
+  d.data = alltoallv(pack(send, Stream::host()), d.sent, d.received, d.at, what);
   return d;
 }
 
@@ -105,20 +129,20 @@ void LegoExchange::combine_sums(const Dispatch& d, const std::vector<Tensor>& pa
                                 const std::string& what) {
   const int P = size();
   std::vector<std::int64_t> sc(static_cast<std::size_t>(P), 0), rc(static_cast<std::size_t>(P), 0), at;
-  std::vector<float> send;
+  std::vector<const Tensor*> send;
   for (int p = 0; p < P; ++p) {
     const auto pi = static_cast<std::size_t>(p);
     if (p == me()) continue;
     if (d.received[pi] > 0) {
       sc[pi] = partial[pi].numel();
-      append_floats(send, partial[pi]);
+      send.push_back(&partial[pi]);
     }
     if (d.sent[pi] > 0) rc[pi] = acc.numel();
   }
-  const std::vector<float> recv = alltoallv(send, sc, rc, at, what);
+  const Tensor recv = alltoallv(pack(send, s), sc, rc, at, what);
   for (int q = 0; q < P; ++q)
     if (rc[static_cast<std::size_t>(q)] > 0)
-      kernels::axpby(1.0f, tensor_from_floats(recv.data() + at[static_cast<std::size_t>(q)], acc.shape()), 1.0f, acc,
+      kernels::axpby(1.0f, recv.narrow0(at[static_cast<std::size_t>(q)], acc.numel()).reshape(acc.shape()), 1.0f, acc,
                      s);
 }
 
@@ -127,35 +151,29 @@ void LegoExchange::combine_gradients(const Dispatch& d, const std::vector<Tensor
                                      std::vector<float>& dgate, const Stream& s, const std::string& what) {
   const int P = size();
   std::vector<std::int64_t> sc(static_cast<std::size_t>(P), 0), rc(static_cast<std::size_t>(P), 0), at;
-  std::vector<float> send;
+  std::vector<Tensor> gates(static_cast<std::size_t>(P));  // each member's gate gradients, as tensors
+  std::vector<const Tensor*> send;
   for (int p = 0; p < P; ++p) {
     if (p == me()) continue;
     const auto pi = static_cast<std::size_t>(p);
     if (d.received[pi] > 0) {
       sc[pi] = dxs[pi].numel() + static_cast<std::int64_t>(dgates[pi].size());
-      append_floats(send, dxs[pi]);
-      send.insert(send.end(), dgates[pi].begin(), dgates[pi].end());
+      gates[pi] = Tensor::from_vector({static_cast<std::int64_t>(dgates[pi].size())}, dgates[pi]);
+      send.push_back(&dxs[pi]);
+      send.push_back(&gates[pi]);
     }
     if (d.sent[pi] > 0) rc[pi] = dx.numel() + static_cast<std::int64_t>(dgate.size());
   }
-  const std::vector<float> recv = alltoallv(send, sc, rc, at, what);
+  const Tensor recv = alltoallv(pack(send, s), sc, rc, at, what);
   for (int q = 0; q < P; ++q) {
-    if (rc[static_cast<std::size_t>(q)] == 0) continue;
-    const float* part = recv.data() + at[static_cast<std::size_t>(q)];
-    kernels::axpby(1.0f, tensor_from_floats(part, dx.shape()), 1.0f, dx, s);
-    for (std::size_t j = 0; j < dgate.size(); ++j) dgate[j] += part[dx.numel() + static_cast<std::int64_t>(j)];
+    const auto qi = static_cast<std::size_t>(q);
+    if (rc[qi] == 0) continue;
+    kernels::axpby(1.0f, recv.narrow0(at[qi], dx.numel()).reshape(dx.shape()), 1.0f, dx, s);
+    const auto ng = static_cast<std::int64_t>(dgate.size());
+    if (ng == 0) continue;
+    const Tensor g = read_back(recv.narrow0(at[qi] + dx.numel(), ng), s);
+    for (std::size_t j = 0; j < dgate.size(); ++j) dgate[j] += g.data_as<float>()[j];
   }
-}
-
-Tensor tensor_from_floats(const float* data, const Shape& shape) {
-  Tensor t = Tensor::empty(shape, DType::F32);
-  std::copy(data, data + t.numel(), t.data_as<float>());
-  return t;
-}
-
-void append_floats(std::vector<float>& buf, const Tensor& t) {
-  const float* p = t.data_as<float>();
-  buf.insert(buf.end(), p, p + t.numel());
 }
 
 }  // namespace gppf::dist

@@ -9,6 +9,7 @@
 
 #include "core/tensor.hpp"
 #include "src/dist/comm.hpp"
+#include "src/dist/communicator.hpp"
 #include "src/dist/layout.hpp"
 #include "src/nn/router.hpp"
 
@@ -26,8 +27,14 @@ struct PeerWork {
 
 class LegoExchange {
  public:
-  // `layer_inputs(x)`: the input shape of every lego layer for a backbone input of shape x.
-  LegoExchange(Comm& block, const Layout& layout, std::function<std::vector<Shape>(const Shape&)> layer_inputs);
+  // `layer_inputs(x)`: the input shape of every lego layer for a backbone input of shape x. The
+  // activations move over `data` (the block's members in the same order: NCCL on GPUs, buffers on
+  // its device), or over MPI on `block` with host buffers when null.
+  LegoExchange(Comm& block, const Layout& layout, std::function<std::vector<Shape>(const Shape&)> layer_inputs,
+               std::unique_ptr<Communicator> data = nullptr);
+  ~LegoExchange();
+  // Where the exchanged activations live (f32): the host, or the block's GPU.
+  Device device() const { return m_data->device(); }
 
   // Collective over the block.
   void begin_round(const PeerWork& mine);
@@ -62,7 +69,9 @@ class LegoExchange {
   // member q (in a backward: one with a backward) whose legos I hold, count(q) floats.
   struct Dispatch {
     std::vector<std::int64_t> sent, received, at;  // floats per member; `at`: offsets into data
-    std::vector<float> data;
+    Tensor data;                                   // f32 [total] on device()
+    // Member q's part of data as a tensor of `shape` (a view).
+    Tensor part(int q, const Shape& shape) const;
   };
   Dispatch dispatch(const std::vector<nn::Route>& routes, const Tensor& mine, bool backward,
                     const std::function<std::int64_t(int)>& count, const std::string& what);
@@ -76,12 +85,14 @@ class LegoExchange {
                          const std::vector<std::vector<float>>& dgates, Tensor& dx, std::vector<float>& dgate,
                          const Stream& s, const std::string& what);
 
-  // One all-to-all over the block: `send` holds the parts for the members in member order (`send_counts`
-  // floats each); returns what arrived (`recv_counts` floats from each member) and sets `at[m]` to the
-  // offset of member m's part in it.
-  std::vector<float> alltoallv(const std::vector<float>& send, const std::vector<std::int64_t>& send_counts,
-                               const std::vector<std::int64_t>& recv_counts, std::vector<std::int64_t>& at,
-                               const std::string& what);
+  // One all-to-all over the block: `send` (f32 on device(), undefined when nothing goes out) holds the
+  // parts for the members in member order (`send_counts` floats each); returns what arrived
+  // (`recv_counts` floats from each member) and sets `at[m]` to the offset of member m's part in it.
+  Tensor alltoallv(const Tensor& send, const std::vector<std::int64_t>& send_counts,
+                   const std::vector<std::int64_t>& recv_counts, std::vector<std::int64_t>& at,
+                   const std::string& what);
+  // The tensors (any device, f32) one after another in one f32 buffer on device().
+  Tensor pack(const std::vector<const Tensor*>& parts, const Stream& s) const;
 
  private:
   Comm& m_block;
@@ -89,10 +100,7 @@ class LegoExchange {
   std::function<std::vector<Shape>(const Shape&)> m_layer_inputs;
   std::vector<PeerWork> m_peers;
   std::vector<std::vector<Shape>> m_shapes;  // per member, per layer
+  std::unique_ptr<Communicator> m_data;
 };
-
-// Host f32 tensors to and from the flat buffers of the all-to-alls.
-Tensor tensor_from_floats(const float* data, const Shape& shape);
-void append_floats(std::vector<float>& buf, const Tensor& t);
 
 }  // namespace gppf::dist

@@ -57,7 +57,7 @@ void ExchangeStrategy::run_calls(nn::LegoLayer& layer, const nn::RunState& rs, c
       sum = &acc;
     } else {
       if (d.received[static_cast<std::size_t>(p)] == 0) continue;
-      xin = tensor_from_floats(d.data.data() + d.at[static_cast<std::size_t>(p)], m_ex.layer_input(p, layer.index()));
+      xin = d.part(p, m_ex.layer_input(p, layer.index()));
       sum = &partial[static_cast<std::size_t>(p)];
     }
     nn::RunState prs = rs;
@@ -86,8 +86,8 @@ Tensor ExchangeStrategy::forward(nn::LegoLayer& layer, const nn::RunState& rs, c
   const int P = m_ex.size(), me = m_ex.me();
   const bool mine = m_ex.peer(me).task >= 0;
   if (mine)
-    GPPF_CHECK(x.device().is_host() && x.dtype() == DType::F32, layer.name(),
-               ": expert-parallel input expected host f32, got ", x.desc());
+    GPPF_CHECK(x.device() == m_ex.device() && x.dtype() == DType::F32, layer.name(),
+               ": expert-parallel input expected f32 on ", m_ex.device().str(), " (precision: fp32), got ", x.desc());
   auto ctx = std::make_unique<ExchangeSaved>();
   ctx->routes = m_ex.round_routes(layer);
   // Dispatch: my input to every member holding some of my legos; the inputs of the members whose legos I hold.
@@ -138,8 +138,7 @@ Tensor ExchangeStrategy::backward(nn::LegoLayer& layer, const nn::RunState& rs, 
     const auto p = static_cast<std::size_t>(call.member);
     const Route& r = routes[p];
     const Shape& in_shape = m_ex.layer_input(call.member, layer.index());
-    if (!das[p].defined())
-      das[p] = call.member == me ? da : tensor_from_floats(d.data.data() + d.at[p], layer.output_shape(in_shape));
+    if (!das[p].defined()) das[p] = call.member == me ? da : d.part(call.member, layer.output_shape(in_shape));
     if (r.routed[call.entry] >= 0) dgates[p][call.entry] = nn::gate_gradient(rs, das[p], call.out, dot_out);
     Tensor scaled = Tensor::empty(das[p].shape(), das[p].dtype(), das[p].device());
     kernels::axpby(r.gates[call.entry], das[p], 0.0f, scaled, rs.stream);
@@ -150,7 +149,7 @@ Tensor ExchangeStrategy::backward(nn::LegoLayer& layer, const nn::RunState& rs, 
     if (call.member == me) {
       lego.backward(prs, scaled, dx, kernels::GradMode::Accumulate);
     } else if (!dxs[p].defined()) {
-      dxs[p] = Tensor::empty(in_shape, DType::F32);
+      dxs[p] = Tensor::empty(in_shape, DType::F32, m_ex.device());
       lego.backward(prs, scaled, dxs[p], kernels::GradMode::Overwrite);
     } else {
       lego.backward(prs, scaled, dxs[p], kernels::GradMode::Accumulate);

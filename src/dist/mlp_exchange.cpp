@@ -43,8 +43,8 @@ Tensor MlpExchange::forward(nn::MlpLegoLayer& layer, const nn::RunState& rs, con
   const bool mine = m_ex.peer(me).task >= 0;
   GPPF_CHECK(mine == h.defined(), layer.name(), ": this rank's round header and its input disagree");
   if (mine)
-    GPPF_CHECK(h.device().is_host() && h.dtype() == DType::F32, layer.name(),
-               ": expert-parallel input expected host f32, got ", h.desc());
+    GPPF_CHECK(h.device() == m_ex.device() && h.dtype() == DType::F32, layer.name(),
+               ": expert-parallel input expected f32 on ", m_ex.device().str(), " (precision: fp32), got ", h.desc());
   auto ctx = std::make_unique<MlpExchangeSaved>();
   ctx->routes = m_ex.round_routes(layer);
   const std::vector<Route>& routes = ctx->routes;
@@ -59,7 +59,7 @@ Tensor MlpExchange::forward(nn::MlpLegoLayer& layer, const nn::RunState& rs, con
     const auto pi = static_cast<std::size_t>(p);
     const PeerWork& peer = m_ex.peer(p);
     if (peer.task < 0 || (p != me && d.received[pi] == 0)) continue;
-    const Tensor in = p == me ? h : tensor_from_floats(d.data.data() + d.at[pi], member_rows(layer, p));
+    const Tensor in = p == me ? h : d.part(p, member_rows(layer, p));
     nn::RunState prs = rs;
     prs.task = peer.task;
     prs.training = peer.training;
@@ -111,8 +111,7 @@ Tensor MlpExchange::backward(nn::MlpLegoLayer& layer, const nn::RunState& rs, co
   for (MlpExchangeSaved::Call& call : ctx.calls) {
     const auto p = static_cast<std::size_t>(call.member);
     const Route& r = routes[p];
-    if (!dys[p].defined())
-      dys[p] = call.member == me ? dy : tensor_from_floats(d.data.data() + d.at[p], member_rows(layer, call.member));
+    if (!dys[p].defined()) dys[p] = call.member == me ? dy : d.part(call.member, member_rows(layer, call.member));
     if (r.routed[call.entry] >= 0) dgates[p][call.entry] = nn::gate_gradient(rs, dys[p], call.out, dot_out);
     Tensor scaled = Tensor::empty(dys[p].shape(), dys[p].dtype(), dys[p].device());
     kernels::axpby(r.gates[call.entry], dys[p], 0.0f, scaled, rs.stream);
@@ -121,14 +120,14 @@ Tensor MlpExchange::backward(nn::MlpLegoLayer& layer, const nn::RunState& rs, co
     nn::MlpLego& lego = layer.lego(r.legos[call.entry]);
     lego.restore_saved(std::move(call.saved));
     const bool first = !dhs[p].defined();
-    if (first) dhs[p] = Tensor::empty(dys[p].shape(), DType::F32);
+    if (first) dhs[p] = Tensor::empty(dys[p].shape(), DType::F32, m_ex.device());
     lego.backward(prs, scaled, dhs[p], first ? kernels::GradMode::Overwrite : kernels::GradMode::Accumulate);
   }
   ctx.calls.clear();
   // Combine: input gradients and gate gradients back to their members.
   Tensor dh = dhs[static_cast<std::size_t>(me)];
   if (mine && !dh.defined()) {  // none of my legos is here
-    dh = Tensor::empty(dy.shape(), DType::F32);
+    dh = Tensor::empty(dy.shape(), DType::F32, m_ex.device());
     dh.zero_(rs.stream);
   }
   std::vector<float>& dgate = dgates[static_cast<std::size_t>(me)];

@@ -120,12 +120,9 @@ AutoPlan plan_auto_layout(const TrainConfig& config, Network& net, int world, in
     for (int experts = 1; experts <= std::min(groups, legos); ++experts) {
       if (groups % experts != 0) continue;
       LayoutChoice c = price(config, net, layout_request(net, world, ranks_per_node, groups, experts, replicas), m);
-      // Deterministic mode sums whole task batches in task order: task groups only. GPU jobs run
-      // no expert shards yet (Distributed::create).
+      // Deterministic mode sums whole task batches in task order: task groups only.
       if (c.refused.empty() && config.deterministic && (replicas > 1 || experts > 1))
         c.refused = "deterministic: true sums whole task batches per rank";
-      if (c.refused.empty() && config.target_device.is_cuda() && experts > 1)
-        c.refused = "on GPUs the expert exchange is host-only so far";
       plan.choices.push_back(std::move(c));
     }
   }

@@ -49,13 +49,9 @@ std::unique_ptr<Distributed> Distributed::create(const TrainConfig& config, Netw
     q.replicas = plan.best().replicas;
   }
   dist::Layout layout = dist::plan_layout(q);
-  // On GPUs the gradient sums run over NCCL and synchronised BN through a few host values per layer;
-  // the expert-parallel exchange is host-only so far.
-  GPPF_CHECK(net.device().is_host() || layout.expert_parallel == 1, config.config_path,
-             ": key 'device': ", config.device, " with ", world,
-             " ranks runs task groups and replicas (expert_parallel 1) for now, got "
-             "expert_parallel ",
-             layout.expert_parallel, ": the expert exchange is host-only");
+  GPPF_CHECK(layout.expert_parallel == 1 || config.precision == "fp32", config.config_path,
+             ": key 'precision': ", config.precision, " with expert_parallel ", layout.expert_parallel,
+             ": the expert exchange moves f32 activations; use precision: fp32");
   GPPF_CHECK(!config.deterministic || (layout.replicas == 1 && layout.expert_parallel == 1), config.config_path,
              ": key 'deterministic': needs whole task batches on one rank (replicas 1, expert_parallel 1), got "
              "replicas ",
@@ -93,8 +89,11 @@ Distributed::Distributed(const TrainConfig& config, Network& net, dist::Layout l
   m_expert = dist::Comm::split(m_world, m_layout.expert_index(), m_layout.rank,
                                str("holders of lego shard ", m_layout.expert_index()));
   nn::Backbone& backbone = net.backbone();
+  // Activations move over NCCL on GPUs (buffers on the GPU), over MPI on the host.
   m_exchange = std::make_unique<dist::LegoExchange>(
-      m_block, m_layout, [&backbone](const Shape& x) { return backbone.layer_input_shapes(x); });
+      m_block, m_layout, [&backbone](const Shape& x) { return backbone.layer_input_shapes(x); },
+      net.device().is_cuda() ? dist::make_nccl_communicator(m_block, net.device().index, m_block.name() + " (NCCL)")
+                             : nullptr);
 
   std::vector<nn::Parameter*> replicated, heads, legos;
   for (nn::Parameter* p : net.parameters()) {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "src/train/distributed.hpp"
@@ -12,6 +13,7 @@
 #include "src/train/executor_mpi.hpp"
 #include "src/train/network.hpp"
 #include "tests/common/datasets.hpp"
+#include "tests/common/util.hpp"
 
 namespace gppf::train {
 namespace {
@@ -27,10 +29,9 @@ std::vector<std::string> names(const CheckpointTensors& t) {
   return out;
 }
 
-TEST(MpiExecutor, OneRankEqualsTheLocalExecutor) {
-  int world = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  if (world != 1) GTEST_SKIP() << "a one-rank job only";
+// `device`: where both networks train; on a GPU the MPI executor's gradient sums and expert exchange
+// are NCCL communicators (of one rank here), and results agree to rounding (`tolerance`).
+void one_rank_equals_local(const std::string& device, double tolerance) {
   const fs::path dir = fs::temp_directory_path() / ("gppf-mpi-executor-" + std::to_string(::getpid()));
   test::write_bars((dir / "bars").string(), 64, 16, 1);
   test::write_squares((dir / "squares").string(), 32, 8, 2);
@@ -39,7 +40,7 @@ TEST(MpiExecutor, OneRankEqualsTheLocalExecutor) {
           "model: {backbone: gppf-mini, stem_channels: 4, stages: [[8, 1, 1], [8, 1, 2]], legos: 3, top_k: 1,"
           " routing: {warmup: none, balance_weight: 0.01}, neck: {first_stage: 0, channels: 8}}\n",
           test::tiny_tasks_yaml(dir.string())),
-      {}, "executor.yaml");
+      {"device=" + device}, "executor.yaml");
   const TaskData data = open_tasks(c);
   Network local_net(c, data.specs), mpi_net(c, data.specs);
   LocalExecutor local(local_net);
@@ -68,9 +69,35 @@ TEST(MpiExecutor, OneRankEqualsTheLocalExecutor) {
   }
   const auto a = local_net.parameters(), b = mpi_net.parameters();
   ASSERT_EQ(a.size(), b.size());
-  for (std::size_t i = 0; i < a.size(); ++i)
-    EXPECT_EQ(a[i]->value.to_float_vector(), b[i]->value.to_float_vector()) << a[i]->name;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const std::vector<float> va = a[i]->value.to(Device::host()).to_float_vector(),
+                             vb = b[i]->value.to(Device::host()).to_float_vector();
+    if (tolerance == 0.0) {
+      EXPECT_EQ(va, vb) << a[i]->name;
+      continue;
+    }
+    ASSERT_EQ(va.size(), vb.size());
+    for (std::size_t j = 0; j < va.size(); ++j)
+      EXPECT_NEAR(va[j], vb[j], tolerance * (1.0 + std::abs(va[j]))) << a[i]->name << "[" << j << "]";
+  }
   fs::remove_all(dir);
+}
+
+TEST(MpiExecutor, OneRankEqualsTheLocalExecutor) {
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  if (world != 1) GTEST_SKIP() << "a one-rank job only";
+  one_rank_equals_local("host", 0.0);
+}
+
+// The one-GPU training path through the MPI executor and its NCCL communicators
+// (scripts/device-check.sh runs it under mpirun -np 1 on a lent GPU).
+TEST(MpiExecutor, OneRankOnTheGpuThroughNcclEqualsTheLocalExecutor) {
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  if (world != 1) GTEST_SKIP() << "a one-rank job only";
+  GPPF_REQUIRE_GPU();
+  one_rank_equals_local("cuda", 1e-5);
 }
 
 }  // namespace
