@@ -191,6 +191,29 @@ void segment_copy(const Tensor& src, Tensor& dst, const std::vector<SegmentCopy>
   count_cuda_launches(op, expected, launched);
 }
 
+namespace {
+
+// Each output slot is written by one segment (what: "segments" or "parts").
+void check_distinct_slots(const char* op, const char* what, std::vector<std::int64_t> slots) {
+  std::sort(slots.begin(), slots.end());
+  const auto twice = std::adjacent_find(slots.begin(), slots.end());
+  GPPF_CHECK(twice == slots.end(), op, ": two ", what, " write slot ", twice == slots.end() ? 0 : *twice, " of out");
+}
+
+// What a CUDA dot launches: per pack a fold kernel, and a partial-sum kernel when the pack has rows.
+template <class Segment>
+std::int64_t dot_launches(const std::vector<Segment>& segments) {
+  std::int64_t expected = 0;
+  for (std::size_t k = 0; k < segments.size(); k += kMaxSegments) {
+    bool rows = false;
+    for (std::size_t i = k; i < std::min(segments.size(), k + kMaxSegments); ++i) rows = rows || segments[i].count > 0;
+    expected += rows ? 2 : 1;
+  }
+  return expected;
+}
+
+}  // namespace
+
 void segment_dot(const Tensor& a, const Tensor& b, const std::vector<SegmentDot>& segments, Tensor& out,
                  const Stream& s) {
   constexpr const char* op = "segment_dot";
@@ -208,18 +231,10 @@ void segment_dot(const Tensor& a, const Tensor& b, const std::vector<SegmentDot>
                out.desc());
     slots.push_back(g.slot);
   }
-  std::sort(slots.begin(), slots.end());
-  const auto twice = std::adjacent_find(slots.begin(), slots.end());
-  GPPF_CHECK(twice == slots.end(), op, ": two segments write slot ", twice == slots.end() ? 0 : *twice, " of out");
+  check_distinct_slots(op, "segments", std::move(slots));
   // Segments of no rows still write their slot (0), so only an empty list launches nothing.
   if (segments.empty()) return;
-  // Per pack: a fold kernel, and a partial-sum kernel when the pack has rows.
-  std::int64_t expected = 0;
-  for (std::size_t k = 0; k < segments.size(); k += kMaxSegments) {
-    bool rows = false;
-    for (std::size_t i = k; i < std::min(segments.size(), k + kMaxSegments); ++i) rows = rows || segments[i].count > 0;
-    expected += rows ? 2 : 1;
-  }
+  const std::int64_t expected = dot_launches(segments);
   std::int64_t launched = -1;
   if (launch_on_cuda(a.device()))
     launched = cuda::segment_dot(a, b, segments, out, device_stream(s, a));
@@ -354,17 +369,9 @@ void segment_dot_bn(const Tensor& g, const Tensor& z, const Tensor& mean, const 
     slots.push_back(parts[k].slot);
     live.push_back(parts[k]);
   }
-  std::sort(slots.begin(), slots.end());
-  const auto twice = std::adjacent_find(slots.begin(), slots.end());
-  GPPF_CHECK(twice == slots.end(), op, ": two parts write slot ", twice == slots.end() ? 0 : *twice, " of out");
+  check_distinct_slots(op, "parts", std::move(slots));
   if (live.empty()) return;
-  // As segment_dot: per pack a fold kernel, and a partial-sum kernel when the pack has rows.
-  std::int64_t expected = 0;
-  for (std::size_t k = 0; k < live.size(); k += kMaxSegments) {
-    bool rows = false;
-    for (std::size_t i = k; i < std::min(live.size(), k + kMaxSegments); ++i) rows = rows || live[i].count > 0;
-    expected += rows ? 2 : 1;
-  }
+  const std::int64_t expected = dot_launches(live);
   std::int64_t launched = -1;
   if (launch_on_cuda(z.device()))
     launched = cuda::segment_dot_bn(g, z, mean, invstd, live, out, device_stream(s, z));

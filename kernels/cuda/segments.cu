@@ -175,6 +175,48 @@ __global__ void dot_fold_kernel(const double* partial, const __grid_constant__ D
   if (threadIdx.x == 0) out[p.slot[k]] = static_cast<float>(s);
 }
 
+// The packs of a dot's segments (rows of `row` values), and the partial sums' workspace (chunks of
+// the largest pack: they are reused pack after pack).
+std::vector<DotPack> dot_packs(const std::vector<SegmentDot>& segments, std::int64_t row, std::int64_t& most) {
+  std::vector<DotPack> packs;
+  most = 1;
+  for (std::size_t first = 0; first < segments.size(); first += kMaxSegments) {
+    DotPack& p = packs.emplace_back();
+    p.chunks.count = static_cast<int>(std::min<std::size_t>(kMaxSegments, segments.size() - first));
+    for (int k = 0; k < p.chunks.count; ++k) {
+      const SegmentDot& g = segments[first + static_cast<std::size_t>(k)];
+      p.a[k] = g.a * row;
+      p.b[k] = g.b * row;
+      p.n[k] = g.count * row;
+      p.slot[k] = g.slot;
+      p.chunks.begin[k + 1] = p.chunks.begin[k] + (p.n[k] + kDotChunk - 1) / kDotChunk;
+    }
+    most = std::max(most, p.chunks.begin[p.chunks.count]);
+  }
+  return packs;
+}
+
+// Per pack: `partial_sums(index, pack, chunks, partial)` launches the partial-sum kernel when the
+// pack has rows, then the fold writes the slots. Returns the launches.
+template <class F>
+std::int64_t run_dot_packs(const std::vector<DotPack>& packs, double* partial, float* out, cudaStream_t st,
+                           const F& partial_sums) {
+  std::int64_t launches = 0;
+  for (std::size_t i = 0; i < packs.size(); ++i) {
+    const DotPack& p = packs[i];
+    const std::int64_t chunks = p.chunks.begin[p.chunks.count];
+    if (chunks > 0) {
+      partial_sums(i, p, static_cast<unsigned>(chunks), partial);
+      GPPF_CUDA_CHECK(cudaGetLastError());
+      ++launches;
+    }
+    dot_fold_kernel<<<static_cast<unsigned>(p.chunks.count), kThreads, 0, st>>>(partial, p, out);
+    GPPF_CUDA_CHECK(cudaGetLastError());
+    ++launches;
+  }
+  return launches;
+}
+
 // ---- batch norm --------------------------------------------------------------------------------
 // As kernels/cuda/batchnorm.cu: blocks of kTileC channels x kTileR row-threads sum slices of a
 // segment's rows (coalesced along the channels), a per-(segment, channel) kernel folds the slices in
@@ -624,40 +666,22 @@ std::int64_t batchnorm_add_relu_segments(const Tensor& z, const Tensor& mean, co
 
 std::int64_t segment_dot_bn(const Tensor& g, const Tensor& z, const Tensor& mean, const Tensor& invstd,
                             const std::vector<NormPart>& parts, Tensor& out, const Stream& s) {
-  const std::int64_t row = z.numel() / z.dim(0);
-  const cudaStream_t st = gppf::cuda::native(s);
-  std::int64_t launches = 0, most = 1;
-  std::vector<DotPack> packs;
-  for (std::size_t first = 0; first < parts.size(); first += kMaxSegments) {
-    DotPack& p = packs.emplace_back();
-    p.chunks.count = static_cast<int>(std::min<std::size_t>(kMaxSegments, parts.size() - first));
-    for (int k = 0; k < p.chunks.count; ++k) {
-      const NormPart& q = parts[first + static_cast<std::size_t>(k)];
-      p.a[k] = q.dst * row;
-      p.b[k] = q.src * row;
-      p.n[k] = q.count * row;
-      p.slot[k] = q.slot;
-      p.chunks.begin[k + 1] = p.chunks.begin[k] + (p.n[k] + kDotChunk - 1) / kDotChunk;
-    }
-    most = std::max(most, p.chunks.begin[p.chunks.count]);
-  }
+  // segment_dot's packs over g's rows (dst) and z's rows (src); the norm packs ride beside them.
+  std::vector<SegmentDot> dots;
+  for (const NormPart& q : parts) dots.push_back({q.dst, q.src, q.count, q.slot});
+  std::int64_t most = 1;
+  const std::vector<DotPack> packs = dot_packs(dots, z.numel() / z.dim(0), most);
   auto* partial = static_cast<double*>(workspace(s, sizeof(double) * static_cast<std::size_t>(most)));
+  const cudaStream_t st = gppf::cuda::native(s);
+  std::int64_t launches = 0;
   dispatch_float("segment_dot_bn", z, [&](auto tag) {
     using T = decltype(tag);
-    for (std::size_t i = 0; i < packs.size(); ++i) {
-      const DotPack& p = packs[i];
-      const std::int64_t chunks = p.chunks.begin[p.chunks.count];
-      if (chunks > 0) {
-        dot_bn_partial_kernel<T><<<static_cast<unsigned>(chunks), kThreads, 0, st>>>(
-            data_ptr<const T>(g), data_ptr<const T>(z), z.dim(-1), p,
-            norm_pack<std::int64_t>(mean, invstd, parts, i * kMaxSegments), partial);
-        GPPF_CUDA_CHECK(cudaGetLastError());
-        ++launches;
-      }
-      dot_fold_kernel<<<static_cast<unsigned>(p.chunks.count), kThreads, 0, st>>>(partial, p, out.data_as<float>());
-      GPPF_CUDA_CHECK(cudaGetLastError());
-      ++launches;
-    }
+    launches = run_dot_packs(
+        packs, partial, out.data_as<float>(), st, [&](std::size_t i, const DotPack& p, unsigned chunks, double* sums) {
+          dot_bn_partial_kernel<T>
+              <<<chunks, kThreads, 0, st>>>(data_ptr<const T>(g), data_ptr<const T>(z), z.dim(-1), p,
+                                            norm_pack<std::int64_t>(mean, invstd, parts, i * kMaxSegments), sums);
+        });
   });
   return launches;
 }
@@ -683,39 +707,17 @@ std::int64_t segment_copy(const Tensor& src, Tensor& dst, const std::vector<Segm
 
 std::int64_t segment_dot(const Tensor& a, const Tensor& b, const std::vector<SegmentDot>& segments, Tensor& out,
                          const Stream& s) {
-  const std::int64_t row = a.dim(0) ? a.numel() / a.dim(0) : 0;
-  std::vector<DotPack> packs;
-  std::int64_t most = 1;  // chunks of the largest pack: the partial sums are reused pack after pack
-  for (std::size_t first = 0; first < segments.size(); first += kMaxSegments) {
-    DotPack& p = packs.emplace_back();
-    p.chunks.count = static_cast<int>(std::min<std::size_t>(kMaxSegments, segments.size() - first));
-    for (int k = 0; k < p.chunks.count; ++k) {
-      const SegmentDot& g = segments[first + static_cast<std::size_t>(k)];
-      p.a[k] = g.a * row;
-      p.b[k] = g.b * row;
-      p.n[k] = g.count * row;
-      p.slot[k] = g.slot;
-      p.chunks.begin[k + 1] = p.chunks.begin[k] + (p.n[k] + kDotChunk - 1) / kDotChunk;
-    }
-    most = std::max(most, p.chunks.begin[p.chunks.count]);
-  }
+  std::int64_t most = 1;
+  const std::vector<DotPack> packs = dot_packs(segments, a.dim(0) ? a.numel() / a.dim(0) : 0, most);
   auto* partial = static_cast<double*>(workspace(s, sizeof(double) * static_cast<std::size_t>(most)));
   const cudaStream_t st = gppf::cuda::native(s);
   std::int64_t launches = 0;
   dispatch_float("segment_dot", a, [&](auto tag) {
     using T = decltype(tag);
-    for (const DotPack& p : packs) {
-      const std::int64_t chunks = p.chunks.begin[p.chunks.count];
-      if (chunks > 0) {
-        dot_partial_kernel<T><<<static_cast<unsigned>(chunks), kThreads, 0, st>>>(data_ptr<const T>(a),
-                                                                                  data_ptr<const T>(b), p, partial);
-        GPPF_CUDA_CHECK(cudaGetLastError());
-        ++launches;
-      }
-      dot_fold_kernel<<<static_cast<unsigned>(p.chunks.count), kThreads, 0, st>>>(partial, p, out.data_as<float>());
-      GPPF_CUDA_CHECK(cudaGetLastError());
-      ++launches;
-    }
+    launches = run_dot_packs(
+        packs, partial, out.data_as<float>(), st, [&](std::size_t, const DotPack& p, unsigned chunks, double* sums) {
+          dot_partial_kernel<T><<<chunks, kThreads, 0, st>>>(data_ptr<const T>(a), data_ptr<const T>(b), p, sums);
+        });
   });
   return launches;
 }

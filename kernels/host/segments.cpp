@@ -65,20 +65,19 @@ double chunk_dot(const T* a, const T* b, std::int64_t n) {
   return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
-template <class T>
-void dot_segments(const Tensor& a, const Tensor& b, const std::vector<SegmentDot>& segments, Tensor& out) {
-  const std::int64_t row = row_size(a);
+// Segment dots in kDotChunk-element chunks of one segment each, summed in double in a fixed order:
+// segments[k] gives the rows and slot, `chunk(k, lo, n)` the dot of elements [lo, lo + n) of segment k.
+template <class Chunk>
+void chunked_dots(const std::vector<SegmentDot>& segments, std::int64_t row, Tensor& out, const Chunk& chunk) {
   std::vector<std::int64_t> first{0};  // segment k's chunks: [first[k], first[k + 1])
   for (const SegmentDot& g : segments) first.push_back(first.back() + (g.count * row + kDotChunk - 1) / kDotChunk);
   const std::int64_t chunks = first.back();
   std::vector<double> partial(at(chunks), 0.0);
-  const T* pa = data_ptr<const T>(a);
-  const T* pb = data_ptr<const T>(b);
 #pragma omp parallel for schedule(static) if (chunks > 1)
   for (std::int64_t c = 0; c < chunks; ++c) {
     const auto k = static_cast<std::size_t>(std::upper_bound(first.begin(), first.end(), c) - first.begin() - 1);
     const std::int64_t lo = (c - first[k]) * kDotChunk, n = std::min(kDotChunk, segments[k].count * row - lo);
-    partial[at(c)] = chunk_dot(pa + segments[k].a * row + lo, pb + segments[k].b * row + lo, n);
+    partial[at(c)] = chunk(k, lo, n);
   }
   float* o = out.data_as<float>();
   for (std::size_t k = 0; k < segments.size(); ++k) {
@@ -86,6 +85,16 @@ void dot_segments(const Tensor& a, const Tensor& b, const std::vector<SegmentDot
     for (std::int64_t c = first[k]; c < first[k + 1]; ++c) total += partial[at(c)];
     o[segments[k].slot] = static_cast<float>(total);
   }
+}
+
+template <class T>
+void dot_segments(const Tensor& a, const Tensor& b, const std::vector<SegmentDot>& segments, Tensor& out) {
+  const std::int64_t row = row_size(a);
+  const T* pa = data_ptr<const T>(a);
+  const T* pb = data_ptr<const T>(b);
+  chunked_dots(segments, row, out, [&](std::size_t k, std::int64_t lo, std::int64_t n) {
+    return chunk_dot(pa + segments[k].a * row + lo, pb + segments[k].b * row + lo, n);
+  });
 }
 
 // A part's per-channel coefficients: its statistics row's mean, gamma * invstd, and beta.
@@ -157,25 +166,14 @@ void dot_bn_parts(const Tensor& g, const Tensor& z, const Tensor& mean, const Te
                   const std::vector<NormPart>& parts, Tensor& out) {
   const std::int64_t row = row_size(z), channels = z.dim(-1);
   const std::vector<PartCoefficients> coef = coefficients(mean, invstd, parts);
-  std::vector<std::int64_t> first{0};
-  for (const NormPart& p : parts) first.push_back(first.back() + (p.count * row + kDotChunk - 1) / kDotChunk);
-  const std::int64_t chunks = first.back();
-  std::vector<double> partial(at(chunks), 0.0);
+  std::vector<SegmentDot> dots;
+  for (const NormPart& p : parts) dots.push_back({p.dst, p.src, p.count, p.slot});
   const T* pa = data_ptr<const T>(g);
   const T* pz = data_ptr<const T>(z);
-#pragma omp parallel for schedule(static) if (chunks > 1)
-  for (std::int64_t c = 0; c < chunks; ++c) {
-    const auto k = static_cast<std::size_t>(std::upper_bound(first.begin(), first.end(), c) - first.begin() - 1);
-    const std::int64_t lo = (c - first[k]) * kDotChunk, n = std::min(kDotChunk, parts[k].count * row - lo);
-    partial[at(c)] =
-        chunk_dot_bn(pa + parts[k].dst * row + lo, pz + parts[k].src * row + lo, n, lo % channels, channels, coef[k]);
-  }
-  float* o = out.data_as<float>();
-  for (std::size_t k = 0; k < parts.size(); ++k) {
-    double total = 0.0;
-    for (std::int64_t c = first[k]; c < first[k + 1]; ++c) total += partial[at(c)];
-    o[parts[k].slot] = static_cast<float>(total);
-  }
+  chunked_dots(dots, row, out, [&](std::size_t k, std::int64_t lo, std::int64_t n) {
+    return chunk_dot_bn(pa + parts[k].dst * row + lo, pz + parts[k].src * row + lo, n, lo % channels, channels,
+                        coef[k]);
+  });
 }
 
 // Row s of a [S, C] statistics tensor, as the [C] vector batchnorm_* takes.
