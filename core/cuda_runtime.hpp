@@ -43,7 +43,9 @@ enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice, HostToHost };
 void memcpy_async(void* dst, const void* src, std::size_t bytes, CopyKind kind, const Stream& stream);
 void memset_async(void* dst, int value, std::size_t bytes, const Stream& stream);
 
-Stream create_stream(int device);
+// Non-blocking (no implicit ordering with the legacy default stream), or blocking: ordered with the
+// legacy stream as the legacy stream itself is, so that code queueing on either stays correct.
+Stream create_stream(int device, bool blocking = false);
 void destroy_stream(const Stream& stream);
 void synchronize(const Stream& stream);
 void device_synchronize(int device);
@@ -65,5 +67,13 @@ void stream_wait_event(const Stream& stream, const Event& event);
 bool event_done(const Event& event);
 // The host waits for the work recorded before `event`: a sync.
 void event_synchronize(const Event& event);
+
+// CUDA graphs (core/graph.hpp): this thread's capture of `stream`'s work (thread-local mode: other
+// threads' CUDA calls go on), and the instantiated graph (a cudaGraphExec_t) it makes.
+void begin_capture(const Stream& stream);
+void* end_capture(const Stream& stream, std::size_t* nodes);
+void abort_capture(const Stream& stream);
+void launch_graph(void* exec, const Stream& stream);
+void destroy_graph(void* exec);
 
 }  // namespace gppf::cuda

@@ -9,6 +9,7 @@
 
 #include "core/counters.hpp"
 #include "core/cuda_runtime.hpp"
+#include "core/graph.hpp"
 
 namespace gppf {
 
@@ -45,7 +46,10 @@ void keep_large_blocks_in_heap() {
 Storage::Storage(std::size_t bytes, Device device, bool pinned) : m_bytes(bytes), m_device(device), m_pinned(pinned) {
   if (bytes == 0) return;
   keep_large_blocks_in_heap();
-  if (device.is_cuda()) {
+  if (!pinned) m_pool = runtime::capture_pool(device);
+  if (m_pool) {
+    m_data = m_pool->allocate(bytes);
+  } else if (device.is_cuda()) {
     m_data = cuda::malloc_device(bytes, device.index);
   } else if (pinned) {
     m_data = cuda::malloc_pinned(bytes);
@@ -63,7 +67,9 @@ Storage::Storage(std::size_t bytes, Device device, bool pinned) : m_bytes(bytes)
 
 Storage::~Storage() {
   if (!m_data) return;
-  if (m_device.is_cuda())
+  if (m_pool)
+    m_pool->release(m_data);
+  else if (m_device.is_cuda())
     cuda::free_device(m_data, m_device.index);
   else if (m_pinned)
     cuda::free_pinned(m_data);
@@ -155,7 +161,7 @@ void Tensor::copy_from(const Tensor& src, const Stream& stream) {
   runtime::count_launch();
   const auto kind = copy_kind(device(), src.device());
   if (kind == cuda::CopyKind::HostToHost) {
-    std::memcpy(data(), src.data(), nbytes());
+    runtime::host_launch([dst = *this, src] { std::memcpy(dst.data(), src.data(), dst.nbytes()); });
     return;
   }
   // From pageable host memory CUDA stages the copy after the stream's earlier work: the host waits.
@@ -180,12 +186,12 @@ void Tensor::zero_(const Stream& stream) {
   if (device().is_cuda())
     cuda::memset_async(data(), 0, nbytes(), stream);
   else
-    std::memset(data(), 0, nbytes());
+    runtime::host_launch([t = *this] { std::memset(t.data(), 0, t.nbytes()); });
 }
 
 void Tensor::fill_(float value) {
   GPPF_CHECK(device().is_host() && dtype() == DType::F32, "fill_ needs a host f32 tensor, got ", desc());
-  std::fill_n(data_as<float>(), numel(), value);
+  runtime::host_launch([t = *this, value] { std::fill_n(t.data_as<float>(), t.numel(), value); });
 }
 
 Tensor read_back(const Tensor& t, const Stream& stream) {

@@ -13,11 +13,16 @@
 
 namespace gppf {
 
+namespace runtime {
+class CapturePool;
+}
+
 using Shape = std::vector<std::int64_t>;
 std::string shape_str(const Shape& shape);
 std::int64_t shape_numel(const Shape& shape);
 
-// Owns one allocation; host memory is 64-byte aligned, pinned when asked for.
+// Owns one allocation; host memory is 64-byte aligned, pinned when asked for. While a graph captures,
+// from the graph's pool (core/graph.hpp).
 class Storage {
  public:
   Storage(std::size_t bytes, Device device, bool pinned = false);
@@ -34,6 +39,7 @@ class Storage {
   std::size_t m_bytes = 0;
   Device m_device;
   bool m_pinned = false;
+  std::shared_ptr<runtime::CapturePool> m_pool;  // allocated while a graph captured (core/graph.hpp)
 };
 
 class Tensor {

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/counters.hpp"
+#include "core/graph.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/pool.hpp"
 
@@ -53,7 +54,7 @@ void gelu_fwd(const Tensor& x, Tensor& y, const Stream& s) {
   if (launch_on_cuda(x.device()))
     cuda::gelu_fwd(x, y, device_stream(s, x));
   else
-    host::gelu_fwd(x, y);
+    runtime::host_launch([x, y]() mutable { host::gelu_fwd(x, y); });
 }
 
 void gelu_bwd(const Tensor& x, const Tensor& dy, Tensor& dx, GradMode mode, const Stream& s) {
@@ -65,7 +66,7 @@ void gelu_bwd(const Tensor& x, const Tensor& dy, Tensor& dx, GradMode mode, cons
   if (launch_on_cuda(x.device()))
     cuda::gelu_bwd(x, dy, dx, acc, device_stream(s, x));
   else
-    host::gelu_bwd(x, dy, dx, acc);
+    runtime::host_launch([x, dy, dx, acc]() mutable { host::gelu_bwd(x, dy, dx, acc); });
 }
 
 void softmax_fwd(const Tensor& x, Tensor& y, const Stream& s) {
@@ -76,7 +77,7 @@ void softmax_fwd(const Tensor& x, Tensor& y, const Stream& s) {
   if (launch_on_cuda(x.device()))
     cuda::softmax_fwd(x, y, device_stream(s, x));
   else
-    host::softmax_fwd(x, y);
+    runtime::host_launch([x, y]() mutable { host::softmax_fwd(x, y); });
 }
 
 void softmax_bwd(const Tensor& y, const Tensor& dy, Tensor& dx, const Stream& s) {
@@ -88,7 +89,7 @@ void softmax_bwd(const Tensor& y, const Tensor& dy, Tensor& dx, const Stream& s)
   if (launch_on_cuda(y.device()))
     cuda::softmax_bwd(y, dy, dx, device_stream(s, y));
   else
-    host::softmax_bwd(y, dy, dx);
+    runtime::host_launch([y, dy, dx]() mutable { host::softmax_bwd(y, dy, dx); });
 }
 
 void bmm(const BmmParams& p, const Tensor& a, const Tensor& b, Tensor& c, const Stream& s) {
@@ -131,7 +132,8 @@ void bmm(const BmmParams& p, const Tensor& a, const Tensor& b, Tensor& c, const 
   if (launch_on_cuda(a.device()))
     cuda::bmm(g, p.alpha, a, b, p.beta, c, device_stream(s, a));
   else
-    host::bmm(g, p.alpha, a, b, p.beta, c);
+    runtime::host_launch(
+        [g, alpha = p.alpha, a, b, beta = p.beta, c]() mutable { host::bmm(g, alpha, a, b, beta, c); });
 }
 
 namespace {
@@ -180,7 +182,7 @@ void sdpa_fwd(const SdpaParams& p, const Tensor& q, const Tensor& k, const Tenso
   if (launch_on_cuda(q.device()))
     cuda::sdpa_fwd(g, q, k, v, out, probs, device_stream(s, q));
   else
-    host::sdpa_fwd(g, q, k, v, out, probs);
+    runtime::host_launch([g, q, k, v, out, probs]() mutable { host::sdpa_fwd(g, q, k, v, out, probs); });
 }
 
 void sdpa_bwd(const SdpaParams& p, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs,
@@ -194,7 +196,8 @@ void sdpa_bwd(const SdpaParams& p, const Tensor& q, const Tensor& k, const Tenso
   if (launch_on_cuda(q.device()))
     cuda::sdpa_bwd(g, q, k, v, probs, dout, dq, dk, dv, device_stream(s, q));
   else
-    host::sdpa_bwd(g, q, k, v, probs, dout, dq, dk, dv);
+    runtime::host_launch(
+        [g, q, k, v, probs, dout, dq, dk, dv]() mutable { host::sdpa_bwd(g, q, k, v, probs, dout, dq, dk, dv); });
 }
 
 void token_meanpool_fwd(const Tensor& x, Tensor& y, const Stream& s) {
@@ -207,7 +210,7 @@ void token_meanpool_fwd(const Tensor& x, Tensor& y, const Stream& s) {
   if (launch_on_cuda(x.device()))
     cuda::global_avgpool_fwd(x4, y, device_stream(s, x));
   else
-    host::global_avgpool_fwd(x4, y);
+    runtime::host_launch([x4, y]() mutable { host::global_avgpool_fwd(x4, y); });
 }
 
 void token_meanpool_bwd(const Tensor& dy, Tensor& dx, GradMode mode, const Stream& s) {
@@ -220,7 +223,7 @@ void token_meanpool_bwd(const Tensor& dy, Tensor& dx, GradMode mode, const Strea
   if (launch_on_cuda(dx.device()))
     cuda::global_avgpool_bwd(dy, dx4, mode, device_stream(s, dx));
   else
-    host::global_avgpool_bwd(dy, dx4, mode);
+    runtime::host_launch([dy, dx4, mode]() mutable { host::global_avgpool_bwd(dy, dx4, mode); });
 }
 
 }  // namespace gppf::kernels

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/counters.hpp"
+#include "core/graph.hpp"
 
 namespace gppf::kernels {
 namespace {
@@ -59,7 +60,9 @@ void batchnorm_fwd_train(const BatchNormParams& p, const Tensor& x, const Tensor
   if (launch_on_cuda(x.device()))
     cuda::batchnorm_fwd_train(p, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd, s);
   else
-    host::batchnorm_fwd_train(p, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd);
+    runtime::host_launch([p, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd]() mutable {
+      host::batchnorm_fwd_train(p, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd);
+    });
 }
 
 void batchnorm_stats(const BatchNormParams& p, const Tensor& x, Tensor& running_mean, Tensor& running_var,
@@ -67,7 +70,9 @@ void batchnorm_stats(const BatchNormParams& p, const Tensor& x, Tensor& running_
   constexpr const char* op = "batchnorm_stats";
   check_train_stats(op, p, x, running_mean, running_var, save_mean, save_invstd);
   GPPF_CHECK(x.device().is_host(), op, ": host only, got ", x.desc());
-  host::batchnorm_stats(p, x, running_mean, running_var, save_mean, save_invstd);
+  runtime::host_launch([p, x, running_mean, running_var, save_mean, save_invstd]() mutable {
+    host::batchnorm_stats(p, x, running_mean, running_var, save_mean, save_invstd);
+  });
 }
 
 void batchnorm_fwd_infer(const BatchNormParams& p, const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -85,7 +90,9 @@ void batchnorm_fwd_infer(const BatchNormParams& p, const Tensor& x, const Tensor
   if (launch_on_cuda(x.device()))
     cuda::batchnorm_fwd_infer(p, x, gamma, beta, running_mean, running_var, y, s);
   else
-    host::batchnorm_fwd_infer(p, x, gamma, beta, running_mean, running_var, y);
+    runtime::host_launch([p, x, gamma, beta, running_mean, running_var, y]() mutable {
+      host::batchnorm_fwd_infer(p, x, gamma, beta, running_mean, running_var, y);
+    });
 }
 
 void batchnorm_bwd(const BatchNormParams& p, const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma,
@@ -107,12 +114,15 @@ void batchnorm_bwd(const BatchNormParams& p, const Tensor& x, const Tensor& y, c
   if (launch_on_cuda(x.device()))
     cuda::batchnorm_bwd(p, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, param_mode, s);
   else
-    host::batchnorm_bwd(p, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, param_mode);
+    runtime::host_launch([p, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, param_mode]() mutable {
+      host::batchnorm_bwd(p, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, param_mode);
+    });
 }
 
 std::vector<double> batchnorm_channel_sums(bool relu, const Tensor& x, const Tensor& y, const Tensor& dy,
                                            const Tensor& mean, const Tensor& invstd, const Stream& s) {
   constexpr const char* op = "batchnorm_channel_sums";
+  GPPF_CHECK(!runtime::capturing(), op, ": returns values to the host; it cannot run inside a captured graph");
   check_activation(op, x);
   if (dy.defined()) {
     check_like(op, "dy", dy, x);
@@ -139,7 +149,8 @@ void batchnorm_bwd_data(bool relu, const Tensor& x, const Tensor& y, const Tenso
   if (launch_on_cuda(x.device()))
     cuda::batchnorm_bwd_data(relu, x, y, dy, mean, a, b, k, dx, s);
   else
-    host::batchnorm_bwd_data(relu, x, y, dy, mean, a, b, k, dx);
+    runtime::host_launch(
+        [relu, x, y, dy, mean, a, b, k, dx]() mutable { host::batchnorm_bwd_data(relu, x, y, dy, mean, a, b, k, dx); });
 }
 
 }  // namespace gppf::kernels

@@ -1,5 +1,6 @@
 #include "kernels/cast.hpp"
 
+#include "core/graph.hpp"
 #include "kernels/common.hpp"
 
 namespace gppf::kernels {
@@ -19,7 +20,7 @@ void cast(const Tensor& src, Tensor& dst, const Stream& stream) {
   if (launch_on_cuda(src.device()))
     cuda::cast(src, dst, stream);
   else
-    host::cast(src, dst);
+    runtime::host_launch([src, dst]() mutable { host::cast(src, dst); });
 }
 
 Tensor cast(const Tensor& src, DType dtype, const Stream& stream) {

@@ -1,5 +1,7 @@
 #include "kernels/concat.hpp"
 
+#include "core/graph.hpp"
+
 namespace gppf::kernels {
 namespace {
 
@@ -35,7 +37,7 @@ std::int64_t check_parts(const char* op, const std::vector<Tensor>& xs, const Te
 void concat_channels(const std::vector<Tensor>& xs, Tensor& y, const Stream& s) {
   const std::int64_t rows = check_parts("concat_channels", xs, y);
   if (y.device().is_host()) {
-    host::concat_channels(xs, y);
+    runtime::host_launch([xs, y]() mutable { host::concat_channels(xs, y); });
     return;
   }
   std::int64_t offset = 0;
@@ -49,7 +51,7 @@ void split_channels(const Tensor& y, std::vector<Tensor>& xs, GradMode mode, con
   const std::int64_t rows = check_parts("split_channels", xs, y);
   const bool acc = mode == GradMode::Accumulate;
   if (y.device().is_host()) {
-    host::split_channels(y, xs, acc);
+    runtime::host_launch([y, xs, acc]() mutable { host::split_channels(y, xs, acc); });
     return;
   }
   std::int64_t offset = 0;

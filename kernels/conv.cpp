@@ -1,5 +1,6 @@
 #include "kernels/conv.hpp"
 
+#include "core/graph.hpp"
 namespace gppf::kernels {
 
 Conv2dGeometry conv2d_geometry(const char* op, const Conv2dParams& p, const Shape& x, const Shape& w) {
@@ -74,8 +75,11 @@ void conv2d_fwd(const Conv2dParams& p, const Tensor& x, const Tensor& w, const T
     cuda::conv2d_fwd(p, g, x, w, bias, y, s);
     return;
   }
-  host::conv2d_fwd(p, g, x.data_as<float>(), w.data_as<float>(), bias.defined() ? bias.data_as<float>() : nullptr,
-                   y.data_as<float>());
+  // The tensors, not their data pointers, so that a captured graph keeps their memory.
+  runtime::host_launch([p, g, x, w, bias, y] {
+    host::conv2d_fwd(p, g, x.data_as<float>(), w.data_as<float>(), bias.defined() ? bias.data_as<float>() : nullptr,
+                     y.data_as<float>());
+  });
 }
 
 void conv2d_bwd_data(const Conv2dParams& p, const Tensor& dy, const Tensor& w, Tensor& dx, GradMode mode,
@@ -90,7 +94,9 @@ void conv2d_bwd_data(const Conv2dParams& p, const Tensor& dy, const Tensor& w, T
     cuda::conv2d_bwd_data(p, g, dy, w, dx, mode, s);
     return;
   }
-  host::conv2d_bwd_data(p, g, dy.data_as<float>(), w.data_as<float>(), dx.data_as<float>(), mode);
+  runtime::host_launch([p, g, dy, w, dx, mode] {
+    host::conv2d_bwd_data(p, g, dy.data_as<float>(), w.data_as<float>(), dx.data_as<float>(), mode);
+  });
 }
 
 void conv2d_bwd_filter(const Conv2dParams& p, const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
@@ -108,8 +114,10 @@ void conv2d_bwd_filter(const Conv2dParams& p, const Tensor& x, const Tensor& dy,
     cuda::conv2d_bwd_filter(p, g, x, dy, dw, dbias, mode, s);
     return;
   }
-  host::conv2d_bwd_filter(p, g, x.data_as<float>(), dy.data_as<float>(), dw.data_as<float>(),
-                          dbias ? dbias->data_as<float>() : nullptr, mode);
+  runtime::host_launch([p, g, x, dy, dw, db = dbias ? *dbias : Tensor(), mode] {
+    host::conv2d_bwd_filter(p, g, x.data_as<float>(), dy.data_as<float>(), dw.data_as<float>(),
+                            db.defined() ? db.data_as<float>() : nullptr, mode);
+  });
 }
 
 }  // namespace gppf::kernels

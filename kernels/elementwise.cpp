@@ -1,5 +1,7 @@
 #include "kernels/elementwise.hpp"
 
+#include "core/graph.hpp"
+
 namespace gppf::kernels {
 namespace {
 
@@ -32,7 +34,7 @@ void relu_fwd(const Tensor& x, Tensor& y, const Stream& s) {
   if (launch_on_cuda(x.device()))
     cuda::relu_fwd(x, y, s);
   else
-    host::relu_fwd(x, y);
+    runtime::host_launch([x, y]() mutable { host::relu_fwd(x, y); });
 }
 
 void relu_bwd(const Tensor& y, const Tensor& dy, Tensor& dx, GradMode mode, const Stream& s) {
@@ -43,7 +45,7 @@ void relu_bwd(const Tensor& y, const Tensor& dy, Tensor& dx, GradMode mode, cons
   if (launch_on_cuda(y.device()))
     cuda::relu_bwd(y, dy, dx, acc, s);
   else
-    host::relu_bwd(y, dy, dx, acc);
+    runtime::host_launch([y, dy, dx, acc]() mutable { host::relu_bwd(y, dy, dx, acc); });
 }
 
 namespace {
@@ -54,7 +56,7 @@ void add_impl(const char* op, const Tensor& a, const Tensor& b, Tensor& y, bool 
   if (launch_on_cuda(a.device()))
     cuda::add(a, b, y, relu, s);
   else
-    host::add(a, b, y, relu);
+    runtime::host_launch([a, b, y, relu]() mutable { host::add(a, b, y, relu); });
 }
 }  // namespace
 
@@ -71,7 +73,7 @@ void axpby(float alpha, const Tensor& x, float beta, Tensor& y, const Stream& s)
   if (launch_on_cuda(x.device()))
     cuda::axpby(alpha, x, beta, y, s);
   else
-    host::axpby(alpha, x, beta, y);
+    runtime::host_launch([alpha, x, beta, y]() mutable { host::axpby(alpha, x, beta, y); });
 }
 
 void axpby_scalar(const Tensor& alpha, const Tensor& x, float beta, Tensor& y, const Stream& s) {
@@ -84,7 +86,8 @@ void axpby_scalar(const Tensor& alpha, const Tensor& x, float beta, Tensor& y, c
   if (launch_on_cuda(x.device()))
     cuda::axpby_scalar(alpha, x, beta, y, s);
   else
-    host::axpby(alpha.data_as<float>()[0], x, beta, y);
+    // alpha is read when the work runs (as the CUDA kernel does): a replay sees its current value.
+    runtime::host_launch([alpha, x, beta, y]() mutable { host::axpby(alpha.data_as<float>()[0], x, beta, y); });
 }
 
 void fill(Tensor& y, float value, const Stream& s) {
@@ -92,7 +95,7 @@ void fill(Tensor& y, float value, const Stream& s) {
   if (launch_on_cuda(y.device()))
     cuda::fill(y, value, s);
   else
-    host::fill(y, value);
+    runtime::host_launch([y, value]() mutable { host::fill(y, value); });
 }
 
 void dot(const Tensor& a, const Tensor& b, Tensor& out, GradMode mode, const Stream& s) {
@@ -105,7 +108,7 @@ void dot(const Tensor& a, const Tensor& b, Tensor& out, GradMode mode, const Str
   if (launch_on_cuda(a.device()))
     cuda::dot(a, b, out, acc, device_stream(s, a));
   else
-    host::dot(a, b, out, acc);
+    runtime::host_launch([a, b, out, acc]() mutable { host::dot(a, b, out, acc); });
 }
 
 void reduce_rows(const Tensor& x, Tensor& y, GradMode mode, const Stream& s) {
@@ -117,7 +120,7 @@ void reduce_rows(const Tensor& x, Tensor& y, GradMode mode, const Stream& s) {
   if (launch_on_cuda(x.device()))
     cuda::reduce_rows(x, y, acc, device_stream(s, x));
   else
-    host::reduce_rows(x, y, acc);
+    runtime::host_launch([x, y, acc]() mutable { host::reduce_rows(x, y, acc); });
 }
 
 }  // namespace gppf::kernels

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/counters.hpp"
+#include "core/graph.hpp"
 #include "kernels/elementwise.hpp"
 
 namespace gppf::kernels {
@@ -114,10 +115,27 @@ void grouped_gemm(bool trans_a, bool trans_b, float alpha, const std::vector<Gem
   const auto fallback = static_cast<std::int64_t>(live.size()) - grouped;
   const std::int64_t expected = 2 * ((grouped + kMaxGroupedProblems - 1) / kMaxGroupedProblems) + fallback;
   std::int64_t launched = -1;
-  if (launch_on_cuda(device))
+  if (launch_on_cuda(device)) {
     launched = cuda::grouped_gemm(alpha, live, device_stream(s, *live.front().a));
-  else
-    host::grouped_gemm(alpha, live);
+  } else {
+    // The items point at the caller's tensors: the work holds copies (A, B, C of each item) and points
+    // the items at those when it runs.
+    std::vector<Tensor> operands;
+    operands.reserve(3 * live.size());
+    for (const GroupedGemmItem& it : live) {
+      operands.push_back(*it.a);
+      operands.push_back(*it.b);
+      operands.push_back(*it.c);
+    }
+    runtime::host_launch([alpha, live = std::move(live), operands = std::move(operands)]() mutable {
+      for (std::size_t i = 0; i < live.size(); ++i) {
+        live[i].a = &operands[3 * i];
+        live[i].b = &operands[3 * i + 1];
+        live[i].c = &operands[3 * i + 2];
+      }
+      host::grouped_gemm(alpha, live);
+    });
+  }
   GPPF_CHECK(launched < 0 || launched == expected, kOp, ": CUDA launched ", launched, " kernels, the counters say ",
              expected);
   runtime::count_launches(expected - 1);  // launch_on_cuda counted one

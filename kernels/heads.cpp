@@ -1,8 +1,10 @@
 #include "kernels/heads.hpp"
 
+#include <array>
 #include <initializer_list>
 #include <string>
 
+#include "core/graph.hpp"
 #include "kernels/elementwise.hpp"
 
 namespace gppf::kernels {
@@ -65,18 +67,40 @@ Shape tokens_layout(const HeadsShape& g) { return {g.n, g.t, g.parts * g.heads *
 
 HeadsShape heads_shape(const Tensor& x, std::int64_t parts) { return {x.dim(0), x.dim(2), parts, x.dim(1), x.dim(3)}; }
 
+// The host work holds copies of the parts (q, k, v at most), not the caller's pointers to them.
+constexpr std::size_t kMaxParts = 3;
+struct Parts {
+  std::array<Tensor, kMaxParts> t;
+  std::size_t n = 0;
+};
+template <class P>
+Parts copy_parts(std::span<P* const> parts) {
+  GPPF_CHECK(parts.size() <= kMaxParts, "heads: ", parts.size(), " parts, at most ", kMaxParts);
+  Parts out;
+  for (P* p : parts) out.t[out.n++] = *p;
+  return out;
+}
+
 void to_heads(const HeadsShape& g, const Tensor& tokens, std::span<Tensor* const> parts, const Stream& s) {
   if (launch_on_cuda(tokens.device()))
     cuda::tokens_to_heads(g, tokens, parts, device_stream(s, tokens));
   else
-    host::tokens_to_heads(g, tokens, parts);
+    runtime::host_launch([g, tokens, ps = copy_parts(parts)]() mutable {
+      std::array<Tensor*, kMaxParts> ptrs{};
+      for (std::size_t i = 0; i < ps.n; ++i) ptrs[i] = &ps.t[i];
+      host::tokens_to_heads(g, tokens, std::span<Tensor* const>(ptrs.data(), ps.n));
+    });
 }
 
 void to_tokens(const HeadsShape& g, std::span<const Tensor* const> parts, Tensor& tokens, const Stream& s) {
   if (launch_on_cuda(tokens.device()))
     cuda::heads_to_tokens(g, parts, tokens, device_stream(s, tokens));
   else
-    host::heads_to_tokens(g, parts, tokens);
+    runtime::host_launch([g, ps = copy_parts(parts), tokens]() mutable {
+      std::array<const Tensor*, kMaxParts> ptrs{};
+      for (std::size_t i = 0; i < ps.n; ++i) ptrs[i] = &ps.t[i];
+      host::heads_to_tokens(g, std::span<const Tensor* const>(ptrs.data(), ps.n), tokens);
+    });
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/counters.hpp"
+#include "core/graph.hpp"
 #include "kernels/elementwise.hpp"
 
 namespace gppf::kernels {
@@ -70,7 +71,9 @@ void layernorm_fwd(const LayerNormParams& p, const Tensor& x, const Tensor& gamm
   if (launch_on_cuda(x.device()))
     cuda::layernorm_fwd(p, x, gamma, beta, y, save_mean, save_invstd, device_stream(s, x));
   else
-    host::layernorm_fwd(p, x, gamma, beta, y, save_mean, save_invstd);
+    runtime::host_launch([p, x, gamma, beta, y, save_mean, save_invstd]() mutable {
+      host::layernorm_fwd(p, x, gamma, beta, y, save_mean, save_invstd);
+    });
 }
 
 void layernorm_bwd(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
@@ -86,7 +89,9 @@ void layernorm_bwd(const Tensor& x, const Tensor& dy, const Tensor& gamma, const
   if (launch_on_cuda(x.device()))
     cuda::layernorm_bwd(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, param_mode, device_stream(s, x));
   else
-    host::layernorm_bwd(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, param_mode);
+    runtime::host_launch([x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, param_mode]() mutable {
+      host::layernorm_bwd(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, param_mode);
+    });
 }
 
 }  // namespace gppf::kernels

@@ -1,5 +1,6 @@
 #include "kernels/linear.hpp"
 
+#include "core/graph.hpp"
 #include "kernels/elementwise.hpp"
 
 namespace gppf::kernels {
@@ -40,7 +41,7 @@ void run_gemm(const GemmShape& g, float alpha, const Tensor& a, const Tensor& b,
   if (launch_on_cuda(a.device()))
     cuda::gemm(g, alpha, a, b, beta, c, device_stream(s, a));
   else
-    host::gemm(g, alpha, a, b, beta, c);
+    runtime::host_launch([g, alpha, a, b, beta, c]() mutable { host::gemm(g, alpha, a, b, beta, c); });
 }
 
 // [..., C] as [rows, C].
@@ -91,7 +92,7 @@ void linear_fwd(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y,
     check_same_device("linear_fwd", bias, y);
     if (y.device().is_host()) {
       check_dtype("linear_fwd", "bias", bias, DType::F32);
-      host::broadcast_rows(bias, y2);
+      runtime::host_launch([bias, y2]() mutable { host::broadcast_rows(bias, y2); });
     } else {
       cuda::broadcast_rows(bias, y2, s);
     }

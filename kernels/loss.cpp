@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/graph.hpp"
+
 namespace gppf::kernels {
 namespace {
 
@@ -34,6 +36,14 @@ void check_outputs(const char* op, const Tensor& input, const Tensor& loss, cons
   }
 }
 
+// A copy of an optional output (null: none) for the host work, which must not hold the caller's pointer.
+struct OptionalTensor {
+  Tensor t;
+  bool given = false;
+  Tensor* get() { return given ? &t : nullptr; }
+};
+OptionalTensor optional_copy(const Tensor* t) { return t ? OptionalTensor{*t, true} : OptionalTensor{}; }
+
 }  // namespace
 
 void softmax_cross_entropy(const CrossEntropyParams& p, const Tensor& logits, const Tensor& labels, Tensor& loss,
@@ -53,7 +63,9 @@ void softmax_cross_entropy(const CrossEntropyParams& p, const Tensor& logits, co
   if (launch_on_cuda(logits.device()))
     cuda::softmax_cross_entropy(p, logits, labels, loss, loss_mode, dlogits, s);
   else
-    host::softmax_cross_entropy(p, logits, labels, loss, loss_mode, dlogits);
+    runtime::host_launch([p, logits, labels, loss, loss_mode, grad = optional_copy(dlogits)]() mutable {
+      host::softmax_cross_entropy(p, logits, labels, loss, loss_mode, grad.get());
+    });
 }
 
 void check_label_errors(const Stream& s, bool wait) {
@@ -70,7 +82,9 @@ void centernet_focal_loss(const FocalParams& p, const Tensor& logits, const Tens
   if (launch_on_cuda(logits.device()))
     cuda::centernet_focal_loss(p, logits, target, loss, loss_mode, dlogits, s);
   else
-    host::centernet_focal_loss(p, logits, target, loss, loss_mode, dlogits);
+    runtime::host_launch([p, logits, target, loss, loss_mode, grad = optional_copy(dlogits)]() mutable {
+      host::centernet_focal_loss(p, logits, target, loss, loss_mode, grad.get());
+    });
 }
 
 void sigmoid_focal_loss(const SigmoidFocalParams& p, const Tensor& logits, const Tensor& target, Tensor& loss,
@@ -83,7 +97,9 @@ void sigmoid_focal_loss(const SigmoidFocalParams& p, const Tensor& logits, const
   if (launch_on_cuda(logits.device()))
     cuda::sigmoid_focal_loss(p, logits, target, loss, loss_mode, dlogits, s);
   else
-    host::sigmoid_focal_loss(p, logits, target, loss, loss_mode, dlogits);
+    runtime::host_launch([p, logits, target, loss, loss_mode, grad = optional_copy(dlogits)]() mutable {
+      host::sigmoid_focal_loss(p, logits, target, loss, loss_mode, grad.get());
+    });
 }
 
 void smooth_l1_loss(const RegressionParams& p, const Tensor& pred, const Tensor& target, const Tensor& weight,
@@ -97,7 +113,9 @@ void smooth_l1_loss(const RegressionParams& p, const Tensor& pred, const Tensor&
   if (launch_on_cuda(pred.device()))
     cuda::smooth_l1_loss(p, pred, target, weight, loss, loss_mode, dpred, s);
   else
-    host::smooth_l1_loss(p, pred, target, weight, loss, loss_mode, dpred);
+    runtime::host_launch([p, pred, target, weight, loss, loss_mode, grad = optional_copy(dpred)]() mutable {
+      host::smooth_l1_loss(p, pred, target, weight, loss, loss_mode, grad.get());
+    });
 }
 
 void l1_loss(const RegressionParams& p, const Tensor& pred, const Tensor& target, const Tensor& weight, Tensor& loss,
@@ -109,6 +127,7 @@ void l1_loss(const RegressionParams& p, const Tensor& pred, const Tensor& target
 
 std::vector<std::int64_t> topk_correct(const Tensor& logits, const Tensor& labels, int k_max) {
   constexpr const char* op = "topk_correct";
+  GPPF_CHECK(!runtime::capturing(), op, ": returns values to the host; it cannot run inside a captured graph");
   GPPF_CHECK(logits.ndim() == 2, op, ": logits must be [N, C], got ", logits.desc());
   GPPF_CHECK(k_max >= 1, op, ": k_max ", k_max, " must be >= 1");
   check_shape(op, "labels", labels, {logits.dim(0)});

@@ -1,6 +1,7 @@
 #include "kernels/merged.hpp"
 
 #include "core/counters.hpp"
+#include "core/graph.hpp"
 
 namespace gppf::kernels {
 namespace {
@@ -34,7 +35,7 @@ void center_channels(const Tensor& x, const Tensor& mean, Tensor& out, const Str
   check_vec("center_channels", "mean", mean, x, C);
   check_like("center_channels", "out", out, x, C);
   runtime::count_launch();
-  host::center_channels(x, mean, out);
+  runtime::host_launch([x, mean, out]() mutable { host::center_channels(x, mean, out); });
 }
 
 void add_affine_relu(Tensor& y, const Tensor& shortcut, const Tensor& scale, const Tensor& shift, const Stream&) {
@@ -44,12 +45,13 @@ void add_affine_relu(Tensor& y, const Tensor& shortcut, const Tensor& scale, con
   check_vec("add_affine_relu", "scale", scale, y, C);
   check_vec("add_affine_relu", "shift", shift, y, C);
   runtime::count_launch();
-  host::add_affine_relu(y, shortcut, scale, shift);
+  runtime::host_launch([y, shortcut, scale, shift]() mutable { host::add_affine_relu(y, shortcut, scale, shift); });
 }
 
 std::vector<double> relu_bwd_channel_sums(const Tensor& y, const Tensor& dy, const Tensor& z, const Tensor& zmean,
                                           Tensor& da, const Stream&) {
   const char* op = "relu_bwd_channel_sums";
+  GPPF_CHECK(!runtime::capturing(), op, ": returns values to the host; it cannot run inside a captured graph");
   const std::int64_t C = y.defined() ? y.dim(-1) : 0;
   check(op, "y", y, y, C);
   check_like(op, "dy", dy, y, C);
@@ -70,7 +72,7 @@ void gram_correct(Tensor& d, const Tensor& ac, const Tensor& g, const Tensor& h,
   check_vec("gram_correct", "g", g, d, K * K);
   check_vec("gram_correct", "h", h, d, K);
   runtime::count_launch();
-  host::gram_correct(d, ac, g, h);
+  runtime::host_launch([d, ac, g, h]() mutable { host::gram_correct(d, ac, g, h); });
 }
 
 void bn_input_grad(const Tensor& da, const Tensor& z, const Tensor& zmean, const Tensor& k1, const Tensor& k0,
@@ -84,7 +86,8 @@ void bn_input_grad(const Tensor& da, const Tensor& z, const Tensor& zmean, const
        {std::pair<const char*, const Tensor*>{"zmean", &zmean}, {"k1", &k1}, {"k0", &k0}, {"k2", &k2}})
     check_vec(op, what, *t, da, C);
   runtime::count_launch();
-  host::bn_input_grad(da, z, zmean, k1, k0, k2, out);
+  runtime::host_launch(
+      [da, z, zmean, k1, k0, k2, out]() mutable { host::bn_input_grad(da, z, zmean, k1, k0, k2, out); });
 }
 
 }  // namespace gppf::kernels

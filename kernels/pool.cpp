@@ -1,5 +1,7 @@
 #include "kernels/pool.hpp"
 
+#include "core/graph.hpp"
+
 namespace gppf::kernels {
 namespace {
 
@@ -45,7 +47,7 @@ void maxpool2d_fwd(const Pool2dParams& p, const Tensor& x, Tensor& y, const Stre
   if (launch_on_cuda(x.device()))
     cuda::maxpool2d_fwd(p, x, y, s);
   else
-    host::maxpool2d_fwd(p, x, y);
+    runtime::host_launch([p, x, y]() mutable { host::maxpool2d_fwd(p, x, y); });
 }
 
 void maxpool2d_bwd(const Pool2dParams& p, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
@@ -60,7 +62,7 @@ void maxpool2d_bwd(const Pool2dParams& p, const Tensor& x, const Tensor& y, cons
   if (launch_on_cuda(x.device()))
     cuda::maxpool2d_bwd(p, x, y, dy, dx, s);
   else
-    host::maxpool2d_bwd(p, x, y, dy, dx);
+    runtime::host_launch([p, x, y, dy, dx]() mutable { host::maxpool2d_bwd(p, x, y, dy, dx); });
 }
 
 void avgpool2d_fwd(const Pool2dParams& p, const Tensor& x, Tensor& y, const Stream& s) {
@@ -71,7 +73,7 @@ void avgpool2d_fwd(const Pool2dParams& p, const Tensor& x, Tensor& y, const Stre
   if (launch_on_cuda(x.device()))
     cuda::avgpool2d_fwd(p, x, y, s);
   else
-    host::avgpool2d_fwd(p, x, y);
+    runtime::host_launch([p, x, y]() mutable { host::avgpool2d_fwd(p, x, y); });
 }
 
 void avgpool2d_bwd(const Pool2dParams& p, const Tensor& dy, Tensor& dx, const Stream& s) {
@@ -82,7 +84,7 @@ void avgpool2d_bwd(const Pool2dParams& p, const Tensor& dy, Tensor& dx, const St
   if (launch_on_cuda(dx.device()))
     cuda::avgpool2d_bwd(p, dy, dx, s);
   else
-    host::avgpool2d_bwd(p, dy, dx);
+    runtime::host_launch([p, dy, dx]() mutable { host::avgpool2d_bwd(p, dy, dx); });
 }
 
 void global_avgpool_fwd(const Tensor& x, Tensor& y, const Stream& s) {
@@ -94,7 +96,7 @@ void global_avgpool_fwd(const Tensor& x, Tensor& y, const Stream& s) {
   if (launch_on_cuda(x.device()))
     cuda::global_avgpool_fwd(x, y, s);
   else
-    host::global_avgpool_fwd(x, y);
+    runtime::host_launch([x, y]() mutable { host::global_avgpool_fwd(x, y); });
 }
 
 void global_avgpool_bwd(const Tensor& dy, Tensor& dx, GradMode mode, const Stream& s) {
@@ -106,7 +108,7 @@ void global_avgpool_bwd(const Tensor& dy, Tensor& dx, GradMode mode, const Strea
   if (launch_on_cuda(dx.device()))
     cuda::global_avgpool_bwd(dy, dx, mode, s);
   else
-    host::global_avgpool_bwd(dy, dx, mode);
+    runtime::host_launch([dy, dx, mode]() mutable { host::global_avgpool_bwd(dy, dx, mode); });
 }
 
 }  // namespace gppf::kernels

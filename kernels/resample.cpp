@@ -1,5 +1,7 @@
 #include "kernels/resample.hpp"
 
+#include "core/graph.hpp"
+
 namespace gppf::kernels {
 namespace {
 
@@ -29,7 +31,7 @@ void upsample_fwd(const UpsampleParams& p, const Tensor& x, Tensor& y, const Str
   if (launch_on_cuda(x.device()))
     cuda::upsample_fwd(p, x, y, s);
   else
-    host::upsample_fwd(p, x, y);
+    runtime::host_launch([p, x, y]() mutable { host::upsample_fwd(p, x, y); });
 }
 
 void upsample_bwd(const UpsampleParams& p, const Tensor& dy, Tensor& dx, GradMode mode, const Stream& s) {
@@ -43,7 +45,7 @@ void upsample_bwd(const UpsampleParams& p, const Tensor& dy, Tensor& dx, GradMod
   if (launch_on_cuda(dy.device()))
     cuda::upsample_bwd(p, dy, dx, acc, s);
   else
-    host::upsample_bwd(p, dy, dx, acc);
+    runtime::host_launch([p, dy, dx, acc]() mutable { host::upsample_bwd(p, dy, dx, acc); });
 }
 
 }  // namespace gppf::kernels

@@ -1,5 +1,7 @@
 #include "kernels/routing.hpp"
 
+#include "core/graph.hpp"
+
 namespace gppf::kernels {
 namespace {
 
@@ -13,11 +15,13 @@ RouterGradFunctor make_functor(const char* op, Tensor& dz, GradMode mode) {
   return f;
 }
 
-void run(const RouterGradFunctor& f, const Tensor& dz, const Stream& s) {
+// `held`: the tensors f points into, kept alive by the host work (f itself holds raw pointers).
+void run(const RouterGradFunctor& f, const Tensor& dz, const std::vector<Tensor>& held, const Stream& s) {
+  const std::int64_t legos = dz.numel();
   if (launch_on_cuda(dz.device()))
-    cuda::router_grad(f, dz.numel(), s);
+    cuda::router_grad(f, legos, s);
   else
-    host::router_grad(f, dz.numel());
+    runtime::host_launch([f, legos, dz, held] { host::router_grad(f, legos); });
 }
 
 }  // namespace
@@ -42,7 +46,15 @@ void router_grad(const RouterGradParams& p, const Tensor& dgate, Tensor& dz, Gra
     f.routed[j] = r;
   }
   for (std::int64_t i = 0; i < L; ++i) f.probs[i] = p.probs[static_cast<std::size_t>(i)];
-  run(f, dz, s);
+  std::vector<Tensor> held{dgate};
+  if (p.probs_at.defined()) {
+    check_dtype(op, "probs_at", p.probs_at, DType::F32);
+    check_same_device(op, p.probs_at, dz);
+    check_shape(op, "probs_at", p.probs_at, {L});
+    f.probs_at = p.probs_at.data_as<float>();
+    held.push_back(p.probs_at);
+  }
+  run(f, dz, held, s);
 }
 
 void add_router_values(const std::vector<float>& values, Tensor& dz, GradMode mode, const Stream& s) {
@@ -51,7 +63,7 @@ void add_router_values(const std::vector<float>& values, Tensor& dz, GradMode mo
   GPPF_CHECK(static_cast<std::int64_t>(values.size()) == dz.numel(), op, ": ", values.size(), " values for ",
              dz.desc());
   for (std::size_t i = 0; i < values.size(); ++i) f.extra[i] = values[i];
-  run(f, dz, s);
+  run(f, dz, {}, s);
 }
 
 }  // namespace gppf::kernels

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "core/counters.hpp"
+#include "core/graph.hpp"
 #include "kernels/elementwise.hpp"
 
 namespace gppf::kernels {
@@ -139,6 +140,67 @@ void check_grad_targets(const char* op, const std::vector<BatchNormSegment>& seg
   }
 }
 
+// Batch-norm segments held by value for host_launch: the tensors each segment points to are copied
+// (they keep their storage), and bind() points a copy of the segments at them. Call bind() where the
+// work runs, on the closure's own member: the pointers are valid while that object lives.
+class HeldBnSegments {
+ public:
+  explicit HeldBnSegments(const std::vector<BatchNormSegment>& segments) : m_segments(segments) {
+    for (const BatchNormSegment& g : segments) {
+      Held h;
+      if (g.running_mean) h.running_mean = *g.running_mean;
+      if (g.running_var) h.running_var = *g.running_var;
+      if (g.gamma) h.gamma = *g.gamma;
+      if (g.beta) h.beta = *g.beta;
+      if (g.dgamma) h.dgamma = *g.dgamma;
+      if (g.dbeta) h.dbeta = *g.dbeta;
+      m_held.push_back(std::move(h));
+    }
+  }
+  std::vector<BatchNormSegment> bind() {
+    std::vector<BatchNormSegment> out = m_segments;
+    for (std::size_t k = 0; k < out.size(); ++k) {
+      BatchNormSegment& g = out[k];
+      Held& h = m_held[k];
+      if (g.running_mean) g.running_mean = &h.running_mean;
+      if (g.running_var) g.running_var = &h.running_var;
+      if (g.gamma) g.gamma = &h.gamma;
+      if (g.beta) g.beta = &h.beta;
+      if (g.dgamma) g.dgamma = &h.dgamma;
+      if (g.dbeta) g.dbeta = &h.dbeta;
+    }
+    return out;
+  }
+
+ private:
+  struct Held {
+    Tensor running_mean, running_var, gamma, beta, dgamma, dbeta;
+  };
+  std::vector<BatchNormSegment> m_segments;
+  std::vector<Held> m_held;
+};
+
+// The same for the parts of the fused tail (their gamma and beta). A gate_at points into memory the
+// caller keeps (the route table).
+class HeldNormParts {
+ public:
+  explicit HeldNormParts(const std::vector<NormPart>& parts) : m_parts(parts) {
+    for (const NormPart& g : parts) m_held.push_back({*g.gamma, *g.beta});
+  }
+  std::vector<NormPart> bind() {
+    std::vector<NormPart> out = m_parts;
+    for (std::size_t k = 0; k < out.size(); ++k) {
+      out[k].gamma = &m_held[k].first;
+      out[k].beta = &m_held[k].second;
+    }
+    return out;
+  }
+
+ private:
+  std::vector<NormPart> m_parts;
+  std::vector<std::pair<Tensor, Tensor>> m_held;
+};
+
 }  // namespace
 
 std::vector<bool> bn_overwrites(const std::vector<BatchNormSegment>& segments, const Tensor& call, bool dbeta,
@@ -187,7 +249,7 @@ void segment_copy(const Tensor& src, Tensor& dst, const std::vector<SegmentCopy>
   if (launch_on_cuda(src.device()))
     launched = cuda::segment_copy(src, dst, segments, acc, device_stream(s, src));
   else
-    host::segment_copy(src, dst, segments, acc);
+    runtime::host_launch([src, dst, segments, acc]() mutable { host::segment_copy(src, dst, segments, acc); });
   count_cuda_launches(op, expected, launched);
 }
 
@@ -239,7 +301,7 @@ void segment_dot(const Tensor& a, const Tensor& b, const std::vector<SegmentDot>
   if (launch_on_cuda(a.device()))
     launched = cuda::segment_dot(a, b, segments, out, device_stream(s, a));
   else
-    host::segment_dot(a, b, segments, out);
+    runtime::host_launch([a, b, segments, out]() mutable { host::segment_dot(a, b, segments, out); });
   count_cuda_launches(op, expected, launched);
 }
 
@@ -276,7 +338,9 @@ void batchnorm_fwd_train_segments(const BatchNormParams& p, const Tensor& x, con
     launched =
         cuda::batchnorm_fwd_train_segments(p, x, gamma, beta, segments, y, save_mean, save_invstd, device_stream(s, x));
   else
-    host::batchnorm_fwd_train_segments(p, x, gamma, beta, segments, y, save_mean, save_invstd);
+    runtime::host_launch([p, x, gamma, beta, held = HeldBnSegments(segments), y, save_mean, save_invstd]() mutable {
+      host::batchnorm_fwd_train_segments(p, x, gamma, beta, held.bind(), y, save_mean, save_invstd);
+    });
   count_cuda_launches(op, (apply ? 3 : 2) * packs(n_seg), launched);  // statistics, finalize, apply
 }
 
@@ -302,7 +366,11 @@ void batchnorm_bwd_segments(const BatchNormParams& p, const Tensor& x, const Ten
     launched = cuda::batchnorm_bwd_segments(p, x, y, dy, gamma, segments, save_mean, save_invstd, dx, dgamma, dbeta,
                                             param_mode, device_stream(s, x));
   else
-    host::batchnorm_bwd_segments(p, x, y, dy, gamma, segments, save_mean, save_invstd, dx, dgamma, dbeta, param_mode);
+    runtime::host_launch([p, x, y, dy, gamma, held = HeldBnSegments(segments), save_mean, save_invstd, dx, dgamma,
+                          dbeta, param_mode]() mutable {
+      host::batchnorm_bwd_segments(p, x, y, dy, gamma, held.bind(), save_mean, save_invstd, dx, dgamma, dbeta,
+                                   param_mode);
+    });
   count_cuda_launches(op, 3 * packs(n_seg), launched);  // sums, finalize, dx
 }
 
@@ -344,13 +412,15 @@ void batchnorm_add_relu_segments(const Tensor& z, const Tensor& mean, const Tens
   GPPF_CHECK(static_cast<int>(parts.size()) <= kMaxSegments, op, ": ", parts.size(), " parts, at most ", kMaxSegments,
              " in one pass");
   for (std::size_t k = 0; k < parts.size(); ++k)
-    GPPF_CHECK(std::isfinite(parts[k].gate), op, ": part ", k, " has gate ", parts[k].gate);
+    GPPF_CHECK(parts[k].gate_at || std::isfinite(parts[k].gate), op, ": part ", k, " has gate ", parts[k].gate);
   if (y.numel() == 0) return;
   std::int64_t launched = -1;
   if (launch_on_cuda(z.device()))
     launched = cuda::batchnorm_add_relu_segments(z, mean, invstd, parts, shortcut, y, device_stream(s, z));
   else
-    host::batchnorm_add_relu_segments(z, mean, invstd, parts, shortcut, y);
+    runtime::host_launch([z, mean, invstd, held = HeldNormParts(parts), shortcut, y]() mutable {
+      host::batchnorm_add_relu_segments(z, mean, invstd, held.bind(), shortcut, y);
+    });
   count_cuda_launches(op, 1, launched);
 }
 
@@ -376,7 +446,9 @@ void segment_dot_bn(const Tensor& g, const Tensor& z, const Tensor& mean, const 
   if (launch_on_cuda(z.device()))
     launched = cuda::segment_dot_bn(g, z, mean, invstd, live, out, device_stream(s, z));
   else
-    host::segment_dot_bn(g, z, mean, invstd, live, out);
+    runtime::host_launch([g, z, mean, invstd, held = HeldNormParts(live), out]() mutable {
+      host::segment_dot_bn(g, z, mean, invstd, held.bind(), out);
+    });
   count_cuda_launches(op, expected, launched);
 }
 

@@ -6,7 +6,8 @@
 // over that task's rows. A few launches each, whatever the number of tasks: on CUDA, per kMaxSegments
 // segments, segment_copy launches 1 kernel, segment_dot 2 (partial sums, fold) and the batch norms 3
 // (partial sums, per-segment statistics, element-wise pass); every device counts what CUDA launches
-// (core/counters.hpp).
+// (core/counters.hpp). On the host each entry point hands its work to runtime::host_launch (core/
+// graph.hpp) holding by value what it reads (tensors, segment lists, the tensors a segment points to).
 //
 // A tensor is seen as [N, row]: dim 0 the samples, the rest one row of row = numel / N values.
 #include <optional>
@@ -24,12 +25,17 @@ inline constexpr int kMaxSegments = 32;
 struct SegmentCopy {
   std::int64_t src = 0, dst = 0, count = 0;  // in rows (samples); count may be 0
   float scale = 1.0f;
+  // Non-null: the scale is read from this f32 in memory when the copy runs (host memory for host
+  // tensors, device memory on CUDA; e.g. a gate of the step's route table, nn::RouteTable), instead
+  // of `scale`: a captured graph (core/graph.hpp) replays with the value then in memory. The caller
+  // keeps that memory alive.
+  const float* scale_at = nullptr;
 };
 
 // For every segment: dst[dst + i] = (mode == Accumulate ? dst[dst + i] : 0) + scale * src[src + i],
-// i < count. src and dst: same dtype (f32 or bf16; math in f32), same device, same row size; the
-// destination ranges must not overlap. Rows of dst outside every segment are left alone; nothing is
-// launched when no segment has rows.
+// i < count (scale: *scale_at when set). src and dst: same dtype (f32 or bf16; math in f32), same device, same row
+// size; the destination ranges must not overlap. Rows of dst outside every segment are left alone; nothing is launched
+// when no segment has rows.
 void segment_copy(const Tensor& src, Tensor& dst, const std::vector<SegmentCopy>& segments, GradMode mode,
                   const Stream& s = Stream::host());
 
@@ -95,6 +101,9 @@ struct NormPart {
   const Tensor* beta = nullptr;
   float gate = 1.0f;
   std::int64_t slot = -1;
+  // Non-null: the gate is read from this f32 in memory when the pass runs (as SegmentCopy::scale_at),
+  // instead of `gate`.
+  const float* gate_at = nullptr;
 };
 
 // The last batch norm, the gated sum of the legos and the residual ReLU in one pass (DESIGN.md, "Where
@@ -105,7 +114,8 @@ struct NormPart {
 // size; f32 or bf16 (math in f32: the terms are added unrounded); mean, invstd: f32 [S, C] as
 // batchnorm_fwd_train_segments writes them. At most kMaxSegments parts (one launch, which reads z
 // once and writes y once instead of writing the normalised z and adding it part by part). Parts with
-// the same dst rows are distinct route entries; y may be shortcut itself.
+// the same dst rows are distinct route entries; y may be shortcut itself. A part's `gate` is checked
+// finite; a gate read from memory (gate_at) is not (it may be on the device).
 void batchnorm_add_relu_segments(const Tensor& z, const Tensor& mean, const Tensor& invstd,
                                  const std::vector<NormPart>& parts, const Tensor& shortcut, Tensor& y,
                                  const Stream& s = Stream::host());

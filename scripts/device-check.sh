@@ -95,7 +95,8 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 images = sum(t["batch"] for t in r["tasks"])
 print(f"{images / (r['step_ms'] / 1e3):.0f} img/s ({images} per step of {r['step_ms']:.1f} ms), "
-      f"{r['syncs_per_step']} syncs, {r['launches_per_step']} launches, peak {r['peak_bytes'] / 2**30:.2f} GiB")
+      f"{r['syncs_per_step']} syncs, {r['launches_per_step']} launches, peak {r['peak_bytes'] / 2**30:.2f} GiB"
+      + (f"; graph: {r['graph']}" if r.get("graph") else ""))
 PY
 )"
   else
@@ -107,6 +108,11 @@ bench_step gppf-mini --config configs/mini.yaml --set device=cuda --set threads=
   --steps 20 --warmup 3
 bench_step "gppf-r50 1x256 bf16" --config configs/r50-bench.yaml --synthetic 224x224x3:1000 --steps 15 --warmup 5
 bench_step "gppf-r50 4x64 bf16" --config configs/r50-bench-4x64.yaml --synthetic 224x224x3:1000 --steps 15 --warmup 5
+# The same step captured as a CUDA graph (cuda_graphs: on). lr 0 keeps the routing of the first step
+# (random data moves the routers every step, and a new routing is captured again); the kernels and the
+# optimizer's work are the same at any lr. The warm-up runs the key once eagerly, then captures it.
+bench_step "gppf-r50 4x64 bf16 graph" --config configs/r50-bench-4x64.yaml --set cuda_graphs=on \
+  --set optimizer.lr=0 --synthetic 224x224x3:1000 --steps 15 --warmup 5
 # The same without task batching (each task's pass on its own, legos one by one): the A/B of
 # src/nn/lego_strategy_batched.cpp on the GPU, and our dense network at the issue's shape.
 bench_step "gppf-r50 4x64 bf16 per-task" --config configs/r50-bench-4x64.yaml --set task_batching=off \

@@ -174,10 +174,10 @@ void memset_async(void* dst, int value, std::size_t bytes, const Stream& stream)
   GPPF_CUDA_CHECK(cudaMemsetAsync(dst, value, bytes, native(stream)));
 }
 
-Stream create_stream(int device) {
+Stream create_stream(int device, bool blocking) {
   DeviceGuard guard(device);
   cudaStream_t s = nullptr;
-  GPPF_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  GPPF_CUDA_CHECK(cudaStreamCreateWithFlags(&s, blocking ? cudaStreamDefault : cudaStreamNonBlocking));
   return Stream{Device::cuda(device), s};
 }
 
@@ -207,6 +207,39 @@ Stream copy_stream(int device) {
   auto it = streams.find(device);
   if (it == streams.end()) it = streams.emplace(device, create_stream(device)).first;
   return it->second;
+}
+
+void begin_capture(const Stream& stream) {
+  GPPF_CUDA_CHECK(cudaStreamBeginCapture(native(stream), cudaStreamCaptureModeThreadLocal));
+}
+
+void* end_capture(const Stream& stream, std::size_t* nodes) {
+  cudaGraph_t graph = nullptr;
+  GPPF_CUDA_CHECK(cudaStreamEndCapture(native(stream), &graph));
+  std::size_t n = 0;
+  const cudaError_t counted = cudaGraphGetNodes(graph, nullptr, &n);
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  GPPF_CUDA_CHECK(counted);
+  GPPF_CUDA_CHECK(made);
+  if (nodes) *nodes = n;
+  return exec;
+}
+
+void abort_capture(const Stream& stream) {
+  cudaGraph_t graph = nullptr;
+  // Ends the broken capture (its error is the one already thrown); the partial graph is dropped.
+  if (cudaStreamEndCapture(native(stream), &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
+  cudaGetLastError();
+}
+
+void launch_graph(void* exec, const Stream& stream) {
+  GPPF_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec), native(stream)));
+}
+
+void destroy_graph(void* exec) {
+  if (exec) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec));
 }
 
 Event create_event(int device) {

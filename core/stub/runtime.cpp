@@ -29,7 +29,7 @@ void memcpy_async(void* dst, const void* src, std::size_t bytes, CopyKind kind, 
   std::memcpy(dst, src, bytes);
 }
 void memset_async(void*, int, std::size_t, const Stream&) { no_cuda("device memset"); }
-Stream create_stream(int) { no_cuda("create_stream"); }
+Stream create_stream(int, bool) { no_cuda("create_stream"); }
 void destroy_stream(const Stream&) {}
 void synchronize(const Stream&) {}
 void device_synchronize(int) {}
@@ -40,5 +40,10 @@ void record_event(const Event&, const Stream&) { no_cuda("record_event"); }
 void stream_wait_event(const Stream&, const Event&) { no_cuda("stream_wait_event"); }
 bool event_done(const Event&) { return true; }
 void event_synchronize(const Event&) {}
+void begin_capture(const Stream&) { no_cuda("graph capture"); }
+void* end_capture(const Stream&, std::size_t*) { no_cuda("graph capture"); }
+void abort_capture(const Stream&) {}
+void launch_graph(void*, const Stream&) { no_cuda("graph launch"); }
+void destroy_graph(void*) {}
 
 }  // namespace gppf::cuda

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "core/cuda_runtime.hpp"
+#include "core/graph.hpp"
 
 namespace gppf::kernels::cuda {
 namespace {
@@ -43,6 +44,9 @@ Context& context(const Stream& stream) { return entry(stream).ctx; }
 void* workspace(const Stream& stream, std::size_t bytes) {
   Entry& e = entry(stream);
   if (bytes > e.scratch_bytes) {
+    // A captured graph keeps the old block's address: it must not go back to the allocator.
+    GPPF_CHECK(!gppf::runtime::capturing(), "CUDA scratch memory grew from ", e.scratch_bytes, " to ", bytes,
+               " bytes inside a graph capture (the eager step before the capture should have sized it)");
     // The old block may still be read by queued work on this stream; freeing it into the caching
     // allocator is safe because later allocations on the same stream are ordered after that work.
     if (e.scratch) gppf::cuda::free_device(e.scratch, e.ctx.device);

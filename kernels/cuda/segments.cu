@@ -89,6 +89,7 @@ struct CopyPack {
   Ranges<I> r;                                       // in chunks of V elements, over the concatenated segments
   I src[kMaxSegments] = {}, dst[kMaxSegments] = {};  // each segment's first chunk in src and dst
   float scale[kMaxSegments] = {};
+  const float* scale_at[kMaxSegments] = {};  // non-null: the scale in device memory (SegmentCopy::scale_at)
 };
 
 template <class T, int V, class I>
@@ -99,9 +100,10 @@ __global__ void copy_kernel(const T* src, T* dst, const __grid_constant__ CopyPa
     const I off = i - p.r.begin[k];
     const Chunk<T, V> in = s[p.src[k] + off];
     Chunk<T, V> out = accumulate ? d[p.dst[k] + off] : Chunk<T, V>{};
+    const float scale = p.scale_at[k] ? *p.scale_at[k] : p.scale[k];
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      const float v = p.scale[k] * to_f32(in.v[j]);
+      const float v = scale * to_f32(in.v[j]);
       out.v[j] = from_f32<T>(accumulate ? to_f32(out.v[j]) + v : v);
     }
     d[p.dst[k] + off] = out;
@@ -123,6 +125,7 @@ std::int64_t launch_copy(const Tensor& src, Tensor& dst, const std::vector<Segme
       p.src[k] = static_cast<I>(g.src * chunks_per_row);
       p.dst[k] = static_cast<I>(g.dst * chunks_per_row);
       p.scale[k] = g.scale;
+      p.scale_at[k] = g.scale_at;
       end += g.count * chunks_per_row;
     }
     p.r.begin[p.r.count] = static_cast<I>(end);
@@ -556,6 +559,7 @@ struct NormPack {
   const float* gamma[kMaxSegments] = {};
   const float* beta[kMaxSegments] = {};
   float gate[kMaxSegments] = {};
+  const float* gate_at[kMaxSegments] = {};  // non-null: the gate in device memory (NormPart::gate_at)
 };
 
 template <class I>
@@ -573,6 +577,7 @@ NormPack<I> norm_pack(const Tensor& mean, const Tensor& invstd, const std::vecto
     p.gamma[k] = g.gamma->data_as<float>();
     p.beta[k] = g.beta->data_as<float>();
     p.gate[k] = g.gate;
+    p.gate_at[k] = g.gate_at;
   }
   return p;
 }
@@ -595,10 +600,11 @@ __global__ void add_relu_kernel(const T* z, const T* shortcut, T* y, I chunks, I
     for (int k = 0; k < p.count; ++k) {
       if (n < p.dst[k] || n - p.dst[k] >= p.rows[k]) continue;
       const Chunk<T, V> zv = zc[((p.src[k] + n - p.dst[k]) * row + within) / V];
+      const float gate = p.gate_at[k] ? *p.gate_at[k] : p.gate[k];
 #pragma unroll
       for (int j = 0; j < V; ++j) {
         const I c = c0 + static_cast<I>(j);
-        acc[j] = add_gated(acc[j], p.gate[k],
+        acc[j] = add_gated(acc[j], gate,
                            norm_value(to_f32(zv.v[j]), p.mean[k][c], p.gamma[k][c] * p.invstd[k][c], p.beta[k][c]));
       }
     }
@@ -618,6 +624,9 @@ void launch_add_relu(const Tensor& z, const Tensor& mean, const Tensor& invstd, 
       static_cast<I>(z.dim(-1)), norm_pack<I>(mean, invstd, parts, 0));
   GPPF_CUDA_CHECK(cudaGetLastError());
 }
+
+// The two packs ride in one launch's parameters: within the classic 4 KiB limit.
+static_assert(sizeof(DotPack) + sizeof(NormPack<std::int64_t>) + 64 <= 4096, "dot_bn_partial_kernel parameters");
 
 // segment_dot's partial sums (dot_partial_kernel) with b the normalised z; element i of a part is
 // channel i % C, since parts start at a row.

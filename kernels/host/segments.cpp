@@ -47,7 +47,8 @@ void copy_segments(const Tensor& src, Tensor& dst, const std::vector<SegmentCopy
     auto k = static_cast<std::size_t>(std::upper_bound(begin.begin(), begin.end(), i) - begin.begin() - 1);
     for (; i < end; ++k) {
       const std::int64_t off = i - begin[k], n = std::min(end, begin[k + 1]) - i;
-      copy_range<T, kAccumulate>(s + live[k].src * row + off, d + live[k].dst * row + off, n, live[k].scale);
+      const SegmentCopy& g = live[k];
+      copy_range<T, kAccumulate>(s + g.src * row + off, d + g.dst * row + off, n, g.scale_at ? *g.scale_at : g.scale);
       i += n;
     }
   }
@@ -135,10 +136,11 @@ void add_relu_rows(const Tensor& z, const Tensor& mean, const Tensor& invstd, co
       if (n < g.dst || n >= g.dst + g.count) continue;
       const T* zr = zs + (g.src + n - g.dst) * row;
       const PartCoefficients& f = coef[k];
+      const float gate = g.gate_at ? *g.gate_at : g.gate;
       for (std::int64_t px = 0; px < pixels; ++px)
         for (std::int64_t c = 0; c < channels; ++c) {
           const std::int64_t i = px * channels + c;
-          acc[at(i)] = add_gated(acc[at(i)], g.gate, norm_value(to_f32(zr[i]), f.mean[c], f.scale[at(c)], f.beta[c]));
+          acc[at(i)] = add_gated(acc[at(i)], gate, norm_value(to_f32(zr[i]), f.mean[c], f.scale[at(c)], f.beta[c]));
         }
     }
     for (std::int64_t i = 0; i < row; ++i) ys[n * row + i] = from_f32<T>(relu_value(acc[at(i)]));

@@ -36,7 +36,8 @@ void segment_copy(std::int64_t row, const Vec& src, Vec& dst, const std::vector<
   for (const SegmentCopy& g : segments)
     for (std::int64_t i = 0; i < g.count * row; ++i) {
       double& d = dst[at(g.dst * row + i)];
-      d = (mode == GradMode::Accumulate ? d : 0.0) + double(g.scale) * src[at(g.src * row + i)];
+      d = (mode == GradMode::Accumulate ? d : 0.0) +
+          double(g.scale_at ? *g.scale_at : g.scale) * src[at(g.src * row + i)];
     }
 }
 
@@ -134,8 +135,8 @@ void batchnorm_add_relu_segments(std::int64_t row, std::int64_t channels, const 
   y = shortcut;
   for (std::size_t k = 0; k < parts.size(); ++k)
     for (std::int64_t i = 0; i < parts[k].count * row; ++i)
-      y[at(parts[k].dst * row + i)] +=
-          double(parts[k].gate) * normalised(row, channels, z, mean, invstd, parts[k], gamma[k], beta[k], i);
+      y[at(parts[k].dst * row + i)] += double(parts[k].gate_at ? *parts[k].gate_at : parts[k].gate) *
+                                       normalised(row, channels, z, mean, invstd, parts[k], gamma[k], beta[k], i);
   for (double& v : y) v = v < 0.0 ? 0.0 : v;
 }
 

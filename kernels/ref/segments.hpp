@@ -41,7 +41,8 @@ void batchnorm_bwd_segments(const BatchNormParams& p, std::int64_t channels, con
 
 // The fused last stage of a task-batched lego layer and its gate gradients, rows of `row` values
 // (channel = index % channels); part k uses gamma[k] and beta[k] (the parts' tensor pointers are not
-// read). y resized to shortcut's size; out[slot] written for every part with slot >= 0.
+// read; a gate_at or scale_at, host memory here, is). y resized to shortcut's size; out[slot] written for every part
+// with slot >= 0.
 void batchnorm_add_relu_segments(std::int64_t row, std::int64_t channels, const Vec& z, const Vec& mean,
                                  const Vec& invstd, const std::vector<NormPart>& parts, const std::vector<Vec>& gamma,
                                  const std::vector<Vec>& beta, const Vec& shortcut, Vec& y);

@@ -235,6 +235,11 @@ std::size_t Backbone::set_router_copies(const std::vector<float>& values, std::s
   return at;
 }
 
+std::vector<int> Backbone::prepare_routes(const std::vector<int>& tasks, std::int64_t step, bool training,
+                                          const Stream& s) {
+  return m_route_table.prepare(routed_layers(), tasks, step, training, s);
+}
+
 void Backbone::refresh_routing(const Stream& s) { set_router_copies(read_back_all(router_values(), s), 0); }
 
 float Backbone::apply_balance(const std::vector<int>& tasks) {

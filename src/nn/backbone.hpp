@@ -88,6 +88,21 @@ class Backbone final : public Module {
   // Copies every router's logits to the host copies that routing reads (LegoLayer::set_router_copy),
   // with one sync; after anything that changed them (an optimizer step, a checkpoint load).
   void refresh_routing(const Stream& s);
+  // The routing values of a training step in memory, for a step captured as a graph (core/graph.hpp):
+  // computes the route of every routed layer for each of `tasks` at (step, training) with the host
+  // code, writes their gates and probabilities to the backbone's route table with ONE copy on `s`
+  // (nn::RouteTable), and makes route() return those routes, with views of the table, for exactly
+  // that (task, step, training); the kernels then read the gate and probability values from the table.
+  // Call it once per training step, after the host copies are current (refresh_routing, or the
+  // step's own refresh at Network::end_step) and before the step's first pass, on the stream the
+  // passes run on (their kernels are ordered after the copy), outside graph capture. Returns the
+  // routing key (RouteTable::prepare): a captured step may be replayed while the key is unchanged.
+  // The staging tables are double-buffered; a step must sync (Network::end_step) between every second
+  // call, else the call waits for the copy of two calls ago (a counted sync). Routes of other calls
+  // (evaluation, inference, reports, probes) are computed on the spot, without table views.
+  std::vector<int> prepare_routes(const std::vector<int>& tasks, std::int64_t step, bool training, const Stream& s);
+  // The route table (undefined before the first prepare_routes), for tests.
+  const Tensor& route_table() const { return m_route_table.table(); }
   // The same in two halves, for a caller that reads more with the same sync: every router's logits
   // (layer by layer, task by task), and their host copies from values[at...]; returns the end.
   std::vector<const Tensor*> router_values();
@@ -120,6 +135,7 @@ class Backbone final : public Module {
   std::vector<std::unique_ptr<LegoLayer>> m_layers;
   std::vector<int> m_stage_ends;
   std::unique_ptr<VitBackbone> m_vit;
+  RouteTable m_route_table;
 };
 
 }  // namespace gppf::nn

@@ -85,6 +85,7 @@ class LegoLayer final : public Module, public RoutedLayer {
   const std::string& name() const override { return m_name; }
   int num_legos_total() const override { return static_cast<int>(m_legos.size()); }
   Parameter& router(int task) override { return m_router.logits(task); }
+  Router& routing() override { return m_router; }
   int num_tasks() const override { return m_router.num_tasks(); }
   // Multiply-adds of task's path through this layer for input shape x (shared + k legos + shortcut).
   std::int64_t macs(const Shape& x, int active_legos) const;

@@ -7,7 +7,11 @@
 //  - task-batched: several tasks' samples in one batch, each lego once (lego_strategy_batched.cpp).
 // The layer owns legos, router and statistics; a strategy owns nothing of a step but what its
 // forward returns as the saved context. Strategies are device-agnostic: the same code runs on the
-// host and on CUDA, only the kernels behind kernels/*.hpp differ.
+// host and on CUDA, only the kernels behind kernels/*.hpp differ. Gates go to the kernels through
+// gated_axpby / gate_address and probabilities through Router::accumulate_grad (src/nn/router.hpp),
+// which read them from the step's route table when the route was prepared (a captured graph's
+// kernels then see each step's values); the merged block (src/nn/merged_legos.cpp) still takes them
+// by value.
 #include <memory>
 
 #include "src/nn/lego.hpp"

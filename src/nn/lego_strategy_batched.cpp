@@ -47,11 +47,22 @@ struct BatchedSaved final : LegoContext {
   Tensor y;
 };
 
+// A part's copy between the layer's batch and the stacked batches, times its gate when `gated` (read
+// from the route table when its route has one).
+kernels::SegmentCopy part_copy(const LegoPart& p, const std::vector<Route>& routes, bool gated, bool to_stack) {
+  kernels::SegmentCopy c{to_stack ? p.begin : p.local, to_stack ? p.local : p.begin, p.count};
+  if (gated) {
+    const Route& r = routes[p.segment];
+    c.scale = r.gates[p.entry];
+    c.scale_at = gate_address(r, p.entry);
+  }
+  return c;
+}
+
 std::vector<kernels::SegmentCopy> to_stack(const std::vector<LegoPart>& parts, const std::vector<Route>& routes,
                                            bool gated) {
   std::vector<kernels::SegmentCopy> c;
-  for (const LegoPart& p : parts)
-    c.push_back({p.begin, p.local, p.count, gated ? routes[p.segment].gates[p.entry] : 1.0f});
+  for (const LegoPart& p : parts) c.push_back(part_copy(p, routes, gated, true));
   return c;
 }
 
@@ -63,8 +74,7 @@ void add_from_stack(const Tensor& stack, Tensor& out, const std::vector<LegoPart
   for (std::int64_t j = 0; j < max_entries; ++j) {
     std::vector<kernels::SegmentCopy> c;
     for (const LegoPart& p : parts)
-      if (static_cast<std::int64_t>(p.entry) == j)
-        c.push_back({p.local, p.begin, p.count, gated ? routes[p.segment].gates[p.entry] : 1.0f});
+      if (static_cast<std::int64_t>(p.entry) == j) c.push_back(part_copy(p, routes, gated, false));
     kernels::segment_copy(stack, out, c, kernels::GradMode::Accumulate, s);
   }
 }
@@ -85,9 +95,11 @@ std::vector<kernels::NormPart> norm_parts(LegoLayer& layer, const BatchedSaved& 
     for (const LegoRun& run : ctx.runs) {
       BatchNorm& bn = layer.lego(run.lego).bn(3);
       for (const LegoPart& p : run.parts) {
-        if (static_cast<std::int64_t>(p.entry) == j)
-          out.push_back({p.local, p.begin, p.count, stats, &bn.gamma().value, &bn.beta().value,
-                         ctx.routes[p.segment].gates[p.entry], gate_slot(ctx, p)});
+        if (static_cast<std::int64_t>(p.entry) == j) {
+          const Route& r = ctx.routes[p.segment];
+          out.push_back({p.local, p.begin, p.count, stats, &bn.gamma().value, &bn.beta().value, r.gates[p.entry],
+                         gate_slot(ctx, p), gate_address(r, p.entry)});
+        }
         ++stats;
       }
     }

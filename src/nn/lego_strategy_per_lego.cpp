@@ -61,7 +61,7 @@ class PerLegoStrategy final : public LegoStrategy {
     for (std::size_t j = 0; j < r.legos.size(); ++j) {
       Bottleneck& lego = layer.lego(r.legos[j]);
       Tensor o = lego.forward(rs, x);
-      kernels::axpby(r.gates[j], o, 1.0f, acc, rs.stream);
+      gated_axpby(r, j, o, 1.0f, acc, rs.stream);
       if (ctx) {
         ctx->legos.push_back(lego.take_saved());
         ctx->outputs.push_back(std::move(o));
@@ -92,7 +92,7 @@ class PerLegoStrategy final : public LegoStrategy {
         Tensor slot = dgate.narrow0(static_cast<std::int64_t>(j), 1);
         kernels::dot(da, ctx.outputs[j], slot, kernels::GradMode::Overwrite, rs.stream);
       }
-      kernels::axpby(r.gates[j], da, 0.0f, scaled, rs.stream);
+      gated_axpby(r, j, da, 0.0f, scaled, rs.stream);
       Bottleneck& lego = layer.lego(r.legos[j]);
       lego.restore_saved(std::move(ctx.legos[j]));
       lego.backward(rs, scaled, dx, kernels::GradMode::Accumulate);

@@ -6,6 +6,8 @@
 #include <numeric>
 #include <random>
 
+#include "core/graph.hpp"
+#include "kernels/elementwise.hpp"
 #include "kernels/routing.hpp"
 
 namespace gppf::nn {
@@ -42,6 +44,7 @@ Router::Router(std::string layer, int num_legos, int top_k, int num_shared, int 
     m_logits.push_back(make_parameter(str(m_layer, ".router.task", t), logits, false));
     m_host_copy.push_back(logits.to_float_vector());
   }
+  m_prepared.resize(static_cast<std::size_t>(num_tasks));
 }
 
 void Router::tag_owners(int layer_index) {
@@ -69,13 +72,41 @@ std::vector<float> Router::routed_logits(int task) const {
 Route Router::route(int task, std::int64_t step, bool training) const {
   GPPF_CHECK(task >= 0 && task < num_tasks(), m_layer, ": task ", task, " has no router");
   std::vector<float> z = routed_logits(task);
+  // A prepared route only for its own step and mode, and only while the logits are those it came from.
+  const Prepared& p = m_prepared[static_cast<std::size_t>(task)];
+  if (p.valid && p.step == step && p.training == training && p.logits == z) return p.route;
+  return compute_route(task, std::move(z), step, training);
+}
+
+const Route& Router::prepare(int task, std::int64_t step, bool training, const Tensor& gate_slot,
+                             const Tensor& prob_slot) {
+  GPPF_CHECK(task >= 0 && task < num_tasks(), m_layer, ": task ", task, " has no router");
+  GPPF_CHECK(gate_slot.numel() == max_entries() && prob_slot.numel() == m_num_legos, m_layer, ": route table slots ",
+             gate_slot.desc(), " and ", prob_slot.desc(), ", expected ", max_entries(), " and ", m_num_legos,
+             " values");
+  Prepared& p = m_prepared[static_cast<std::size_t>(task)];
+  p.logits = routed_logits(task);
+  p.route = compute_route(task, p.logits, step, training);
+  p.route.gate_values = gate_slot.narrow0(0, static_cast<std::int64_t>(p.route.gates.size()));
+  p.route.prob_values = prob_slot;
+  p.step = step;
+  p.training = training;
+  p.valid = true;
+  return p.route;
+}
+
+void Router::clear_prepared() {
+  for (Prepared& p : m_prepared) p = Prepared();
+}
+
+Route Router::compute_route(int task, std::vector<float> z, std::int64_t step, bool training) const {
   Route r;
   for (int i = 0; i < m_num_shared; ++i) {
     r.legos.push_back(i);
     r.gates.push_back(1.0f);
     r.routed.push_back(-1);
   }
-  const bool warm = training && step < m_routing.warmup_steps;
+  const bool warm = warming_up(step, training);
   if (warm && m_routing.warmup == RoutingOptions::Warmup::Noisy && m_routing.noise_std > 0) {
     std::mt19937_64 rng(fnv1a(m_layer) ^ (static_cast<std::uint64_t>(step) * 0x9e3779b97f4a7c15ull) ^
                         (static_cast<std::uint64_t>(task) << 48));
@@ -83,7 +114,7 @@ Route Router::route(int task, std::int64_t step, bool training) const {
     for (auto& v : z) v += noise(rng);
   }
   r.probs = softmax(z);
-  if (warm && m_routing.warmup == RoutingOptions::Warmup::Soft) {
+  if (soft_warmup(step, training)) {
     for (int i = 0; i < m_num_legos; ++i) {
       r.legos.push_back(m_num_shared + i);
       r.gates.push_back(r.probs[static_cast<std::size_t>(i)]);
@@ -111,7 +142,7 @@ void Router::accumulate_grad(int task, const Route& route, const Tensor& dgate, 
   GPPF_CHECK(route.probs.size() == L, m_layer, ": route of task ", task, " has ", route.probs.size(),
              " router probabilities, expected ", L);
   Parameter& router = m_logits[static_cast<std::size_t>(task)];
-  kernels::router_grad({route.routed, route.probs}, dgate, router.grad, router.take_grad_mode(), s);
+  kernels::router_grad({route.routed, route.probs, route.prob_values}, dgate, router.grad, router.take_grad_mode(), s);
 }
 
 void Router::accumulate_grad(int task, const Route& route, const std::vector<float>& dgate) {
@@ -151,6 +182,83 @@ float Router::apply_balance(const std::vector<int>& tasks) {
     kernels::add_router_values(dz, router.grad, router.take_grad_mode());
   }
   return static_cast<float>(loss);
+}
+
+void gated_axpby(const Route& r, std::size_t j, const Tensor& x, float beta, Tensor& y, const Stream& s) {
+  if (r.gate_values.defined())
+    kernels::axpby_scalar(r.gate_values.narrow0(static_cast<std::int64_t>(j), 1), x, beta, y, s);
+  else
+    kernels::axpby(r.gates.at(j), x, beta, y, s);
+}
+
+const float* gate_address(const Route& r, std::size_t j) {
+  if (!r.gate_values.defined()) return nullptr;
+  GPPF_CHECK(static_cast<std::int64_t>(j) < r.gate_values.numel(), "route entry ", j, " of ", r.gate_values.numel());
+  return r.gate_values.data_as<float>() + j;
+}
+
+RouteTable::~RouteTable() {
+  for (const cuda::Event& e : m_copied) cuda::destroy_event(e);
+}
+
+std::vector<int> RouteTable::prepare(const std::vector<RoutedLayer*>& layers, const std::vector<int>& tasks,
+                                     std::int64_t step, bool training, const Stream& s) {
+  GPPF_CHECK(!runtime::capturing(),
+             "prepare_routes: not while a graph captures (its upload must run before each launch)");
+  std::vector<Slots> layout;
+  std::int64_t total = 0;
+  for (RoutedLayer* l : layers) {
+    const Router& r = l->routing();
+    layout.push_back({total, r.max_entries(), r.num_routed(), r.num_tasks()});
+    total += layout.back().tasks * (layout.back().entries + layout.back().legos);
+  }
+  std::vector<int> key;
+  if (total == 0) return key;
+  const Device device = layers.front()->routing().logits(0).value.device();
+  auto same = [](const Slots& a, const Slots& b) {
+    return a.base == b.base && a.entries == b.entries && a.legos == b.legos && a.tasks == b.tasks;
+  };
+  if (!m_table.defined()) {
+    // Allocated once: a captured graph keeps the table's address.
+    m_layout = layout;
+    m_table = Tensor::empty({total}, DType::F32, device);
+    for (Tensor& t : m_staging) t = Tensor::empty({total}, DType::F32, Device::host(), device.is_cuda());
+  } else {
+    GPPF_CHECK(layout.size() == m_layout.size() && std::equal(layout.begin(), layout.end(), m_layout.begin(), same) &&
+                   m_table.device() == device,
+               "prepare_routes: the routed layers or their device changed since the route table was made; it "
+               "serves one network on one device");
+  }
+  const int b = m_next;
+  m_next ^= 1;
+  cuda::Event& copied = m_copied[b];
+  // The copy that last read this staging table was queued two calls ago; a step's sync has normally
+  // passed it since.
+  if (copied.handle && !cuda::event_done(copied)) cuda::event_synchronize(copied);
+  Tensor& staging = m_staging[b];
+  float* host = staging.data_as<float>();
+  std::fill(host, host + total, 0.0f);
+  for (std::size_t li = 0; li < layers.size(); ++li) {
+    Router& router = layers[li]->routing();
+    router.clear_prepared();
+    const Slots& sl = m_layout[li];
+    for (int task : tasks) {
+      GPPF_CHECK(task >= 0 && task < sl.tasks, layers[li]->name(), ": task ", task, " has no router");
+      const std::int64_t at = sl.base + task * (sl.entries + sl.legos);
+      const Route& r = router.prepare(task, step, training, m_table.narrow0(at, sl.entries),
+                                      m_table.narrow0(at + sl.entries, sl.legos));
+      std::copy(r.gates.begin(), r.gates.end(), host + at);
+      std::copy(r.probs.begin(), r.probs.end(), host + at + sl.entries);
+      key.insert(key.end(), r.legos.begin(), r.legos.end());
+      key.push_back(router.soft_warmup(step, training) ? -2 : -1);
+    }
+  }
+  m_table.copy_from(staging, s);
+  if (device.is_cuda()) {
+    if (!copied.handle) copied = cuda::create_event(device.index);
+    cuda::record_event(copied, s);
+  }
+  return key;
 }
 
 }  // namespace gppf::nn

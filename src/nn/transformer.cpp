@@ -133,7 +133,7 @@ Tensor MlpLegoLayer::forward(const RunState& rs, const Tensor& x, std::int64_t s
   std::vector<Tensor> outputs;
   for (std::size_t j = 0; j < r.legos.size(); ++j) {
     Tensor o = m_legos[static_cast<std::size_t>(r.legos[j])]->forward(rs, h);
-    kernels::axpby(r.gates[j], o, 1.0f, yr, rs.stream);
+    gated_axpby(r, j, o, 1.0f, yr, rs.stream);
     if (rs.training) outputs.push_back(std::move(o));
   }
   if (rs.training) {
@@ -167,7 +167,7 @@ Tensor MlpLegoLayer::backward(const RunState& rs, const Tensor& dy) {
       Tensor slot = dgate.narrow0(static_cast<std::int64_t>(j), 1);
       kernels::dot(dyr, m_outputs[j], slot, kernels::GradMode::Overwrite, rs.stream);
     }
-    kernels::axpby(r.gates[j], dyr, 0.0f, scaled, rs.stream);
+    gated_axpby(r, j, dyr, 0.0f, scaled, rs.stream);
     m_legos[static_cast<std::size_t>(r.legos[j])]->backward(
         rs, scaled, dh, j == 0 ? kernels::GradMode::Overwrite : kernels::GradMode::Accumulate);
   }

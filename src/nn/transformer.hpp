@@ -86,7 +86,7 @@ class MlpLegoLayer final : public Module, public RoutedLayer {
   // dx overwritten; writes the legos', the norm's and rs.task's router gradients. dy undefined: serving.
   Tensor backward(const RunState& rs, const Tensor& dy);
   void collect_parameters(std::vector<Parameter*>& out) override;
-  Router& routing() { return m_router; }
+  Router& routing() override { return m_router; }
   // The layer's position among the backbone's routed layers: tags its legos' and routers' owners
   // (nn::Owner), which the distributed step groups gradients by.
   void set_index(int index);

@@ -201,7 +201,8 @@ StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps, con
       return losses;
     };
     auto run_passes = [&](const std::vector<int>& tasks) {
-      if (net.batches_tasks()) return run_group(tasks);
+      // A step graph holds one step's passes: all tasks in one call.
+      if (net.batches_tasks() || config.cuda_graphs == "on") return run_group(tasks);
       std::vector<PendingLoss> out;
       for (int t : tasks) out.push_back(std::move(run_group({t}).at(0)));
       return out;
@@ -219,6 +220,10 @@ StepBench bench_step(const TrainConfig& config, int warmup_steps, int steps, con
     }
   }
   summarize(r, net, task_ms, step_ms, opt_ms);
+  const Network::GraphStats gs = net.graph_stats();
+  if (gs.launches > 0)
+    r.graph = str(gs.captures, " captures, ", gs.launches, " launches, ", gs.nodes, " calls or nodes, pool ",
+                  gs.pool_bytes >> 20, " MiB");
   if (!host) r.peak_bytes = static_cast<std::int64_t>(cuda::allocator_stats(net.device().index).peak);
   // The machine's rate is the best seen, before and after the steps (a slow sample is the neighbours).
   r.sgemm_gflops = host ? std::max(sgemm_before, sgemm_gflops()) : 0.0;
@@ -253,6 +258,7 @@ std::string StepBench::to_table() const {
                 static_cast<long long>(syncs_per_step), static_cast<long long>(launches_per_step), peak.c_str());
   out += line;
   out += "input upload: " + upload + "\n";
+  if (!graph.empty()) out += "step graph (cuda_graphs: on): " + graph + "\n";
   return out;
 }
 
@@ -268,6 +274,7 @@ std::string StepBench::to_json() const {
                       {"launches_per_step", launches_per_step},
                       {"peak_bytes", peak_bytes},
                       {"upload", upload},
+                      {"graph", graph},
                       {"tasks", nlohmann::json::array()}};
   for (const auto& t : tasks)
     j["tasks"].push_back({{"task", t.name},

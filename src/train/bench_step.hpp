@@ -34,6 +34,8 @@ struct StepBench {
   // How the input batches go up (Network::stage): "copy stream" (page-locked, ordered by an event),
   // "compute stream" (pageable), both, or "none (host)".
   std::string upload;
+  // cuda_graphs: on: the step graph's captures, launches, size and pool; empty when off.
+  std::string graph;
   std::string to_table() const;
   std::string to_json() const;
 };

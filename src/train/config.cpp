@@ -514,6 +514,14 @@ void read_run_keys(Reader& r, const YAML::Node& root, const std::string& where, 
              ": key 'task_batching': on is not deterministic across layouts (a rank batches only its own tasks); "
              "use off or auto with deterministic: true");
   if (c.deterministic) c.task_batching = "off";
+  r.get(root, "", "cuda_graphs", c.cuda_graphs);
+  GPPF_CHECK(c.cuda_graphs == "on" || c.cuda_graphs == "off", where, ": key 'cuda_graphs': '", c.cuda_graphs,
+             "' is not on or off");
+  GPPF_CHECK(c.cuda_graphs == "off" || !c.deterministic, where,
+             ": key 'cuda_graphs': on captures all tasks' passes together; deterministic: true runs them one by one");
+  GPPF_CHECK(c.cuda_graphs == "off" || c.lego_strategy != "merged", where,
+             ": key 'cuda_graphs': the merged lego strategy reads values back mid-pass and cannot be captured; use "
+             "lego_strategy: per-lego or auto");
   r.get(root, "", "threads", c.threads);
   GPPF_CHECK(c.threads >= 0, where, ": key 'threads' must be >= 0 (0: the OpenMP default), got ", c.threads);
   r.get(root, "", "log_every", c.log_every);
@@ -626,6 +634,7 @@ TrainConfig parse_root(YAML::Node root, const std::string& where, const DataPath
                 "lego_strategy",
                 "task_batching",
                 "deterministic",
+                "cuda_graphs",
                 "threads",
                 "log_every",
                 "eval_every",

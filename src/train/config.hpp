@@ -89,6 +89,11 @@ struct TrainConfig {
   // 1, 2 and 4 ranks end each step with the same bits. Needs replicas 1 and expert_parallel 1, and
   // runs tasks one by one (task_batching auto means off; on is refused).
   bool deterministic = false;
+  // Capture the training passes of a step as a graph and launch it again while the routing, the tasks
+  // and the input shapes stay the same (core/graph.hpp; docs/PERFORMANCE.md, "CUDA graphs"): "on" or
+  // "off". A CUDA graph on CUDA; on the host a recording of the same calls (what the tests check).
+  // One process, per-lego or task-batched lego layers, not with deterministic: true.
+  std::string cuda_graphs = "off";
   int threads = 0;  // OpenMP threads; 0: the runtime's default
   std::int64_t log_every = 50;
   std::int64_t eval_every = 0;    // 0: only at the end

@@ -18,6 +18,10 @@ StepResult simt_step(Executor& executor, Network& net, optim::Optimizer& optimiz
                      const std::function<void()>& before_update) {
   std::vector<PendingLoss> pending;
   StepResult r;
+  std::vector<int> mine;  // the routes of this process's tasks: one upload for the step
+  for (int t : active)
+    if (executor.runs(t)) mine.push_back(t);
+  net.prepare_step(mine, step);
   r.balance = executor.run_step(net, step, active, [&](const std::vector<int>& tasks) {
     for (PendingLoss& p : run_passes(tasks)) pending.push_back(std::move(p));
   });

@@ -4,6 +4,8 @@
 #include <limits>
 
 #include "core/cuda_runtime.hpp"
+#include "core/graph.hpp"
+#include "core/log.hpp"
 #include "kernels/cast.hpp"
 #include "kernels/common.hpp"
 #include "kernels/loss.hpp"
@@ -129,9 +131,11 @@ Device rank_device(const TrainConfig& config) {
 }
 
 // The local lego strategy of a run (config `lego_strategy`): merged, but per-lego where the merged
-// block's kernels are missing (kernels/merged.hpp: host f32 only so far).
-std::shared_ptr<nn::LegoStrategy> local_strategy(const std::string& choice, Device device, DType act) {
-  const bool merged_runs = device.is_host() && act == DType::F32;
+// block's kernels are missing (kernels/merged.hpp: host f32 only so far) or a step graph is captured
+// (the merged backward reads sums back mid-pass).
+std::shared_ptr<nn::LegoStrategy> local_strategy(const TrainConfig& config, Device device, DType act) {
+  const std::string& choice = config.lego_strategy;
+  const bool merged_runs = device.is_host() && act == DType::F32 && config.cuda_graphs != "on";
   GPPF_CHECK(choice != "merged" || merged_runs, "key 'lego_strategy': merged runs on the host in fp32 only so far (",
              device.str(), ", ", dtype_name(act), "); use per-lego or auto");
   return choice != "per-lego" && merged_runs ? nn::make_merged_strategy() : nn::make_per_lego_strategy();
@@ -148,6 +152,7 @@ struct Network::Heads {
 Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
     : m_tasks(tasks), m_heads(std::make_unique<Heads>()), m_config(config) {
   m_device = rank_device(config);
+  m_stream = m_device.is_cuda() ? Stream{m_device, nullptr} : Stream::host();
   if (m_device.is_cuda()) {
     GPPF_CHECK(cuda::built_with_cuda(), config.config_path, ": key 'device': ", config.device,
                " needs a build with CUDA (GPPF_CUDA=ON)");
@@ -155,6 +160,9 @@ Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
                " asked for, ", cuda::device_count(), " CUDA devices visible");
     cuda::set_device(m_device.index);
     kernels::set_allow_tf32(config.tf32);
+    // The legacy stream cannot be captured; a blocking stream keeps its ordering with the code that
+    // still queues there.
+    if (config.cuda_graphs == "on") m_stream = cuda::create_stream(m_device.index, /*blocking=*/true);
   }
   const int n = static_cast<int>(tasks.size());
   nn::BackboneSpec spec = config.backbone;
@@ -215,10 +223,11 @@ Network::Network(const TrainConfig& config, const std::vector<TaskSpec>& tasks)
     }
     cuda::synchronize(stream());
   }
-  m_backbone->set_strategy(local_strategy(m_config.lego_strategy, m_device, m_act));
+  m_backbone->set_strategy(local_strategy(m_config, m_device, m_act));
   GPPF_CHECK(!spec.vit || config.task_batching != "on", config.config_path,
              ": key 'task_batching': on is not supported by gppf-vit yet (its MLP legos run per task)");
   m_batch_tasks = !spec.vit && (config.task_batching == "on" || (config.task_batching == "auto" && m_device.is_cuda()));
+  if (config.cuda_graphs == "on") m_graph = std::make_unique<StepGraph>();
   parameters_changed();
 }
 
@@ -227,13 +236,16 @@ void Network::set_distributed(const NetworkDist& d) {
   m_bn_sync = d.bn_sync ? std::make_unique<CommStatSync>(*d.bn_sync) : nullptr;
   const bool experts = d.exchange && d.exchange->size() > 1;
   m_backbone->set_strategy(experts ? dist::make_exchange_strategy(*d.exchange)
-                                   : local_strategy(m_config.lego_strategy, m_device, m_act));
+                                   : local_strategy(m_config, m_device, m_act));
   m_backbone->set_mlp_runner(experts ? dist::make_mlp_exchange(*d.exchange) : nullptr);
+  GPPF_CHECK(!m_graph, m_config.config_path,
+             ": key 'cuda_graphs': on runs in a single process so far (a distributed step's collectives and rounds "
+             "are not captured); set it off");
   // A distributed step runs one task per round (its exchange and replicas are per task).
   m_batch_tasks = false;
 }
 
-Stream Network::stream() const { return m_device.is_cuda() ? Stream{m_device, nullptr} : Stream::host(); }
+Stream Network::stream() const { return m_stream; }
 
 Tensor Network::to_device(const Tensor& t) const {
   return t.defined() && t.device() != m_device ? t.to(m_device, stream()) : t;
@@ -328,7 +340,10 @@ TaskLoss Network::read_loss(const PendingLoss& pending) {
   return task_loss(pending, values.data());
 }
 
-Network::~Network() = default;
+Network::~Network() {
+  m_graph.reset();
+  if (m_stream.handle) cuda::destroy_stream(m_stream);
+}
 
 nn::Backbone& Network::backbone() { return *m_backbone; }
 
@@ -551,27 +566,58 @@ std::vector<PendingLoss> Network::train_tasks(const std::vector<int>& tasks, con
 }
 
 std::vector<PendingLoss> Network::train_staged(std::vector<StagedBatch> batches, std::int64_t step) {
+  std::vector<int> tasks;
+  std::vector<io::Batch> taken;
+  std::vector<CenterNetTargets> targets;
+  for (StagedBatch& b : batches) {
+    tasks.push_back(b.task);
+    taken.push_back(take(b));
+    targets.push_back(b.targets);
+  }
+  const bool prepared =
+      m_prepared_step == step && std::all_of(tasks.begin(), tasks.end(), [&](int t) {
+        return std::find(m_prepared_tasks.begin(), m_prepared_tasks.end(), t) != m_prepared_tasks.end();
+      });
+  if (!prepared) prepare_step(tasks, step);
+  if (m_graph) return run_graphed(tasks, taken, targets, step, m_routing);
+  return run_passes(tasks, taken, targets, step);
+}
+
+void Network::prepare_step(const std::vector<int>& tasks, std::int64_t step) {
+  m_routing = m_backbone->prepare_routes(tasks, step, true, stream());
+  m_prepared_step = step;
+  m_prepared_tasks = tasks;
+}
+
+std::vector<PendingLoss> Network::run_passes(const std::vector<int>& tasks, const std::vector<io::Batch>& batches,
+                                             const std::vector<CenterNetTargets>& targets, std::int64_t step) {
   std::vector<PendingLoss> out(batches.size());
   std::vector<bool> done(batches.size(), false);
   for (std::size_t i = 0; i < batches.size(); ++i) {
     if (done[i]) continue;
-    // The tasks from i on whose input has task i's shape (all samples but the batch size).
-    std::vector<std::size_t> group{i};
-    const Shape& si = batches[i].batch.images.shape();
-    for (std::size_t j = i + 1; j < batches.size() && m_batch_tasks; ++j) {
-      const Shape& sj = batches[j].batch.images.shape();
-      if (!done[j] && sj.size() == si.size() && std::equal(si.begin() + 1, si.end(), sj.begin() + 1))
-        group.push_back(j);
-    }
     // With task batching on, a task alone runs the same way (its legos' batches stacked).
     if (!m_batch_tasks) {
-      out[i] = train_one(batches[i], step);
+      out[i] = train_one(tasks[i], batches[i], targets[i], step);
       done[i] = true;
       continue;
     }
-    std::vector<StagedBatch*> group_batches;
-    for (std::size_t j : group) group_batches.push_back(&batches[j]);
-    std::vector<PendingLoss> losses = train_batched(group_batches, step);
+    // The tasks from i on whose input has task i's shape (all samples but the batch size).
+    std::vector<std::size_t> group{i};
+    const Shape& si = batches[i].images.shape();
+    for (std::size_t j = i + 1; j < batches.size(); ++j) {
+      const Shape& sj = batches[j].images.shape();
+      if (!done[j] && sj.size() == si.size() && std::equal(si.begin() + 1, si.end(), sj.begin() + 1))
+        group.push_back(j);
+    }
+    std::vector<int> group_tasks;
+    std::vector<const io::Batch*> group_batches;
+    std::vector<const CenterNetTargets*> group_targets;
+    for (std::size_t j : group) {
+      group_tasks.push_back(tasks[j]);
+      group_batches.push_back(&batches[j]);
+      group_targets.push_back(&targets[j]);
+    }
+    std::vector<PendingLoss> losses = train_batched(group_tasks, group_batches, group_targets, step);
     for (std::size_t k = 0; k < group.size(); ++k) {
       out[group[k]] = std::move(losses[k]);
       done[group[k]] = true;
@@ -580,28 +626,123 @@ std::vector<PendingLoss> Network::train_staged(std::vector<StagedBatch> batches,
   return out;
 }
 
-std::vector<PendingLoss> Network::train_batched(const std::vector<StagedBatch*>& staged, std::int64_t step) {
-  std::vector<int> tasks;
-  std::vector<io::Batch> batches;
+struct Network::StepGraph {
+  runtime::Graph graph;
+  std::vector<std::int64_t> key;   // of the captured passes: tasks, routing, every input's dtype and shape
+  std::vector<std::int64_t> seen;  // of the last step run eagerly
+  std::vector<Tensor> inputs;      // what the captured passes read: a launch's batches are copied in
+  std::vector<PendingLoss> losses;
+  std::vector<char> touched;  // Parameter::touched after the passes, per parameters()
+  std::int64_t captures = 0, launches = 0;
+  bool off = false;  // a capture failed: the run goes on eagerly
+};
+
+Network::GraphStats Network::graph_stats() const {
+  if (!m_graph) return {};
+  return {m_graph->captures, m_graph->launches, m_graph->graph.nodes(), m_graph->graph.pool_bytes()};
+}
+
+namespace {
+// A pass's input tensors, in a fixed order (some undefined).
+std::array<Tensor*, 7> input_slots(io::Batch& b, CenterNetTargets& t) {
+  return {&b.images, &b.labels, &b.masks, &t.heatmap, &t.size, &t.offset, &t.weight};
+}
+}  // namespace
+
+std::vector<PendingLoss> Network::run_graphed(const std::vector<int>& tasks, const std::vector<io::Batch>& batches,
+                                              const std::vector<CenterNetTargets>& targets, std::int64_t step,
+                                              const std::vector<int>& routing) {
+  StepGraph& g = *m_graph;
+  if (g.off) return run_passes(tasks, batches, targets, step);
+  std::vector<io::Batch> in = batches;
+  std::vector<CenterNetTargets> tg = targets;
+  std::vector<std::int64_t> key(routing.begin(), routing.end());
+  std::vector<Tensor*> slots;
+  for (std::size_t i = 0; i < tasks.size(); ++i) {
+    // A detection task's first pass encodes its targets from the boxes on the host (the head's grid
+    // is not known before): that pass runs as it is, and the task's later batches come with targets.
+    if (m_tasks[static_cast<std::size_t>(tasks[i])].config.type == io::TaskType::Detection &&
+        !targets[i].heatmap.defined())
+      return run_passes(tasks, batches, targets, step);
+    key.push_back(tasks[i]);
+    for (Tensor* x : input_slots(in[i], tg[i])) {
+      key.push_back(x->defined() ? static_cast<std::int64_t>(x->dtype()) : -1);
+      if (!x->defined()) continue;
+      key.insert(key.end(), x->shape().begin(), x->shape().end());
+      key.push_back(-2);
+      slots.push_back(x);
+    }
+  }
+  const std::vector<nn::Parameter*> params = parameters();
+  if (!g.graph.ready() || key != g.key) {
+    // A key's first step runs eagerly: it creates the stream's library handles, sizes the scratch
+    // memory and chooses the convolution algorithms, none of which a capture may do. The next step
+    // with the same key is captured.
+    if (key != g.seen) {
+      g.seen = key;
+      return run_passes(tasks, batches, targets, step);
+    }
+    g.graph.reset();
+    g.key = key;
+    g.inputs.clear();
+    for (Tensor* x : slots) {
+      // Outside the pool: the graph's fixed input addresses.
+      g.inputs.push_back(Tensor::empty(x->shape(), x->dtype(), x->device()));
+      g.inputs.back().copy_from(*x, stream());
+      *x = g.inputs.back();
+    }
+    std::vector<char> before;
+    for (const nn::Parameter* p : params) before.push_back(p->touched ? 1 : 0);
+    try {
+      g.graph.begin_capture(stream());
+      g.losses = run_passes(tasks, in, tg, step);
+      g.graph.end_capture();
+    } catch (const std::exception& e) {
+      // Nothing captured has run: the step runs eagerly, and the rest of the run without graphs (an
+      // error of the data, not of the capture, comes back from the eager passes).
+      g.graph.abort_capture();
+      g.graph.reset();
+      g.key.clear();
+      g.inputs.clear();
+      g.off = true;
+      log::warn("cuda_graphs: the capture of step ", step, " failed (", e.what(), "); this run goes on without graphs");
+      for (std::size_t k = 0; k < params.size(); ++k) params[k]->touched = before[k] != 0;
+      return run_passes(tasks, batches, targets, step);
+    }
+    g.touched.clear();
+    for (const nn::Parameter* p : params) g.touched.push_back(p->touched ? 1 : 0);
+    ++g.captures;
+  } else {
+    for (std::size_t k = 0; k < slots.size(); ++k) g.inputs[k].copy_from(*slots[k], stream());
+    // What the passes leave on the host: which gradients they wrote.
+    for (std::size_t k = 0; k < params.size(); ++k) params[k]->touched = g.touched[k] != 0;
+  }
+  g.graph.launch();
+  ++g.launches;
+  return g.losses;
+}
+
+std::vector<PendingLoss> Network::train_batched(const std::vector<int>& tasks,
+                                                const std::vector<const io::Batch*>& batches,
+                                                const std::vector<const CenterNetTargets*>& targets,
+                                                std::int64_t step) {
   nn::RunState rs = begin(-1, true, true, -1.0f, step, {});
   rs.task = -1;
   std::int64_t n = 0;
-  for (StagedBatch* s : staged) {
-    tasks.push_back(s->task);
-    batches.push_back(take(*s));
-    rs.segments.push_back({s->task, batches.back().images.dim(0)});
+  for (std::size_t k = 0; k < tasks.size(); ++k) {
+    rs.segments.push_back({tasks[k], batches[k]->images.dim(0)});
     n += rs.segments.back().count;
   }
   const bool alone = tasks.size() == 1;  // a task alone: its own tensors, nothing to gather
-  Tensor x = batches[0].images;
+  Tensor x = batches[0]->images;
   std::int64_t at = 0;
   if (!alone) {
     Shape shape = x.shape();
     shape[0] = n;
     x = Tensor::empty(shape, x.dtype(), m_device);
-    for (const io::Batch& b : batches) {
-      x.narrow0(at, b.images.dim(0)).copy_from(b.images, rs.stream);
-      at += b.images.dim(0);
+    for (const io::Batch* b : batches) {
+      x.narrow0(at, b->images.dim(0)).copy_from(b->images, rs.stream);
+      at += b->images.dim(0);
     }
   }
   nn::BackboneSaved saved;
@@ -619,7 +760,7 @@ std::vector<PendingLoss> Network::train_batched(const std::vector<StagedBatch*>&
     std::vector<Tensor> mine;
     for (const Tensor& f : features) mine.push_back(f.narrow0(at, count));
     const float w = m_tasks[static_cast<std::size_t>(task)].config.loss_weight;
-    HeadPass hp = head_pass(task, rt, mine, batches[k], w, staged[k]->targets);
+    HeadPass hp = head_pass(task, rt, mine, *batches[k], w, *targets[k]);
     if (alone) dfeat = hp.dfeat;
     for (std::size_t i = 0; i < features.size() && !alone; ++i) {
       const bool has = i < hp.dfeat.size() && hp.dfeat[i].defined();
@@ -642,21 +783,20 @@ std::vector<PendingLoss> Network::train_batched(const std::vector<StagedBatch*>&
 }
 
 PendingLoss Network::train_step(int task, const io::Batch& host_batch, std::int64_t step) {
-  StagedBatch staged = stage(task, host_batch);
-  return train_one(staged, step);
+  std::vector<StagedBatch> one;
+  one.push_back(stage(task, host_batch));
+  return std::move(train_staged(std::move(one), step)[0]);
 }
 
-PendingLoss Network::train_one(StagedBatch& staged, std::int64_t step) {
-  const int task = staged.task;
+PendingLoss Network::train_one(int task, const io::Batch& batch, const CenterNetTargets& targets, std::int64_t step) {
   const auto t = static_cast<std::size_t>(task);
   const TaskSpec& spec = m_tasks[t];
-  const io::Batch batch = take(staged);
   // Replicas each hold 1/R of the micro-batch: the loss of a slice counts 1/R, and the all-reduce sums.
   const float w = spec.config.loss_weight / static_cast<float>(m_dist.replicas);
   nn::RunState rs = begin(task, true, true, -1.0f, step, batch.images.shape());
   nn::BackboneSaved saved;
   std::vector<Tensor> features = m_backbone->forward(rs, batch.images, step, &saved);
-  const HeadPass hp = head_pass(task, rs, features, batch, w, staged.targets);
+  const HeadPass hp = head_pass(task, rs, features, batch, w, targets);
   if (rs.grads_final) (*rs.grads_final)(static_cast<int>(m_backbone->routed_layers().size()));
   m_backbone->backward(rs, hp.dfeat, saved);
   // Labels outside [0, C) found on the GPU are recorded there and reported after the step's sync

@@ -121,12 +121,23 @@ class Network {
   StagedBatch stage(int task, const io::Batch& batch);
   // train_tasks on staged batches (tasks in their order).
   std::vector<PendingLoss> train_staged(std::vector<StagedBatch> batches, std::int64_t step);
+  // The routes of every task this process trains in `step`, into the backbone's route table with one
+  // upload (nn::Backbone::prepare_routes), before the step's first pass (simt_step). The passes of a
+  // step whose tasks were not all prepared prepare their own.
+  void prepare_step(const std::vector<int>& tasks, std::int64_t step);
   // What every training pass does first with its staged batch: the compute stream waits for its
   // upload on the device, the rest of it goes up on the compute stream, and the host tensors are kept
   // to the next sync. Returns the batch on the device.
   io::Batch take(StagedBatch& staged);
   // Config `task_batching`, in a single-process run.
   bool batches_tasks() const { return m_batch_tasks; }
+  // cuda_graphs: on: captures and launches of the step graph so far, its recorded calls or graph
+  // nodes, and its pool's bytes (zeros with graphs off).
+  struct GraphStats {
+    std::int64_t captures = 0, launches = 0;
+    std::size_t nodes = 0, pool_bytes = 0;
+  };
+  GraphStats graph_stats() const;
   // After the optimizer's update: refreshes what the host keeps of the parameters (parameters_changed)
   // and reads the step's losses, with one sync for all of it.
   std::vector<TaskLoss> end_step(const std::vector<PendingLoss>& pending);
@@ -195,10 +206,26 @@ class Network {
   UploadBuffers m_upload_buffers;
   std::map<int, std::array<int, 3>> m_det_grid;  // detection task -> its heat map's height, width, stride
   bool m_batch_tasks = false;
-  // One task's pass (train_step).
-  PendingLoss train_one(StagedBatch& staged, std::int64_t step);
-  // Tasks of one input shape as one backbone batch (train_staged); losses in `tasks` order.
-  std::vector<PendingLoss> train_batched(const std::vector<StagedBatch*>& batches, std::int64_t step);
+  // cuda_graphs: on (core/graph.hpp): the captured passes and what a launch needs (network.cpp).
+  struct StepGraph;
+  std::unique_ptr<StepGraph> m_graph;
+  std::int64_t m_prepared_step = -1;  // prepare_step's step, tasks and routing key
+  std::vector<int> m_prepared_tasks, m_routing;
+  Stream m_stream;  // the passes' stream: the legacy one on CUDA, a blocking stream of its own with graphs
+  // The passes of a step on batches already taken (on the device), targets[i] the staged CenterNet
+  // targets of tasks[i]: one task at a time, or tasks of one input shape batched.
+  std::vector<PendingLoss> run_passes(const std::vector<int>& tasks, const std::vector<io::Batch>& batches,
+                                      const std::vector<CenterNetTargets>& targets, std::int64_t step);
+  // The same through the step graph: captured when the tasks, routing or input shapes changed, else
+  // the inputs are copied into the captured ones and the graph is launched.
+  std::vector<PendingLoss> run_graphed(const std::vector<int>& tasks, const std::vector<io::Batch>& batches,
+                                       const std::vector<CenterNetTargets>& targets, std::int64_t step,
+                                       const std::vector<int>& routing);
+  // One task's pass.
+  PendingLoss train_one(int task, const io::Batch& batch, const CenterNetTargets& targets, std::int64_t step);
+  // Tasks of one input shape as one backbone batch; losses in `tasks` order.
+  std::vector<PendingLoss> train_batched(const std::vector<int>& tasks, const std::vector<const io::Batch*>& batches,
+                                         const std::vector<const CenterNetTargets*>& targets, std::int64_t step);
   // A tensor on the network's device (itself when it is there), and the input images there in the
   // activations' dtype.
   Tensor to_device(const Tensor& t) const;

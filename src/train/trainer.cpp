@@ -748,6 +748,12 @@ TrainSummary Trainer::finish() {
     if (m_loaders[i]) summary.bytes_read[specs[i].config.name] = m_loaders[i]->stats().bytes_read;
   save(m_config.steps, false);
   summary.wall_seconds = seconds_since(m_start);
+  const Network::GraphStats gs = m_net.graph_stats();
+  summary.graph_captures = gs.captures;
+  summary.graph_launches = gs.launches;
+  if (gs.launches > 0 && m_executor->root())
+    log::info("cuda_graphs: ", gs.captures, " captures, ", gs.launches, " launches (", gs.nodes,
+              " calls in the last graph, its pool ", fmt(static_cast<double>(gs.pool_bytes) / 1e6, 1), " MB)");
   // eval_batches 0: the metrics are over the whole splits; N: over at most N batches of each.
   json s = {{"steps", summary.steps},
             {"wall_seconds", summary.wall_seconds},

@@ -45,6 +45,8 @@ struct TrainSummary {
   // SIGTERM, SIGUSR1, SIGINT or SIGHUP arrived: the run checkpointed at the next step boundary and stopped early
   // (no final evaluation, no summary.json); `gppf train` exits with kExitRequeue.
   bool interrupted = false;
+  // cuda_graphs: on: the step graph's captures and launches (Network::graph_stats).
+  std::int64_t graph_captures = 0, graph_launches = 0;
 };
 
 // EX_TEMPFAIL: "requeue me", after a signal-triggered checkpoint.

@@ -228,6 +228,24 @@ TEST(ElemCuda, RouterGradMatchesHost) {
   }
 }
 
+// Probabilities read from device memory (RouterGradParams::probs_at): the values there, not the host
+// floats, bit for bit the host given the same values in its memory.
+TEST(ElemCuda, RouterGradReadsProbabilitiesFromDeviceMemory) {
+  GPPF_REQUIRE_GPU();
+  const std::vector<float> stale = {0.25f, 0.25f, 0.25f, 0.25f}, probs = {0.1f, 0.4f, 0.2f, 0.3f};
+  const Tensor dgate = Tensor::from_vector({3}, {2.0f, -0.5f, 1.25f});
+  const Tensor old = Tensor::from_vector({4}, {0.5f, -1.0f, 2.0f, 0.0f});
+  for (const GradMode mode : {GradMode::Overwrite, GradMode::Accumulate}) {
+    Tensor h = old.clone(), d = old.to(kGpu);
+    kernels::router_grad({{-1, 1, 3}, stale, Tensor::from_vector({4}, probs)}, dgate, h, mode);
+    kernels::router_grad({{-1, 1, 3}, stale, Tensor::from_vector({4}, probs).to(kGpu)}, dgate.to(kGpu), d, mode);
+    EXPECT_EQ(back(d).to_float_vector(), h.to_float_vector());
+    Tensor by_value = old.clone();
+    kernels::router_grad({{-1, 1, 3}, probs}, dgate, by_value, mode);
+    EXPECT_EQ(h.to_float_vector(), by_value.to_float_vector());
+  }
+}
+
 TEST(ElemCuda, MixedDevicesAreRejected) {
   GPPF_REQUIRE_GPU();
   const Tensor a = Tensor::zeros({4}, DType::F32);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -85,6 +86,38 @@ TEST(SegmentsCuda, CopyOfUnalignedViews) {
   kernels::segment_copy(rows(src), view, segments, GradMode::Accumulate);
   kernels::segment_copy(rows(src_d), view_d, segments, GradMode::Accumulate);
   EXPECT_LT(test::max_rel_error(back(dst_d), dst), 1e-6);
+}
+
+// Scales read from device memory (SegmentCopy::scale_at): the values there when the kernel runs,
+// written after the list was built, as the host given the same values in its memory (16-byte and
+// single-value accesses).
+TEST(SegmentsCuda, CopyReadsScalesFromDeviceMemory) {
+  GPPF_REQUIRE_GPU();
+  for (const DType dt : kDtypes)
+    for (const Shape& row : {Shape{4, 4}, Shape{3}}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " rows " + shape_str(row));
+      Shape src_shape = row, dst_shape = row;
+      src_shape.insert(src_shape.begin(), 9);
+      dst_shape.insert(dst_shape.begin(), 8);
+      const Tensor src = input(src_shape, 11, dt), old = input(dst_shape, 12, dt);
+      Tensor scales = Tensor::from_vector({2}, {1.0f, 1.0f}), scales_d = scales.to(kGpu);
+      const std::vector<SegmentCopy> host = {{0, 1, 2, 9.0f, scales.data_as<float>()},
+                                             {5, 4, 3, 9.0f, scales.data_as<float>() + 1}};
+      const std::vector<SegmentCopy> device = {{0, 1, 2, 9.0f, scales_d.data_as<float>()},
+                                               {5, 4, 3, 9.0f, scales_d.data_as<float>() + 1}};
+      const Tensor now = Tensor::from_vector({2}, {0.375f, -1.5f});
+      scales.copy_from(now);
+      scales_d.copy_from(now);
+      for (const GradMode mode : {GradMode::Overwrite, GradMode::Accumulate}) {
+        Tensor dst = old.clone(), dst_d = old.to(kGpu);
+        kernels::segment_copy(src, dst, host, mode);
+        kernels::segment_copy(src.to(kGpu), dst_d, device, mode);
+        EXPECT_LT(test::max_rel_error(back(dst_d), dst), dt == DType::F32 ? 1e-6 : 1e-2);
+        Tensor by_value = old.clone();
+        kernels::segment_copy(src, by_value, {{0, 1, 2, 0.375f}, {5, 4, 3, -1.5f}}, mode);
+        EXPECT_EQ(std::memcmp(by_value.data(), dst.data(), dst.nbytes()), 0);
+      }
+    }
 }
 
 TEST(SegmentsCuda, DotMatchesHostAndIsDeterministic) {
@@ -334,8 +367,11 @@ TEST(SegmentsCuda, RejectsMixedDevices) {
 
 // Three tasks (rows 0-2, 3-6, 7-9), two route entries, an always-on lego without a slot, a row only
 // one entry covers: as tests/elem/test_norm_add.cpp, checked here against the host.
-void check_fused_tail(DType dt, std::int64_t c, bool unaligned, std::uint64_t seed) {
-  SCOPED_TRACE(std::string(dtype_name(dt)) + " C=" + std::to_string(c) + (unaligned ? " unaligned" : ""));
+// gates_in_memory: the parts read their gates from memory (NormPart::gate_at; device memory for the
+// GPU's parts), written after the parts were built, their `gate` a NaN that must not be read.
+void check_fused_tail(DType dt, std::int64_t c, bool unaligned, std::uint64_t seed, bool gates_in_memory = false) {
+  SCOPED_TRACE(std::string(dtype_name(dt)) + " C=" + std::to_string(c) + (unaligned ? " unaligned" : "") +
+               (gates_in_memory ? " gates in memory" : ""));
   const std::int64_t row = 6 * c, off = unaligned ? 1 : 0;
   // An unaligned view starts one value into its storage: no 16-byte accesses.
   auto full = [&](std::int64_t n, std::uint64_t sd, double lo, double hi) {
@@ -359,13 +395,22 @@ void check_fused_tail(DType dt, std::int64_t c, bool unaligned, std::uint64_t se
   const std::int64_t ps[6][6] = {{0, 0, 3, 0, 60, 0}, {3, 3, 4, 1, 30, 2},  {7, 7, 2, 0, 50, 4},
                                  {9, 0, 3, 2, 25, 1}, {12, 3, 4, 0, 70, 3}, {16, 7, 3, 1, 100, -1}};
   std::vector<kernels::NormPart> parts, parts_d;
+  Tensor gates = Tensor::zeros({6}, DType::F32), gates_d = Tensor::zeros({6}, DType::F32, kGpu);
+  std::vector<float> gate_values;
   for (std::int64_t k = 0; k < 6; ++k) {
     const auto* p = ps[k];
     const auto l = static_cast<std::size_t>(p[3]);
     const float gate = static_cast<float>(p[4]) / 100.0f;
+    gate_values.push_back(gate);
     parts.push_back({p[0], p[1], p[2], k, &gamma[l], &beta[l], gate, p[5]});
     parts_d.push_back({p[0], p[1], p[2], k, &gamma_d[l], &beta_d[l], gate, p[5]});
+    if (!gates_in_memory) continue;
+    parts.back().gate = parts_d.back().gate = std::nanf("");
+    parts.back().gate_at = gates.data_as<float>() + k;
+    parts_d.back().gate_at = gates_d.data_as<float>() + k;
   }
+  gates.copy_from(Tensor::from_vector({6}, gate_values));
+  gates_d.copy_from(gates);
   const Tensor z_d = view(z_full.to(kGpu)), shortcut_d = view(shortcut_full.to(kGpu)), mean_d = mean.to(kGpu),
                invstd_d = invstd.to(kGpu);
   Tensor y = Tensor::empty({10, 3, 2, c}, dt), y_d = Tensor::empty({10, 3, 2, c}, dt, kGpu);
@@ -387,6 +432,8 @@ TEST(SegmentsCuda, FusedTailMatchesHost) {
     // 64 and 16 channels take 16-byte accesses (f32: 4 values, bf16: 8), 10 and 3 do not.
     for (const std::int64_t c : {64, 16, 10, 3}) check_fused_tail(dt, c, false, seed += 30);
   check_fused_tail(DType::F32, 64, true, seed += 30);
+  for (const DType dt : kDtypes)
+    for (const std::int64_t c : {64, 3}) check_fused_tail(dt, c, false, seed += 30, true);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <functional>
 
+#include "core/graph.hpp"
 #include "kernels/cast.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/ref/segments.hpp"
@@ -211,6 +212,63 @@ TEST(FusedTail, GateGradientsMatchFiniteDifferences) {
       EXPECT_NEAR(got, fd, (dt == DType::F32 ? 1e-4 : 2e-2) * std::max(1.0, std::abs(fd))) << "part " << k;
     }
   }
+}
+
+// Gates read from memory (NormPart::gate_at: the step's route table), set after the parts were
+// built: bit for bit the pass given those gates by value (f32 and bf16), the reference reads them too,
+// `gate` is then neither read nor checked, and the gate gradients (which read no gate) are unchanged.
+TEST(FusedTail, GatesReadFromMemory) {
+  for (const DType dt : {DType::F32, DType::BF16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    Tail t(8, dt, 120);
+    std::vector<float> gates(t.parts.size(), 1.0f);
+    std::vector<NormPart> from_memory = t.parts, by_value = t.parts;
+    for (std::size_t k = 0; k < t.parts.size(); ++k) {
+      from_memory[k].gate = std::nanf("");
+      from_memory[k].gate_at = &gates[k];
+    }
+    for (std::size_t k = 0; k < t.parts.size(); ++k) by_value[k].gate = gates[k] = 0.15f * static_cast<float>(k) - 0.2f;
+    Tensor a = Tensor::empty(t.y_shape, dt), b = Tensor::empty(t.y_shape, dt);
+    kernels::batchnorm_add_relu_segments(t.z, t.mean, t.invstd, from_memory, t.shortcut, a);
+    kernels::batchnorm_add_relu_segments(t.z, t.mean, t.invstd, by_value, t.shortcut, b);
+    EXPECT_TRUE(same_bits(a, b));
+    EXPECT_EQ(t.reference_y(from_memory), t.reference_y(by_value));
+    const Tensor g = input(t.y_shape, 121, dt);
+    Tensor da = Tensor::zeros({6}, DType::F32), db = Tensor::zeros({6}, DType::F32);
+    kernels::segment_dot_bn(g, t.z, t.mean, t.invstd, from_memory, da);
+    kernels::segment_dot_bn(g, t.z, t.mean, t.invstd, by_value, db);
+    EXPECT_TRUE(same_bits(da, db));
+  }
+}
+
+// Recorded on the host (core/graph.hpp): a replay reads the gates then in memory and uses the gamma
+// and beta tensors of the capture, whatever the caller's part list and Tensor objects hold since.
+TEST(FusedTail, HostGraphReadsTheGatesThenInMemory) {
+  Tail t(8, DType::F32, 130);
+  const Tail eager(8, DType::F32, 130);  // the same values
+  std::vector<float> gates(t.parts.size(), 0.5f);
+  Tensor y = Tensor::empty(t.y_shape, DType::F32), out = Tensor::zeros({6}, DType::F32);
+  const Tensor g = input(t.y_shape, 131, DType::F32);
+  runtime::Graph graph;
+  {
+    std::vector<NormPart> parts = t.parts;
+    for (std::size_t k = 0; k < parts.size(); ++k) parts[k].gate_at = &gates[k];
+    graph.begin_capture(Stream::host());
+    kernels::batchnorm_add_relu_segments(t.z, t.mean, t.invstd, parts, t.shortcut, y);
+    kernels::segment_dot_bn(g, t.z, t.mean, t.invstd, parts, out);
+    graph.end_capture();
+    parts.clear();
+  }
+  for (Tensor& x : t.gamma) x = Tensor::zeros(x.shape(), DType::F32);  // the parts pointed here
+  for (Tensor& x : t.beta) x = Tensor::zeros(x.shape(), DType::F32);
+  std::vector<NormPart> want = eager.parts;
+  for (std::size_t k = 0; k < gates.size(); ++k) want[k].gate = gates[k] = 0.1f + 0.2f * static_cast<float>(k);
+  graph.launch();
+  Tensor y_want = Tensor::empty(t.y_shape, DType::F32), out_want = Tensor::zeros({6}, DType::F32);
+  kernels::batchnorm_add_relu_segments(eager.z, eager.mean, eager.invstd, want, eager.shortcut, y_want);
+  kernels::segment_dot_bn(g, eager.z, eager.mean, eager.invstd, want, out_want);
+  EXPECT_TRUE(same_bits(y, y_want));
+  EXPECT_TRUE(same_bits(out, out_want));
 }
 
 TEST(FusedTail, BadArgumentsGiveOneLineErrors) {

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
+#include "core/graph.hpp"
 #include "kernels/routing.hpp"
 #include "tests/common/gradcheck.hpp"
 #include "tests/common/util.hpp"
@@ -69,6 +71,55 @@ TEST(RouterGrad, AccumulatesAndAddsHostValues) {
   EXPECT_FLOAT_EQ(first.data_as<float>()[2], 0.2f * (-2.0f - 0.1f) + 3.0f);
   kernels::add_router_values({1.0f, 2.0f, 3.0f}, first, GradMode::Overwrite);
   EXPECT_EQ(first.to_float_vector(), (std::vector<float>{1.0f, 2.0f, 3.0f}));
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.numel() == b.numel() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
+}
+
+// Probabilities read from memory (RouterGradParams::probs_at: the step's route table): the same
+// values give the same bits as the host floats, and the values in memory are the ones used (the
+// host floats then only give the size).
+TEST(RouterGrad, ProbabilitiesReadFromMemory) {
+  const std::vector<float> probs = {0.5f, 0.3f, 0.2f}, others = {0.1f, 0.6f, 0.3f};
+  const Tensor dgate = Tensor::from_vector({3}, {1.0f, -2.0f, 0.75f});
+  const std::vector<int> routed = {-1, 0, 2};
+  for (const GradMode mode : {GradMode::Overwrite, GradMode::Accumulate}) {
+    Tensor a = Tensor::from_vector({3}, {0.5f, 1.0f, -1.0f}), b = a.clone(), c = a.clone();
+    kernels::router_grad({routed, probs}, dgate, a, mode);
+    kernels::router_grad({routed, probs, Tensor::from_vector({3}, probs)}, dgate, b, mode);
+    EXPECT_TRUE(same_bits(a, b));
+    Tensor d = c.clone();
+    kernels::router_grad({routed, probs, Tensor::from_vector({3}, others)}, dgate, c, mode);
+    kernels::router_grad({routed, others}, dgate, d, mode);
+    EXPECT_TRUE(same_bits(c, d));
+    EXPECT_FALSE(same_bits(a, c));
+  }
+  Tensor dz = Tensor::empty({3}, DType::F32);
+  const std::string msg = test::error_of([&] {
+    kernels::router_grad({routed, probs, Tensor::from_vector({2}, {0.5f, 0.5f})}, dgate, dz, GradMode::Overwrite);
+  });
+  EXPECT_NE(msg.find("router_grad: probs_at expected shape [3]"), std::string::npos) << msg;
+}
+
+// Recorded on the host (core/graph.hpp): a replay reads the probabilities and the gate gradients
+// then in memory.
+TEST(RouterGrad, HostGraphReadsTheProbabilitiesThenInMemory) {
+  Tensor probs_at = Tensor::from_vector({3}, {0.5f, 0.3f, 0.2f});
+  Tensor dgate = Tensor::from_vector({2}, {1.0f, -2.0f});
+  Tensor dz = Tensor::zeros({3}, DType::F32);
+  runtime::Graph graph;
+  graph.begin_capture(Stream::host());
+  kernels::router_grad({{0, 2}, {0.5f, 0.3f, 0.2f}, probs_at}, dgate, dz, GradMode::Overwrite);
+  graph.end_capture();
+  EXPECT_EQ(dz.to_float_vector(), (std::vector<float>{0, 0, 0}));
+  const std::vector<float> now = {0.25f, 0.25f, 0.5f};
+  std::memcpy(probs_at.data(), now.data(), sizeof(float) * 3);
+  dgate.data_as<float>()[1] = 3.0f;
+  graph.launch();
+  Tensor want = Tensor::zeros({3}, DType::F32);
+  kernels::router_grad({{0, 2}, now}, Tensor::from_vector({2}, {1.0f, 3.0f}), want, GradMode::Overwrite);
+  EXPECT_TRUE(same_bits(dz, want));
 }
 
 TEST(RouterGrad, RefusesWhatItsFixedArraysCannotHold) {

@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "core/counters.hpp"
+#include "core/graph.hpp"
 #include "kernels/cast.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/ref/segments.hpp"
@@ -117,6 +118,59 @@ TEST(SegmentCopy, NoRowsToCopyWritesNothing) {
   kernels::segment_copy(src, dst, {}, GradMode::Overwrite);
   kernels::segment_copy(src, dst, {{0, 0, 0, 1.0f}, {2, 4, 0, 1.0f}}, GradMode::Overwrite);
   EXPECT_TRUE(same_bits(dst, old));
+}
+
+// A scale read from memory (SegmentCopy::scale_at: a gate of the step's route table) is the value
+// there when the copy runs, set after the list was built: bit for bit the copy given that value, and
+// the reference reads it too. `scale` is then not read.
+TEST(SegmentCopy, ScaleReadFromMemory) {
+  std::uint64_t seed = 70;
+  for (const DType dt : kDtypes)
+    for (const GradMode mode : {GradMode::Overwrite, GradMode::Accumulate}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + (mode == GradMode::Accumulate ? " accumulate" : " overwrite"));
+      const Tensor src = input({6, 4, 5}, seed += 2, dt);
+      const Tensor old = input({8, 4, 5}, seed + 1, dt);
+      float scales[2] = {1.0f, 1.0f};
+      const std::vector<SegmentCopy> from_memory = {{0, 1, 2, std::nanf(""), &scales[0]},
+                                                    {3, 4, 3, std::nanf(""), &scales[1]}};
+      scales[0] = 0.37f;
+      scales[1] = -2.5f;
+      const std::vector<SegmentCopy> by_value = {{0, 1, 2, 0.37f}, {3, 4, 3, -2.5f}};
+      Tensor a = old.clone(), b = old.clone();
+      kernels::segment_copy(src, a, from_memory, mode);
+      kernels::segment_copy(src, b, by_value, mode);
+      EXPECT_TRUE(same_bits(a, b));
+      Vec ra = test::to_double(old), rb = test::to_double(old);
+      kernels::ref::segment_copy(20, test::to_double(src), ra, from_memory, mode);
+      kernels::ref::segment_copy(20, test::to_double(src), rb, by_value, mode);
+      EXPECT_EQ(ra, rb);
+    }
+}
+
+// On the host the copy is recorded by value (core/graph.hpp): a replay reads the scale then in
+// memory, and needs neither the caller's segment list nor its tensor objects.
+TEST(SegmentCopy, HostGraphReplayReadsTheScaleThenInMemory) {
+  const Tensor src = input({5, 3}, 81, DType::F32);
+  Tensor dst = Tensor::zeros({5, 3}, DType::F32);
+  float scale = 2.0f;
+  runtime::Graph graph;
+  {
+    const Tensor src_object = src, dst_view = dst.narrow0(1, 4);
+    Tensor dst_object = dst_view;
+    std::vector<SegmentCopy> segments{{0, 0, 2, 1.0f, &scale}, {3, 2, 2, 0.5f}};
+    graph.begin_capture(Stream::host());
+    kernels::segment_copy(src_object, dst_object, segments, GradMode::Overwrite);
+    graph.end_capture();
+    segments.clear();
+    dst_object = Tensor::zeros({4, 3}, DType::F32);  // the graph keeps the view it was given
+  }
+  EXPECT_TRUE(same_bits(dst, Tensor::zeros({5, 3}, DType::F32)));  // nothing ran yet
+  scale = -3.25f;
+  graph.launch();
+  Tensor want = Tensor::zeros({5, 3}, DType::F32);
+  Tensor want_view = want.narrow0(1, 4);
+  kernels::segment_copy(src, want_view, {{0, 0, 2, -3.25f}, {3, 2, 2, 0.5f}}, GradMode::Overwrite);
+  EXPECT_TRUE(same_bits(dst, want));
 }
 
 // ---- segment_dot -------------------------------------------------------------------------------
@@ -627,6 +681,69 @@ TEST(BatchNormSegmentsRef, OwnAffineBackwardMatchesFiniteDifferences) {
 }
 
 // ---- errors and launch counts ------------------------------------------------------------------
+
+// Batch norm over segments recorded on the host: the segments point at the caller's Tensor objects,
+// which the recording copies (their storage included), so a replay runs on the tensors of the capture
+// after the caller's objects and list are gone or point elsewhere; bit for bit an eager call.
+TEST(BatchNormSegments, HostGraphHoldsTheSegmentsTensors) {
+  const Shape shape{7, 2, 3};
+  const std::vector<std::int64_t> counts{3, 4};
+  const std::int64_t c = shape.back();
+  BatchNormParams p;
+  p.relu = true;
+  p.momentum = 0.2f;
+  BnInputs in = bn_inputs(shape, 2, DType::F32, 90);
+  const Tensor own_gamma = test::random_tensor({c}, 95, 0.5, 1.5);
+  // The eager run, on clones.
+  std::vector<Tensor> rm_e = clones(in.rm), rv_e = clones(in.rv);
+  Tensor dg_e = Tensor::zeros({c}, DType::F32), db_e = Tensor::zeros({c}, DType::F32);
+  Tensor own_dg_e = Tensor::zeros({c}, DType::F32);
+  auto segments_of = [&](std::vector<Tensor>& rm, std::vector<Tensor>& rv, Tensor& own_dg) {
+    std::vector<BatchNormSegment> segs = bn_segments(counts, rm, rv);
+    segs[1].gamma = &own_gamma;
+    segs[1].dgamma = &own_dg;
+    return segs;
+  };
+  Tensor y_e = Tensor::empty(shape, DType::F32), sm_e = Tensor::empty({2, c}, DType::F32),
+         si_e = Tensor::empty({2, c}, DType::F32), dx_e = Tensor::empty(shape, DType::F32);
+  const Tensor dy = input(shape, 96, DType::F32);
+  {
+    const auto segs = segments_of(rm_e, rv_e, own_dg_e);
+    kernels::batchnorm_fwd_train_segments(p, in.x, in.gamma, in.beta, segs, y_e, sm_e, si_e);
+    kernels::batchnorm_bwd_segments(p, in.x, y_e, dy, in.gamma, segs, sm_e, si_e, dx_e, dg_e, db_e,
+                                    GradMode::Overwrite);
+  }
+  // The recorded run: the segments' tensor objects live in a scope that ends before the launch.
+  std::vector<Tensor> rm_g = clones(in.rm), rv_g = clones(in.rv);
+  Tensor dg_g = Tensor::zeros({c}, DType::F32), db_g = Tensor::zeros({c}, DType::F32);
+  Tensor own_dg_g = Tensor::zeros({c}, DType::F32);
+  Tensor y_g = Tensor::empty(shape, DType::F32), sm_g = Tensor::empty({2, c}, DType::F32),
+         si_g = Tensor::empty({2, c}, DType::F32), dx_g = Tensor::empty(shape, DType::F32);
+  runtime::Graph graph;
+  {
+    std::vector<Tensor> rm = rm_g, rv = rv_g;  // objects of this scope, sharing the storage
+    Tensor own_dg = own_dg_g;
+    std::vector<BatchNormSegment> segs = segments_of(rm, rv, own_dg);
+    graph.begin_capture(Stream::host());
+    kernels::batchnorm_fwd_train_segments(p, in.x, in.gamma, in.beta, segs, y_g, sm_g, si_g);
+    kernels::batchnorm_bwd_segments(p, in.x, y_g, dy, in.gamma, segs, sm_g, si_g, dx_g, dg_g, db_g,
+                                    GradMode::Overwrite);
+    graph.end_capture();
+    // What the segments point at now holds other tensors: the recording must not read them.
+    for (Tensor& t : rm) t = Tensor::zeros({c}, DType::F32);
+    for (Tensor& t : rv) t = Tensor::zeros({c}, DType::F32);
+    own_dg = Tensor();
+    segs.clear();
+  }
+  graph.launch();
+  EXPECT_TRUE(same_bits(y_g, y_e));
+  EXPECT_TRUE(same_bits(dx_g, dx_e));
+  EXPECT_TRUE(same_bits(dg_g, dg_e));
+  EXPECT_TRUE(same_bits(db_g, db_e));
+  EXPECT_TRUE(same_bits(own_dg_g, own_dg_e));
+  EXPECT_TRUE(same_bits_all(rm_g, rm_e));
+  EXPECT_TRUE(same_bits_all(rv_g, rv_e));
+}
 
 TEST(Segments, BadArgumentsGiveOneLineErrors) {
   const Tensor src = input({6, 4}, 1, DType::F32);

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <map>
+#include <numeric>
 
 #include "kernels/elementwise.hpp"
 #include "src/nn/backbone.hpp"
@@ -431,6 +433,232 @@ TEST(LegoLayer, BalanceRegulariserGradient) {
   const auto res = test::check_gradient(f, z, g, o);
   EXPECT_TRUE(res.ok) << res.message();
   EXPECT_FALSE(layer.router(1).touched);
+}
+
+// ---- routing values in memory (RouteTable, Backbone::prepare_routes) --------------------------
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.defined() == b.defined() && a.numel() == b.numel() && a.dtype() == b.dtype() &&
+         std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
+}
+
+// Sets task t's router logits of both layers to the same new values (an optimizer step), and their
+// host copies.
+void new_logits(const std::vector<RoutedLayer*>& layers, int tasks, std::uint64_t seed) {
+  for (int t = 0; t < tasks; ++t) {
+    const Tensor z =
+        test::random_tensor({layers[0]->router(t).value.numel()}, seed + static_cast<std::uint64_t>(t), -2.0, 2.0);
+    for (RoutedLayer* l : layers) {
+      l->router(t).value.copy_from(z);
+      l->set_router_copy(t, z.to_float_vector());
+    }
+  }
+}
+
+enum class Run { PerLego, Merged, Batched };
+
+// Three training steps of `tasks` tasks (one pass each, or one task-batched pass of `count` samples
+// per task) through two layers built alike, the second with its routes prepared in a RouteTable
+// before each step, so that its kernels read the gates and probabilities from the table: outputs,
+// input gradients, every parameter's gradient (routers included) and the running statistics are the
+// same bits. `keys` (when non-null) gets the steps' routing keys.
+void check_table_bitwise(const LegoLayerSpec& spec, const RoutingOptions& ro, Run run, int tasks = 2,
+                         std::int64_t count = 2, std::vector<std::vector<int>>* keys = nullptr) {
+  std::mt19937_64 ra(31), rb(31);
+  LegoLayer plain("l", spec, tasks, ro, ra), tabled("l", spec, tasks, ro, rb);
+  for (LegoLayer* l : {&plain, &tabled})
+    l->set_strategy(run == Run::Merged ? make_merged_strategy() : make_per_lego_strategy());
+  std::vector<Parameter*> pp, pt;
+  plain.collect_parameters(pp);
+  tabled.collect_parameters(pt);
+  std::vector<Buffer> bp, bt;
+  plain.collect_buffers(bp);
+  tabled.collect_buffers(bt);
+  std::vector<int> all(static_cast<std::size_t>(tasks));
+  std::iota(all.begin(), all.end(), 0);
+  RouteTable table;
+  for (std::int64_t step = 0; step < 3; ++step) {
+    SCOPED_TRACE(str("step ", step));
+    new_logits({&plain, &tabled}, tasks, 500 + static_cast<std::uint64_t>(step) * 10);
+    for (Parameter* p : pp) p->clear_grad();
+    for (Parameter* p : pt) p->clear_grad();
+    const std::vector<int> key = table.prepare({&tabled}, all, step, true, Stream::host());
+    if (keys) keys->push_back(key);
+    for (int t = 0; t < tasks; ++t) {
+      const Route a = plain.route(t, step, true), b = tabled.route(t, step, true);
+      EXPECT_FALSE(a.gate_values.defined());
+      ASSERT_TRUE(b.gate_values.defined() && b.prob_values.defined());
+      EXPECT_EQ(a.legos, b.legos);
+      EXPECT_EQ(a.gates, b.gates);
+      EXPECT_EQ(a.probs, b.probs);
+      EXPECT_EQ(b.gate_values.to_float_vector(), b.gates);
+      EXPECT_EQ(b.prob_values.to_float_vector(), b.probs);
+    }
+    auto pass = [&](const RunState& rs, const Tensor& x, std::uint64_t seed) {
+      LegoLayer::Output op = plain.forward(rs, x, step), ot = tabled.forward(rs, x, step);
+      EXPECT_TRUE(same_bits(op.y, ot.y)) << "y";
+      const Tensor dy = test::random_tensor(op.y.shape(), seed);
+      EXPECT_TRUE(same_bits(plain.backward(rs, dy, std::move(op.saved)), tabled.backward(rs, dy, std::move(ot.saved))))
+          << "dx";
+    };
+    if (run == Run::Batched) {
+      RunState rs;
+      rs.task = -1;
+      for (int t = 0; t < tasks; ++t) rs.segments.push_back({t, count});
+      pass(rs, test::random_tensor({tasks * count, 4, 4, spec.in_channels}, 600 + static_cast<std::uint64_t>(step)),
+           700);
+    } else {
+      for (int t = 0; t < tasks; ++t) {
+        RunState rs;
+        rs.task = t;
+        pass(rs, test::random_tensor({3, 4, 4, spec.in_channels}, 600 + static_cast<std::uint64_t>(step * 5 + t)),
+             700 + static_cast<std::uint64_t>(t));
+      }
+    }
+    int routers = 0;
+    for (std::size_t i = 0; i < pp.size(); ++i) {
+      ASSERT_EQ(pp[i]->touched, pt[i]->touched) << pp[i]->name;
+      if (!pp[i]->touched) continue;
+      EXPECT_TRUE(same_bits(pp[i]->grad, pt[i]->grad)) << pp[i]->name;
+      routers += pp[i]->owner.kind == Owner::Kind::Router;
+    }
+    EXPECT_EQ(routers, tasks);
+    for (std::size_t i = 0; i < bp.size(); ++i) EXPECT_TRUE(same_bits(*bp[i].tensor, *bt[i].tensor)) << bp[i].name;
+  }
+}
+
+RoutingOptions soft_warmup(std::int64_t steps) {
+  RoutingOptions ro;
+  ro.warmup = RoutingOptions::Warmup::Soft;
+  ro.warmup_steps = steps;
+  return ro;
+}
+
+TEST(RouteTable, PerLegoIsBitForBitTheHostFloats) {
+  check_table_bitwise(small_spec(1, 4, 4), RoutingOptions{}, Run::PerLego);
+  check_table_bitwise(small_spec(2, 3, 6, 1), RoutingOptions{}, Run::PerLego);
+  auto shared = small_spec(1, 4, 4);
+  shared.num_shared = 1;
+  check_table_bitwise(shared, soft_warmup(2), Run::PerLego);
+}
+
+// The merged strategy's own block takes host gates (src/nn/merged_legos.cpp); its per-lego fallback
+// and its router gradient read the table.
+TEST(RouteTable, MergedIsBitForBitTheHostFloats) {
+  check_table_bitwise(small_spec(1, 4, 4), RoutingOptions{}, Run::Merged);
+  check_table_bitwise(small_spec(1, 4, 4, 1), RoutingOptions{}, Run::Merged);
+}
+
+TEST(RouteTable, TaskBatchedIsBitForBitTheHostFloats) {
+  check_table_bitwise(small_spec(1, 4, 4), RoutingOptions{}, Run::Batched);
+  check_table_bitwise(small_spec(2, 3, 6), RoutingOptions{}, Run::Batched, 3, 1);
+  auto shared = small_spec(1, 4, 4);
+  shared.num_shared = 1;
+  check_table_bitwise(shared, soft_warmup(2), Run::Batched);
+  // 17 tasks at k = 2: 34 parts, more than one fused pass takes (the unfused gated sum).
+  check_table_bitwise(small_spec(1, 4, 4), RoutingOptions{}, Run::Batched, 17, 1);
+}
+
+// The key: each task's legos then -1, or -2 for a soft warm-up route (every lego on).
+TEST(RouteTable, KeyNamesTheLegosAndTheSoftWarmup) {
+  auto spec = small_spec(1, 4, 4);
+  spec.num_shared = 1;
+  std::vector<std::vector<int>> keys;
+  check_table_bitwise(spec, soft_warmup(2), Run::PerLego, 2, 2, &keys);
+  ASSERT_EQ(keys.size(), 3u);
+  EXPECT_EQ(keys[0], (std::vector<int>{0, 1, 2, 3, 4, -2, 0, 1, 2, 3, 4, -2}));
+  EXPECT_EQ(keys[1], keys[0]);  // soft warm-up: the same legos every step, only the gates change
+  ASSERT_EQ(keys[2].size(), 8u);
+  EXPECT_EQ(keys[2][0], 0);
+  EXPECT_EQ(keys[2][3], -1);
+  EXPECT_EQ(keys[2][7], -1);
+}
+
+// A prepared layer with the table's values overwritten: its kernels read them (gates 0: y =
+// relu(shortcut), the input gradient the shortcut's alone; probabilities 0: no router gradient), for
+// exactly the prepared (task, step, training) only; other routes come without table views and give the
+// host floats' results. `tasks` task-batched segments of one sample each: more than 16 make more parts
+// than one fused pass takes (the gated copies instead).
+void check_reads_the_table(Run run, int tasks = 1) {
+  std::mt19937_64 ra(41), rb(41);
+  RoutingOptions ro;
+  ro.init_std = 1.0f;
+  LegoLayer plain("l", small_spec(1, 4, 4), tasks + 1, ro, ra), tabled("l", small_spec(1, 4, 4), tasks + 1, ro, rb);
+  for (LegoLayer* l : {&plain, &tabled}) l->set_strategy(make_per_lego_strategy());
+  RunState rs;
+  rs.task = run == Run::Batched ? -1 : 0;
+  std::vector<int> prepared;
+  for (int t = 0; t < tasks; ++t) {
+    prepared.push_back(t);
+    if (run == Run::Batched) rs.segments.push_back({t, tasks == 1 ? 3 : 1});
+  }
+  const Tensor x = test::random_tensor({tasks == 1 ? 3 : tasks, 4, 4, 4}, 42);
+  RouteTable table;
+  table.prepare({&tabled}, prepared, 5, true, Stream::host());
+  Tensor values = table.table();
+  std::fill(values.data_as<float>(), values.data_as<float>() + values.numel(), 0.0f);
+  LegoLayer::Output out = tabled.forward(rs, x, 5);
+  Tensor relu_x = Tensor::empty(x.shape(), DType::F32);
+  kernels::relu_fwd(x, relu_x);
+  EXPECT_TRUE(same_bits(out.y, relu_x));
+  const Tensor dy = test::random_tensor(x.shape(), 43);
+  Tensor da = Tensor::empty(x.shape(), DType::F32);
+  kernels::relu_bwd(out.y, dy, da, kernels::GradMode::Overwrite);
+  EXPECT_EQ(test::max_rel_error(tabled.backward(rs, dy, std::move(out.saved)), da), 0.0);
+  for (int t = 0; t < tasks; ++t) EXPECT_EQ(tabled.router(t).grad.to_float_vector(), std::vector<float>(4, 0.0f));
+  // Not prepared: the next step, inference, another task; a route after its logits changed.
+  EXPECT_TRUE(tabled.route(0, 5, true).gate_values.defined());
+  EXPECT_FALSE(tabled.route(0, 6, true).gate_values.defined());
+  EXPECT_FALSE(tabled.route(0, 5, false).gate_values.defined());
+  EXPECT_FALSE(tabled.route(tasks, 5, true).prob_values.defined());
+  const LegoLayer::Output next = tabled.forward(rs, x, 6), want = plain.forward(rs, x, 6);
+  EXPECT_TRUE(same_bits(next.y, want.y));
+  EXPECT_FALSE(same_bits(next.y, relu_x));
+  tabled.router(0).value.data_as<float>()[0] += 1.0f;
+  tabled.set_router_copy(0, tabled.router(0).value.to_float_vector());
+  EXPECT_FALSE(tabled.route(0, 5, true).gate_values.defined());
+}
+
+TEST(RouteTable, PerLegoReadsTheTableForItsStepOnly) { check_reads_the_table(Run::PerLego); }
+TEST(RouteTable, TaskBatchedReadsTheTableForItsStepOnly) {
+  check_reads_the_table(Run::Batched);
+  check_reads_the_table(Run::Batched, 17);
+}
+
+// Backbone::prepare_routes: every routed layer of gppf-mini and gppf-vit, one slot per (layer, task)
+// of its max entries and L probabilities, a key of every layer's routes, and the same table (the
+// same address) step after step.
+TEST(RouteTable, BackbonePreparesEveryRoutedLayer) {
+  BackboneSpec vit = BackboneSpec::vit_mini();
+  vit.vit->grid_h = vit.vit->grid_w = 2;
+  vit.num_shared = 1;
+  for (const BackboneSpec& spec : {BackboneSpec::mini(), vit}) {
+    SCOPED_TRACE(spec.name);
+    Backbone net(spec, 3, 7);
+    EXPECT_FALSE(net.route_table().defined());
+    const std::vector<int> key = net.prepare_routes({2, 0}, 4, true, Stream::host());
+    const std::vector<RoutedLayer*> layers = net.routed_layers();
+    ASSERT_FALSE(layers.empty());
+    const std::int64_t slot = spec.num_legos + spec.num_shared + spec.num_legos;
+    EXPECT_EQ(net.route_table().numel(), static_cast<std::int64_t>(layers.size()) * 3 * slot);
+    std::vector<int> want;
+    for (RoutedLayer* l : layers)
+      for (int t : {2, 0}) {
+        const Route r = l->route(t, 4, true);
+        ASSERT_TRUE(r.gate_values.defined()) << l->name();
+        EXPECT_EQ(r.gate_values.to_float_vector(), r.gates);
+        EXPECT_EQ(r.prob_values.to_float_vector(), r.probs);
+        want.insert(want.end(), r.legos.begin(), r.legos.end());
+        want.push_back(-1);
+      }
+    EXPECT_EQ(key, want);
+    EXPECT_FALSE(layers[0]->route(1, 4, true).gate_values.defined());
+    const void* at = net.route_table().data();
+    net.prepare_routes({1}, 5, true, Stream::host());
+    EXPECT_EQ(net.route_table().data(), at);
+    EXPECT_FALSE(layers[0]->route(2, 4, true).gate_values.defined());  // the last call's tasks only
+    EXPECT_TRUE(layers[0]->route(1, 5, true).gate_values.defined());
+  }
 }
 
 }  // namespace

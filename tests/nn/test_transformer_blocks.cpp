@@ -5,6 +5,7 @@
 // stay untouched.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <functional>
 #include <random>
 
@@ -139,6 +140,69 @@ TEST(MlpLegoLayer, LegosNoTaskChoseAreUntouched) {
     untouched += !active;
   }
   EXPECT_EQ(untouched, 4);  // fc1 and fc2 weight and bias of the one lego left out
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.defined() == b.defined() && a.numel() == b.numel() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
+}
+
+// The routes prepared in a RouteTable (Backbone::prepare_routes), whose gates and probabilities the
+// kernels then read from the table: the same bits as the host floats for the output and the input,
+// weight, norm and router gradients, with and without a shared lego and in the soft warm-up.
+TEST(MlpLegoLayer, RouteTableIsBitForBitTheHostFloats) {
+  for (int shared : {0, 1}) {
+    SCOPED_TRACE(str("shared ", shared));
+    RoutingOptions ro;
+    ro.warmup = RoutingOptions::Warmup::Soft;
+    ro.warmup_steps = 1;
+    ro.init_std = 1.0f;
+    std::mt19937_64 ra(8), rb(8);
+    MlpLegoLayer plain("m", small_mlp(shared), 2, ro, ra), tabled("m", small_mlp(shared), 2, ro, rb);
+    std::vector<Parameter*> pp, pt;
+    plain.collect_parameters(pp);
+    tabled.collect_parameters(pt);
+    RouteTable table;
+    for (std::int64_t step = 0; step < 3; ++step) {
+      SCOPED_TRACE(str("step ", step));
+      for (Parameter* p : pp) p->clear_grad();
+      for (Parameter* p : pt) p->clear_grad();
+      table.prepare({&tabled}, {0, 1}, step, true, Stream::host());
+      for (int task : {1, 0}) {
+        RunState rs;
+        rs.task = task;
+        ASSERT_TRUE(tabled.route(task, step, true).gate_values.defined());
+        const Tensor x = test::random_tensor({2, 3, 8}, 40 + static_cast<std::uint64_t>(step * 2 + task));
+        EXPECT_TRUE(same_bits(plain.forward(rs, x, step), tabled.forward(rs, x, step))) << "y";
+        const Tensor dy = test::random_tensor(x.shape(), 50 + static_cast<std::uint64_t>(task));
+        EXPECT_TRUE(same_bits(plain.backward(rs, dy), tabled.backward(rs, dy))) << "dx";
+      }
+      for (std::size_t i = 0; i < pp.size(); ++i) {
+        ASSERT_EQ(pp[i]->touched, pt[i]->touched) << pp[i]->name;
+        if (pp[i]->touched) {
+          EXPECT_TRUE(same_bits(pp[i]->grad, pt[i]->grad)) << pp[i]->name;
+        }
+      }
+    }
+  }
+}
+
+// With the prepared table's values zeroed, the layer's kernels read the zeros: the output is the
+// residual alone and the router gets no gradient; the next step's route is computed on the spot.
+TEST(MlpLegoLayer, ReadsTheRouteTableForItsStepOnly) {
+  std::mt19937_64 ra(9), rb(9);
+  MlpLegoLayer plain("m", small_mlp(), 1, RoutingOptions{}, ra), tabled("m", small_mlp(), 1, RoutingOptions{}, rb);
+  RouteTable table;
+  table.prepare({&tabled}, {0}, 3, true, Stream::host());
+  Tensor values = table.table();
+  std::fill(values.data_as<float>(), values.data_as<float>() + values.numel(), 0.0f);
+  RunState rs;
+  const Tensor x = test::random_tensor({2, 3, 8}, 10);
+  EXPECT_TRUE(same_bits(tabled.forward(rs, x, 3), x));
+  tabled.backward(rs, test::random_tensor(x.shape(), 11));
+  EXPECT_EQ(tabled.router(0).grad.to_float_vector(), std::vector<float>(3, 0.0f));
+  EXPECT_FALSE(tabled.route(0, 4, true).gate_values.defined());
+  EXPECT_FALSE(tabled.route(0, 3, false).gate_values.defined());
+  EXPECT_TRUE(same_bits(tabled.forward(rs, x, 4), plain.forward(rs, x, 4)));
 }
 
 TEST(SelfAttention, GradientsOfInputAndWeights) {

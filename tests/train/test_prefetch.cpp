@@ -7,9 +7,7 @@
 
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
-#include <nlohmann/json.hpp>
 
 #include "io/dataset.hpp"
 #include "src/optim/optimizer.hpp"
@@ -25,7 +23,6 @@ namespace gppf::train {
 namespace {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
 using test::ckpt;
 
 // A network and optimizer of `c`, with everything a checkpoint holds.
@@ -62,18 +59,6 @@ std::vector<std::string> different_tensors(const TrainConfig& c, const std::stri
       diff.push_back(ta[i].first);
   }
   return diff;
-}
-
-// metrics.jsonl without the wall-clock rates.
-std::vector<json> metrics_lines(const fs::path& run) {
-  std::vector<json> out;
-  std::ifstream in(run / "metrics.jsonl");
-  for (std::string line; std::getline(in, line);) {
-    json j = json::parse(line);
-    j.erase("samples_per_s");
-    out.push_back(j);
-  }
-  return out;
 }
 
 class Prefetch : public ::testing::Test {
@@ -138,7 +123,7 @@ TEST_F(Prefetch, StepsTrainOnTheBatchesTheyWouldDrawThemselvesAndCheckpointsAgre
   // The loaders read the same bytes.
   EXPECT_EQ(a.bytes_read, e.bytes_read);
   // Every step's losses (so every step trained on the same batches), the evaluations and routing.
-  EXPECT_EQ(metrics_lines(ahead), metrics_lines(each));
+  EXPECT_EQ(test::metrics_lines(ahead), test::metrics_lines(each));
   const TrainConfig c = config();
   for (std::int64_t step = 1; step <= 10; ++step) {
     SCOPED_TRACE(str("step ", step));
@@ -161,7 +146,7 @@ TEST_F(Prefetch, AResumeFromACheckpointWrittenWithABatchDrawnAheadIsBitwise) {
   fs::copy_file(straight / "metrics.jsonl", resumed / "metrics.jsonl");
   const TrainSummary r = run(resumed, true, ckpt(straight, 5));
   EXPECT_EQ(r.metrics, s.metrics);
-  EXPECT_EQ(metrics_lines(resumed), metrics_lines(straight));
+  EXPECT_EQ(test::metrics_lines(resumed), test::metrics_lines(straight));
   EXPECT_EQ(different_tensors(config(), ckpt(resumed, 10), ckpt(straight, 10)), std::vector<std::string>{});
 }
 
