@@ -178,7 +178,7 @@ Tensor Tensor::to(Device dev, const Stream& stream) const {
   return t;
 }
 
-Tensor Tensor::clone() const { return to(device()); }
+Tensor Tensor::clone(const Stream& stream) const { return to(device(), stream); }
 
 void Tensor::zero_(const Stream& stream) {
   if (nbytes() == 0) return;

@@ -76,7 +76,8 @@ class Tensor {
   Tensor narrow0(std::int64_t start, std::int64_t length) const;
   // A copy on `device` (ordered on `stream` when a CUDA device is involved; synchronous otherwise).
   Tensor to(Device device, const Stream& stream = Stream::host()) const;
-  Tensor clone() const;
+  // A copy on the same device (ordered on `stream` on CUDA).
+  Tensor clone(const Stream& stream = Stream::host()) const;
   // Copies src into this tensor; shapes' numel and dtypes must match.
   void copy_from(const Tensor& src, const Stream& stream = Stream::host());
   void zero_(const Stream& stream = Stream::host());

@@ -1,6 +1,7 @@
 #include "kernels/conv.hpp"
 
 #include "core/graph.hpp"
+
 namespace gppf::kernels {
 
 Conv2dGeometry conv2d_geometry(const char* op, const Conv2dParams& p, const Shape& x, const Shape& w) {

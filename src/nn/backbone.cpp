@@ -196,7 +196,7 @@ void Backbone::backward(const RunState& rs, const std::vector<Tensor>& d_feature
         if (d.defined())
           kernels::axpby(1.0f, df, 1.0f, d, rs.stream);
         else
-          d = df.to(df.device(), rs.stream);
+          d = df.clone(rs.stream);
       }
       --stage;
     }

@@ -215,17 +215,13 @@ std::vector<int> RouteTable::prepare(const std::vector<RoutedLayer*>& layers, co
   std::vector<int> key;
   if (total == 0) return key;
   const Device device = layers.front()->routing().logits(0).value.device();
-  auto same = [](const Slots& a, const Slots& b) {
-    return a.base == b.base && a.entries == b.entries && a.legos == b.legos && a.tasks == b.tasks;
-  };
   if (!m_table.defined()) {
     // Allocated once: a captured graph keeps the table's address.
     m_layout = layout;
     m_table = Tensor::empty({total}, DType::F32, device);
     for (Tensor& t : m_staging) t = Tensor::empty({total}, DType::F32, Device::host(), device.is_cuda());
   } else {
-    GPPF_CHECK(layout.size() == m_layout.size() && std::equal(layout.begin(), layout.end(), m_layout.begin(), same) &&
-                   m_table.device() == device,
+    GPPF_CHECK(layout == m_layout && m_table.device() == device,
                "prepare_routes: the routed layers or their device changed since the route table was made; it "
                "serves one network on one device");
   }

@@ -149,6 +149,7 @@ class RouteTable {
   struct Slots {
     std::int64_t base = 0;  // the layer's first slot
     std::int64_t entries = 0, legos = 0, tasks = 0;
+    friend bool operator==(const Slots&, const Slots&) = default;
   };
   std::vector<Slots> m_layout;
   Tensor m_table;

@@ -118,7 +118,7 @@ Tensor MlpLegoLayer::forward(const RunState& rs, const Tensor& x, std::int64_t s
     GPPF_CHECK(x.ndim() == 3 && x.dim(2) == m_spec.dim, m_name, ": input expected [N, T, ", m_spec.dim, "], got ",
                x.desc());
     const Tensor sum = m_runner->forward(*this, rs, rows(m_norm.forward(rs, x)), step, m_run_saved);
-    Tensor y = x.to(x.device(), rs.stream);
+    Tensor y = x.clone(rs.stream);
     Tensor yr = rows(y);
     kernels::axpby(1.0f, sum, 1.0f, yr, rs.stream);
     if (rs.training) m_x_shape = x.shape();
@@ -128,7 +128,7 @@ Tensor MlpLegoLayer::forward(const RunState& rs, const Tensor& x, std::int64_t s
              x.desc());
   const Route r = m_router.route(rs.task, step, rs.training);
   const Tensor h = rows(m_norm.forward(rs, x));
-  Tensor y = x.to(x.device(), rs.stream);
+  Tensor y = x.clone(rs.stream);
   Tensor yr = rows(y);
   std::vector<Tensor> outputs;
   for (std::size_t j = 0; j < r.legos.size(); ++j) {

@@ -499,6 +499,23 @@ Network::HeadPass Network::head_pass(int task, nn::RunState& rs, const std::vect
   return hp;
 }
 
+namespace {
+// A pass's input tensors, in a fixed order (some undefined).
+std::array<Tensor*, 7> input_slots(io::Batch& b, CenterNetTargets& t) {
+  return {&b.images, &b.labels, &b.masks, &t.heatmap, &t.size, &t.offset, &t.weight};
+}
+
+// Parameter::touched of each parameter, and setting them back (a step graph's host side).
+std::vector<char> touched_flags(const std::vector<nn::Parameter*>& params) {
+  std::vector<char> out;
+  for (const nn::Parameter* p : params) out.push_back(p->touched ? 1 : 0);
+  return out;
+}
+void set_touched(const std::vector<nn::Parameter*>& params, const std::vector<char>& flags) {
+  for (std::size_t k = 0; k < params.size(); ++k) params[k]->touched = flags[k] != 0;
+}
+}  // namespace
+
 StagedBatch Network::stage(int task, const io::Batch& batch) {
   const auto t = static_cast<std::size_t>(task);
   GPPF_CHECK(t < m_tasks.size(), "stage: task ", task, " of ", m_tasks.size());
@@ -515,8 +532,7 @@ StagedBatch Network::stage(int task, const io::Batch& batch) {
   // Pageable tensors stay on the host: an asynchronous copy from them makes the host wait anyway, so
   // the pass uploads them on the compute stream as before.
   std::vector<std::pair<int, Tensor*>> pinned;
-  const std::array<Tensor*, 7> all = {&s.batch.images, &s.batch.labels,   &s.batch.masks,   &s.targets.heatmap,
-                                      &s.targets.size, &s.targets.offset, &s.targets.weight};
+  const std::array<Tensor*, 7> all = input_slots(s.batch, s.targets);  // the upload buffers' slots
   for (std::size_t k = 0; k < all.size(); ++k)
     if (all[k]->defined() && all[k]->device().is_host() && all[k]->is_pinned() && all[k]->numel() > 0)
       pinned.emplace_back(static_cast<int>(k), all[k]);
@@ -544,9 +560,7 @@ io::Batch Network::take(StagedBatch& staged) {
     // read and wrote is kept to that sync, and their buffers are free after it.
     for (Tensor& x : staged.upload->await(stream())) m_step_inputs.push_back(std::move(x));
     staged.upload.reset();
-    const io::Batch& b = staged.batch;
-    const CenterNetTargets& tg = staged.targets;
-    for (const Tensor* x : {&b.images, &b.labels, &b.masks, &tg.heatmap, &tg.size, &tg.offset, &tg.weight})
+    for (const Tensor* x : input_slots(staged.batch, staged.targets))
       m_upload_buffers.read_until(staged.task, *x, m_syncs + 1);
   }
   // A page-locked tensor still on the host goes up on the compute stream below: its block must not go
@@ -642,13 +656,6 @@ Network::GraphStats Network::graph_stats() const {
   return {m_graph->captures, m_graph->launches, m_graph->graph.nodes(), m_graph->graph.pool_bytes()};
 }
 
-namespace {
-// A pass's input tensors, in a fixed order (some undefined).
-std::array<Tensor*, 7> input_slots(io::Batch& b, CenterNetTargets& t) {
-  return {&b.images, &b.labels, &b.masks, &t.heatmap, &t.size, &t.offset, &t.weight};
-}
-}  // namespace
-
 std::vector<PendingLoss> Network::run_graphed(const std::vector<int>& tasks, const std::vector<io::Batch>& batches,
                                               const std::vector<CenterNetTargets>& targets, std::int64_t step,
                                               const std::vector<int>& routing) {
@@ -691,8 +698,7 @@ std::vector<PendingLoss> Network::run_graphed(const std::vector<int>& tasks, con
       g.inputs.back().copy_from(*x, stream());
       *x = g.inputs.back();
     }
-    std::vector<char> before;
-    for (const nn::Parameter* p : params) before.push_back(p->touched ? 1 : 0);
+    const std::vector<char> before = touched_flags(params);
     try {
       g.graph.begin_capture(stream());
       g.losses = run_passes(tasks, in, tg, step);
@@ -706,16 +712,15 @@ std::vector<PendingLoss> Network::run_graphed(const std::vector<int>& tasks, con
       g.inputs.clear();
       g.off = true;
       log::warn("cuda_graphs: the capture of step ", step, " failed (", e.what(), "); this run goes on without graphs");
-      for (std::size_t k = 0; k < params.size(); ++k) params[k]->touched = before[k] != 0;
+      set_touched(params, before);
       return run_passes(tasks, batches, targets, step);
     }
-    g.touched.clear();
-    for (const nn::Parameter* p : params) g.touched.push_back(p->touched ? 1 : 0);
+    g.touched = touched_flags(params);
     ++g.captures;
   } else {
     for (std::size_t k = 0; k < slots.size(); ++k) g.inputs[k].copy_from(*slots[k], stream());
     // What the passes leave on the host: which gradients they wrote.
-    for (std::size_t k = 0; k < params.size(); ++k) params[k]->touched = g.touched[k] != 0;
+    set_touched(params, g.touched);
   }
   g.graph.launch();
   ++g.launches;
